@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from labeling.models import Role
+
+from .factories import ProjectFactory, member
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # PBKDF2 at production strength costs ~0.3 s a user; tests make hundreds of users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def now():
+    return timezone.now()
+
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory(k=4, overlap=1)
+
+
+@pytest.fixture
+def personas(project):
+    """Named people: admin, reviewer, two labelers, and an outsider with a project of their own."""
+
+    class P:
+        admin = member(project, "ada_admin", Role.ADMIN)
+        reviewer = member(project, "rita_reviewer", Role.REVIEWER)
+        alice = member(project, "alice_labeler")
+        bob = member(project, "bob_labeler")
+        other_project = ProjectFactory()
+        outsider = member(other_project, "oscar_outsider", Role.ADMIN)
+
+    return P

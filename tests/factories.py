@@ -1,0 +1,118 @@
+"""factory_boy factories and named personas for the tests."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from labeling.imports import messages_hash
+from labeling.models import (
+    Completion,
+    Membership,
+    ModelVersion,
+    Project,
+    Prompt,
+    Role,
+    Task,
+    TaskCompletion,
+)
+
+User = get_user_model()
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("pw-for-tests-123")
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    name = factory.Sequence(lambda n: f"Project {n}")
+    slug = factory.Sequence(lambda n: f"project-{n}")
+    guidelines = "Be helpful, honest and harmless."
+    k = 4
+    overlap = 1
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    project = factory.SubFactory(ProjectFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Role.LABELER
+
+
+class PromptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prompt
+
+    project = factory.SubFactory(ProjectFactory)
+    text = factory.Sequence(lambda n: f"Write a sentence about the number {n}.")
+    messages = factory.LazyAttribute(lambda o: [{"role": "user", "content": o.text}])
+    content_hash = factory.LazyAttribute(lambda o: messages_hash(o.messages))
+    source = "factory"
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelVersion
+
+    project = factory.SubFactory(ProjectFactory)
+    name = factory.Sequence(lambda n: f"model-{n}")
+    kind = ModelVersion.Kind.EXTERNAL
+
+
+class CompletionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Completion
+
+    prompt = factory.SubFactory(PromptFactory)
+    model_version = factory.SubFactory(
+        ModelVersionFactory, project=factory.SelfAttribute("..prompt.project")
+    )
+    text = factory.Sequence(lambda n: f"Completion number {n}.")
+    temperature = 0.7
+    top_p = 1.0
+    max_tokens = 64
+    seed = factory.Sequence(int)
+
+
+def demonstration_task(project: Project, prompt: Prompt | None = None, **kw) -> Task:
+    prompt = prompt or PromptFactory(project=project)
+    return Task.objects.create(
+        project=project,
+        kind=Task.Kind.DEMONSTRATION,
+        prompt=prompt,
+        overlap=project.demo_overlap,
+        **kw,
+    )
+
+
+def ranking_task(
+    project: Project, prompt: Prompt | None = None, texts: list[str] | None = None
+) -> Task:
+    """A ranking task over K completions from two model versions."""
+    prompt = prompt or PromptFactory(project=project)
+    models = [ModelVersionFactory(project=project), ModelVersionFactory(project=project)]
+    texts = texts or [f"Answer {i} to {prompt.text}" for i in range(project.k)]
+    task = Task.objects.create(
+        project=project, kind=Task.Kind.RANKING, prompt=prompt, overlap=project.overlap
+    )
+    for i, text in enumerate(texts):
+        c = CompletionFactory(prompt=prompt, model_version=models[i % 2], text=text)
+        TaskCompletion.objects.create(task=task, completion=c, position=i)
+    return task
+
+
+def member(project: Project, username: str, role: str = Role.LABELER):
+    user = UserFactory(username=username)
+    Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return user

@@ -1,0 +1,96 @@
+"""Training runs: the database row is the truth about a job (status, config, data, progress)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class RunKind(models.TextChoices):
+    SFT = "sft", "Supervised fine-tuning"
+    REWARD = "reward", "Reward model"
+    PPO = "ppo", "PPO"
+    SAMPLE = "sample", "Sampling"
+
+
+class TrainingRun(models.Model):
+    Kind = RunKind
+    Status = RunStatus
+
+    project = models.ForeignKey(
+        "labeling.Project", on_delete=models.CASCADE, related_name="training_runs"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    config = models.JSONField(default=dict)
+    dataset = models.JSONField(
+        default=dict, help_text="Exactly which rows it trains on: ids of demonstrations/rankings."
+    )
+    base_model = models.ForeignKey(
+        "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reward_model = models.ForeignKey(
+        "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    attempt = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=RunKind.values), name="run_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(step__lte=models.F("total_steps")) | Q(total_steps=0),
+                name="run_step_within_total",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+
+class RunMetric(models.Model):
+    """One logged value at one step: the curves the browser plots."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=64)
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name", "step"], name="metric_once_per_step")
+        ]
+        indexes = [models.Index(fields=["run", "name", "step"])]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} at step {self.step} of run {self.run_id}"
