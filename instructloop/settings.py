@@ -220,7 +220,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"training.tasks.run_training": {"queue": "gpu"}}
+# The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
+# beat job below puts the run back on the queue and it resumes from its last checkpoint.
+TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-runs": {
+        "task": "training.tasks.requeue_stale_runs",
+        "schedule": float(env_int("INSTRUCTLOOP_REQUEUE_EVERY_SECONDS", 30, minimum=1)),
+    }
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
