@@ -312,6 +312,8 @@ def run_fail(*, run_id: int, worker: str, error: str, retry: bool, now: datetime
 
             transaction.on_commit(lambda: run_training.apply_async((run_id,), countdown=5))
         else:
+            if retry:
+                error = f"Gave up after {run.attempt} attempts. Last error: {error}"
             _finish(run, RunStatus.FAILED, now=now, error=error)
         return run
 

@@ -1,0 +1,152 @@
+"""Training-run rules on the row: lease, redelivery, retries, cancel, one model version, safe paths."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from labeling import runs
+from labeling.errors import Conflict, Invalid
+from labeling.models import ModelVersion
+from training.models import RunStatus, TrainingRun
+
+from .factories import ModelVersionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def base(project, settings, tmp_path):
+    settings.MODEL_ROOT = tmp_path / "models"
+    (settings.MODEL_ROOT / "tiny-base").mkdir(parents=True)
+    settings.RUN_ROOT = tmp_path / "runs"
+    return ModelVersionFactory(project=project, name="tiny-base", kind="base", path="tiny-base")
+
+
+@pytest.fixture
+def run(project, base):
+    return TrainingRun.objects.create(
+        project=project,
+        kind="sft",
+        base_model=base,
+        dataset={"demonstrations": [1]},
+        max_attempts=2,
+    )
+
+
+def test_a_redelivered_message_does_not_run_a_job_twice_at_once(run, now):
+    first = runs.run_claim(run_id=run.pk, worker="w1", now=now)
+    second = runs.run_claim(run_id=run.pk, worker="w2", now=now + timedelta(seconds=1))
+    assert first is not None and first.attempt == 1
+    assert second is None
+    assert TrainingRun.objects.get(pk=run.pk).lease_owner == "w1"
+
+
+def test_a_run_whose_lease_lapsed_is_requeued_and_claimed_by_the_next_worker(run, now):
+    runs.run_claim(run_id=run.pk, worker="killed", now=now)
+    later = now + timedelta(seconds=runs.lease_seconds() + 1)
+    assert runs.runs_to_requeue(now=now) == []
+    assert runs.runs_to_requeue(now=later) == [run.pk]
+    again = runs.run_claim(run_id=run.pk, worker="fresh", now=later)
+    assert again.attempt == 2 and again.lease_owner == "fresh"
+    with pytest.raises(runs.LeaseLost):
+        runs.run_progress(
+            run_id=run.pk, worker="killed", step=3, total_steps=10, metrics=[], now=later
+        )
+
+
+def test_a_job_that_keeps_dying_fails_with_its_reason_after_max_attempts(run, now):
+    t = now
+    for _ in range(run.max_attempts):
+        assert runs.run_claim(run_id=run.pk, worker="w", now=t) is not None
+        runs.run_fail(run_id=run.pk, worker="w", error="CUDA out of memory", retry=True, now=t)
+        t += timedelta(seconds=1)
+    assert runs.run_claim(run_id=run.pk, worker="w", now=t) is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "CUDA out of memory" in run.error and "2 attempts" in run.error
+
+
+def test_progress_stores_metrics_once_per_step_even_after_a_resume(run, now):
+    runs.run_claim(run_id=run.pk, worker="w", now=now)
+    runs.run_progress(
+        run_id=run.pk, worker="w", step=2, total_steps=4, metrics=[(2, "loss", 1.5)], now=now
+    )
+    runs.run_progress(
+        run_id=run.pk, worker="w", step=2, total_steps=4, metrics=[(2, "loss", 1.25)], now=now
+    )
+    points = list(run.metric_points.values_list("step", "name", "value"))
+    assert points == [(2, "loss", 1.25)]
+    assert TrainingRun.objects.get(pk=run.pk).progress == 0.5
+
+
+def test_cancel_stops_a_queued_run_now_and_flags_a_running_one(project, run, base, now):
+    runs.run_cancel(run_id=run.pk, project=project, now=now)
+    assert TrainingRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    with pytest.raises(Conflict):
+        runs.run_cancel(run_id=run.pk, project=project, now=now)
+    other = TrainingRun.objects.create(project=project, kind="sft", base_model=base, dataset={})
+    runs.run_claim(run_id=other.pk, worker="w", now=now)
+    runs.run_cancel(run_id=other.pk, project=project, now=now)
+    assert runs.run_progress(
+        run_id=other.pk, worker="w", step=1, total_steps=2, metrics=[], now=now
+    )
+
+
+def test_success_registers_exactly_one_model_version_even_if_reported_twice(run, now, settings):
+    produced = settings.RUN_ROOT / f"run-{run.pk}" / "model"
+    produced.mkdir(parents=True)
+    (produced / "model.safetensors").write_bytes(b"x")
+    runs.run_claim(run_id=run.pk, worker="w", now=now)
+    result = {"output_dir": str(produced.parent), "metrics": {"val_loss": 1.0, "note": "text"}}
+    runs.run_succeed(run_id=run.pk, worker="w", result=result, now=now)
+    runs.run_succeed(run_id=run.pk, worker="w", result=result, now=now)
+    versions = ModelVersion.objects.filter(training_run=run)
+    assert versions.count() == 1
+    version = versions.get()
+    assert version.path == f"run-{run.pk}" and version.metrics == {"val_loss": 1.0}
+    assert (settings.MODEL_ROOT / f"run-{run.pk}" / "model.safetensors").exists()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.create(project=run.project, name="dup", kind="sft", training_run=run)
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc", "~/models", "./x", "a/../../b", ""])
+def test_model_paths_that_escape_the_model_root_are_refused(project, base, path):
+    version = ModelVersionFactory(project=project, kind="base", path=path)
+    with pytest.raises(Invalid):
+        runs.model_path(version)
+
+
+def test_a_model_path_through_a_symlink_is_refused(project, base, settings, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (settings.MODEL_ROOT / "link").symlink_to(outside)
+    version = ModelVersionFactory(project=project, kind="base", path="link")
+    with pytest.raises(Invalid):
+        runs.model_path(version)
+
+
+def test_a_local_base_model_resolves_under_the_model_root_and_a_hub_name_passes_through(
+    project, base, settings
+):
+    assert runs.model_path(base) == str(settings.MODEL_ROOT / "tiny-base")
+    hub = ModelVersionFactory(project=project, kind="base", path="openai-community/gpt2")
+    assert runs.model_path(hub) == "openai-community/gpt2"
+
+
+def test_run_start_refuses_server_owned_config_keys_and_empty_data(project, base, personas):
+    with pytest.raises(Invalid, match="output_dir"):
+        runs.run_start(
+            project=project,
+            kind="sft",
+            config={"output_dir": "/tmp/x"},
+            created_by=personas.admin,
+            base_model=base,
+        )
+    with pytest.raises(Invalid, match="no data"):
+        runs.run_start(
+            project=project, kind="sft", config={}, created_by=personas.admin, base_model=base
+        )
+    assert not TrainingRun.objects.exists()
