@@ -47,17 +47,53 @@
     card.scrollIntoView({ block: "nearest" });
   }
 
-  function move(card, step) {
-    const all = cards();
-    const i = all.indexOf(card);
-    const j = i + step;
-    if (j < 0 || j >= all.length) return;
-    const other = all[j];
-    if (step < 0) list.insertBefore(card, other);
-    else list.insertBefore(other, card);
-    delete card.dataset.tied; // a moved output leaves any tie it was in
-    delete other.dataset.tied;
+  // Ties as groups: a card with data-tied belongs to the group of the card above it.
+  function groups() {
+    const out = [];
+    cards().forEach((card, i) => {
+      if (i > 0 && card.dataset.tied) out[out.length - 1].push(card);
+      else out.push([card]);
+    });
+    return out;
+  }
+
+  function render(order) {
+    order.forEach((group) =>
+      group.forEach((card, i) => {
+        if (i > 0) card.dataset.tied = "1";
+        else delete card.dataset.tied;
+        list.appendChild(card);
+      })
+    );
     sync();
+  }
+
+  // Alt/Shift+arrow: a tied output first steps out of its tie; a lone one jumps a whole group.
+  function move(card, step) {
+    const order = groups();
+    const gi = order.findIndex((group) => group.includes(card));
+    const group = order[gi];
+    if (group.length > 1) {
+      group.splice(group.indexOf(card), 1);
+      order.splice(step < 0 ? gi : gi + 1, 0, [card]);
+    } else {
+      const to = gi + step;
+      if (to < 0 || to >= order.length) return;
+      order.splice(gi, 1);
+      order.splice(to, 0, group);
+    }
+    render(order);
+    focusCard(card);
+  }
+
+  // t: join the group above; on a tied output, split the group there instead.
+  function toggleTie(card) {
+    const order = groups();
+    const gi = order.findIndex((group) => group.includes(card));
+    const ci = order[gi].indexOf(card);
+    if (ci > 0) order.splice(gi, 1, order[gi].slice(0, ci), order[gi].slice(ci));
+    else if (gi > 0) order.splice(gi - 1, 2, order[gi - 1].concat(order[gi]));
+    render(order);
     focusCard(card);
   }
 
@@ -110,11 +146,7 @@
       card.classList.add("rated");
       say("");
     } else if (key === "t" && card) {
-      if (card.previousElementSibling) {
-        if (card.dataset.tied) delete card.dataset.tied;
-        else card.dataset.tied = "1";
-        sync();
-      }
+      toggleTie(card);
     } else if (key === "f" && card) {
       if (flagMode) flagMode.classList.remove("flag-mode");
       flagMode = card;
@@ -172,6 +204,13 @@
     dragged = null;
   });
 
-  cards().forEach((card) => card.classList.toggle("rated", !!select(card, "likert").value));
+  cards().forEach((card) => {
+    card.classList.toggle("rated", !!select(card, "likert").value);
+    const text = card.querySelector(".completion-text");
+    if (text.scrollHeight <= text.clientHeight + 2) {
+      text.classList.remove("collapsed"); // short: nothing to expand
+      card.querySelector(".expand").hidden = true;
+    }
+  });
   sync();
 })();
