@@ -10,11 +10,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
 from .errors import Forbidden, NotFound
 from .models import (
+    FLAG_CHOICES,
+    Completion,
     Demonstration,
+    DemonstrationDraft,
     Lease,
     Membership,
     Project,
@@ -23,6 +38,8 @@ from .models import (
     Role,
     Task,
 )
+
+FLAG_LABELS = dict(FLAG_CHOICES)
 
 
 def membership_require(
@@ -82,28 +99,55 @@ class HomeRow:
 
 
 def home_rows(*, user_id: int, now: datetime) -> list[HomeRow]:
-    rows = []
-    memberships = Membership.objects.select_related("project").filter(user_id=user_id)
-    for m in memberships.order_by("project__name"):
-        held = (
-            Lease.objects.filter(
-                user_id=user_id,
-                task__project=m.project,
-                status=Lease.Status.ACTIVE,
-                expires_at__gt=now,
-            )
-            .values_list("pk", flat=True)
-            .first()
+    """The user's projects with what waits for them per task kind: three queries in all."""
+    memberships = list(
+        Membership.objects.select_related("project")
+        .filter(user_id=user_id)
+        .order_by("project__name")
+    )
+    project_ids = [m.project_id for m in memberships]
+    held: dict[int, int] = {}
+    for project_id, lease_id in (
+        Lease.objects.filter(
+            user_id=user_id,
+            task__project_id__in=project_ids,
+            status=Lease.Status.ACTIVE,
+            expires_at__gt=now,
         )
-        rows.append(
-            HomeRow(
-                project=m.project,
-                role=m.role,
-                waiting=waiting_counts(project=m.project, user_id=user_id, now=now),
-                held_lease_id=held,
-            )
+        .order_by("created_at")
+        .values_list("task__project_id", "pk")
+    ):
+        held.setdefault(project_id, lease_id)
+    taken = (
+        Lease.objects.filter(
+            Q(status=Lease.Status.SUBMITTED) | Q(status=Lease.Status.ACTIVE, expires_at__gt=now),
+            task=OuterRef("pk"),
         )
-    return rows
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    open_tasks = (
+        Task.objects.filter(project_id__in=project_ids, done=False)
+        .exclude(prompt__submitted_by_id=user_id)
+        .exclude(Exists(Lease.objects.filter(task=OuterRef("pk"), user_id=user_id)))
+        .annotate(taken=Coalesce(Subquery(taken, output_field=IntegerField()), Value(0)))
+        .filter(taken__lt=F("overlap"))
+        .order_by()
+        .values_list("project_id", "kind")
+        .annotate(n=Count("pk"))
+    )
+    waiting = {(project_id, kind): n for project_id, kind, n in open_tasks}
+    return [
+        HomeRow(
+            project=m.project,
+            role=m.role,
+            waiting={kind: waiting.get((m.project_id, kind), 0) for kind in Task.Kind.values},
+            held_lease_id=held.get(m.project_id),
+        )
+        for m in memberships
+    ]
 
 
 def counts_today(*, user_id: int, now: datetime) -> dict[str, int]:
@@ -228,3 +272,98 @@ def labeler_agreement(*, project: Project) -> dict:
         "pairs": {k: v[0] / v[1] for k, v in pair_tot.items() if v[1]},
         "per_labeler": {k: v[0] / v[1] for k, v in per_labeler.items() if v[1]},
     }
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+def can_create_project(*, user_id: int, is_staff: bool) -> bool:
+    """Staff, or anyone who already administers a project, may start a new one."""
+    return is_staff or Membership.objects.filter(user_id=user_id, role=Role.ADMIN).exists()
+
+
+@dataclass(frozen=True)
+class ShownCompletion:
+    label: str
+    completion: Completion
+
+
+@dataclass(frozen=True)
+class LeasePage:
+    lease: Lease
+    project: Project
+    messages: list[dict]
+    completions: list[ShownCompletion]
+    flags: list[tuple[str, str]]
+    draft_text: str
+
+
+def lease_page(*, lease_id: int, user_id: int) -> LeasePage:
+    """Everything the task page shows, for the lease owner only (404 otherwise); 3 queries.
+
+    Completions come in the lease's shown_order with letters A, B, C...; the model that wrote
+    each is not loaded, so a template cannot leak it.
+    """
+    lease = (
+        Lease.objects.select_related("task__project", "task__prompt")
+        .filter(pk=lease_id, user_id=user_id)
+        .filter(
+            Exists(Membership.objects.filter(project=OuterRef("task__project"), user_id=user_id))
+        )
+        .first()
+    )
+    if lease is None:
+        raise NotFound("No such lease.")
+    project = lease.task.project
+    completions: list[ShownCompletion] = []
+    draft_text = ""
+    if lease.task.kind == Task.Kind.RANKING:
+        by_id = {
+            c.pk: c for c in Completion.objects.filter(pk__in=lease.shown_order).only("pk", "text")
+        }
+        completions = [
+            ShownCompletion(label=chr(ord("A") + i), completion=by_id[cid])
+            for i, cid in enumerate(lease.shown_order)
+        ]
+    else:
+        draft_text = (
+            DemonstrationDraft.objects.filter(lease_id=lease.pk)
+            .values_list("text", flat=True)
+            .first()
+            or ""
+        )
+    return LeasePage(
+        lease=lease,
+        project=project,
+        messages=lease.task.prompt.messages,
+        completions=completions,
+        flags=[(code, FLAG_LABELS.get(code, code)) for code in project.flags],
+        draft_text=draft_text,
+    )
+
+
+def members_of(*, project: Project) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+    )
+
+
+def demonstrations_for_review(*, project: Project) -> QuerySet[Demonstration]:
+    return (
+        Demonstration.objects.filter(task__project=project)
+        .select_related("prompt", "labeler")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def rankings_for_review(*, project: Project) -> QuerySet[Ranking]:
+    """Rankings with their entries, completions and the model versions (reviewers see them)."""
+    entries = RankingEntry.objects.select_related("completion__model_version").order_by(
+        "rank", "pk"
+    )
+    return (
+        Ranking.objects.filter(task__project=project)
+        .select_related("task__prompt", "labeler")
+        .prefetch_related(Prefetch("entries", queryset=entries))
+        .order_by("-created_at", "-pk")
+    )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
@@ -82,10 +83,33 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Me
     if role not in Role.values:
         raise Invalid(f"Unknown role {role!r}.")
     with transaction.atomic():
+        admins = Membership.objects.select_for_update().filter(project=project, role=Role.ADMIN)
+        if role != Role.ADMIN and [m.user_id for m in admins] == [user.pk]:
+            raise Invalid("A project keeps at least one admin.")
         membership, _ = Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": role}
         )
         return membership
+
+
+def member_add(*, project: Project, username: str, role: str) -> Membership:
+    """Give an existing account a role in the project (or change it)."""
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise Invalid(f"No user is called {username!r}; invite them instead.")
+    return membership_set(project=project, user=user, role=role)
+
+
+def member_invite(*, project: Project, username: str, email: str, role: str) -> Membership:
+    """Create an account without a usable password and make it a member; it sets one by link."""
+    if role not in Role.values:
+        raise Invalid(f"Unknown role {role!r}.")
+    with transaction.atomic():
+        users = get_user_model().objects
+        if users.filter(username=username).exists():
+            raise Invalid(f"The user {username!r} already exists; add them instead.")
+        user = users.create_user(username=username, email=email, password=None)
+        return Membership.objects.create(project=project, user=user, role=role)
 
 
 def membership_remove(*, project: Project, user_id: int) -> None:

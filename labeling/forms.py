@@ -1,0 +1,162 @@
+"""HTML forms for the pages. They only parse and shape input; the rules live in services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.validators import UnicodeUsernameValidator
+
+from .models import DEFAULT_FLAGS, FLAG_CHOICES, MAX_K, MAX_RESPONSE_CHARS, Role
+from .selectors import LeasePage
+from .services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
+
+LIKERT_CHOICES = [("", "—")] + [(str(i), str(i)) for i in range(1, 8)]
+SKIP_REASONS = [
+    ("unclear", "The prompt is unclear"),
+    ("expertise", "Needs expertise I do not have"),
+    ("sensitive", "Sensitive content I should not label"),
+    ("broken", "The task looks broken"),
+    ("other", "Other"),
+]
+
+
+class TimeSpentField(forms.IntegerField):
+    """Milliseconds measured in the browser; without JavaScript it is simply 0."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            required=False, min_value=0, max_value=MAX_TIME_SPENT_MS, widget=forms.HiddenInput
+        )
+
+    def clean(self, value: Any) -> int:
+        return super().clean(value) or 0
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    slug = forms.SlugField(max_length=60, help_text="Used in URLs: letters, digits, - and _.")
+    k = forms.IntegerField(label="K (outputs per ranking)", min_value=2, max_value=MAX_K, initial=4)
+    overlap = forms.IntegerField(label="Labelers per ranking", min_value=1, max_value=50, initial=1)
+    demo_overlap = forms.IntegerField(
+        label="Demonstrations per prompt", min_value=1, max_value=50, initial=1
+    )
+    flags = forms.MultipleChoiceField(
+        choices=FLAG_CHOICES,
+        initial=DEFAULT_FLAGS,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Flags asked per output",
+    )
+    guidelines = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 10}), required=False, max_length=100_000
+    )
+
+
+class GuidelinesForm(forms.Form):
+    guidelines = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 20}), required=False, max_length=100_000
+    )
+
+
+class MarkdownPreviewForm(forms.Form):
+    text = forms.CharField(required=False, max_length=100_000, strip=False)
+
+
+ROLE_CHOICES = Role.choices
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Role.LABELER)
+
+
+class MemberInviteForm(forms.Form):
+    username = forms.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=ROLE_CHOICES, initial=Role.LABELER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=ROLE_CHOICES)
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL (one object per line) or CSV with a header row.")
+
+
+class SkipForm(forms.Form):
+    reason = forms.ChoiceField(choices=SKIP_REASONS, widget=forms.RadioSelect, initial="unclear")
+    note = forms.CharField(required=False, max_length=400)
+
+    def reason_text(self) -> str:
+        label = dict(SKIP_REASONS)[self.cleaned_data["reason"]]
+        note = self.cleaned_data["note"].strip()
+        return f"{label}: {note}" if note else label
+
+
+class DemonstrationForm(forms.Form):
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16}), max_length=MAX_RESPONSE_CHARS, strip=False
+    )
+    time_spent_ms = TimeSpentField()
+
+
+class RankingForm(forms.Form):
+    """One rank select, one Likert select and the asked flags per completion, as shown.
+
+    Field names carry the completion id (the labeler sees only letters). Works as a plain
+    <form>; the page's script only fills the same fields from the keyboard or drag and drop.
+    """
+
+    none_acceptable = forms.BooleanField(required=False, label="None of these is acceptable")
+    notes = forms.CharField(
+        required=False,
+        max_length=MAX_NOTES_CHARS,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    time_spent_ms = TimeSpentField()
+
+    def __init__(self, *args: Any, page: LeasePage, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.page = page
+        k = len(page.completions)
+        rank_choices = [(str(r), str(r)) for r in range(1, k + 1)]
+        for position, shown in enumerate(page.completions, start=1):
+            cid = shown.completion.pk
+            self.fields[f"rank-{cid}"] = forms.TypedChoiceField(
+                choices=rank_choices, coerce=int, initial=position, label=f"Rank of {shown.label}"
+            )
+            self.fields[f"likert-{cid}"] = forms.TypedChoiceField(
+                choices=LIKERT_CHOICES, coerce=int, label=f"Rating of {shown.label} (1-7)"
+            )
+            self.fields[f"flags-{cid}"] = forms.MultipleChoiceField(
+                choices=page.flags,
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                label=f"Flags for {shown.label}",
+            )
+
+    def cards(self) -> list[dict[str, Any]]:
+        """Per shown completion: its letter, text and bound fields, for the template."""
+        return [
+            {
+                "label": shown.label,
+                "completion": shown.completion,
+                "rank": self[f"rank-{shown.completion.pk}"],
+                "likert": self[f"likert-{shown.completion.pk}"],
+                "flags": self[f"flags-{shown.completion.pk}"],
+            }
+            for shown in self.page.completions
+        ]
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "completion": shown.completion.pk,
+                "rank": self.cleaned_data[f"rank-{shown.completion.pk}"],
+                "likert": self.cleaned_data[f"likert-{shown.completion.pk}"],
+                "flags": list(self.cleaned_data[f"flags-{shown.completion.pk}"]),
+            }
+            for shown in self.page.completions
+        ]
