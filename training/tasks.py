@@ -175,7 +175,7 @@ def run_training(run_id: int) -> str:
     return "succeeded"
 
 
-@shared_task(name="training.tasks.requeue_stale_runs", queue="cpu")
+@shared_task(name="training.tasks.requeue_stale_runs")
 def requeue_stale_runs() -> list[int]:
     ids = runs.runs_to_requeue(now=timezone.now())
     for run_id in ids:
