@@ -15,11 +15,9 @@ Who may do what:
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -34,7 +32,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import exports, queue, selectors, services
-from labeling.errors import TooLarge
 from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
 from . import serializers as s
@@ -48,27 +45,6 @@ LEASE_ERRORS = {
     **ERRORS,
     409: OpenApiResponse(s.ErrorSerializer, description="The lease expired or was closed."),
 }
-
-
-class CappedJSONParser(JSONParser):
-    """JSON bodies capped at DATA_UPLOAD_MAX_MEMORY_SIZE (BAD-INPUTS 11).
-
-    DRF's JSONParser reads the raw request stream, so Django's own cap (which guards
-    `request.body` and form data) never applies to it. Refuse on Content-Length before reading,
-    and never read more than the cap either way.
-    """
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        meta = parser_context["request"].META
-        try:
-            declared = int(meta.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        body = b"" if declared > limit else stream.read(limit + 1)
-        if declared > limit or len(body) > limit:
-            raise TooLarge(f"The request body is over the {limit:,}-byte limit.")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
 
 
 class NDJSONRenderer(BaseRenderer):
@@ -90,7 +66,9 @@ class StaffCreatesProjects(BasePermission):
 
 
 class ApiView(APIView):
-    parser_classes = [CappedJSONParser]
+    # JSON bodies only. DRF parses JSON from `request.body`, so DATA_UPLOAD_MAX_MEMORY_SIZE caps
+    # them before any parsing; errors.py answers that with a 413 (BAD-INPUTS 11).
+    parser_classes = [JSONParser]
 
 
 def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
@@ -116,7 +94,7 @@ class TokenView(ObtainAuthToken):
     # No session authentication here, hence no CSRF check: the answer is a token in the body,
     # nothing is stored in the browser. Not throttled here; rate-limit logins at the proxy.
     authentication_classes = []
-    parser_classes = [CappedJSONParser, FormParser]
+    parser_classes = [JSONParser, FormParser]
 
 
 # --- projects and members -------------------------------------------------------------------
@@ -125,7 +103,7 @@ class TokenView(ObtainAuthToken):
 class ProjectListView(generics.ListAPIView):
     serializer_class = s.ProjectSerializer
     permission_classes = [IsAuthenticated, StaffCreatesProjects]
-    parser_classes = [CappedJSONParser]
+    parser_classes = [JSONParser]
     queryset = Membership.objects.none()  # for schema generation; the real one is per user
 
     def get_queryset(self):
@@ -168,7 +146,7 @@ class ProjectDetailView(ApiView):
 
 class MemberListView(generics.ListAPIView):
     serializer_class = s.MemberSerializer
-    parser_classes = [CappedJSONParser]
+    parser_classes = [JSONParser]
     queryset = Membership.objects.none()
 
     def get_queryset(self):
@@ -354,7 +332,7 @@ IMPORT_RESPONSES = {
 
 
 class PromptImportView(ApiView):
-    parser_classes = [CappedJSONParser, MultiPartParser]
+    parser_classes = [JSONParser, MultiPartParser]
 
     @extend_schema(
         tags=["imports"],
@@ -373,7 +351,7 @@ class PromptImportView(ApiView):
 
 
 class RankingTaskImportView(ApiView):
-    parser_classes = [CappedJSONParser, MultiPartParser]
+    parser_classes = [JSONParser, MultiPartParser]
 
     @extend_schema(
         tags=["imports"],
