@@ -75,6 +75,11 @@ def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Memb
     return selectors.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
 
 
+def _own_lease(request: Request, lease_id: int) -> None:
+    """Someone else's lease is a 404 before anything about the body is said."""
+    queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+
+
 def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str, Any]:
     serializer = serializer_class(data=request.data, context={"request": request, **context})
     serializer.is_valid(raise_exception=True)
@@ -228,6 +233,7 @@ class HeartbeatView(ApiView):
         summary="Extend an unexpired lease",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         _valid(s.EmptySerializer, request)
         lease = queue.heartbeat(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
         return Response(s.LeaseStateSerializer(lease).data)
@@ -241,6 +247,7 @@ class ReclaimView(ApiView):
         summary="Re-activate an expired lease if the task still has a free slot",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         _valid(s.EmptySerializer, request)
         lease = queue.reclaim(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
         return Response(s.LeaseStateSerializer(lease).data)
@@ -254,6 +261,7 @@ class SkipView(ApiView):
         summary="Give the task back; you will not be offered it again",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         data = _valid(s.SkipSerializer, request)
         lease = queue.skip(lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data)
         return Response(s.LeaseStateSerializer(lease).data)
@@ -267,6 +275,7 @@ class DraftView(ApiView):
         summary="Autosave the demonstration being written",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         data = _valid(s.DraftSerializer, request)
         services.demonstration_draft_save(
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
@@ -286,6 +295,7 @@ class DemonstrationSubmitView(ApiView):
         summary="Submit the demonstration (idempotent on the lease)",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         data = _valid(s.DemonstrationSubmitSerializer, request)
         demonstration, created = services.demonstration_submit(
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
@@ -308,6 +318,7 @@ class RankingSubmitView(ApiView):
         summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
     )
     def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
         data = _valid(s.RankingSubmitSerializer, request)
         ranking, created = services.ranking_submit(
             lease_id=lease_id,
