@@ -60,24 +60,30 @@ def _error(line: int, message: str) -> dict[str, Any]:
     return {"line": line, "error": message}
 
 
-def _decode(data: bytes, max_bytes: int) -> str:
+def _check_size(data: bytes, max_bytes: int) -> None:
     if len(data) > max_bytes:
         raise TooLarge(f"The file is {len(data):,} bytes; the limit is {max_bytes:,}.")
+
+
+def _decode(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise Invalid(
-            "The file is not UTF-8 text.",
-            details=[_error(line, f"invalid UTF-8 byte at offset {exc.start}")],
-        ) from None
+    except UnicodeDecodeError:
+        bad = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(_error(number, f"invalid UTF-8 byte at column {exc.start + 1}"))
+        raise Invalid("The file is not UTF-8 text.", details=bad[:MAX_ERRORS_REPORTED]) from None
 
 
-def _records(filename: str, text: str) -> list[tuple[int, Any]]:
+def _records(filename: str, data: bytes, max_bytes: int) -> list[tuple[int, Any]]:
     """(line number, parsed object or an error string) for each non-blank line/row."""
+    _check_size(data, max_bytes)
     out: list[tuple[int, Any]] = []
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(io.StringIO(_decode(data)))
         if not reader.fieldnames:
             raise Invalid("The CSV file has no header row.", details=[_error(1, "no header")])
         for row in reader:
@@ -87,7 +93,16 @@ def _records(filename: str, text: str) -> list[tuple[int, Any]]:
                 continue
             out.append((line, {k.strip(): v for k, v in row.items() if k is not None}))
         return out
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # JSONL: split on b"\n" only, decoding line by line, so that one bad byte is reported on its
+    # own line alongside every other bad line, and a raw U+2028 inside a JSON string (valid JSON,
+    # which str.splitlines() would break apart) stays in its line.
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    for number, raw_bytes in enumerate(data.split(b"\n"), start=1):
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.append((number, f"invalid UTF-8 byte at column {exc.start + 1}"))
+            continue
         if not raw.strip():
             continue
         try:
@@ -158,7 +173,7 @@ def parse_prompts(filename: str, data: bytes, *, max_bytes: int) -> list[PromptR
     errors: list[dict[str, Any]] = []
     seen_hash: dict[str, int] = {}
     seen_id: dict[str, int] = {}
-    for line, obj in _records(filename, _decode(data, max_bytes)):
+    for line, obj in _records(filename, data, max_bytes):
         row = obj if isinstance(obj, str) else _prompt_row(line, obj)
         if isinstance(row, str):
             errors.append(_error(line, row))
@@ -231,7 +246,7 @@ def parse_ranking_tasks(
     errors: list[dict[str, Any]] = []
     if not filename.lower().endswith((".jsonl", ".json", ".ndjson")):
         raise Invalid("Ranking tasks are imported from JSONL (one task per line).")
-    for line, obj in _records(filename, _decode(data, max_bytes)):
+    for line, obj in _records(filename, data, max_bytes):
         if isinstance(obj, str):
             errors.append(_error(line, obj))
             continue

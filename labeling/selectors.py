@@ -367,3 +367,43 @@ def rankings_for_review(*, project: Project) -> QuerySet[Ranking]:
         .prefetch_related(Prefetch("entries", queryset=entries))
         .order_by("-created_at", "-pk")
     )
+
+
+def memberships_for_user(*, user_id: int) -> QuerySet[Membership]:
+    """The caller's projects, each with their role."""
+    return (
+        Membership.objects.filter(user_id=user_id)
+        .select_related("project")
+        .order_by("project__name", "pk")
+    )
+
+
+def shown_completions(*, lease: Lease) -> list[tuple[int, str]]:
+    """(id, text) of the lease's completions in the order its labeler sees them, never the model."""
+    texts = dict(Completion.objects.filter(pk__in=lease.shown_order).values_list("pk", "text"))
+    return [(pk, texts[pk]) for pk in lease.shown_order if pk in texts]
+
+
+def demonstrations_visible(*, membership: Membership) -> QuerySet[Demonstration]:
+    """A labeler sees their own demonstrations; reviewers and admins see the project's."""
+    demonstrations = (
+        Demonstration.objects.filter(task__project_id=membership.project_id)
+        .select_related("labeler")
+        .order_by("pk")
+    )
+    if not membership.allows(Role.REVIEWER):
+        demonstrations = demonstrations.filter(labeler_id=membership.user_id)
+    return demonstrations
+
+
+def rankings_visible(*, membership: Membership) -> QuerySet[Ranking]:
+    """A labeler sees their own rankings; reviewers and admins see the project's."""
+    rankings = (
+        Ranking.objects.filter(task__project_id=membership.project_id)
+        .select_related("labeler", "task")
+        .prefetch_related("entries")
+        .order_by("pk")
+    )
+    if not membership.allows(Role.REVIEWER):
+        rankings = rankings.filter(labeler_id=membership.user_id)
+    return rankings

@@ -84,7 +84,7 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Me
         raise Invalid(f"Unknown role {role!r}.")
     with transaction.atomic():
         admins = Membership.objects.select_for_update().filter(project=project, role=Role.ADMIN)
-        if role != Role.ADMIN and [m.user_id for m in admins] == [user.pk]:
+        if role != Role.ADMIN and list(admins.values_list("user_id", flat=True)) == [user.pk]:
             raise Invalid("A project keeps at least one admin.")
         membership, _ = Membership.objects.update_or_create(
             project=project, user=user, defaults={"role": role}

@@ -1,0 +1,369 @@
+"""Request and response shapes of the JSON API.
+
+Request serializers only check types and shapes; the rules live in labeling/services.py and
+labeling/queue.py. Every request serializer rejects fields it does not know, so a body that tries
+to set `labeler`, `project`, `status`, `is_gold` or `model_version` is a 400 (BAD-INPUTS 6).
+Response serializers never name the model that wrote a completion shown to a labeler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field, inline_serializer
+from rest_framework import serializers
+
+from labeling import imports, selectors
+from labeling.errors import TooLarge
+from labeling.models import (
+    FLAG_CODES,
+    MAX_K,
+    MAX_RESPONSE_CHARS,
+    Demonstration,
+    Lease,
+    Ranking,
+    Role,
+    Split,
+    TaskKind,
+)
+from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
+
+User = get_user_model()
+
+
+class StrictSerializer(serializers.Serializer):
+    """A request body: unknown fields are an error, never silently dropped or stored."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, Mapping):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["This field is not accepted."] for name in sorted(unknown)}
+                )
+        return super().to_internal_value(data)
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+# --- projects and members -------------------------------------------------------------------
+
+
+class ProjectSerializer(serializers.Serializer):
+    """A project as one member sees it: its settings and the caller's role."""
+
+    id = serializers.IntegerField(source="project.id")
+    name = serializers.CharField(source="project.name")
+    slug = serializers.CharField(source="project.slug")
+    guidelines = serializers.CharField(source="project.guidelines")
+    k = serializers.IntegerField(source="project.k")
+    overlap = serializers.IntegerField(source="project.overlap")
+    demo_overlap = serializers.IntegerField(source="project.demo_overlap")
+    flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
+    lease_seconds = serializers.IntegerField(source="project.lease_seconds")
+    created_at = serializers.DateTimeField(source="project.created_at")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class ProjectCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=120)
+    slug = serializers.SlugField(max_length=60)
+    guidelines = serializers.CharField(
+        max_length=100_000, allow_blank=True, trim_whitespace=False, default=""
+    )
+    k = serializers.IntegerField(min_value=2, max_value=MAX_K, default=4)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
+    demo_overlap = serializers.IntegerField(min_value=1, max_value=50, default=1)
+    flags = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(FLAG_CODES)), required=False
+    )
+    lease_seconds = serializers.IntegerField(min_value=30, max_value=7 * 24 * 3600, default=900)
+
+
+class ProjectUpdateSerializer(StrictSerializer):
+    guidelines = serializers.CharField(max_length=100_000, allow_blank=True, trim_whitespace=False)
+
+
+class MemberSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberSetSerializer(StrictSerializer):
+    username = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.filter(is_active=True)
+    )
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+class NextSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=TaskKind.choices)
+
+
+class EmptySerializer(StrictSerializer):
+    """No body fields (heartbeat, reclaim)."""
+
+
+class SkipSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class DraftSerializer(StrictSerializer):
+    text = serializers.CharField(
+        max_length=MAX_RESPONSE_CHARS, allow_blank=True, trim_whitespace=False
+    )
+
+
+class PromptSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+
+
+class ShownCompletionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class LeaseTaskSerializer(serializers.Serializer):
+    """What a labeler is asked to do: the prompt, and for rankings the K outputs in their order."""
+
+    lease_id = serializers.IntegerField(source="id")
+    status = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    kind = serializers.CharField(source="task.kind")
+    task_id = serializers.IntegerField()
+    prompt = PromptSerializer(source="task.prompt")
+    completions = serializers.SerializerMethodField()
+    flags = serializers.ListField(child=serializers.CharField(), source="task.project.flags")
+    k = serializers.IntegerField(source="task.project.k")
+    draft = serializers.SerializerMethodField()
+
+    @extend_schema_field(ShownCompletionSerializer(many=True))
+    def get_completions(self, lease: Lease) -> list[dict[str, Any]]:
+        return [{"id": pk, "text": text} for pk, text in selectors.shown_completions(lease=lease)]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_draft(self, lease: Lease) -> str | None:
+        draft = getattr(lease, "draft", None)
+        return draft.text if draft is not None else None
+
+
+class LeaseStateSerializer(serializers.Serializer):
+    lease_id = serializers.IntegerField(source="id")
+    status = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+# --- submits and what was submitted ---------------------------------------------------------
+
+
+class DemonstrationSubmitSerializer(StrictSerializer):
+    text = serializers.CharField(
+        max_length=MAX_RESPONSE_CHARS, allow_blank=True, trim_whitespace=False
+    )
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_SPENT_MS, default=0)
+
+
+class DemonstrationSerializer(serializers.ModelSerializer):
+    labeler = serializers.CharField(source="labeler.username")
+
+    class Meta:
+        model = Demonstration
+        fields = [
+            "id",
+            "lease_id",
+            "task_id",
+            "prompt_id",
+            "labeler",
+            "text",
+            "time_spent_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RankingEntryInputSerializer(StrictSerializer):
+    completion = serializers.IntegerField(min_value=1)
+    rank = serializers.IntegerField(min_value=1, max_value=MAX_K)
+    likert = serializers.IntegerField(min_value=1, max_value=7)
+    flags = serializers.ListField(
+        child=serializers.CharField(max_length=64), max_length=len(FLAG_CODES), default=list
+    )
+
+
+class RankingSubmitSerializer(StrictSerializer):
+    entries = RankingEntryInputSerializer(many=True, allow_empty=False, max_length=MAX_K)
+    none_acceptable = serializers.BooleanField(default=False)
+    notes = serializers.CharField(max_length=MAX_NOTES_CHARS, allow_blank=True, default="")
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_SPENT_MS, default=0)
+
+
+class RankingEntrySerializer(serializers.Serializer):
+    completion = serializers.IntegerField(source="completion_id")
+    rank = serializers.IntegerField()
+    likert = serializers.IntegerField()
+    flags = serializers.ListField(child=serializers.CharField())
+
+
+class RankingSerializer(serializers.ModelSerializer):
+    labeler = serializers.CharField(source="labeler.username")
+    prompt_id = serializers.IntegerField(source="task.prompt_id")
+    entries = RankingEntrySerializer(many=True)
+
+    class Meta:
+        model = Ranking
+        fields = [
+            "id",
+            "lease_id",
+            "task_id",
+            "prompt_id",
+            "labeler",
+            "entries",
+            "none_acceptable",
+            "notes",
+            "time_spent_ms",
+            "shown_order",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+# --- imports and reports --------------------------------------------------------------------
+
+
+class _ImportSerializer(StrictSerializer):
+    """A `file` upload (multipart) or a JSON body {"records": [...]}, one record per line."""
+
+    file = serializers.FileField(required=False, allow_empty_file=False)
+    records = serializers.ListField(child=serializers.JSONField(), required=False, min_length=1)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if ("file" in attrs) == ("records" in attrs):
+            raise serializers.ValidationError('Send exactly one of "file" or "records".')
+        if "file" in attrs:
+            upload = attrs.pop("file")
+            limit = settings.IMPORT_MAX_BYTES
+            if upload.size > limit:  # refuse before reading it; the parser checks again
+                raise TooLarge(f"The file is {upload.size:,} bytes; the limit is {limit:,}.")
+            attrs["filename"], attrs["data"] = upload.name or "upload.jsonl", upload.read()
+            attrs["source"] = attrs["filename"]
+        else:
+            lines = (json.dumps(r, ensure_ascii=False) for r in attrs.pop("records"))
+            attrs["filename"], attrs["source"] = "records.jsonl", "api"
+            attrs["data"] = "\n".join(lines).encode()
+        return attrs
+
+
+class PromptImportSerializer(_ImportSerializer):
+    collect_demonstrations = serializers.BooleanField(default=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        attrs["rows"] = imports.parse_prompts(
+            attrs.pop("filename"), attrs.pop("data"), max_bytes=settings.IMPORT_MAX_BYTES
+        )
+        return attrs
+
+
+class RankingTaskImportSerializer(_ImportSerializer):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        attrs["rows"] = imports.parse_ranking_tasks(
+            attrs.pop("filename"),
+            attrs.pop("data"),
+            k=self.context["project"].k,
+            max_bytes=settings.IMPORT_MAX_BYTES,
+        )
+        return attrs
+
+
+class ImportResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    tasks_created = serializers.IntegerField()
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+
+
+class KindProgressSerializer(serializers.Serializer):
+    tasks = serializers.IntegerField()
+    done = serializers.IntegerField()
+    submitted = serializers.IntegerField()
+    wanted = serializers.IntegerField()
+
+
+class ProgressSerializer(serializers.Serializer):
+    demonstration = KindProgressSerializer()
+    ranking = KindProgressSerializer()
+
+
+class AgreementSerializer(serializers.Serializer):
+    """labeler_agreement's result with its tuple-keyed dicts turned into JSON lists."""
+
+    overall = serializers.FloatField(allow_null=True)
+    comparisons = serializers.IntegerField()
+    pairs = serializers.SerializerMethodField()
+    per_labeler = serializers.SerializerMethodField()
+
+    @extend_schema_field(
+        inline_serializer(
+            "AgreementPair",
+            {
+                "labelers": serializers.ListField(child=serializers.IntegerField()),
+                "agreement": serializers.FloatField(),
+            },
+            many=True,
+        )
+    )
+    def get_pairs(self, agreement: dict) -> list[dict[str, Any]]:
+        return [
+            {"labelers": [a, b], "agreement": value}
+            for (a, b), value in sorted(agreement["pairs"].items())
+        ]
+
+    @extend_schema_field(
+        inline_serializer(
+            "LabelerAgreement",
+            {"labeler": serializers.IntegerField(), "agreement": serializers.FloatField()},
+            many=True,
+        )
+    )
+    def get_per_labeler(self, agreement: dict) -> list[dict[str, Any]]:
+        return [
+            {"labeler": user_id, "agreement": value}
+            for user_id, value in sorted(agreement["per_labeler"].items())
+        ]
+
+
+class LabelerRowSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField()
+    role = serializers.CharField()
+    demonstrations = serializers.IntegerField()
+    rankings = serializers.IntegerField()
+    rankings_last_7_days = serializers.IntegerField()
+    skips = serializers.IntegerField()
+    agreement = serializers.FloatField(allow_null=True)
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

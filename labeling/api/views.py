@@ -1,0 +1,468 @@
+"""The JSON API (/api/v1/): everything a labeler does in the browser and an admin does with data.
+
+Each view checks the caller's membership (not a member → 404, lower role → 403), parses the body
+with a serializer, makes one queue/service/selector call and returns. Domain errors become HTTP
+answers in labeling/api/errors.py.
+
+Who may do what:
+- any member (labeler and up): read the project, claim tasks, work their own leases, list their
+  own demonstrations and rankings;
+- reviewer and up: exports, progress, agreement, per-labeler counts, everybody's submissions;
+- admin: edit guidelines, import prompts and ranking tasks, manage members;
+- staff users (Django `is_staff`) create projects and become their first admin. Creating a
+  project is a server-operator decision, not something any account holder may do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import exports, queue, selectors, services
+from labeling.models import Demonstration, Membership, Ranking, Role, Split
+
+from . import serializers as s
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input; `errors` lists each."),
+    403: OpenApiResponse(s.ErrorSerializer, description="Your role does not allow this."),
+    404: OpenApiResponse(s.ErrorSerializer, description="Not found, or not yours."),
+}
+LEASE_ERRORS = {
+    **ERRORS,
+    409: OpenApiResponse(s.ErrorSerializer, description="The lease expired or was closed."),
+}
+
+
+class NDJSONRenderer(BaseRenderer):
+    """Lets a client ask for exports with `Accept: application/x-ndjson` (errors stay JSON)."""
+
+    media_type = "application/x-ndjson"
+    format = "jsonl"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode()
+
+
+class StaffCreatesProjects(BasePermission):
+    message = "Only staff users create projects."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+
+
+class ApiView(APIView):
+    # JSON bodies only. DRF parses JSON from `request.body`, so DATA_UPLOAD_MAX_MEMORY_SIZE caps
+    # them before any parsing; errors.py answers that with a 413 (BAD-INPUTS 11).
+    parser_classes = [JSONParser]
+
+
+def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
+    return selectors.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
+
+
+def _own_lease(request: Request, lease_id: int) -> None:
+    """Someone else's lease is a 404 before anything about the body is said."""
+    queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+
+
+def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data, context={"request": request, **context})
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+@extend_schema(
+    tags=["auth"],
+    request=s.TokenRequestSerializer,
+    responses={200: s.TokenSerializer, 400: ERRORS[400]},
+    summary="Exchange a username and password for an API token",
+)
+class TokenView(ObtainAuthToken):
+    # No session authentication here, hence no CSRF check: the answer is a token in the body,
+    # nothing is stored in the browser. Not throttled here; rate-limit logins at the proxy.
+    authentication_classes = []
+    parser_classes = [JSONParser, FormParser]
+
+
+# --- projects and members -------------------------------------------------------------------
+
+
+class ProjectListView(generics.ListAPIView):
+    serializer_class = s.ProjectSerializer
+    permission_classes = [IsAuthenticated, StaffCreatesProjects]
+    parser_classes = [JSONParser]
+    queryset = Membership.objects.none()  # for schema generation; the real one is per user
+
+    def get_queryset(self):
+        return selectors.memberships_for_user(user_id=self.request.user.pk)
+
+    @extend_schema(tags=["projects"], summary="My projects, each with my role")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["projects"],
+        request=s.ProjectCreateSerializer,
+        responses={201: s.ProjectSerializer, 400: ERRORS[400], 403: ERRORS[403]},
+        summary="Create a project (staff only); the creator becomes its admin",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.ProjectCreateSerializer, request)
+        project = services.project_create(creator=request.user, **data)
+        body = s.ProjectSerializer({"project": project, "role": Role.ADMIN}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(ApiView):
+    @extend_schema(tags=["projects"], responses={200: s.ProjectSerializer, 404: ERRORS[404]})
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(s.ProjectSerializer(_member(request, project_id)).data)
+
+    @extend_schema(
+        tags=["projects"],
+        request=s.ProjectUpdateSerializer,
+        responses={200: s.ProjectSerializer, **ERRORS},
+        summary="Edit the guidelines (admin)",
+    )
+    def patch(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.ProjectUpdateSerializer, request)
+        services.project_update_guidelines(project=membership.project, **data)
+        return Response(s.ProjectSerializer(membership).data)
+
+
+class MemberListView(generics.ListAPIView):
+    serializer_class = s.MemberSerializer
+    parser_classes = [JSONParser]
+    queryset = Membership.objects.none()
+
+    def get_queryset(self):
+        membership = _member(self.request, self.kwargs["project_id"], Role.ADMIN)
+        return selectors.members_of(project=membership.project)
+
+    @extend_schema(tags=["members"], summary="The project's members (admin)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["members"],
+        request=s.MemberSetSerializer,
+        responses={200: s.MemberSerializer, **ERRORS},
+        summary="Add a member or change their role (admin)",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.MemberSetSerializer, request)
+        changed = services.membership_set(
+            project=membership.project, user=data["username"], role=data["role"]
+        )
+        return Response(s.MemberSerializer(changed).data)
+
+
+class MemberDetailView(ApiView):
+    @extend_schema(
+        tags=["members"],
+        responses={204: None, **ERRORS},
+        summary="Remove a member (admin); a project keeps at least one admin",
+    )
+    def delete(self, request: Request, project_id: int, user_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        services.membership_remove(project=membership.project, user_id=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+class NextView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.NextSerializer,
+        responses={
+            200: s.LeaseTaskSerializer,
+            204: OpenApiResponse(description="Nothing is left for you of this kind."),
+            **ERRORS,
+        },
+        summary="Lease the next task (or get back the one you already hold)",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id)
+        data = _valid(s.NextSerializer, request)
+        lease = queue.claim_next(
+            user_id=request.user.pk, project=membership.project, now=timezone.now(), **data
+        )
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.LeaseTaskSerializer(lease).data)
+
+
+class LeaseDetailView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        responses={200: s.LeaseTaskSerializer, 404: ERRORS[404]},
+        summary="One of my leases: the task it holds, as `next` answered",
+    )
+    def get(self, request: Request, lease_id: int) -> Response:
+        lease = queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+        return Response(s.LeaseTaskSerializer(lease).data)
+
+
+class HeartbeatView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=None,
+        responses={200: s.LeaseStateSerializer, **LEASE_ERRORS},
+        summary="Extend an unexpired lease",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        _valid(s.EmptySerializer, request)
+        lease = queue.heartbeat(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
+        return Response(s.LeaseStateSerializer(lease).data)
+
+
+class ReclaimView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=None,
+        responses={200: s.LeaseStateSerializer, **LEASE_ERRORS},
+        summary="Re-activate an expired lease if the task still has a free slot",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        _valid(s.EmptySerializer, request)
+        lease = queue.reclaim(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
+        return Response(s.LeaseStateSerializer(lease).data)
+
+
+class SkipView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.SkipSerializer,
+        responses={200: s.LeaseStateSerializer, **LEASE_ERRORS},
+        summary="Give the task back; you will not be offered it again",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        data = _valid(s.SkipSerializer, request)
+        lease = queue.skip(lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data)
+        return Response(s.LeaseStateSerializer(lease).data)
+
+
+class DraftView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.DraftSerializer,
+        responses={204: None, **LEASE_ERRORS},
+        summary="Autosave the demonstration being written",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        data = _valid(s.DraftSerializer, request)
+        services.demonstration_draft_save(
+            lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DemonstrationSubmitView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.DemonstrationSubmitSerializer,
+        responses={
+            201: s.DemonstrationSerializer,
+            200: OpenApiResponse(s.DemonstrationSerializer, description="Already submitted."),
+            **LEASE_ERRORS,
+        },
+        summary="Submit the demonstration (idempotent on the lease)",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        data = _valid(s.DemonstrationSubmitSerializer, request)
+        demonstration, created = services.demonstration_submit(
+            lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
+        )
+        return Response(
+            s.DemonstrationSerializer(demonstration).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class RankingSubmitView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.RankingSubmitSerializer,
+        responses={
+            201: s.RankingSerializer,
+            200: OpenApiResponse(s.RankingSerializer, description="Already submitted."),
+            **LEASE_ERRORS,
+        },
+        summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        data = _valid(s.RankingSubmitSerializer, request)
+        ranking, created = services.ranking_submit(
+            lease_id=lease_id,
+            user_id=request.user.pk,
+            entries=[dict(entry) for entry in data.pop("entries")],
+            now=timezone.now(),
+            **data,
+        )
+        return Response(
+            s.RankingSerializer(ranking).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+# --- imports --------------------------------------------------------------------------------
+
+IMPORT_RESPONSES = {
+    201: s.ImportResultSerializer,
+    **ERRORS,
+    413: OpenApiResponse(s.ErrorSerializer, description="The file is over the size limit."),
+}
+
+
+class PromptImportView(ApiView):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        tags=["imports"],
+        request={
+            "multipart/form-data": s.PromptImportSerializer,
+            "application/json": s.PromptImportSerializer,
+        },
+        responses=IMPORT_RESPONSES,
+        summary="Import prompts from .jsonl/.csv (all or nothing; every bad line reported)",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.PromptImportSerializer, request)
+        result = services.prompts_import(project=membership.project, **data)
+        return Response(s.ImportResultSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+class RankingTaskImportView(ApiView):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        tags=["imports"],
+        request={
+            "multipart/form-data": s.RankingTaskImportSerializer,
+            "application/json": s.RankingTaskImportSerializer,
+        },
+        responses=IMPORT_RESPONSES,
+        summary="Import ranking tasks: JSONL of {prompt|messages, completions: [K outputs]}",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.RankingTaskImportSerializer, request, project=membership.project)
+        result = services.ranking_tasks_import(project=membership.project, **data)
+        return Response(s.ImportResultSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+# --- reviewer reads -------------------------------------------------------------------------
+
+
+class ExportView(ApiView):
+    renderer_classes = [JSONRenderer, NDJSONRenderer]
+
+    @extend_schema(
+        tags=["exports"],
+        parameters=[OpenApiParameter("split", enum=Split.values, required=False)],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="One JSON record per line (TRL/datasets shapes)."
+            ),
+            **ERRORS,
+        },
+        summary="Stream a training-ready JSONL export (reviewer)",
+    )
+    def get(self, request: Request, project_id: int, kind: str) -> StreamingHttpResponse:
+        membership = _member(request, project_id, Role.REVIEWER)
+        query = s.ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        split = query.validated_data.get("split")
+        records = exports.EXPORTS[kind](project=membership.project, split=split)
+        response = StreamingHttpResponse(
+            exports.jsonl_lines(records), content_type="application/x-ndjson"
+        )
+        filename = f"{membership.project.slug}-{kind}-{split or 'all'}.jsonl"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
+class ProgressView(ApiView):
+    @extend_schema(tags=["reports"], responses={200: s.ProgressSerializer, **ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.REVIEWER)
+        return Response(selectors.project_progress(project=membership.project))
+
+
+class AgreementView(ApiView):
+    @extend_schema(
+        tags=["reports"],
+        responses={200: s.AgreementSerializer, **ERRORS},
+        summary="Inter-labeler agreement on shared ranking tasks (reviewer)",
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.REVIEWER)
+        agreement = selectors.labeler_agreement(project=membership.project)
+        return Response(s.AgreementSerializer(agreement).data)
+
+
+class LabelersView(ApiView):
+    @extend_schema(tags=["reports"], responses={200: s.LabelerRowSerializer(many=True), **ERRORS})
+    def get(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.REVIEWER)
+        rows = selectors.labeler_counts(project=membership.project, now=timezone.now())
+        return Response(s.LabelerRowSerializer(rows, many=True).data)
+
+
+class DemonstrationListView(generics.ListAPIView):
+    """Demonstrations in the project: a labeler's own, or all of them for reviewers."""
+
+    serializer_class = s.DemonstrationSerializer
+    queryset = Demonstration.objects.none()
+
+    def get_queryset(self):
+        membership = _member(self.request, self.kwargs["project_id"])
+        return selectors.demonstrations_visible(membership=membership)
+
+    @extend_schema(tags=["submissions"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class RankingListView(generics.ListAPIView):
+    """Rankings in the project: a labeler's own, or all of them for reviewers."""
+
+    serializer_class = s.RankingSerializer
+    queryset = Ranking.objects.none()
+
+    def get_queryset(self):
+        membership = _member(self.request, self.kwargs["project_id"])
+        return selectors.rankings_visible(membership=membership)
+
+    @extend_schema(tags=["submissions"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
