@@ -81,6 +81,9 @@ for i in range({labelers}):
     u = User.objects.create_user(f"bench{{i}}", password=None)
     Membership.objects.create(project=project, user=u, role=Role.LABELER)
     tokens.append(Token.objects.create(user=u).key)
+from django.db import connection
+with connection.cursor() as cur:
+    cur.execute("ANALYZE")  # a production database has planner statistics; a fresh seed has none
 print(json.dumps({{"project": project.pk, "tokens": tokens}}))
 """
     subprocess.run(
@@ -169,22 +172,24 @@ def _labeler(port: int, token: str, project_id: int, k: int, stop_at: float, sta
 
 
 def _verify(env: dict[str, str], submitted_ids: list[int]) -> dict[str, int]:
-    code = f"""
+    code = """
 import django, json
 django.setup()
 from django.db.models import Count, F, Q
 from labeling.models import Lease, Ranking, Task
-ids = set(json.loads({json.dumps(json.dumps(submitted_ids))!r}))
+import sys
+ids = set(json.loads(sys.stdin.read()))
 stored = set(Ranking.objects.filter(pk__in=ids).values_list("pk", flat=True))
 over = Task.objects.annotate(n=Count("leases", filter=Q(leases__status="submitted"))).filter(n__gt=F("overlap")).count()
 dup = Lease.objects.values("task", "user").annotate(n=Count("pk")).filter(n__gt=1).count()
 dup_r = Ranking.objects.values("task", "labeler").annotate(n=Count("pk")).filter(n__gt=1).count()
-print(json.dumps({{"lost": len(ids - stored), "over_overlap": over, "duplicate_pairs": dup + dup_r,
-                  "rankings_in_db": Ranking.objects.count()}}))
+print(json.dumps({"lost": len(ids - stored), "over_overlap": over, "duplicate_pairs": dup + dup_r,
+                  "rankings_in_db": Ranking.objects.count()}))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        input=json.dumps(submitted_ids),
+    )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
