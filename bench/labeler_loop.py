@@ -111,7 +111,7 @@ def _start_gunicorn(
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/schema/")
+            conn.request("GET", "/accounts/login/")
             conn.getresponse().read()
             return proc
         except OSError:
