@@ -97,6 +97,7 @@ def test_production_refuses_to_start_without_allowed_hosts(production_env, hosts
         ("INSTRUCTLOOP_MODE", "prod"),
         ("SECURE_HSTS_SECONDS", "a year"),
         ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-5"),
+        ("LOG_LEVEL", "loud"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(production_env, name, value):
