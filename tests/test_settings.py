@@ -38,6 +38,12 @@ def production_env(base_env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def setting(env: dict[str, str], name: str, value: str | None) -> dict[str, str]:
+    """`env` with `name` set to `value`, or without `name` when `value` is None."""
+    changed = {key: v for key, v in env.items() if key != name}
+    return changed if value is None else changed | {name: value}
+
+
 def run(env: dict[str, str], *args: str, script: str | None = None):
     command = [sys.executable, "-c", script] if script else [sys.executable, "manage.py", *args]
     return subprocess.run(
@@ -68,22 +74,12 @@ def test_production_refuses_to_start_with_debug_on(production_env):
     ids=["missing", "empty", "dev-default", "insecure-prefix", "short", "one-character"],
 )
 def test_production_refuses_to_start_without_a_real_secret_key(production_env, secret_key):
-    env = dict(production_env)
-    if secret_key is None:
-        del env["SECRET_KEY"]
-    else:
-        env["SECRET_KEY"] = secret_key
-    assert_refused(run(env, "check"), "SECRET_KEY")
+    assert_refused(run(setting(production_env, "SECRET_KEY", secret_key), "check"), "SECRET_KEY")
 
 
 @pytest.mark.parametrize("hosts", [None, "", " , "], ids=["missing", "empty", "only-commas"])
 def test_production_refuses_to_start_without_allowed_hosts(production_env, hosts):
-    env = dict(production_env)
-    if hosts is None:
-        del env["ALLOWED_HOSTS"]
-    else:
-        env["ALLOWED_HOSTS"] = hosts
-    assert_refused(run(env, "check"), "ALLOWED_HOSTS")
+    assert_refused(run(setting(production_env, "ALLOWED_HOSTS", hosts), "check"), "ALLOWED_HOSTS")
 
 
 @pytest.mark.parametrize(
