@@ -128,30 +128,42 @@ TEMPLATES = [
     }
 ]
 
+# IMMEDIATE: a SQLite transaction takes the write lock when it begins, so queue claims serialise
+# instead of failing with "database is locked" on upgrade. WAL lets the web server read while the
+# worker writes.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 if DATABASE_URL:
     try:
-        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60)
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"].setdefault("TEST", {})
+    if _db["ENGINE"] not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
+        raise ImproperlyConfigured("DATABASE_URL must be a postgres:// (or sqlite://) URL")
+    if not _db["NAME"]:
+        raise ImproperlyConfigured("DATABASE_URL names no database")
+    if _db["ENGINE"] == "django.db.backends.sqlite3":
+        _db["OPTIONS"] = dict(SQLITE_OPTIONS)
+        _db["CONN_MAX_AGE"] = 0
+    else:
+        _db["TEST"] = {}
         test_name = os.environ.get("TEST_DATABASE_NAME")
         if test_name:
-            DATABASES["default"]["TEST"]["NAME"] = test_name
+            _db["TEST"]["NAME"] = test_name
+    DATABASES = {"default": _db}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "instructloop.sqlite3",
-            # IMMEDIATE: a transaction takes the write lock when it begins, so queue claims
-            # serialise instead of failing with "database is locked" on upgrade. WAL lets the
-            # web server read while the worker writes.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
+            # A file, not Django's in-memory default, so a Celery worker started by a test
+            # (tests/worker.py) opens the same test database.
+            "TEST": {"NAME": VAR_DIR / "test_instructloop.sqlite3"},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -201,6 +213,10 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: Redis in production and tests; a filesystem broker for the embedded default.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or "filesystem://"
+_broker_scheme, _, _ = CELERY_BROKER_URL.partition("://")
+if _broker_scheme not in {"redis", "rediss", "filesystem"}:
+    # The value itself is not echoed: it may hold a password.
+    raise ImproperlyConfigured("CELERY_BROKER_URL must be a redis:// or rediss:// URL")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
@@ -220,24 +236,37 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_TASK_ROUTES = {"training.tasks.run_training": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "training.tasks.run_training": {"queue": "gpu"},
+    "training.tasks.requeue_stale_runs": {"queue": "cpu"},
+    "labeling.tasks.*": {"queue": "cpu"},
+}
 # The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
 # beat job below puts the run back on the queue and it resumes from its last checkpoint.
 TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
 CELERY_BEAT_SCHEDULE = {
+    "expire-stale-leases": {
+        "task": "labeling.tasks.expire_stale_leases",
+        "schedule": 600.0,
+    },
     "requeue-stale-runs": {
         "task": "training.tasks.requeue_stale_runs",
         "schedule": float(env_int("INSTRUCTLOOP_REQUEUE_EVERY_SECONDS", 30, minimum=1)),
-    }
+    },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL={LOG_LEVEL!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 

@@ -245,3 +245,15 @@ def mark_submitted(*, lease: Lease, now: datetime) -> None:
     if submitted >= task.overlap and not task.done:
         task.done = True
         task.save(update_fields=["done"])
+
+
+def release_stale(*, now: datetime, older_than: timedelta) -> int:
+    """Mark active leases that expired more than `older_than` ago as released; return how many.
+
+    Housekeeping for the beat schedule: an expired lease already holds no slot (`_holding`), so
+    this changes no count; it closes abandoned leases so lists of open work stay short. One
+    UPDATE: a concurrent reclaim holds the row lock, and Postgres re-checks `expires_at` after it.
+    """
+    return Lease.objects.filter(
+        status=Lease.Status.ACTIVE, expires_at__lte=now - older_than
+    ).update(status=Lease.Status.RELEASED)

@@ -6,6 +6,7 @@ from django.utils import timezone
 from labeling.models import Role
 
 from .factories import ProjectFactory, member
+from .worker import celery_worker  # noqa: F401 - a fixture for every test module
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,8 @@ from labeling.models import Demonstration, Lease, Task
 
 from .factories import ProjectFactory, UserFactory, demonstration_task, member
 
+pytestmark = pytest.mark.postgres_only
+
 
 def _run_threads(target, args_list):
     barrier = threading.Barrier(len(args_list))

@@ -1,0 +1,133 @@
+"""The embedded default: with no DATABASE_URL or CELERY_BROKER_URL, InstructLoop runs on SQLite
+and a filesystem broker under INSTRUCTLOOP_VAR_DIR. Everything here runs the real commands in
+subprocesses on a fresh var directory, the way `./dev up` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..worker import start_worker, wait_until
+
+pytestmark = pytest.mark.embedded
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+UNSET = ("DATABASE_URL", "CELERY_BROKER_URL", "TEST_DATABASE_NAME", "INSTRUCTLOOP_MODE", "DEBUG")
+
+COUNTS = """
+import json
+from django.contrib.auth import get_user_model
+from labeling.models import Membership, ModelVersion, Project, Prompt, Task
+project = Project.objects.get(slug="demo")
+print(json.dumps({
+    "users": get_user_model().objects.count(),
+    "projects": Project.objects.count(),
+    "memberships": Membership.objects.count(),
+    "prompts": Prompt.objects.count(),
+    "demonstration_tasks": Task.objects.filter(kind="demonstration").count(),
+    "ranking_tasks": Task.objects.filter(kind="ranking").count(),
+    "ranking_ks": sorted({t.completions.count() for t in Task.objects.filter(kind="ranking")}),
+    "base_model": [project.base_model.kind, project.base_model.path],
+    "model_versions": ModelVersion.objects.count(),
+    "roles": sorted(Membership.objects.values_list("role", flat=True).distinct()),
+}))
+"""
+
+# A labeler takes a task three hours ago and walks away: the lease is long expired.
+ABANDON_A_LEASE = """
+from datetime import timedelta
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from labeling import queue
+from labeling.models import Project, Task
+lease = queue.claim_next(
+    user_id=get_user_model().objects.get(username="labeler1").pk,
+    project=Project.objects.get(slug="demo"),
+    kind=Task.Kind.DEMONSTRATION,
+    now=timezone.now() - timedelta(hours=3),
+)
+print(lease.pk)
+"""
+
+SEND_HOUSEKEEPING = """
+from labeling.tasks import expire_stale_leases
+expire_stale_leases.delay()
+"""
+
+
+@pytest.fixture(scope="module")
+def embedded_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a fresh install: nothing set but the var directory, migrated."""
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env["INSTRUCTLOOP_VAR_DIR"] = str(tmp_path_factory.mktemp("embedded-var"))
+    manage(env, "migrate", "--noinput")
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def shell(env: dict[str, str], code: str) -> str:
+    return manage(env, "shell", "--no-imports", "-c", code).strip()
+
+
+def test_the_embedded_default_uses_sqlite_and_the_filesystem_broker_under_the_var_dir(
+    embedded_env,
+):
+    var_dir = Path(embedded_env["INSTRUCTLOOP_VAR_DIR"])
+    assert (var_dir / "instructloop.sqlite3").is_file()
+    assert (var_dir / "broker" / "queue").is_dir()
+
+
+def test_seed_demo_twice_gives_the_same_demo_project(embedded_env):
+    first_output = manage(embedded_env, "seed_demo")
+    first = json.loads(shell(embedded_env, COUNTS))
+    manage(embedded_env, "seed_demo")
+    second = json.loads(shell(embedded_env, COUNTS))
+
+    assert first == second
+    assert first["projects"] == 1
+    assert first["users"] == 4
+    assert first["roles"] == ["admin", "labeler", "reviewer"]
+    assert first["prompts"] == 40
+    assert first["demonstration_tasks"] >= 30  # test-split prompts get no demonstration task
+    assert first["ranking_tasks"] >= 4
+    assert first["ranking_ks"] == [4]
+    assert first["base_model"] == ["base", "tiny-base"]
+    for username in ("admin", "reviewer", "labeler1", "labeler2"):
+        assert username in first_output
+
+
+def test_a_worker_on_the_filesystem_broker_runs_housekeeping_and_stops_cleanly(
+    embedded_env, tmp_path
+):
+    manage(embedded_env, "seed_demo")
+    lease_id = int(shell(embedded_env, ABANDON_A_LEASE))
+    status = f"from labeling.models import Lease; print(Lease.objects.get(pk={lease_id}).status)"
+    assert shell(embedded_env, status) == "active"
+
+    worker = start_worker(env=embedded_env, log_path=tmp_path / "worker.log")
+    try:
+        shell(embedded_env, SEND_HOUSEKEEPING)
+        worker.wait_for_log("succeeded")
+        wait_until(lambda: shell(embedded_env, status) == "released", timeout=30)
+        assert "labeling.tasks.expire_stale_leases" in worker.log()
+    finally:
+        returncode = worker.stop()
+    assert returncode == 0, worker.log()
