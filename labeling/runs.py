@@ -269,27 +269,31 @@ def _register_model(run: TrainingRun, result: dict[str, Any]) -> ModelVersion:
 
 
 def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
+    """Store every sample with its provenance; each prompt's K distinct samples become a task."""
     if Completion.objects.filter(sampling_run=run).exists():
         return  # a redelivered finish: the samples are already in the queue
     project = run.project
     prompts = {
         p.pk: p for p in Prompt.objects.filter(project=project, pk__in=run.dataset["prompts"])
     }
-    for group in result["samples"]:
-        prompt = prompts[group["prompt_id"]]
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for sample in result["samples"]:
+        by_prompt.setdefault(sample["prompt_id"], []).append(sample)
+    for prompt_id, samples in by_prompt.items():
+        prompt = prompts[prompt_id]
         completions = Completion.objects.bulk_create(
             Completion(
                 prompt=prompt,
                 model_version=run.base_model,
-                text=s["text"],
-                temperature=s.get("temperature"),
-                top_p=s.get("top_p"),
-                max_tokens=s.get("max_new_tokens"),
-                seed=s.get("seed"),
-                finished=s.get("finished"),
+                text=s["completion"],
+                temperature=s["provenance"].get("temperature"),
+                top_p=s["provenance"].get("top_p"),
+                max_tokens=s["provenance"].get("max_new_tokens"),
+                seed=s["provenance"].get("seed"),
+                finished=s["provenance"].get("finished_with_eos"),
                 sampling_run=run,
             )
-            for s in group["completions"]
+            for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
         )
         distinct = {c.text for c in completions}
         if len(completions) == project.k and len(distinct) == len(completions):
