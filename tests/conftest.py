@@ -9,6 +9,20 @@ from .factories import ProjectFactory, member
 from .worker import celery_worker  # noqa: F401 - a fixture for every test module
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_connections_at_teardown(django_db_setup, django_db_blocker):
+    """Live-server and worker threads can leave a session open; the test DB is then not dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     # PBKDF2 at production strength costs ~0.3 s a user; tests make hundreds of users.
