@@ -221,11 +221,14 @@ if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
     (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # kombu's default is ./control in the working directory: keep it under var/ with the rest.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # A job may run for hours: the message must not be redelivered while it runs. The run

@@ -16,6 +16,9 @@ import pytest
 
 from instructloop.settings import DEV_SECRET_KEY
 
+# Each case sets its own environment, so one pass of ./dev test is enough.
+pytestmark = pytest.mark.embedded
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "labels.example.com"
 

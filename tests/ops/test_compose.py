@@ -22,6 +22,9 @@ import yaml
 from django.conf import settings
 from django.core.management import get_commands
 
+# Independent of the database and broker in use: one pass of ./dev test is enough.
+pytestmark = pytest.mark.embedded
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -5,10 +5,15 @@ subprocesses on a fresh var directory, the way `./dev up` does.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -131,3 +136,44 @@ def test_a_worker_on_the_filesystem_broker_runs_housekeeping_and_stops_cleanly(
     finally:
         returncode = worker.stop()
     assert returncode == 0, worker.log()
+
+
+def test_gunicorn_serves_the_embedded_site_and_a_demo_account_can_log_in(embedded_env, tmp_path):
+    manage(embedded_env, "seed_demo")
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "instructloop.wsgi:application",
+                "--bind=127.0.0.1:0",
+                "--workers=1",
+                f"--control-socket={tmp_path / 'gunicorn.ctl'}",
+            ],
+            cwd=REPO_ROOT,
+            env=embedded_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        listening = wait_until(
+            lambda: re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log_path.read_text()),
+            timeout=60,
+        )
+        base = listening.group(1)
+        browser = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        login_page = browser.open(f"{base}/django-admin/login/", timeout=10).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
+        form = {"csrfmiddlewaretoken": token, "username": "admin", "password": "demo-admin-pw"}
+        response = browser.open(
+            f"{base}/django-admin/login/?next=/django-admin/",
+            data=urllib.parse.urlencode(form).encode(),
+            timeout=10,
+        )
+        assert response.url == f"{base}/django-admin/"
+        assert "Log out" in response.read().decode()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)

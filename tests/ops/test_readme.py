@@ -7,6 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+# Independent of the database and broker in use: one pass of ./dev test is enough.
+pytestmark = pytest.mark.embedded
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = (REPO_ROOT / "README.md").read_text()
 
