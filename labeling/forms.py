@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.validators import UnicodeUsernameValidator
 
-from .models import DEFAULT_FLAGS, FLAG_CHOICES, MAX_K, MAX_RESPONSE_CHARS, Role
+from .models import DEFAULT_FLAGS, FLAG_CHOICES, MAX_K, MAX_RESPONSE_CHARS, Role, Winner
 from .selectors import LeasePage
 from .services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 
@@ -160,3 +160,13 @@ class RankingForm(forms.Form):
             }
             for shown in self.page.completions
         ]
+
+
+class ComparisonForm(forms.Form):
+    """Blind A/B: which output is better (or a tie, or both bad). Works without JavaScript."""
+
+    winner = forms.ChoiceField(choices=Winner.choices, widget=forms.RadioSelect)
+    notes = forms.CharField(
+        required=False, max_length=MAX_NOTES_CHARS, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    time_spent_ms = TimeSpentField()

@@ -237,6 +237,7 @@ class Completion(models.Model):
 class TaskKind(models.TextChoices):
     DEMONSTRATION = "demonstration", "Demonstration"
     RANKING = "ranking", "Ranking"
+    COMPARISON = "comparison", "Blind A/B comparison"
 
 
 class Task(models.Model):
@@ -437,3 +438,44 @@ class RankingEntry(models.Model):
 
     def __str__(self) -> str:
         return f"completion {self.completion_id}: rank {self.rank}, likert {self.likert}"
+
+
+class Winner(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "About the same"
+    BOTH_BAD = "both_bad", "Both are bad"
+
+
+class Comparison(models.Model):
+    """A blind pairwise judgement: which of two models' outputs for one prompt is better.
+
+    Side A is the first completion of the lease's shown_order, which was shuffled per labeler
+    when the task was leased, so the side each model got is random and stored.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="comparisons")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="comparisons"
+    )
+    lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="comparison")
+    a_completion = models.ForeignKey(Completion, on_delete=models.PROTECT, related_name="+")
+    b_completion = models.ForeignKey(Completion, on_delete=models.PROTECT, related_name="+")
+    winner = models.CharField(max_length=16, choices=Winner.choices)
+    notes = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "labeler"], name="comparison_once_per_labeler"),
+            models.CheckConstraint(
+                condition=Q(winner__in=Winner.values), name="comparison_winner_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(a_completion=models.F("b_completion")), name="comparison_two_sides"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}: {self.winner}"

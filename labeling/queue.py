@@ -122,7 +122,7 @@ def _lease_task(*, task: Task, user_id: int, project: Project, now: datetime) ->
         lease.save(update_fields=["expires_at", "heartbeat_at"])
         return lease
     shown_order: list[int] = []
-    if task.kind == Task.Kind.RANKING:
+    if task.kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
         shown_order = list(task.task_completions.values_list("completion_id", flat=True))
         _shuffle(shown_order)
     return Lease.objects.create(

@@ -317,7 +317,7 @@ def lease_page(*, lease_id: int, user_id: int) -> LeasePage:
     project = lease.task.project
     completions: list[ShownCompletion] = []
     draft_text = ""
-    if lease.task.kind == Task.Kind.RANKING:
+    if lease.task.kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
         by_id = {
             c.pk: c for c in Completion.objects.filter(pk__in=lease.shown_order).only("pk", "text")
         }

@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 
 from . import queue
 from .errors import Conflict, Invalid
@@ -21,6 +22,7 @@ from .imports import PromptRow, RankingTaskRow
 from .models import (
     FLAG_CODES,
     MAX_RESPONSE_CHARS,
+    Comparison,
     Completion,
     Demonstration,
     DemonstrationDraft,
@@ -35,6 +37,7 @@ from .models import (
     Split,
     Task,
     TaskCompletion,
+    Winner,
 )
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
@@ -460,3 +463,115 @@ def ranking_submit(
         )
         queue.mark_submitted(lease=lease, now=now)
         return ranking, True
+
+
+# --- blind pairwise evaluation -------------------------------------------------------------
+
+
+def comparison_task_create(
+    *, project: Project, prompt: Prompt, first: Completion, second: Completion, priority: int = 0
+) -> Task:
+    """An A/B task between two models' outputs for one prompt (sides are shuffled per labeler)."""
+    if (
+        first.prompt_id != prompt.pk
+        or second.prompt_id != prompt.pk
+        or prompt.project_id != project.pk
+    ):
+        raise Invalid("Both completions must answer the task's prompt, in this project.")
+    if first.model_version_id == second.model_version_id:
+        raise Invalid("A comparison needs outputs of two different model versions.")
+    with transaction.atomic():
+        task = Task.objects.create(
+            project=project,
+            kind=Task.Kind.COMPARISON,
+            prompt=prompt,
+            overlap=project.overlap,
+            priority=priority,
+        )
+        TaskCompletion.objects.bulk_create(
+            [
+                TaskCompletion(task=task, completion=first, position=0),
+                TaskCompletion(task=task, completion=second, position=1),
+            ]
+        )
+        return task
+
+
+def evaluation_tasks_create(
+    *, project: Project, model_a: ModelVersion, model_b: ModelVersion, split: str = Split.TEST
+) -> int:
+    """One A/B task per prompt of `split` that both models have an output for (their first one).
+
+    Prompts that already have an A/B task between these two models are skipped, so calling this
+    again after more samples arrive adds only the new prompts. Returns how many tasks it made.
+    """
+    if model_a.pk == model_b.pk or {model_a.project_id, model_b.project_id} != {project.pk}:
+        raise Invalid("Pick two different model versions of this project.")
+    outputs: dict[int, dict[int, Completion]] = {}
+    completions = Completion.objects.filter(
+        prompt__project=project, prompt__split=split, model_version__in=[model_a, model_b]
+    ).order_by("pk")
+    for c in completions:
+        outputs.setdefault(c.prompt_id, {}).setdefault(c.model_version_id, c)
+    done = set(
+        TaskCompletion.objects.filter(
+            task__project=project,
+            task__kind=Task.Kind.COMPARISON,
+            completion__model_version__in=[model_a, model_b],
+        )
+        .values("task_id")
+        .annotate(n=Count("completion__model_version", distinct=True))
+        .filter(n=2)
+        .values_list("task__prompt_id", flat=True)
+    )
+    created = 0
+    with transaction.atomic():
+        prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=outputs)}
+        for prompt_id, by_model in sorted(outputs.items()):
+            if prompt_id in done or len(by_model) < 2:
+                continue
+            comparison_task_create(
+                project=project,
+                prompt=prompts[prompt_id],
+                first=by_model[model_a.pk],
+                second=by_model[model_b.pk],
+            )
+            created += 1
+    return created
+
+
+def comparison_submit(
+    *,
+    lease_id: int,
+    user_id: int,
+    winner: str,
+    notes: str = "",
+    time_spent_ms: int = 0,
+    now: datetime,
+) -> tuple[Comparison, bool]:
+    """Store a blind A/B judgement; a repeat returns the first with created=False."""
+    if winner not in Winner.values:
+        raise Invalid(f"winner must be one of {', '.join(Winner.values)}.")
+    if not isinstance(notes, str) or len(notes) > MAX_NOTES_CHARS:
+        raise Invalid(f"Notes must be text of at most {MAX_NOTES_CHARS:,} characters.")
+    time_spent_ms = _check_time_spent(time_spent_ms)
+    with transaction.atomic():
+        lease = queue.lock_for_submit(lease_id=lease_id, user_id=user_id, now=now)
+        if lease.task.kind != Task.Kind.COMPARISON:
+            raise Invalid("This task is not an A/B comparison.")
+        if lease.status == Lease.Status.SUBMITTED:
+            return Comparison.objects.get(lease=lease), False
+        a_id, b_id = lease.shown_order
+        comparison = Comparison.objects.create(
+            task_id=lease.task_id,
+            labeler_id=user_id,
+            lease=lease,
+            a_completion_id=a_id,
+            b_completion_id=b_id,
+            winner=winner,
+            notes=notes.strip(),
+            time_spent_ms=time_spent_ms,
+            created_at=now,
+        )
+        queue.mark_submitted(lease=lease, now=now)
+        return comparison, True

@@ -14,6 +14,7 @@ urlpatterns = [
         name="demonstration_submit",
     ),
     path("leases/<int:lease_id>/ranking/", pages.ranking_submit, name="ranking_submit"),
+    path("leases/<int:lease_id>/comparison/", pages.comparison_submit, name="comparison_submit"),
     path("leases/<int:lease_id>/skip/", pages.lease_skip, name="lease_skip"),
     path("leases/<int:lease_id>/reclaim/", pages.lease_reclaim, name="lease_reclaim"),
     path("leases/<int:lease_id>/heartbeat/", partials.heartbeat, name="lease_heartbeat"),

@@ -24,12 +24,14 @@ from labeling.models import (
     FLAG_CODES,
     MAX_K,
     MAX_RESPONSE_CHARS,
+    Comparison,
     Demonstration,
     Lease,
     Ranking,
     Role,
     Split,
     TaskKind,
+    Winner,
 )
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 
@@ -367,3 +369,31 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+class ComparisonSubmitSerializer(StrictSerializer):
+    winner = serializers.ChoiceField(choices=Winner.choices)
+    notes = serializers.CharField(max_length=MAX_NOTES_CHARS, allow_blank=True, default="")
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_SPENT_MS, default=0)
+
+
+class ComparisonSerializer(serializers.ModelSerializer):
+    """What the evaluator submitted: sides by completion id, never the model names."""
+
+    labeler = serializers.CharField(source="labeler.username")
+
+    class Meta:
+        model = Comparison
+        fields = [
+            "id",
+            "lease_id",
+            "task_id",
+            "labeler",
+            "a_completion_id",
+            "b_completion_id",
+            "winner",
+            "notes",
+            "time_spent_ms",
+            "created_at",
+        ]
+        read_only_fields = fields

@@ -43,4 +43,5 @@ urlpatterns = [
     path(f"{lease}draft/", views.DraftView.as_view(), name="draft"),
     path(f"{lease}demonstration/", views.DemonstrationSubmitView.as_view(), name="demonstration"),
     path(f"{lease}ranking/", views.RankingSubmitView.as_view(), name="ranking"),
+    path(f"{lease}comparison/", views.ComparisonSubmitView.as_view(), name="comparison"),
 ]

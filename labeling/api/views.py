@@ -333,6 +333,29 @@ class RankingSubmitView(ApiView):
         )
 
 
+class ComparisonSubmitView(ApiView):
+    @extend_schema(
+        tags=["queue"],
+        request=s.ComparisonSubmitSerializer,
+        responses={
+            201: s.ComparisonSerializer,
+            200: OpenApiResponse(s.ComparisonSerializer, description="Already submitted."),
+            **LEASE_ERRORS,
+        },
+        summary="Submit a blind A/B judgement: a, b, tie or both_bad (idempotent on the lease)",
+    )
+    def post(self, request: Request, lease_id: int) -> Response:
+        _own_lease(request, lease_id)
+        data = _valid(s.ComparisonSubmitSerializer, request)
+        comparison, created = services.comparison_submit(
+            lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
+        )
+        return Response(
+            s.ComparisonSerializer(comparison).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
 # --- imports --------------------------------------------------------------------------------
 
 IMPORT_RESPONSES = {

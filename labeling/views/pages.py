@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .. import queue, selectors, services
 from ..errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from ..forms import (
+    ComparisonForm,
     DemonstrationForm,
     GuidelinesForm,
     ImportForm,
@@ -121,6 +122,9 @@ def _render_lease(
     if page.lease.task.kind == Task.Kind.RANKING:
         form = form or RankingForm(page=page)
         template = "labeling/ranking.html"
+    elif page.lease.task.kind == Task.Kind.COMPARISON:
+        form = form or ComparisonForm()
+        template = "labeling/comparison.html"
     else:
         form = form or DemonstrationForm(initial={"text": page.draft_text})
         template = "labeling/demonstration.html"
@@ -172,6 +176,27 @@ def ranking_submit(request: HttpRequest, lease_id: int) -> HttpResponse:
             user_id=request.user.pk,
             entries=form.entries(),
             none_acceptable=form.cleaned_data["none_acceptable"],
+            notes=form.cleaned_data["notes"],
+            time_spent_ms=form.cleaned_data["time_spent_ms"],
+            now=timezone.now(),
+        )
+    except (Invalid, Conflict) as exc:
+        return _render_lease(request, page, form, status=exc.status_code, error=exc)
+    return _after_submit(page.lease)
+
+
+@require_POST
+@page_view
+def comparison_submit(request: HttpRequest, lease_id: int) -> HttpResponse:
+    page = selectors.lease_page(lease_id=lease_id, user_id=request.user.pk)
+    form = ComparisonForm(request.POST)
+    if not form.is_valid():
+        return _render_lease(request, page, form, status=400)
+    try:
+        services.comparison_submit(
+            lease_id=lease_id,
+            user_id=request.user.pk,
+            winner=form.cleaned_data["winner"],
             notes=form.cleaned_data["notes"],
             time_spent_ms=form.cleaned_data["time_spent_ms"],
             now=timezone.now(),

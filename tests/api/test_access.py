@@ -43,6 +43,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "draft": ("/api/v1/leases/{demo}/draft/", {"POST": "owner"}),
     "demonstration": ("/api/v1/leases/{demo}/demonstration/", {"POST": "owner"}),
     "ranking": ("/api/v1/leases/{rank}/ranking/", {"POST": "owner"}),
+    "comparison": ("/api/v1/leases/{rank}/comparison/", {"POST": "owner"}),
 }
 MEANT_FOR = {
     "anyone": set(ROLES),
