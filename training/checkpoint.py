@@ -1,8 +1,9 @@
 """Atomic, resumable checkpoints under `output_dir/checkpoints/step-N`.
 
-A checkpoint is written into a temporary sibling directory, every file and the directory fsync'ed, then
-renamed into place with os.replace: a crash leaves either a complete `step-N` or a `.tmp-*` directory,
-which the next start deletes. `state.json` is written last and marks a checkpoint complete.
+A checkpoint is written into a temporary sibling directory, every file and the directory fsync'ed,
+then renamed into place with os.replace: a crash leaves either a complete `step-N` or a `.tmp-*`
+directory, which the next start deletes. `state.json` is written last and marks a checkpoint
+complete.
 
 Contents: each model's weights (safetensors), each optimizer's state (torch.save, loaded back with
 weights_only=True, so no code runs), the RNG states, the step and the metrics logged so far.
@@ -81,7 +82,7 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int = 2,
 ) -> Path:
-    """Save everything needed to continue after `step` optimizer steps; keep the newest `keep_last`."""
+    """Save what is needed to continue after `step` optimizer steps; keep the newest `keep_last`."""
     root = Path(output_dir) / CHECKPOINTS
     target = root / f"step-{step}"
 
@@ -146,7 +147,7 @@ RESULT_FILE = "result.json"
 
 
 def finished_result(output_dir: str | Path) -> dict[str, Any] | None:
-    """The result of a run that already finished in output_dir (so calling run() again is a no-op)."""
+    """The result of a run that already finished in output_dir (calling run() again is a no-op)."""
     path = Path(output_dir) / RESULT_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 

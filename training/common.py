@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
 import resource
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import torch

@@ -1,8 +1,9 @@
 """Frozen configs for the four training stages.
 
-A Celery task builds one with `SFTConfig.from_dict(row.config)`; `asdict(cfg)` goes back into the row.
-Defaults follow InstructGPT (Ouyang et al. 2022, appendix C) scaled down to small models, and the PPO ones
-"The N+ implementation details of RLHF with PPO" (Huang et al. 2024, https://arxiv.org/abs/2403.17031).
+A Celery task builds one with `SFTConfig.from_dict(row.config)`; `asdict(cfg)` goes back into the
+row. Defaults follow InstructGPT (Ouyang et al. 2022, appendix C) scaled down to small models, and
+the PPO ones "The N+ implementation details of RLHF with PPO" (Huang et al. 2024,
+https://arxiv.org/abs/2403.17031).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Record shapes (as labeling/exports.py writes them, TRL's conversational shapes):
   demonstration: {"prompt": str | [messages], "completion": str | [assistant messages]}
-  ranking:       {"prompt": ..., "completions": [str, ...], "ranks": [int, ...]}  (lower = better, ties ok)
+  ranking:       {"prompt": ..., "completions": [str, ...], "ranks": [int, ...]}
+                 (lower rank = better, ties allowed)
   prompt:        {"prompt": ..., "id": optional} or the bare prompt
-Every demonstration and completion ends with EOS, so the SFT model learns to stop and the reward model
-reads its score at the EOS (InstructGPT).
+Every demonstration and completion ends with EOS, so the SFT model learns to stop and the reward
+model reads its score at the EOS (InstructGPT).
 """
 
 from __future__ import annotations
@@ -151,6 +152,6 @@ def collate_rankings(
 
 
 def fold_scores(flat_scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(sum K,) scores -> (groups, K_max), zeros in padded slots (`valid` is row-major like `flat`)."""
+    """(sum K,) scores -> (groups, K_max), zeros in padded slots (`valid` is row-major)."""
     scores = flat_scores.new_zeros(valid.shape)
     return scores.masked_scatter(valid.to(flat_scores.device), flat_scores)

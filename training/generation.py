@@ -1,7 +1,8 @@
 """A small sampling loop with a KV cache, for PPO rollouts and for samples sent to labelers.
 
-Why not `model.generate`: its per-step bookkeeping (logits processors, stopping criteria, cache setup)
-costs more than a forward of a small model on CPU, and PPO needs the exact temperature it sampled with.
+Why not `model.generate`: its per-step bookkeeping (logits processors, stopping criteria, cache
+setup) costs more than a forward of a small model on CPU, and PPO needs the exact temperature it
+sampled with.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Generation:
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus sampling (Holtzman et al. 2019): keep the smallest set of tokens whose mass >= top_p."""
+    """Nucleus sampling (Holtzman et al. 2019): keep the fewest tokens whose mass reaches top_p."""
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     mass_before = torch.softmax(sorted_logits, dim=-1).cumsum(-1) - torch.softmax(sorted_logits, -1)
     sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))

@@ -17,7 +17,7 @@ IGNORE_INDEX = -100
 def masked_mean(
     values: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
 ) -> torch.Tensor:
-    """Mean of `values` where `mask` is set. `where`, not a product, so NaN or inf under pad is dropped."""
+    """Mean of `values` where `mask` is set (`where`, not a product: NaN or inf under pad drops)."""
     mask = mask.to(values.dtype)
     kept = torch.where(mask.bool(), values, torch.zeros_like(values))
     if dim is None:
@@ -60,8 +60,8 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def logprobs_from_logits(
     logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """log pi(token) under the distribution tokens were sampled from: logits / temperature, as
-    in lm-human-preferences (otherwise the PPO ratio compares two different policies).  # like tokens"""
+    """log pi(token) under the distribution tokens were sampled from: logits / temperature, as in
+    lm-human-preferences (else the PPO ratio compares two different policies).  # like tokens"""
     logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
@@ -85,11 +85,11 @@ def ranking_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """InstructGPT reward-model loss over a batch of rankings.
 
-    One ranking of K completions is one batch element: its loss is the mean over its ordered pairs of
-    -log sigmoid(r_better - r_worse), i.e. 1/C(K,2) times the sum when there are no ties (Ouyang et
-    al. 2022, eq. 1); tied pairs are dropped. Batch loss = mean over rankings with at least one pair.
+    One ranking of K completions is one batch element: its loss is the mean over its ordered pairs
+    of -log sigmoid(r_better - r_worse), i.e. 1/C(K,2) times the sum when there are no ties (Ouyang
+    et al. 2022, eq. 1); tied pairs are dropped. Batch loss = mean over rankings with >= 1 pair.
 
-    scores, ranks, valid: (groups, K_max); `valid` marks real completions (rankings have different K).
+    scores, ranks, valid: (groups, K_max); `valid` marks real completions (K differs by ranking).
     Returns (loss, per-ranking loss).
     """
     better = ranking_pairs(ranks, valid)  # (groups, K, K)
@@ -111,8 +111,8 @@ def pair_accuracy(
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k1 estimator of KL(pi || ref) per token: log pi - log ref. Unbiased; this is what the reward is
-    penalised with (InstructGPT, eq. 2)."""
+    """k1 estimator of KL(pi || ref) per token: log pi - log ref. Unbiased; the reward is penalised
+    with it (InstructGPT, eq. 2)."""
     return logprobs - ref_logprobs
 
 
@@ -132,14 +132,13 @@ def gae(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over right-padded responses, vectorised over time too.
 
-    A_t = sum_l (gamma*lam)^l delta_{t+l}, delta_t = r_t + gamma V_{t+1} - V_t, with V past the last
-    real token = 0 (the episode ends there). The discounted sum is one matmul with an upper-triangular
-    matrix of powers, instead of a Python loop over tokens.
+    A_t = sum_l (gamma*lam)^l delta_{t+l}, delta_t = r_t + gamma V_{t+1} - V_t, with V past the
+    last real token = 0 (the episode ends there). The discounted sum is one matmul with an upper-
+    triangular matrix of powers, instead of a Python loop over tokens.
     rewards, values, mask: (batch, T). Returns (advantages, returns = advantages + values).
     """
-    mask = mask.to(values.dtype)
-    values = values * mask
-    rewards = rewards * mask
+    values = torch.where(mask.bool(), values, torch.zeros_like(values))
+    rewards = torch.where(mask.bool(), rewards, torch.zeros_like(rewards))
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     deltas = rewards + gamma * next_values - values  # (batch, T)
     steps = torch.arange(values.shape[1], device=values.device, dtype=values.dtype)
@@ -147,7 +146,7 @@ def gae(
     discounts = torch.where(
         offsets >= 0, (gamma * lam) ** offsets.clamp(min=0), torch.zeros_like(offsets)
     )  # (T, T), upper triangular
-    advantages = (deltas @ discounts.T) * mask
+    advantages = torch.where(mask.bool(), deltas @ discounts.T, torch.zeros_like(deltas))
     return advantages, advantages + values
 
 

@@ -1,6 +1,7 @@
 """Loading, saving and formatting for the models every stage shares.
 
-Safety: weights load only from safetensors and never with remote code (a pickle checkpoint can run code).
+Safety: weights load only from safetensors and never with remote code (pickle weights can run
+code when loaded).
 Precision: weights stay fp32; on CUDA the forwards run under bf16 autocast, on CPU in fp32.
 """
 
@@ -26,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-PAD_TOKEN = "<|pad|>"
+PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 REWARD_MODEL_FORMAT = "instructloop-reward-model"
 REWARD_HEAD_FILE = "score_head.safetensors"
@@ -71,7 +72,7 @@ def seed_everything(seed: int) -> None:
 
 
 def disable_dropout(model: nn.Module) -> None:
-    """Dropout off: PPO's ratio and KL must compare the same deterministic functions (Huang et al.)."""
+    """Dropout off: PPO's ratio and KL must compare deterministic functions (Huang et al. 2024)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
@@ -97,7 +98,7 @@ def check_safetensors_weights(path: str | Path) -> None:
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Tokenizer with an EOS and a pad token distinct from it (a pad equal to EOS would mask EOS)."""
+    """Tokenizer with an EOS and a pad distinct from it (a pad equal to EOS would mask out EOS)."""
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer at {path} has no EOS token; responses must end with one")
@@ -162,7 +163,7 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions count real tokens only, so a left-padded prompt sees the positions it saw in SFT."""
+    """Positions count real tokens only: a left-padded prompt gets the positions it had in SFT."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -196,8 +197,8 @@ def logits_at(
     end: int,
 ) -> torch.Tensor:
     """Next-token logits for positions start..end-1 only: the output projection is most of a small
-    model's FLOPs, so it is applied only where a loss or log-prob is read.  # (batch, end - start, vocab)
-    """
+    model's FLOPs, so it is applied only where a loss or log-prob is read.
+    # (batch, end - start, vocab)"""
     if not _lm_head_is_plain(model):
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)

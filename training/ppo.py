@@ -1,17 +1,18 @@
 """PPO against the reward model with a per-token KL penalty to the SFT model (InstructGPT step 3).
 
 The recipe of lm-human-preferences (Ziegler et al. 2019) as reproduced in
-https://github.com/vwxyzjn/lm-human-preference-details and "The N+ implementation details of RLHF with
-PPO" (Huang et al. 2024):
-  - policy and frozen reference both start as the SFT model; the value model starts as the reward model
-    (trunk + head) and is a separate network;
+https://github.com/vwxyzjn/lm-human-preference-details and "The N+ implementation details of RLHF
+with PPO" (Huang et al. 2024):
+  - policy and frozen reference both start as the SFT model; the value model starts as the reward
+    model (trunk + head) and is a separate network;
   - dropout is off everywhere, so log-probs and values are deterministic functions of the weights;
   - log-probs are taken at the sampling temperature (logits / T);
   - reward per token = -beta * (log pi - log ref), plus the RM score at the last response token; a
     response that never emits EOS has a fixed penalty subtracted from its score;
   - GAE (gamma = 1, lambda = 0.95), advantages whitened per batch, clipped policy and value losses,
     4 PPO epochs over each rollout batch;
-  - optional PPO-ptx: gamma_ptx * SFT loss on demonstrations added to every gradient step (InstructGPT).
+  - optional PPO-ptx: gamma_ptx * SFT loss on demonstrations added to each gradient step
+    (InstructGPT).
 data: {"prompts": [prompt or {"prompt": ...}, ...], "demonstrations": [...] (for PPO-ptx)}
 """
 
@@ -79,7 +80,7 @@ RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses)
 
 @dataclass
 class Rollout:
-    """One batch of episodes. T = response tokens; positions prompt_length-1 .. end-1 predict them."""
+    """One batch of episodes; T response tokens, predicted at positions prompt_length-1 .. end-1."""
 
     query_responses: torch.Tensor  # (batch, prompt_length + T) left-padded prompt, then response
     attention_mask: torch.Tensor  # (batch, prompt_length + T) 0 on prompt pad and after EOS
@@ -102,7 +103,8 @@ def response_logprobs(
     prompt_length: int,
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the response tokens, their logits / temperature).  # (batch, T), (batch, T, vocab)"""
+    """(log-probs of the response tokens, their logits / temperature).
+    # (batch, T), (batch, T, vocab)"""
     end = query_responses.shape[1] - 1
     logits = logits_at(model, query_responses, attention_mask, prompt_length - 1, end)
     logits = logits.float() / temperature
@@ -181,8 +183,8 @@ def make_rollout(
 def token_rewards(
     rollout: Rollout, kl_coef: float, missing_eos_penalty: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token rewards, per-token k1 KL): -beta * KL on every token, plus the (penalised) score on
-    the last response token.  # (batch, T)"""
+    """(per-token rewards, per-token k1 KL): -beta * KL on every token, plus the (penalised) score
+    on the last response token.  # (batch, T)"""
     mask = rollout.response_mask.bool()
     kl = torch.where(mask, kl_penalty(rollout.logprobs, rollout.ref_logprobs), 0.0)
     scores = rollout.scores - missing_eos_penalty * (~rollout.finished).float()

@@ -1,9 +1,10 @@
 """Reward model on labeler rankings (InstructGPT step 2).
 
-Each ranking of K completions is one batch element: its K completions go through the model in the same
-forward and give all C(K,2) comparisons, so the K forwards are not repeated per pair and one ranking's
-correlated pairs cannot overfit the model across batches (Ouyang et al. 2022, section 3.5).
-After training, a bias makes the demonstrations score 0 on average, so PPO starts from centred rewards.
+Each ranking of K completions is one batch element: its K completions go through the model in the
+same forward and give all C(K,2) comparisons, so the K forwards are not repeated per pair and one
+ranking's correlated pairs cannot overfit the model across batches (Ouyang et al. 2022, sec. 3.5).
+After training, a bias makes the demonstrations score 0 on average, so PPO starts from centred
+rewards.
 data: {"rankings": [{"prompt", "completions", "ranks"}, ...], "demonstrations": [...] (optional)}
 """
 

@@ -1,6 +1,7 @@
 """Supervised fine-tuning on labeler demonstrations (InstructGPT step 1).
 
-Loss on response tokens only (the prompt is given, not learned); validation loss on a held-out split.
+Loss on response tokens only (the prompt is given, not learned); validation loss on a held-out
+split.
 data: {"demonstrations": [{"prompt": ..., "completion": ...}, ...]}
 """
 
