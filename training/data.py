@@ -77,13 +77,16 @@ def encode_demonstrations(
 
 @dataclass(frozen=True)
 class EncodedRanking:
-    completions: list[list[int]]  # prompt + completion + EOS, one per completion
+    prompt: list[int]  # shared by all K completions
+    completions: list[list[int]]  # completion + EOS, one per completion
     ranks: list[int]
 
 
 def encode_rankings(
     tokenizer: PreTrainedTokenizerBase, records: Sequence[dict[str, Any]], max_length: int
 ) -> list[EncodedRanking]:
+    """Each ranking's prompt is cut once (all its completions must share it): from the left, so
+    the longest completion fits, down to half of max_length; then completions are cut to fit."""
     for record in records:
         if len(record["completions"]) != len(record["ranks"]):
             raise ValueError("a ranking needs exactly one rank per completion")
@@ -96,8 +99,12 @@ def encode_rankings(
     flat_ids = iter(encode_responses(tokenizer, flat_texts))
     rankings = []
     for record, prompt in zip(records, prompt_ids, strict=True):
-        completions = [_join(prompt, next(flat_ids), max_length)[0] for _ in record["completions"]]
-        rankings.append(EncodedRanking(completions, [int(rank) for rank in record["ranks"]]))
+        completions = [next(flat_ids) for _ in record["completions"]]
+        longest = max(len(c) for c in completions)
+        if len(prompt) + longest > max_length:
+            prompt = prompt[-max(max_length - longest, max_length // 2) :]
+        completions = [c[: max_length - len(prompt)] for c in completions]
+        rankings.append(EncodedRanking(prompt, completions, [int(r) for r in record["ranks"]]))
     return rankings
 
 
@@ -137,15 +144,20 @@ def collate_prompts(
 def collate_rankings(
     rankings: Sequence[EncodedRanking], pad_token_id: int
 ) -> dict[str, torch.Tensor]:
-    """All completions of all rankings in one right-padded batch (one forward gives every pair's
-    scores), plus (groups, K_max) ranks and a mask of real slots to fold the scores back."""
-    flat = [ids for ranking in rankings for ids in ranking.completions]
+    """Prompts once per ranking (left-padded) and all completions of all rankings in one
+    right-padded batch: one forward gives every pair's scores, and the prompt's keys and values are
+    computed once for its K completions. Plus (groups, K_max) ranks and a mask of real slots."""
+    completions = [ids for ranking in rankings for ids in ranking.completions]
+    ranking_index = [g for g, ranking in enumerate(rankings) for _ in ranking.completions]
     k_max = max(len(r.ranks) for r in rankings)
     ranks = torch.tensor([r.ranks + [0] * (k_max - len(r.ranks)) for r in rankings])
     valid = torch.tensor([[i < len(r.ranks) for i in range(k_max)] for r in rankings])
     return {
-        "input_ids": pad_right(flat, pad_token_id),  # (sum K, seq)
-        "attention_mask": pad_right([[1] * len(ids) for ids in flat], 0),
+        "prompt_ids": pad_left([r.prompt for r in rankings], pad_token_id),  # (groups, prompt)
+        "prompt_mask": pad_left([[1] * len(r.prompt) for r in rankings], 0),
+        "completion_ids": pad_right(completions, pad_token_id),  # (sum K, completion)
+        "completion_mask": pad_right([[1] * len(ids) for ids in completions], 0),
+        "ranking_index": torch.tensor(ranking_index),  # (sum K,) the ranking of each completion
         "ranks": ranks,  # (groups, K_max)
         "valid": valid,  # (groups, K_max)
     }

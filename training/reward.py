@@ -53,9 +53,16 @@ from training.modeling import (
 def score_rankings(
     model: RewardModel, batch: dict[str, torch.Tensor], amp: Amp
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, scores): one forward over every completion of every ranking in the batch."""
+    """(loss, scores): one forward over every completion of every ranking in the batch, each
+    ranking's prompt computed once for its K completions."""
     with amp():
-        flat_scores = model(batch["input_ids"], batch["attention_mask"])  # (sum K,)
+        flat_scores = model.score_completions(
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["completion_ids"],
+            batch["completion_mask"],
+            batch["ranking_index"],
+        )  # (sum K,)
     scores = fold_scores(flat_scores, batch["valid"])  # (groups, K_max)
     loss, _ = ranking_loss(scores, batch["ranks"], batch["valid"])
     return loss, scores

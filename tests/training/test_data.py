@@ -69,17 +69,36 @@ def test_training_batches_pad_right_and_prompts_pad_left(tiny_model_dir):
     assert prompts["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
-def test_all_completions_of_all_rankings_go_in_one_batch(tiny_model_dir):
+def test_all_completions_of_all_rankings_go_in_one_batch_after_their_shared_prompt(
+    tiny_model_dir,
+):
     tokenizer = load_tokenizer(tiny_model_dir)
     records = [
         {"prompt": "Hi", "completions": ["tea.", "the moon."], "ranks": [2, 1]},
-        {"prompt": "Yo", "completions": ["a", "b", "c"], "ranks": [1, 1, 2]},
+        {"prompt": "Yo there", "completions": ["a", "b", "c"], "ranks": [1, 1, 2]},
     ]
-    batch = collate_rankings(encode_rankings(tokenizer, records, 64), tokenizer.pad_token_id)
-    assert batch["input_ids"].shape[0] == 5
+    rankings = encode_rankings(tokenizer, records, 64)
+    batch = collate_rankings(rankings, tokenizer.pad_token_id)
+    assert batch["prompt_ids"].shape[0] == 2
+    assert batch["completion_ids"].shape[0] == 5
+    assert batch["ranking_index"].tolist() == [0, 0, 1, 1, 1]
     assert batch["ranks"].tolist() == [[2, 1, 0], [1, 1, 2]]
     assert batch["valid"].tolist() == [[True, True, False], [True, True, True]]
-    for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
+    assert batch["prompt_mask"][0, 0] == 0  # the shorter prompt is left-padded
+    for row, mask in zip(batch["completion_ids"], batch["completion_mask"], strict=True):
         assert row[mask.sum() - 1] == tokenizer.eos_token_id
     folded = fold_scores(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), batch["valid"])
     assert folded.tolist() == [[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]]
+
+
+def test_a_ranking_cuts_its_prompt_once_so_the_longest_completion_fits(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    record = {
+        "prompt": "the cat sees the moon. " * 10,
+        "completions": ["tea.", "the king carries an old book."],
+        "ranks": [1, 2],
+    }
+    [ranking] = encode_rankings(tokenizer, [record], max_length=24)
+    longest = max(len(c) for c in ranking.completions)
+    assert len(ranking.prompt) + longest == 24
+    assert all(c[-1] == tokenizer.eos_token_id for c in ranking.completions)

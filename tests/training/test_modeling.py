@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from tests.training.tiny import build_tiny_model
+from training.data import collate_rankings, encode_rankings, pad_right
 from training.modeling import (
     PAD_TOKEN,
     RewardModel,
@@ -127,3 +128,51 @@ def test_cpu_always_computes_in_float32():
         assert resolve_dtype("bfloat16", CPU) == torch.float32
     assert resolve_dtype("auto", CPU) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_shared_prompt_scoring_equals_scoring_each_full_sequence(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).eval()
+    records = [
+        {
+            "prompt": "What does the cat do?",
+            "completions": ["tea.", "a dog eats."],
+            "ranks": [1, 2],
+        },
+        {
+            "prompt": "Hi",
+            "completions": ["the moon.", "a", "the king hides tea."],
+            "ranks": [3, 2, 1],
+        },
+    ]
+    batch = collate_rankings(encode_rankings(tokenizer, records, 64), tokenizer.pad_token_id)
+    full = [r.prompt + c for r in encode_rankings(tokenizer, records, 64) for c in r.completions]
+    full_ids = pad_right(full, tokenizer.pad_token_id)
+    full_mask = pad_right([[1] * len(ids) for ids in full], 0)
+    with torch.no_grad():
+        shared = model.score_completions(
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["completion_ids"],
+            batch["completion_mask"],
+            batch["ranking_index"],
+        )
+        separate = model(full_ids, full_mask)
+    torch.testing.assert_close(shared, separate, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_the_trunk_through_the_shared_prompt(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU)
+    records = [{"prompt": "Hi", "completions": ["tea.", "a dog eats."], "ranks": [1, 2]}]
+    batch = collate_rankings(encode_rankings(tokenizer, records, 64), tokenizer.pad_token_id)
+    scores = model.score_completions(
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["completion_ids"],
+        batch["completion_mask"],
+        batch["ranking_index"],
+    )
+    (scores[0] - scores[1]).backward()
+    # Position 0 is used by the prompt only: its embedding gets gradient only through the cache.
+    assert model.trunk.wpe.weight.grad[0].abs().sum() > 0

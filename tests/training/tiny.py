@@ -51,6 +51,7 @@ def build_tiny_model(
     n_head: int = 2,
     vocab_size: int | None = None,
     with_pad: bool = True,
+    dropout: float = 0.1,
     seed: int = 0,
 ) -> Path:
     """Save a random GPT-2 + tokenizer to `directory` (safetensors) and return it. A `vocab_size`
@@ -65,6 +66,9 @@ def build_tiny_model(
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
