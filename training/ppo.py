@@ -245,6 +245,7 @@ def run(
             {"params": value_model.parameters(), "lr": cfg.value_lr},
         ],
         eps=cfg.adam_eps,
+        fused=True,
     )
     models = {"policy": policy, "value_model": value_model}
     state = checkpoint.resume(cfg.output_dir, models=models, optimizers={"optimizer": optimizer})
