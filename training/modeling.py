@@ -277,12 +277,18 @@ class RewardModel(nn.Module):
         )
         return outputs.last_hidden_state  # (batch, seq, hidden)
 
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        # The scalar head stays in fp32 under bf16 autocast: scores are compared to each other
+        # and shifted by a bias, and bf16 keeps only three significant digits.
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.float()).squeeze(-1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
         hidden = self._hidden(input_ids, attention_mask)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last_hidden = hidden[rows, last_real_index(attention_mask)]  # (batch, hidden)
-        return self.head(last_hidden.float()).squeeze(-1)
+        return self._head(last_hidden)
 
     def score_completions(
         self,
@@ -322,14 +328,13 @@ class RewardModel(nn.Module):
         hidden = outputs.last_hidden_state  # (completions, T, hidden)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last_hidden = hidden[rows, completion_mask.sum(1) - 1]  # (completions, hidden)
-        return self.head(last_hidden.float()).squeeze(-1)
+        return self._head(last_hidden)
 
     def values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int
     ) -> torch.Tensor:
         """Head output at positions start..end-1 (value estimates).  # (batch, end - start)"""
-        hidden = self._hidden(input_ids, attention_mask)[:, start:end]
-        return self.head(hidden.float()).squeeze(-1)
+        return self._head(self._hidden(input_ids, attention_mask)[:, start:end])
 
     @classmethod
     def from_causal_lm(
@@ -355,6 +360,13 @@ class RewardModel(nn.Module):
             raise ValueError(
                 f"{meta_path} has format {meta.get('format')!r}, not {REWARD_MODEL_FORMAT!r}"
             )
+        if (directory / "tokenizer_config.json").is_file():
+            own_vocab = AutoTokenizer.from_pretrained(str(directory)).get_vocab()
+            if own_vocab != tokenizer.get_vocab():
+                raise ValueError(
+                    f"the reward model at {directory} was trained with a different tokenizer than "
+                    f"{tokenizer.name_or_path}: it cannot score (or value) that model's tokens"
+                )
         model = cls.from_causal_lm(directory, tokenizer, device)
         model.head.load_state_dict(load_file(str(directory / REWARD_HEAD_FILE), device=str(device)))
         return model

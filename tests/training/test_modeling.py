@@ -176,3 +176,13 @@ def test_gradients_reach_the_trunk_through_the_shared_prompt(tiny_model_dir):
     (scores[0] - scores[1]).backward()
     # Position 0 is used by the prompt only: its embedding gets gradient only through the cache.
     assert model.trunk.wpe.weight.grad[0].abs().sum() > 0
+
+
+def test_a_reward_model_from_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).save_pretrained(
+        tmp_path / "rm", tokenizer
+    )
+    other_dir = build_tiny_model(tmp_path / "other", with_pad=False)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        RewardModel.from_pretrained(tmp_path / "rm", load_tokenizer(other_dir), CPU)
