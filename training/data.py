@@ -26,6 +26,14 @@ def prompt_of(record: Any) -> Prompt:
     return record["prompt"] if isinstance(record, dict) else record
 
 
+def user_text(prompt: Prompt) -> str:
+    """What the user asked: the prompt itself, or the last user message of a conversation
+    (what a programmatic judge matches, without the chat template's markup)."""
+    if isinstance(prompt, str):
+        return prompt
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
 def completion_text(completion: str | list[dict[str, str]]) -> str:
     if isinstance(completion, str):
         return completion

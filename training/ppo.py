@@ -45,6 +45,7 @@ from training.data import (
     encode_demonstrations,
     encode_prompts,
     prompt_of,
+    user_text,
 )
 from training.generation import sample
 from training.losses import (
@@ -63,7 +64,6 @@ from training.modeling import (
     RewardModel,
     autocast,
     disable_dropout,
-    format_prompt,
     freeze,
     load_causal_lm,
     load_tokenizer,
@@ -75,7 +75,8 @@ from training.modeling import (
 )
 from training.sft import response_loss
 
-RewardFn = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> scores
+# (prompts as the user wrote them, decoded responses without EOS) -> one score per response
+RewardFn = Callable[[list[str], list[str]], list[float]]
 
 
 @dataclass
@@ -226,7 +227,7 @@ def run(
 
     prompts = [prompt_of(record) for record in data["prompts"]]
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)
-    prompt_texts = [format_prompt(tokenizer, p) for p in prompts]
+    prompt_texts = [user_text(p) for p in prompts]
     ptx_examples = []
     if cfg.ptx_coef > 0:
         ptx_examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.ptx_max_length)

@@ -193,3 +193,27 @@ def test_ppo_needs_exactly_one_source_of_reward(sft_model_dir, tmp_path):
     cfg = PPOConfig(policy_path=str(sft_model_dir), output_dir=str(tmp_path))
     with pytest.raises(ValueError, match="exactly one"):
         ppo.run(cfg, {"prompts": questions(4)})
+
+
+def test_a_reward_function_sees_the_users_prompt_and_the_decoded_response(sft_model_dir, tmp_path):
+    seen = []
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        seen.extend(zip(prompts, responses, strict=True))
+        return [0.0] * len(responses)
+
+    cfg = PPOConfig(
+        policy_path=str(sft_model_dir),
+        output_dir=str(tmp_path),
+        total_episodes=4,
+        batch_size=4,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        max_new_tokens=12,
+    )
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What now?"}]
+    ppo.run(cfg, {"prompts": ["What does the cat do?", {"prompt": chat}] * 2}, reward_fn=judge)
+    assert sorted({prompt for prompt, _ in seen}) == ["What does the cat do?", "What now?"]
+    assert all(
+        "<|endoftext|>" not in response and "<|pad|>" not in response for _, response in seen
+    )
