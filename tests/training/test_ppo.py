@@ -20,6 +20,8 @@ from training.data import collate_prompts, encode_prompts
 from training.losses import ppo_policy_loss
 from training.modeling import RewardModel, autocast, freeze, load_causal_lm, load_tokenizer
 
+pytestmark = pytest.mark.slow  # trains a model on CPU
+
 
 def mentions_banana(prompts: list[str], responses: list[str]) -> list[float]:
     return [float("banana" in response) for response in responses]

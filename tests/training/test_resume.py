@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains a model on CPU
+
 REPO = Path(__file__).resolve().parents[2]
 
 # The child runs the stage and kills itself with SIGKILL (no cleanup of any kind) at step kill_at.

@@ -12,6 +12,8 @@ from training.config import RewardConfig
 from training.data import collate_sft, encode_demonstrations
 from training.modeling import RewardModel, load_tokenizer
 
+pytestmark = pytest.mark.slow  # trains a model on CPU
+
 
 def test_reward_training_changes_every_trainable_parameter(tiny_model_dir, tmp_path):
     tokenizer = load_tokenizer(tiny_model_dir)

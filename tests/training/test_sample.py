@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.training.tiny import questions
 from training import sample
 from training.config import SampleConfig
+
+pytestmark = pytest.mark.slow  # trains a model on CPU
 
 
 def test_sample_returns_k_completions_per_prompt_with_provenance(sft_model_dir, tmp_path):

@@ -13,6 +13,8 @@ from training.data import collate_sft, encode_demonstrations
 from training.losses import IGNORE_INDEX
 from training.modeling import load_causal_lm, load_tokenizer
 
+pytestmark = pytest.mark.slow  # trains a model on CPU
+
 
 def test_sft_changes_every_trainable_parameter(tiny_model_dir, tmp_path):
     cfg = SFTConfig(
