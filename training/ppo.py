@@ -196,6 +196,92 @@ def token_rewards(
     return rewards, kl
 
 
+@dataclass
+class UpdateBatch:
+    """What the PPO epochs train on: plain (not inference-mode) tensors, fixed during the epochs."""
+
+    query_responses: torch.Tensor  # (batch, prompt_length + T)
+    attention_mask: torch.Tensor  # (batch, prompt_length + T)
+    responses: torch.Tensor  # (batch, T)
+    response_mask: torch.Tensor  # (batch, T) float
+    old_logprobs: torch.Tensor  # (batch, T)
+    old_values: torch.Tensor  # (batch, T)
+    advantages: torch.Tensor  # (batch, T)
+    returns: torch.Tensor  # (batch, T)
+    prompt_length: int
+
+
+def backward_part(
+    policy: PreTrainedModel,
+    value_model: RewardModel,
+    batch: UpdateBatch,
+    part: torch.Tensor,
+    share: float,
+    cfg: PPOConfig,
+    amp: Amp,
+) -> dict[str, float]:
+    """Backpropagate `share` x the clipped PPO losses of the episodes `part`, cut to their longest
+    response (the columns after it are all padding). Token means weighted by each part's share of
+    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's."""
+    width = int(batch.response_mask[part].sum(1).max())
+    columns = slice(0, batch.prompt_length + width)
+    query_responses = batch.query_responses[part, columns]
+    attention_mask = batch.attention_mask[part, columns]
+    with amp():
+        logprobs, _ = response_logprobs(
+            policy,
+            query_responses,
+            attention_mask,
+            batch.responses[part, :width],
+            batch.prompt_length,
+            cfg.temperature,
+        )
+        values = value_model.values(
+            query_responses,
+            attention_mask,
+            batch.prompt_length - 1,
+            batch.prompt_length + width - 1,
+        )
+    mask = batch.response_mask[part, :width]
+    policy_loss, policy_stats = ppo_policy_loss(
+        logprobs,
+        batch.old_logprobs[part, :width],
+        batch.advantages[part, :width],
+        mask,
+        cfg.cliprange,
+    )
+    value_loss, value_stats = ppo_value_loss(
+        values.float(),
+        batch.old_values[part, :width],
+        batch.returns[part, :width],
+        mask,
+        cfg.cliprange_value,
+    )
+    (share * (policy_loss + cfg.vf_coef * value_loss)).backward()
+    stats = {
+        "loss/policy": policy_loss,
+        "loss/value": value_loss,
+        "policy/clipfrac": policy_stats["clipfrac"],
+        "policy/approx_kl": policy_stats["approx_kl"],
+        "policy/ratio": policy_stats["ratio"],
+        "value/clipfrac": value_stats["clipfrac"],
+    }
+    return {name: share * value.item() for name, value in stats.items()}
+
+
+def length_parts(
+    minibatch: torch.Tensor, response_lengths: torch.Tensor
+) -> list[tuple[torch.Tensor, float]]:
+    """Split a minibatch, sorted by response length, into halves, each with its share of the
+    minibatch's response tokens. `backward_part` cuts each half to its own longest response, so
+    the padding after EOS (often half the response tokens of a batch) is not computed."""
+    lengths = response_lengths[minibatch]
+    by_length = minibatch[lengths.argsort()]
+    parts = by_length.split((len(by_length) + 1) // 2) if len(by_length) >= 8 else (by_length,)
+    total = float(lengths.sum())
+    return [(part, float(response_lengths[part].sum()) / total) for part in parts]
+
+
 def run(
     cfg: PPOConfig,
     data: dict[str, Any],
@@ -281,40 +367,35 @@ def run(
             if cfg.whiten_advantages:
                 advantages = masked_whiten(advantages, mask)
             # Tensors made under inference_mode cannot be saved for backward: take plain copies.
-            query_responses = rollout.query_responses.clone()
-            attention_mask = rollout.attention_mask.clone()
-            responses = rollout.responses.clone()
-            old_logprobs, old_values = rollout.logprobs.clone(), rollout.values.clone()
+            batch = UpdateBatch(
+                query_responses=rollout.query_responses.clone(),
+                attention_mask=rollout.attention_mask.clone(),
+                responses=rollout.responses.clone(),
+                response_mask=mask,
+                old_logprobs=rollout.logprobs.clone(),
+                old_values=rollout.values.clone(),
+                advantages=advantages,
+                returns=returns,
+                prompt_length=rollout.prompt_length,
+            )
         timings["time/scoring"] += time.perf_counter() - scoring_started
 
         # 3. PPO epochs over minibatches of the rollout.
         update_started = time.perf_counter()
         stats: dict[str, list[float]] = defaultdict(list)
         shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        episodes, end = query_responses.shape[0], query_responses.shape[1] - 1
+        episodes = batch.query_responses.shape[0]
+        response_lengths = rollout.response_mask.sum(1)  # (batch,)
         gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(episodes, generator=shuffle).to(device)
             for mb in order.split(cfg.mini_batch_size):
-                with amp():
-                    new_logprobs, _ = response_logprobs(
-                        policy,
-                        query_responses[mb],
-                        attention_mask[mb],
-                        responses[mb],
-                        rollout.prompt_length,
-                        cfg.temperature,
-                    )
-                    new_values = value_model.values(
-                        query_responses[mb], attention_mask[mb], rollout.prompt_length - 1, end
-                    )
-                policy_loss, policy_stats = ppo_policy_loss(
-                    new_logprobs, old_logprobs[mb], advantages[mb], mask[mb], cfg.cliprange
-                )
-                value_loss, value_stats = ppo_value_loss(
-                    new_values.float(), old_values[mb], returns[mb], mask[mb], cfg.cliprange_value
-                )
-                loss = policy_loss + cfg.vf_coef * value_loss
+                optimizer.zero_grad(set_to_none=True)
+                minibatch_stats: dict[str, float] = defaultdict(float)
+                for part, share in length_parts(mb, response_lengths):
+                    part_stats = backward_part(policy, value_model, batch, part, share, cfg, amp)
+                    for name, value in part_stats.items():
+                        minibatch_stats[name] += value
                 if ptx_examples:
                     # PPO-ptx: keep the demonstrations' likelihood (InstructGPT eq. 2, gamma_ptx).
                     demos = batch_for_step(
@@ -323,20 +404,14 @@ def run(
                     ptx_batch = to_device(collate_sft(demos, tokenizer.pad_token_id), device)
                     with amp():
                         ptx_loss = response_loss(policy, ptx_batch)
-                    loss = loss + cfg.ptx_coef * ptx_loss
-                    stats["loss/ptx"].append(ptx_loss.item())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                    (cfg.ptx_coef * ptx_loss).backward()
+                    minibatch_stats["loss/ptx"] = ptx_loss.item()
                 clip_grad(policy.parameters(), cfg.grad_clip)
                 clip_grad(value_model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 gradient_steps += 1
-                stats["loss/policy"].append(policy_loss.item())
-                stats["loss/value"].append(value_loss.item())
-                stats["policy/clipfrac"].append(policy_stats["clipfrac"].item())
-                stats["policy/approx_kl"].append(policy_stats["approx_kl"].item())
-                stats["policy/ratio"].append(policy_stats["ratio"].item())
-                stats["value/clipfrac"].append(value_stats["clipfrac"].item())
+                for name, value in minibatch_stats.items():
+                    stats[name].append(value)
         timings["time/update"] = time.perf_counter() - update_started
 
         # 4. Log: per-sequence sums for KL, token means for entropy.

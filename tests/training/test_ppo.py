@@ -219,3 +219,44 @@ def test_a_reward_function_sees_the_users_prompt_and_the_decoded_response(sft_mo
     assert all(
         "<|endoftext|>" not in response and "<|pad|>" not in response for _, response in seen
     )
+
+
+def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_dir):
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([1, 7, 3, 9, 2, 9, 5, 4])
+    mask = (torch.arange(9) < lengths.unsqueeze(1)).float()  # (8, 9), responses of varied length
+    prompts = collate_prompts(encode_prompts(tokenizer, questions(8), 64), tokenizer.pad_token_id)
+    responses = torch.randint(2, 300, (8, 9), generator=generator)
+    batch = ppo.UpdateBatch(
+        query_responses=torch.cat([prompts["input_ids"], responses], 1),
+        attention_mask=torch.cat([prompts["attention_mask"], mask.long()], 1),
+        responses=responses,
+        response_mask=mask,
+        old_logprobs=torch.randn(8, 9, generator=generator) - 5,
+        old_values=torch.randn(8, 9, generator=generator),
+        advantages=torch.randn(8, 9, generator=generator),
+        returns=torch.randn(8, 9, generator=generator),
+        prompt_length=prompts["input_ids"].shape[1],
+    )
+    cfg = PPOConfig(policy_path="p", output_dir="o")
+    amp = partial(autocast, CPU, torch.float32)
+    minibatch = torch.arange(8)
+
+    def gradients(parts):
+        policy.zero_grad()
+        value_model.zero_grad()
+        stats = [ppo.backward_part(policy, value_model, batch, p, s, cfg, amp) for p, s in parts]
+        grads = [p.grad.clone() for p in [*policy.parameters(), *value_model.parameters()]]
+        return grads, {name: sum(s[name] for s in stats) for name in stats[0]}
+
+    parts = ppo.length_parts(minibatch, mask.sum(1))
+    assert len(parts) == 2
+    assert sum(share for _, share in parts) == pytest.approx(1.0)
+    split_grads, split_stats = gradients(parts)
+    whole_grads, whole_stats = gradients([(minibatch, 1.0)])
+    for split, whole in zip(split_grads, whole_grads, strict=True):
+        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
+    assert split_stats == pytest.approx(whole_stats, rel=1e-5)
