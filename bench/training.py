@@ -1,0 +1,303 @@
+"""Throughput of the training stages on fixed shapes, measured through each stage's real `run()`.
+
+    python bench/training.py [--model PATH] [--threads 2] [--steps N]
+
+Shapes (fixed by truncating long synthetic texts to exact token counts):
+  SFT     batch 16 x 128 tokens (32 prompt + 96 response tokens; loss on the response)
+  reward  8 rankings per batch, K = 4 completions of 32 prompt + 32 completion tokens (48 pairs)
+  PPO     16 prompts of 16 tokens (--ppo-prompt-tokens) x up to 32 new tokens (the model may stop
+          earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
+          by a reward model on the same trunk
+Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
+not timed. Throughput = work in the timed steps / their wall time, between `on_progress` calls;
+"per CPU-s" divides by the process's CPU time instead (with --threads 1 on a shared machine, close
+to what the work takes when the machine is idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+DEFAULT_MODELS = (REPO / "var/models/tiny-base", Path("/work/var/tiny-base"))
+WORDS = [
+    "the",
+    "a",
+    "river",
+    "cat",
+    "moon",
+    "bread",
+    "book",
+    "quiet",
+    "red",
+    "green",
+    "small",
+    "large",
+    "runs",
+    "sees",
+    "writes",
+    "carries",
+    "under",
+    "over",
+    "near",
+    "after",
+    "before",
+    "because",
+    "while",
+    "and",
+    "but",
+    "or",
+    "with",
+    "without",
+    "into",
+    "onto",
+    "from",
+    "blue",
+    "ocean",
+    "garden",
+    "teacher",
+    "robot",
+    "window",
+    "morning",
+    "evening",
+    "letter",
+    "music",
+    "answer",
+    "question",
+]
+WARMUP_STEPS = 2
+
+
+def text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+class Timer:
+    """on_progress callback that stamps wall and process CPU time after every step."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.metrics: list[dict[str, float]] = []
+
+    def __call__(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+        self.metrics.append(metrics)
+
+    def rates(self, work_per_step: float) -> tuple[float, float]:
+        """(work per wall second, work per CPU second) over the steps after the warm-up."""
+        steps = len(self.wall) - 1 - WARMUP_STEPS
+        wall = self.wall[-1] - self.wall[WARMUP_STEPS]
+        cpu = self.cpu[-1] - self.cpu[WARMUP_STEPS]
+        return steps * work_per_step / wall, steps * work_per_step / cpu
+
+    def timed_metrics(self) -> list[dict[str, float]]:
+        return self.metrics[WARMUP_STEPS + 1 :]
+
+
+def prompt_of_length(tokenizer, rng: random.Random, tokens: int) -> str:
+    """A prompt whose formatted form is exactly `tokens` tokens long."""
+    from training.data import encode_prompts
+
+    words: list[str] = []
+    while True:
+        length = len(encode_prompts(tokenizer, [" ".join(words)], 10**6)[0])
+        if length == tokens:
+            return " ".join(words)
+        words = [] if length > tokens else [*words, rng.choice(WORDS)]
+
+
+def bench_sft(model: str, out: str, steps: int) -> dict:
+    from training.config import SFTConfig
+    from training.modeling import load_tokenizer
+    from training.sft import run
+
+    rng = random.Random(0)
+    tokenizer = load_tokenizer(model)
+    demos = [
+        {"prompt": prompt_of_length(tokenizer, rng, 32), "completion": text(rng, 200)}
+        for _ in range(16 * 8)
+    ]
+    cfg = SFTConfig(
+        model_path=model,
+        output_dir=out,
+        batch_size=16,
+        max_length=128,
+        max_steps=steps + WARMUP_STEPS + 1,
+        val_fraction=0.0,
+        checkpoint_every=0,
+        eval_every=10**9,
+    )
+    timer = Timer()
+    run(cfg, {"demonstrations": demos}, on_progress=timer)
+    wall, cpu = timer.rates(16 * 128)
+    return {"sft_tokens_per_s": wall, "sft_tokens_per_cpu_s": cpu}
+
+
+def bench_reward(model: str, out: str, steps: int) -> dict:
+    from training.config import RewardConfig
+    from training.reward import run
+
+    rng = random.Random(0)
+    rankings = [
+        {
+            "prompt": text(rng, 60),
+            "completions": [text(rng, 60) for _ in range(4)],
+            "ranks": rng.sample(range(4), 4),
+        }
+        for _ in range(8 * 8)
+    ]
+    cfg = RewardConfig(
+        model_path=model,
+        output_dir=out,
+        batch_size=8,
+        max_length=64,
+        max_steps=steps + WARMUP_STEPS + 1,
+        val_fraction=0.0,
+        checkpoint_every=0,
+        eval_every=10**9,
+        normalize_on_demonstrations=False,
+    )
+    timer = Timer()
+    run(cfg, {"rankings": rankings}, on_progress=timer)
+    wall, cpu = timer.rates(8)
+    return {
+        "reward_rankings_per_s": wall,
+        "reward_pairs_per_s": wall * 6,
+        "reward_pairs_per_cpu_s": cpu * 6,
+    }
+
+
+def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int) -> dict:
+    from training.config import PPOConfig
+    from training.modeling import RewardModel, load_tokenizer, resolve_device
+    from training.ppo import run
+
+    # A reward model with an untrained head on the same trunk: the same work as a trained one.
+    tokenizer = load_tokenizer(model)
+    reward_dir = Path(out) / "reward-model"
+    RewardModel.from_causal_lm(model, tokenizer, resolve_device("auto")).save_pretrained(
+        reward_dir, tokenizer
+    )
+    rng = random.Random(0)
+    prompts = [text(rng, 60) for _ in range(16 * 8)]
+    cfg = PPOConfig(
+        policy_path=model,
+        reward_model_path=str(reward_dir),
+        output_dir=str(Path(out) / "run"),
+        total_episodes=16 * (steps + WARMUP_STEPS + 1),
+        batch_size=16,
+        mini_batch_size=16,
+        ppo_epochs=4,
+        max_prompt_length=prompt_tokens,
+        max_new_tokens=32,
+        checkpoint_every=0,
+    )
+    timer = Timer()
+    run(cfg, {"prompts": prompts}, on_progress=timer)
+    wall, cpu = timer.rates(16)
+    timed = timer.timed_metrics()
+    seconds = sum(m["time/generation"] + m["time/scoring"] + m["time/update"] for m in timed)
+    split = {
+        part: sum(m[f"time/{part}"] for m in timed) / seconds
+        for part in ("generation", "scoring", "update")
+    }
+    return {
+        "ppo_episodes_per_s": wall,
+        "ppo_episodes_per_cpu_s": cpu,
+        "ppo_time_share": split,
+        "ppo_mean_response_length": statistics.mean(m["response/length"] for m in timed),
+    }
+
+
+STAGES = {"sft": bench_sft, "reward": bench_reward}
+
+
+def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) -> None:
+    import torch
+    from transformers.utils import logging
+
+    from training.common import peak_memory_mb
+    from training.modeling import resolve_device
+
+    logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as out:
+        if stage == "ppo":
+            figures = bench_ppo(model, out, steps, prompt_tokens)
+        else:
+            figures = STAGES[stage](model, out, steps)
+    figures["peak_memory_mb"] = peak_memory_mb(resolve_device("auto"))
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: var/models/tiny-base)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per stage")
+    parser.add_argument("--stages", default="sft,reward,ppo")
+    parser.add_argument("--ppo-prompt-tokens", type=int, default=16, help="PPO prompt length")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    model = args.model or next((str(p) for p in DEFAULT_MODELS if p.is_dir()), None)
+    if model is None:
+        sys.exit(f"no model: pass --model or create one of {[str(p) for p in DEFAULT_MODELS]}")
+    if args.child:
+        child(args.child, model, args.steps, args.threads, args.ppo_prompt_tokens)
+        return
+
+    import torch
+
+    print(f"model {model}; torch {torch.__version__}; threads {args.threads}; ", end="")
+    print(f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; load {os.getloadavg()[0]:.2f}")
+    for stage in args.stages.split(","):
+        command = [sys.executable, __file__, "--model", model, "--child", stage]
+        command += ["--threads", str(args.threads), "--steps", str(args.steps)]
+        command += ["--ppo-prompt-tokens", str(args.ppo_prompt_tokens)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            sys.exit(f"{stage} failed:\n{done.stderr}")
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        if stage == "sft":
+            print(
+                f"SFT     {figures['sft_tokens_per_s']:9,.0f} tokens/s"
+                f"  ({figures['sft_tokens_per_cpu_s']:,.0f} per CPU-s)",
+                end="",
+            )
+        elif stage == "reward":
+            print(
+                f"reward  {figures['reward_rankings_per_s']:9,.1f} rankings/s"
+                f"  {figures['reward_pairs_per_s']:7,.0f} pairs/s"
+                f"  ({figures['reward_pairs_per_cpu_s']:,.0f} pairs per CPU-s)",
+                end="",
+            )
+        else:
+            share = figures["ppo_time_share"]
+            print(
+                f"PPO     {figures['ppo_episodes_per_s']:9,.1f} episodes/s"
+                f"  ({figures['ppo_episodes_per_cpu_s']:,.1f} per CPU-s; "
+                f"generation {share['generation']:.0%}, scoring {share['scoring']:.0%}, "
+                f"update {share['update']:.0%}; mean response "
+                f"{figures['ppo_mean_response_length']:.1f} tokens)",
+                end="",
+            )
+        print(f"  peak memory {figures['peak_memory_mb']:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

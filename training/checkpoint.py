@@ -1,0 +1,163 @@
+"""Atomic, resumable checkpoints under `output_dir/checkpoints/step-N`.
+
+A checkpoint is written into a temporary sibling directory, every file and the directory fsync'ed,
+then renamed into place with os.replace: a crash leaves either a complete `step-N` or a `.tmp-*`
+directory, which the next start deletes. `state.json` is written last and marks a checkpoint
+complete.
+
+Contents: each model's weights (safetensors), each optimizer's state (torch.save, loaded back with
+weights_only=True, so no code runs), the RNG states, the step and the metrics logged so far.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        _fsync_path(path)
+    _fsync_path(directory)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp_dir), fsync it, and rename it to `target` (replacing an older one)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _fsync_path(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+    keep_last: int = 2,
+) -> Path:
+    """Save what is needed to continue after `step` optimizer steps; keep the newest `keep_last`."""
+    root = Path(output_dir) / CHECKPOINTS
+    target = root / f"step-{step}"
+
+    def write(tmp: Path) -> None:
+        for name, model in models.items():
+            save_model(model, str(tmp / f"{name}.safetensors"))
+        optimizer_states = {name: opt.state_dict() for name, opt in optimizers.items()}
+        torch.save({"optimizers": optimizer_states, "rng": _rng_state()}, tmp / "trainer.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}))
+
+    write_dir_atomically(target, write)
+    for old in complete_checkpoints(output_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return target
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.glob("step-*")
+        if p.is_dir() and p.name[5:].isdigit() and (p / STATE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def remove_partial_checkpoints(output_dir: str | Path) -> None:
+    """Delete temporary directories left by a crash in the middle of a save."""
+    root = Path(output_dir) / CHECKPOINTS
+    if root.is_dir():
+        for partial in root.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def resume(
+    output_dir: str | Path,
+    *,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> dict[str, Any] | None:
+    """Load the latest complete checkpoint into models and optimizers (and restore the RNGs).
+    Returns its state ({"step": N, ...}) or None when there is none. Partial saves are deleted."""
+    remove_partial_checkpoints(output_dir)
+    checkpoints = complete_checkpoints(output_dir)
+    if not checkpoints:
+        return None
+    latest = checkpoints[-1]
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        load_model(model, str(latest / f"{name}.safetensors"), device=str(device))
+    trainer = torch.load(latest / "trainer.pt", weights_only=True, map_location="cpu")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(trainer["optimizers"][name])
+    _set_rng_state(trainer["rng"])
+    return json.loads((latest / STATE_FILE).read_text())
+
+
+RESULT_FILE = "result.json"
+
+
+def finished_result(output_dir: str | Path) -> dict[str, Any] | None:
+    """The result of a run that already finished in output_dir (calling run() again is a no-op)."""
+    path = Path(output_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_result(output_dir: str | Path, result: dict[str, Any]) -> None:
+    path = Path(output_dir) / RESULT_FILE
+    tmp = path.with_name(f"{TMP_PREFIX}{RESULT_FILE}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent)

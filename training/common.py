@@ -1,0 +1,77 @@
+"""Small pieces every stage's loop shares: data order, splits, learning rate, device moves."""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+ProgressFn = Callable[[int, int, dict[str, float]], None]  # (step, total_steps, metrics)
+Amp = Callable[[], AbstractContextManager]  # autocast for the run's device and dtype
+
+
+def split_train_val(items: Sequence[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """A seeded split, so a resumed run holds out the same examples."""
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = round(len(items) * val_fraction) if len(items) > 1 else 0
+    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    return math.ceil(n_items / batch_size)
+
+
+def batch_for_step(items: Sequence[T], step: int, batch_size: int, seed: int) -> list[T]:
+    """Items of 0-based optimizer step `step`: a fresh seeded shuffle every epoch, computed from the
+    step alone, so resuming needs no data-loader state."""
+    per_epoch = steps_per_epoch(len(items), batch_size)
+    epoch, index = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(items), generator=generator).tolist()
+    return [items[i] for i in order[index * batch_size : (index + 1) * batch_size]]
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warmup over the first `warmup_steps` steps (1-based step), then 1."""
+    return min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def clip_grad(parameters: Any, max_norm: float) -> float:
+    """Clip the global gradient norm (0 = off) and return the norm before clipping."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters])))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def last_value(history: list[dict[str, float]], name: str) -> float | None:
+    """Most recent logged value of a metric (some metrics are logged only on eval steps)."""
+    for entry in reversed(history):
+        if name in entry:
+            return entry[name]
+    return None

@@ -1,0 +1,194 @@
+"""A small sampling loop with a KV cache, for PPO rollouts and for samples sent to labelers.
+
+Why not `model.generate`: on a small model on CPU its per-step bookkeeping (logits processors,
+stopping criteria, cache objects, mask building) costs more than the forward itself, and PPO needs
+to know exactly which temperature it sampled with. For GPT-2 the loop drives the model's own
+modules with a preallocated cache (`_GPT2Decoder`); any other architecture goes through its HF
+forward with a `DynamicCache` (`_HFDecoder`). Both give the logits a full forward gives (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel
+
+from training.modeling import position_ids_from_mask
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (batch, new) sampled ids; pad after EOS
+    response_mask: torch.Tensor  # (batch, new) 1 up to and including EOS
+    finished: torch.Tensor  # (batch,) bool: the response ended with EOS
+
+
+class _HFDecoder:
+    """Any causal LM through its own forward and a DynamicCache."""
+
+    def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
+        self.model = model
+        self.cache = DynamicCache(config=model.config)
+        self.attention_mask: torch.Tensor | None = None
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = attention_mask
+        self.positions = position_ids_from_mask(attention_mask)[:, -1:]
+        return self._forward(input_ids, position_ids_from_mask(attention_mask))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = F.pad(self.attention_mask, (0, 1), value=1)
+        self.positions = self.positions + 1
+        return self._forward(tokens.unsqueeze(-1), self.positions)
+
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return outputs.logits[:, -1]  # (batch, vocab)
+
+
+class _GPT2Decoder:
+    """GPT-2's own modules, driven with a cache preallocated for the whole generation and the
+    attention mask written in place: per step only the arithmetic is left."""
+
+    def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
+        self.trunk, self.lm_head = model.transformer, model.lm_head
+        config = model.config
+        self.heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.shape = (config.n_layer, batch, self.heads, max_length, self.head_dim)
+        self.keys: torch.Tensor | None = None  # (layer, batch, head, max_length, head_dim)
+        self.values: torch.Tensor | None = None
+        device = model.lm_head.weight.device
+        self.key_is_real = torch.ones(batch, max_length, dtype=torch.bool, device=device)
+        self.length = 0
+
+    @staticmethod
+    def supports(model: PreTrainedModel) -> bool:
+        config = model.config
+        return (
+            config.model_type == "gpt2"
+            and not config.add_cross_attention
+            and not config.reorder_and_upcast_attn
+            and model.config._attn_implementation == "sdpa"
+        )
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        prompt_length = input_ids.shape[1]
+        self.key_is_real[:, :prompt_length] = attention_mask.bool()
+        self.positions = position_ids_from_mask(attention_mask)  # (batch, prompt_length)
+        causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=input_ids.device)
+        causal = causal.tril()
+        # A pad query attends to itself only, so no row is empty (an empty row gives NaN or 0
+        # depending on the kernel; pad rows are never read either way).
+        mask = causal & (self.key_is_real[:, None, None, :prompt_length] | causal.diag().diag())
+        logits = self._forward(input_ids, self.positions, mask)
+        self.positions = self.positions[:, -1:]
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.positions = self.positions + 1
+        mask = self.key_is_real[:, None, None, : self.length + 1]
+        return self._forward(tokens.unsqueeze(-1), self.positions, mask)
+
+    def _forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        batch, length = input_ids.shape
+        start, end = self.length, self.length + length
+        hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
+        for layer, block in enumerate(self.trunk.h):
+            attention = block.attn
+            query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, 2)
+            query, key, value = (
+                t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+                for t in (query, key, value)
+            )  # (batch, head, length, head_dim)
+            if self.keys is None:
+                self.keys = key.new_empty(self.shape)
+                self.values = value.new_empty(self.shape)
+            self.keys[layer, :, :, start:end] = key
+            self.values[layer, :, :, start:end] = value
+            attended = F.scaled_dot_product_attention(
+                query,
+                self.keys[layer, :, :, :end],
+                self.values[layer, :, :, :end],
+                attn_mask=mask,
+                scale=attention.scaling,
+            )
+            attended = attended.transpose(1, 2).reshape(batch, length, -1)
+            hidden = hidden + attention.c_proj(attended)
+            hidden = hidden + block.mlp(block.ln_2(hidden))
+        self.length = end
+        return self.lm_head(self.trunk.ln_f(hidden[:, -1]))  # (batch, vocab)
+
+
+def make_decoder(model: PreTrainedModel, batch: int, max_length: int) -> _GPT2Decoder | _HFDecoder:
+    if _GPT2Decoder.supports(model):
+        return _GPT2Decoder(model, batch, max_length)
+    return _HFDecoder(model, batch, max_length)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus sampling (Holtzman et al. 2019): keep the fewest tokens whose mass reaches top_p."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from `probs` by inverting the CDF at a uniform draw: one random number per
+    row instead of torch.multinomial's slower CPU kernel. A token of probability 0 has a flat
+    stretch of CDF and cannot be picked (searchsorted returns the first index whose CDF > u)."""
+    cdf = probs.cumsum(-1)  # (batch, vocab)
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    token = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(-1)
+    return token.clamp(max=probs.shape[-1] - 1)
+
+
+@torch.inference_mode()
+def sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Generation:
+    """Sample continuations of left-padded prompts. Stops early once every row has emitted EOS."""
+    batch = input_ids.shape[0]
+    decoder = make_decoder(model, batch, input_ids.shape[1] + max_new_tokens)
+    logits = decoder.prefill(input_ids, attention_mask)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        logits = logits.float() / temperature  # (batch, vocab)
+        if top_p < 1.0:
+            logits = _top_p_filter(logits, top_p)
+        token = _draw(torch.softmax(logits, dim=-1), generator)
+        token = token.masked_fill(finished, pad_token_id)
+        tokens.append(token)
+        finished = finished | (token == eos_token_id)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        logits = decoder.step(token)
+    new_tokens = torch.stack(tokens, dim=1)  # (batch, new)
+    # A token is part of the response if no EOS came strictly before it.
+    is_eos = (new_tokens == eos_token_id).long()
+    eos_before = is_eos.cumsum(1) - is_eos
+    response_mask = (eos_before == 0).long()
+    return Generation(new_tokens, response_mask, finished)

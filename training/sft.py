@@ -1,0 +1,143 @@
+"""Supervised fine-tuning on labeler demonstrations (InstructGPT step 1).
+
+Loss on response tokens only (the prompt is given, not learned); validation loss on a held-out
+split.
+data: {"demonstrations": [{"prompt": ..., "completion": ...}, ...]}
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training import checkpoint
+from training.common import (
+    Amp,
+    ProgressFn,
+    batch_for_step,
+    chunks,
+    clip_grad,
+    last_value,
+    set_lr,
+    split_train_val,
+    steps_per_epoch,
+    to_device,
+    warmup_factor,
+)
+from training.config import SFTConfig
+from training.data import Example, collate_sft, encode_demonstrations
+from training.losses import IGNORE_INDEX, sft_loss
+from training.modeling import (
+    autocast,
+    load_causal_lm,
+    load_tokenizer,
+    logits_where,
+    resolve_device,
+    resolve_dtype,
+    save_causal_lm,
+    seed_everything,
+)
+
+
+def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean cross-entropy of the response tokens, logits computed only where they count."""
+    targets = batch["labels"][:, 1:]  # position i predicts token i + 1
+    predicts_response = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    predicts_response[:, :-1] = targets != IGNORE_INDEX  # (batch, seq)
+    logits = logits_where(model, batch["input_ids"], batch["attention_mask"], predicts_response)
+    return sft_loss(logits, targets[targets != IGNORE_INDEX])  # logits: (n_response_tokens, vocab)
+
+
+@torch.inference_mode()
+def validation_loss(
+    model: torch.nn.Module, examples: list[Example], batch_size: int, pad_token_id: int, amp: Amp
+) -> float:
+    """Token-mean response loss over the held-out demonstrations."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for group in chunks(examples, batch_size):
+        batch = to_device(collate_sft(group, pad_token_id), device)
+        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        with amp():
+            total += float(response_loss(model, batch)) * tokens
+        count += tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None = None) -> dict:
+    if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
+        return result
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    tokenizer = load_tokenizer(cfg.model_path)
+    model = load_causal_lm(cfg.model_path, tokenizer, device)
+
+    examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.max_length)
+    train, val = split_train_val(examples, cfg.val_fraction, cfg.seed)
+    if not train:
+        raise ValueError("SFT needs at least one training demonstration")
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
+    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
+
+    state = checkpoint.resume(
+        cfg.output_dir, models={"model": model}, optimizers={"optimizer": optimizer}
+    )
+    start = state["step"] if state else 0
+    history: list[dict[str, float]] = state["history"] if state else []
+
+    model.train()
+    for step in range(start + 1, total_steps + 1):
+        examples_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
+        batch = to_device(collate_sft(examples_now, tokenizer.pad_token_id), device)
+        lr = cfg.lr * warmup_factor(step, cfg.warmup_steps)
+        set_lr(optimizer, lr)
+
+        with amp():
+            loss = response_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm, "lr": lr}
+        if val and (step % cfg.eval_every == 0 or step == total_steps):
+            metrics["val/loss"] = validation_loss(
+                model, val, cfg.batch_size, tokenizer.pad_token_id, amp
+            )
+        history.append({"step": step, **metrics})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            checkpoint.save_checkpoint(
+                cfg.output_dir,
+                step,
+                models={"model": model},
+                optimizers={"optimizer": optimizer},
+                state={"history": history},
+            )
+        if on_progress is not None:
+            on_progress(step, total_steps, metrics)
+
+    model_dir = Path(cfg.output_dir) / "model"
+    checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(model, tokenizer, tmp))
+    result = {
+        "output_dir": str(cfg.output_dir),
+        "model_dir": str(model_dir),
+        "total_steps": total_steps,
+        "metrics": {
+            "train/loss": last_value(history, "train/loss"),
+            "val/loss": last_value(history, "val/loss"),
+            "train_examples": len(train),
+            "val_examples": len(val),
+        },
+        "history": history,
+    }
+    checkpoint.write_result(cfg.output_dir, result)
+    return result
