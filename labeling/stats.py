@@ -1,0 +1,291 @@
+"""The statistics reviewers read: win rates, Bradley–Terry ratings, reward-model accuracy, metadata.
+
+Plain records in, small frozen dataclasses out; stdlib + numpy only, so every number here can be
+checked from a shell or a test without a database. Selectors turn rows into these records.
+
+Judgements of one prompt are correlated (same difficulty, same labeler mood), so the win-rate
+interval resamples whole prompts; the Bradley–Terry interval resamples comparisons, as Chatbot
+Arena does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Literal
+
+import numpy as np
+
+Winner = Literal["a", "b", "tie", "both_bad"]
+WINNERS = ("a", "b", "tie", "both_bad")
+
+# Elo scale as in Chatbot Arena: rating = 400·log10(odds) + 1000.
+SCALE, BASE, INIT_RATING = 400.0, 10.0, 1000.0
+# L2 penalty on the log10-odds coefficients of the Bradley–Terry fit: a Gaussian prior with sd 10
+# (4000 Elo). Negligible against a few comparisons' likelihood, but it keeps a model that won
+# everything finite (the unpenalised MLE does not exist then) and pins the free shift to mean 0.
+L2 = 0.01
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One blind pairwise judgement: which of two models' answers to one prompt was better."""
+
+    model_a: str
+    model_b: str
+    winner: Winner  # "both_bad" is scored as a tie everywhere here
+    len_a: int  # answer lengths, for the length-controlled ratings
+    len_b: int
+    prompt_id: int
+    labeler_id: int
+
+    def __post_init__(self) -> None:
+        if self.winner not in WINNERS:
+            raise ValueError(f"winner must be one of {WINNERS}, not {self.winner!r}")
+
+    @property
+    def score_a(self) -> float:
+        """1 if a won, 0 if b won, 1/2 for a tie or both bad."""
+        return {"a": 1.0, "b": 0.0}.get(self.winner, 0.5)
+
+
+@dataclass(frozen=True)
+class WinRate:
+    model: str
+    baseline: str
+    n: int
+    wins: int
+    losses: int
+    ties: int  # ties and "both bad"
+    rate: float | None  # (wins + ties/2) / n; None when n == 0
+    low: float | None  # 95% prompt-clustered bootstrap interval
+    high: float | None
+
+
+@dataclass(frozen=True)
+class Rating:
+    model: str
+    rating: float  # Elo scale
+    low: float  # 95% bootstrap interval
+    high: float
+    n: int  # comparisons the model took part in
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    n: int
+    correct: float  # score ties count half
+    rate: float | None
+    low: float | None  # 95% Wilson interval
+    high: float | None
+
+
+def win_rate(
+    comparisons: Iterable[Comparison],
+    *,
+    model: str,
+    baseline: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> WinRate:
+    """Win rate of `model` against `baseline`, ties counting half, with a 95% interval.
+
+    The point estimate is the one InstructGPT reports against its baseline (Ouyang et al. 2022,
+    §4.1, https://arxiv.org/abs/2203.02155) and AlpacaEval reports against its reference. The
+    interval is a percentile bootstrap (Efron & Tibshirani 1993, ch. 13) clustered by prompt:
+    whole prompts are resampled with all their judgements, because judgements of one prompt are
+    not independent (Cameron, Gelbach & Miller 2008 on cluster bootstraps; Miller 2024, "Adding
+    Error Bars to Evals", https://arxiv.org/abs/2411.00640). With one prompt the interval
+    collapses to the point: a clustered bootstrap cannot see variance it has one cluster of.
+    """
+    wins = losses = ties = 0
+    per_prompt: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # [score, count]
+    for c in comparisons:
+        if (c.model_a, c.model_b) == (model, baseline):
+            score = c.score_a
+        elif (c.model_a, c.model_b) == (baseline, model):
+            score = 1.0 - c.score_a
+        else:
+            continue
+        wins += score == 1.0
+        losses += score == 0.0
+        ties += score == 0.5
+        per_prompt[c.prompt_id][0] += score
+        per_prompt[c.prompt_id][1] += 1
+    n = wins + losses + ties
+    if n == 0:
+        return WinRate(model, baseline, 0, 0, 0, 0, None, None, None)
+
+    scores, counts = np.array(list(per_prompt.values())).T  # (prompts,) each
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(scores), size=(n_boot, len(scores)))  # (boot, prompts)
+    boot_rates = scores[picks].sum(axis=1) / counts[picks].sum(axis=1)  # (boot,)
+    low, high = np.percentile(boot_rates, [2.5, 97.5])
+    rate = (wins + ties / 2) / n
+    return WinRate(model, baseline, n, wins, losses, ties, rate, float(low), float(high))
+
+
+def bradley_terry(
+    comparisons: Sequence[Comparison],
+    *,
+    anchor: str | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    length_controlled: bool = False,
+) -> list[Rating]:
+    """Bradley–Terry ratings on the Elo scale with 95% bootstrap intervals, best first.
+
+    Fitted as Chatbot Arena does (Chiang et al. 2024, §5, https://arxiv.org/abs/2403.04132; the
+    `compute_mle_elo` notebook): logistic regression of "a won" on a row holding +log(10) for
+    model a and −log(10) for model b, no intercept, so a coefficient is log10-odds and
+    rating = 400·coef + 1000. A tie is one win for each side at weight 1/2, which is the same
+    loss as one row with target 1/2, the form used here. Ratings are shifted so `anchor` is
+    1000 (the mean is 1000 when no anchor is given). The interval is the percentile bootstrap
+    over comparisons, refitting each resample, as the Arena leaderboard does; every resample is
+    re-anchored, so the anchor's own interval is [1000, 1000] and the others' are relative to it.
+
+    `length_controlled` adds one covariate, the normalised length difference
+    (len_a − len_b)/(len_a + len_b), to the same regression — Arena's style control
+    (https://lmsys.org/blog/2024-08-28-style-control/) and AlpacaEval's length control
+    (Dubois et al. 2024, https://arxiv.org/abs/2404.04475) — and reports the model coefficients,
+    i.e. each model's strength with the length effect held out.
+    """
+    comparisons = list(comparisons)
+    if not comparisons:
+        return []
+    models = sorted({c.model_a for c in comparisons} | {c.model_b for c in comparisons})
+    if anchor is not None and anchor not in models:
+        raise ValueError(f"anchor {anchor!r} is not among the compared models")
+    column = {m: i for i, m in enumerate(models)}
+    rows = np.arange(len(comparisons))
+
+    features = np.zeros((len(comparisons), len(models)))  # (comparisons, models)
+    features[rows, [column[c.model_a] for c in comparisons]] += math.log(BASE)
+    features[rows, [column[c.model_b] for c in comparisons]] -= math.log(BASE)
+    if length_controlled:
+        len_a = np.array([c.len_a for c in comparisons], dtype=float)
+        len_b = np.array([c.len_b for c in comparisons], dtype=float)
+        total = len_a + len_b
+        length_diff = np.divide(len_a - len_b, total, out=np.zeros_like(total), where=total > 0)
+        # Scaled to unit spread so the one L2 penalty treats it like a model column. Arena also
+        # centres it; we do not, since with no intercept a centred feature would add an
+        # "a-side" bias whenever the mean length difference is not zero.
+        spread = length_diff.std()
+        if spread > 0:
+            length_diff = length_diff / spread
+        features = np.column_stack([features, length_diff])  # (comparisons, models + 1)
+    targets = np.array([c.score_a for c in comparisons])  # (comparisons,)
+
+    def ratings_of(sample: np.ndarray) -> np.ndarray:
+        coefs = _fit_logistic(features[sample], targets[sample], l2=L2)[: len(models)]
+        ratings = SCALE * coefs
+        shift = ratings[column[anchor]] if anchor is not None else ratings.mean()
+        return ratings - shift + INIT_RATING  # (models,)
+
+    point = ratings_of(rows)
+    resamples = np.random.default_rng(seed).integers(0, len(rows), size=(n_boot, len(rows)))
+    boot = np.array([ratings_of(sample) for sample in resamples])  # (boot, models)
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0) if n_boot else (point, point)
+    n_per_model = dict.fromkeys(models, 0)
+    for c in comparisons:
+        n_per_model[c.model_a] += 1
+        if c.model_b != c.model_a:
+            n_per_model[c.model_b] += 1
+    ratings = [
+        Rating(m, float(point[i]), float(low[i]), float(high[i]), n_per_model[m])
+        for i, m in enumerate(models)
+    ]
+    return sorted(ratings, key=lambda r: -r.rating)
+
+
+def _fit_logistic(
+    features: np.ndarray, targets: np.ndarray, *, l2: float, max_iter: int = 100
+) -> np.ndarray:
+    """L2-penalised logistic regression (soft targets in [0, 1]) by damped Newton / IRLS.
+
+    Minimises Σ softplus(x·β) − y·(x·β) + l2/2·‖β‖²; the objective is strictly convex, so Newton
+    with step halving converges from β = 0 (Hastie, Tibshirani & Friedman, ESL §4.4.1).
+    """
+
+    def objective(coefs: np.ndarray) -> float:
+        logits = features @ coefs
+        return float(np.sum(np.logaddexp(0.0, logits) - targets * logits) + l2 / 2 * coefs @ coefs)
+
+    coefs = np.zeros(features.shape[1])
+    eye = np.eye(features.shape[1])
+    for _ in range(max_iter):
+        probs = 0.5 * (1.0 + np.tanh(features @ coefs / 2))  # sigmoid without overflow
+        gradient = features.T @ (probs - targets) + l2 * coefs
+        hessian = (features.T * (probs * (1.0 - probs))) @ features + l2 * eye
+        step = np.linalg.solve(hessian, gradient)
+        current, size = objective(coefs), 1.0
+        while objective(coefs - size * step) > current and size > 1e-10:
+            size /= 2
+        coefs = coefs - size * step
+        if np.max(np.abs(size * step)) < 1e-10:
+            break
+    return coefs
+
+
+def reward_model_accuracy(pairs: Iterable[tuple[float, float]]) -> Accuracy:
+    """Share of (score_chosen, score_rejected) pairs the reward model orders like the labeler.
+
+    Pairs are the strictly ordered pairs of held-out rankings (InstructGPT §5, reward-model
+    validation accuracy, https://arxiv.org/abs/2203.02155); a score tie counts half. The 95%
+    interval is Wilson's score interval (Wilson 1927; recommended over the Wald interval by
+    Brown, Cai & DasGupta 2001, "Interval Estimation for a Binomial Proportion").
+    """
+    n, correct = 0, 0.0
+    for chosen, rejected in pairs:
+        n += 1
+        correct += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
+    if n == 0:
+        return Accuracy(0, 0.0, None, None, None)
+    rate = correct / n
+    low, high = wilson_interval(rate=rate, n=n)
+    return Accuracy(n, correct, rate, low, high)
+
+
+def wilson_interval(*, rate: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion `rate` observed over `n` trials (Wilson 1927)."""
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def metadata_rates(
+    rows: Iterable[tuple[str, int, Sequence[str]]], *, flags: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
+    """Per model, the share of its rated outputs carrying each metadata flag.
+
+    The per-output flags of InstructGPT's labeling interface (hallucination, fails to follow
+    the instruction, inappropriate for a customer assistant, …; Ouyang et al. 2022, Fig. 4 and
+    App. B.3). Rows are (model, likert, flags). Every model gets every flag seen in any row,
+    plus `flags` (the project's list), so a flag nobody raised reads 0.0 rather than missing.
+    """
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    outputs: dict[str, int] = defaultdict(int)
+    all_flags = set(flags)
+    for model, _likert, raised in rows:
+        outputs[model] += 1
+        for flag in set(raised):
+            counts[model][flag] += 1
+        all_flags.update(raised)
+    return {
+        model: {flag: counts[model][flag] / n for flag in sorted(all_flags)}
+        for model, n in outputs.items()
+    }
+
+
+def mean_likert(rows: Iterable[tuple[str, int, Sequence[str]]]) -> dict[str, tuple[float, int]]:
+    """Per model, the mean 1–7 Likert score and how many outputs it averages (InstructGPT Fig. 4)."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [sum, count]
+    for model, likert, _flags in rows:
+        totals[model][0] += likert
+        totals[model][1] += 1
+    return {model: (total / n, n) for model, (total, n) in totals.items()}
