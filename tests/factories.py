@@ -116,3 +116,16 @@ def member(project: Project, username: str, role: str = Role.LABELER):
     user = UserFactory(username=username)
     Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return user
+
+
+def submitted_demonstration(
+    project: Project, labeler, text: str, now, prompt: Prompt | None = None
+):
+    """A demonstration as if the labeler had claimed and submitted it."""
+    from labeling.models import Demonstration, Lease
+
+    task = demonstration_task(project, prompt)
+    lease = Lease.objects.create(task=task, user=labeler, status="submitted", created_at=now,
+                                 expires_at=now, heartbeat_at=now, submitted_at=now)  # fmt: skip
+    return Demonstration.objects.create(task=task, prompt=task.prompt, labeler=labeler, lease=lease,
+                                        text=text, created_at=now)  # fmt: skip

@@ -94,6 +94,7 @@ class _Heartbeat:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last = 0.0
+        self._first = True
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> _Heartbeat:
@@ -129,6 +130,9 @@ class _Heartbeat:
 
     def on_progress(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
         with self._lock:
+            if self._first:  # where this attempt started: > 0 after a resume from a checkpoint
+                self.pending.append((step, "run/started_at_step", float(step - 1)))
+                self._first = False
             self.step, self.total = step, total_steps
             self.pending += [
                 (step, name, float(value))

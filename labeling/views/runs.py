@@ -15,9 +15,12 @@ from labeling.errors import DomainError, Forbidden, NotFound
 from labeling.models import ModelVersion, Role
 from training.models import RunKind, TrainingRun
 
+# The curves worth a glance, in reading order (names as the stages log them).
 CURVES = [
-    "loss", "val_loss", "pair_accuracy", "val_pair_accuracy", "reward", "kl", "kl_k3", "entropy",
-    "clip_fraction", "approx_kl", "value_loss", "explained_variance", "response_length", "eos_rate",
+    "train/loss", "val/loss", "train/pair_accuracy", "val/pair_accuracy", "reward/score",
+    "reward/total", "kl/k1", "kl/k3", "policy/entropy", "policy/clipfrac", "policy/approx_kl",
+    "loss/value", "value/explained_variance", "response/length", "response/eos_rate", "loss/ptx",
+    "eos_rate", "mean_length",
 ]  # fmt: skip
 
 

@@ -1,0 +1,131 @@
+"""Training jobs end to end on a real Celery worker, broker and database (no mocks).
+
+Launch from the browser → the worker runs SFT on the tiny model → exactly one model version.
+SIGKILL the worker mid-run → its lease lapses → a new worker resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from labeling.models import ModelVersion
+from tests.factories import ModelVersionFactory, submitted_demonstration
+from tests.training.tiny import build_tiny_model
+from tests.worker import database_url, purge_queues, start_worker, wait_until
+from training.models import RunMetric, RunStatus, TrainingRun
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+
+@pytest.fixture
+def tiny_base(project, tmp_path):
+    """A random 2-layer GPT-2 registered as the project's base model (under MODEL_ROOT)."""
+    name = f"test-tiny-{uuid.uuid4().hex[:8]}"
+    target = settings.MODEL_ROOT / name
+    build_tiny_model(tmp_path / "tiny")
+    shutil.copytree(tmp_path / "tiny", target)
+    yield ModelVersionFactory(project=project, name=name, kind="base", path=name)
+    shutil.rmtree(target, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_env(transactional_db):
+    purge_queues()
+    env = dict(os.environ, DATABASE_URL=database_url(connection.settings_dict))
+    env.pop("TEST_DATABASE_NAME", None)
+    env["INSTRUCTLOOP_TRAINING_LEASE_SECONDS"] = "3"
+    return env
+
+
+def _launch(project, admin, base, **config) -> TrainingRun:
+    client = Client()
+    client.force_login(admin)
+    response = client.post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk, **config}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return TrainingRun.objects.latest("pk")
+
+
+def _finished(run_id: int) -> TrainingRun | None:
+    run = TrainingRun.objects.get(pk=run_id)
+    return (
+        run if run.status in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED} else None
+    )
+
+
+def test_an_sft_job_launched_from_the_browser_runs_on_the_worker_and_registers_one_model_version(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    for i in range(12):
+        submitted_demonstration(project, personas.alice, f"The cat likes a banana number {i}.", now)
+    worker = start_worker(env=worker_env, log_path=tmp_path / "worker.log")
+    try:
+        run = _launch(
+            project, personas.admin, tiny_base, max_steps=6, batch_size=4, checkpoint_every=2
+        )
+        run = wait_until(lambda: _finished(run.pk), timeout=180)
+    finally:
+        worker.stop()
+    assert run.status == RunStatus.SUCCEEDED, run.error + worker.log()[-3000:]
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.kind == "sft" and version.parent_id == tiny_base.pk
+    assert (Path(settings.MODEL_ROOT) / version.path / "model.safetensors").is_file()
+    assert not list((Path(settings.MODEL_ROOT) / version.path).glob("*.bin"))
+    assert run.step == run.total_steps == 6
+    assert RunMetric.objects.filter(run=run, name="train/loss").count() == 6
+    shutil.rmtree(Path(settings.MODEL_ROOT) / version.path, ignore_errors=True)
+
+
+def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_and_registers_one_model_version(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    for i in range(16):
+        submitted_demonstration(project, personas.alice, f"A small bird eats some bread {i}.", now)
+    worker = start_worker(env=worker_env, log_path=tmp_path / "first.log")
+    run = _launch(
+        project, personas.admin, tiny_base, max_steps=300, batch_size=4, checkpoint_every=10
+    )
+    try:
+        wait_until(
+            lambda: TrainingRun.objects.get(pk=run.pk).step >= 25, timeout=180, interval=0.05
+        )
+    finally:
+        worker.process.kill()  # SIGKILL: no warm shutdown, no ack, the lease just stops being renewed
+        worker.process.wait()
+    killed_at = TrainingRun.objects.get(pk=run.pk).step
+    assert killed_at < 300, "the job finished before it could be killed; make it longer"
+    # The lease (3 s here) lapses; the next worker's start-up requeues the run.
+    wait_until(
+        lambda: not TrainingRun.objects.filter(pk=run.pk, lease_expires_at__gt=_now()).exists(),
+        timeout=30,
+    )
+    second = start_worker(env=worker_env, log_path=tmp_path / "second.log")
+    try:
+        run = wait_until(lambda: _finished(run.pk), timeout=240)
+    finally:
+        second.stop()
+    assert run.status == RunStatus.SUCCEEDED, run.error + second.log()[-3000:]
+    assert run.attempt == 2
+    assert ModelVersion.objects.filter(training_run=run).count() == 1
+    started = dict(
+        RunMetric.objects.filter(run=run, name="run/started_at_step").values_list("step", "value")
+    )
+    resumed_from = max(started.values())
+    # Checkpoints every 10 steps: the second attempt starts at the last one before the kill.
+    assert resumed_from >= 10 and killed_at - resumed_from <= 10 + 1, (killed_at, started)
+    shutil.rmtree(Path(settings.MODEL_ROOT) / f"run-{run.pk}", ignore_errors=True)
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
