@@ -25,6 +25,7 @@ from .models import Completion, Demonstration, ModelVersion, Project, Prompt, Ra
 from .services import ranking_task_create
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+RUN_OPTIONS = {"split", "max_prompts", "create_tasks"}  # about the data, not the stage's config
 RESERVED_CONFIG_KEYS = {
     "output_dir",
     "model_path",
@@ -109,7 +110,7 @@ def _snapshot(*, project: Project, kind: str, config: dict[str, Any]) -> dict[st
     )
     if kind == TrainingRun.Kind.PPO:
         return {"prompts": ids, "demonstrations": demos}
-    return {"prompts": ids}
+    return {"prompts": ids, "create_tasks": bool(config.get("create_tasks", True))}
 
 
 def run_start(
@@ -147,7 +148,7 @@ def run_start(
         run = TrainingRun.objects.create(
             project=project,
             kind=kind,
-            config={k: v for k, v in config.items() if k not in {"split", "max_prompts"}},
+            config={k: v for k, v in config.items() if k not in RUN_OPTIONS},
             dataset=dataset,
             base_model=base_model,
             reward_model=reward_model,
@@ -230,6 +231,9 @@ def _finish(run: TrainingRun, status: str, *, now: datetime, error: str = "") ->
     run.lease_owner = ""
     run.lease_expires_at = None
     run.save()
+    from .rounds import round_on_run_finished  # a round advances or stops with its stage
+
+    round_on_run_finished(run=run, now=now)
 
 
 def run_succeed(*, run_id: int, worker: str, result: dict[str, Any], now: datetime) -> TrainingRun:
@@ -296,6 +300,8 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
             for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
         )
         distinct = {c.text for c in completions}
+        if not run.dataset.get("create_tasks", True):
+            continue  # a round mixes these with another policy's samples itself
         if len(completions) == project.k and len(distinct) == len(completions):
             ranking_task_create(project=project, prompt=prompt, completions=completions)
 

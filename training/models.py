@@ -94,3 +94,75 @@ class RunMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value} at step {self.step} of run {self.run_id}"
+
+
+class RoundStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class RoundStage(models.TextChoices):
+    REWARD = "reward", "Reward model"
+    PPO = "ppo", "PPO"
+    SAMPLE = "sample", "Sampling into the queue"
+    DONE = "done", "Done"
+
+
+class Round(models.Model):
+    """One turn of the loop: reward model on all rankings so far → PPO → samples back in the queue.
+
+    Each stage is a TrainingRun; the round advances when a stage's run succeeds, and stops with
+    the stage's reason when one fails (the runs, data and models made so far stay).
+    """
+
+    Status = RoundStatus
+    Stage = RoundStage
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.REWARD)
+    policy = models.ForeignKey(
+        "labeling.ModelVersion",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Start policy.",
+    )
+    config = models.JSONField(default=dict, help_text="Per-stage overrides and the gate.")
+    reward_run = models.OneToOneField(
+        TrainingRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="round_as_reward",
+    )
+    ppo_run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="round_as_ppo"
+    )
+    sample_runs = models.ManyToManyField(TrainingRun, blank=True, related_name="rounds_sampling")
+    new_policy = models.ForeignKey(
+        "labeling.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    gate = models.JSONField(default=dict, blank=True, help_text="The gate's checks and verdict.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.CheckConstraint(
+                condition=Q(status__in=RoundStatus.values), name="round_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(stage__in=RoundStage.values), name="round_stage_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number} of {self.project_id} ({self.status}, {self.stage})"

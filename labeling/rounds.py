@@ -1,0 +1,194 @@
+"""Training rounds: reward model on all rankings so far → PPO → the new policy's samples back in
+the queue, mixed and blinded with the previous policy's, plus blind A/B tasks on held-out prompts.
+
+A round is a small state machine over TrainingRun rows. `round_on_run_finished` is called inside
+the transaction that finishes a run (labeling.runs._finish), so a stage and the start of the next
+commit together; a failed or cancelled stage stops the round with its reason and loses nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max, Q
+
+from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
+
+from . import runs
+from .errors import Conflict, Invalid
+from .models import Completion, ModelVersion, Project, Prompt, Split
+from .services import evaluation_tasks_create, ranking_task_create
+
+# Whether a new policy may enter the queue (InstructGPT watches KL and length; a policy that
+# stops ending its answers, drifts far from SFT or rambles is not shown to labelers).
+DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 25.0, "max_mean_length": 512.0}
+STAGE_KEYS = {"reward", "ppo", "sample", "gate", "max_prompts", "eval_prompts"}
+
+
+def round_start(
+    *, project: Project, policy: ModelVersion, created_by: Any, config: dict[str, Any] | None = None
+) -> Round:
+    """Start round N+1 from `policy`: its first stage trains a reward model on every ranking so far."""
+    config = dict(config or {})
+    unknown = set(config) - STAGE_KEYS
+    if unknown:
+        raise Invalid(f"Unknown round settings: {', '.join(sorted(unknown))}.")
+    if policy.project_id != project.pk or policy.kind == ModelVersion.Kind.REWARD:
+        raise Invalid("Start a round from a policy (base, SFT or PPO) of this project.")
+    gate = {**DEFAULT_GATE, **config.get("gate", {})}
+    if set(gate) != set(DEFAULT_GATE):
+        raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
+    with transaction.atomic():
+        if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
+            raise Conflict("A round is already running in this project.")
+        number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+        round_ = Round.objects.create(
+            project=project,
+            number=number,
+            policy=policy,
+            config={**config, "gate": gate},
+            created_by=created_by,
+        )
+        # InstructGPT initialises the reward model from the SFT model: here the start policy,
+        # which also guarantees PPO's policy and reward model share a tokenizer.
+        round_.reward_run = runs.run_start(
+            project=project,
+            kind=TrainingRun.Kind.REWARD,
+            config=config.get("reward", {}),
+            created_by=created_by,
+            base_model=policy,
+        )
+        round_.save(update_fields=["reward_run"])
+        return round_
+
+
+def _fail(round_: Round, reason: str, now: datetime) -> None:
+    round_.status = RoundStatus.FAILED
+    round_.error = reason[:5000]
+    round_.finished_at = now
+    round_.save(update_fields=["status", "error", "finished_at"])
+
+
+def _last_metrics(run: TrainingRun, names: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in names:
+        point = RunMetric.objects.filter(run=run, name=name).order_by("-step").first()
+        out[name] = point.value if point else None
+    return out
+
+
+def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> dict[str, Any]:
+    """The gate's verdict from a PPO run's last logged values (missing values fail closed)."""
+    eos, kl, length = metrics["response/eos_rate"], metrics["kl/k1"], metrics["response/length"]
+    checks = {
+        "eos_rate": {"value": eos, "min": gate["min_eos_rate"],
+                     "ok": eos is not None and eos >= gate["min_eos_rate"]},
+        "kl": {"value": kl, "max": gate["max_kl"], "ok": kl is not None and kl <= gate["max_kl"]},
+        "mean_length": {"value": length, "max": gate["max_mean_length"],
+                        "ok": length is not None and length <= gate["max_mean_length"]},
+    }  # fmt: skip
+    return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
+
+
+def _start_sampling(round_: Round, now: datetime) -> None:
+    """The new and the previous policy sample train prompts (K between them) and test prompts."""
+    project, config = round_.project, round_.config
+    k_new = math.ceil(project.k / 2)
+    plans = [
+        (round_.new_policy, Split.TRAIN, k_new),
+        (round_.policy, Split.TRAIN, project.k - k_new),
+        (round_.new_policy, Split.TEST, 1),
+        (round_.policy, Split.TEST, 1),
+    ]
+    has_test = Prompt.objects.filter(project=project, split=Split.TEST).exists()
+    for model, split, k in plans:
+        if split == Split.TEST and not has_test:
+            continue
+        limit = (
+            config.get("max_prompts", 64)
+            if split == Split.TRAIN
+            else config.get("eval_prompts", 64)
+        )
+        run = runs.run_start(
+            project=project,
+            kind=TrainingRun.Kind.SAMPLE,
+            config={**config.get("sample", {}), "k": k, "split": split, "max_prompts": limit,
+                    "create_tasks": False},
+            created_by=round_.created_by,
+            base_model=model,
+        )  # fmt: skip
+        round_.sample_runs.add(run)
+
+
+def _finish_sampling(round_: Round, now: datetime) -> None:
+    """Mix both policies' train samples into ranking tasks; A/B tasks between them on test prompts."""
+    project = round_.project
+    by_prompt: dict[int, list[Completion]] = defaultdict(list)
+    completions = Completion.objects.filter(
+        sampling_run__in=round_.sample_runs.all(), prompt__split=Split.TRAIN
+    )
+    for c in completions.select_related("prompt").order_by("pk"):
+        by_prompt[c.prompt_id].append(c)
+    tasks = 0
+    for group in by_prompt.values():
+        if len(group) == project.k and len({c.text for c in group}) == project.k:
+            ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
+            tasks += 1
+    comparisons = evaluation_tasks_create(
+        project=project, model_a=round_.new_policy, model_b=round_.policy
+    )
+    round_.gate = {**round_.gate, "ranking_tasks": tasks, "comparison_tasks": comparisons}
+    round_.stage = RoundStage.DONE
+    round_.status = RoundStatus.SUCCEEDED
+    round_.finished_at = now
+    round_.save(update_fields=["gate", "stage", "status", "finished_at"])
+
+
+def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
+    """Advance the round this run belongs to, or stop it with the run's reason."""
+    round_id = (
+        Round.objects.filter(Q(reward_run=run) | Q(ppo_run=run) | Q(sample_runs=run))
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if round_id is None:
+        return
+    round_ = Round.objects.select_for_update().get(pk=round_id)
+    if round_.status != RoundStatus.RUNNING:
+        return
+    if run.status != RunStatus.SUCCEEDED:
+        first_line = (run.error or "").strip().splitlines()[-1:] or [""]
+        _fail(round_, f"The {run.kind} stage (run {run.pk}) {run.status}: {first_line[0]}", now)
+        return
+    if round_.reward_run_id == run.pk:
+        round_.stage = RoundStage.PPO
+        round_.ppo_run = runs.run_start(
+            project=round_.project,
+            kind=TrainingRun.Kind.PPO,
+            config=round_.config.get("ppo", {}),
+            created_by=round_.created_by,
+            base_model=round_.policy,
+            reward_model=run.model_version,
+        )
+        round_.save(update_fields=["stage", "ppo_run"])
+    elif round_.ppo_run_id == run.pk:
+        verdict = gate_check(
+            metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
+            gate=round_.config["gate"],
+        )
+        round_.new_policy = run.model_version
+        round_.gate = verdict
+        if not verdict["passed"]:
+            round_.save(update_fields=["new_policy", "gate"])
+            failed = [name for name, c in verdict["checks"].items() if not c["ok"]]
+            _fail(round_, f"The new policy did not pass the gate ({', '.join(failed)}).", now)
+            return
+        round_.stage = RoundStage.SAMPLE
+        round_.save(update_fields=["new_policy", "gate", "stage"])
+        _start_sampling(round_, now)
+    elif not round_.sample_runs.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk).exists():
+        _finish_sampling(round_, now)
