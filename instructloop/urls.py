@@ -14,5 +14,12 @@ urlpatterns = [
     path("p/<slug:slug>/runs/", run_views.run_list, name="run-list"),
     path("p/<slug:slug>/runs/<int:run_id>/", run_views.run_detail, name="run-detail"),
     path("p/<slug:slug>/runs/<int:run_id>/cancel/", run_views.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/rounds/", run_views.round_list, name="round-list"),
+    path("p/<slug:slug>/rounds/<int:number>/", run_views.round_detail, name="round-detail"),
+    path(
+        "p/<slug:slug>/models/<int:version_id>/",
+        run_views.model_version_detail,
+        name="model-version",
+    ),
     path("", include("labeling.urls")),
 ]

@@ -143,3 +143,145 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     except DomainError:
         pass  # already finished: the page shows its final state
     return redirect("run-detail", slug=slug, run_id=run_id)
+
+
+# --- rounds and lineage --------------------------------------------------------------------
+
+
+class RoundForm(forms.Form):
+    policy = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from policy")
+    max_prompts = forms.IntegerField(
+        min_value=1, max_value=100_000, initial=64, label="Prompts to sample"
+    )
+    reward_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    ppo_episodes = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    kl_coef = forms.FloatField(min_value=0, max_value=10, required=False, label="KL coefficient β")
+    min_eos_rate = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, label="Gate: min EOS rate"
+    )
+    max_kl = forms.FloatField(min_value=0, initial=25.0, label="Gate: max KL")
+    max_mean_length = forms.FloatField(min_value=1, initial=512.0, label="Gate: max mean length")
+
+    def __init__(self, *args, project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = (
+            ModelVersion.objects.filter(project=project)
+            .exclude(kind=ModelVersion.Kind.REWARD)
+            .order_by("-created_at")
+        )
+
+    def config(self) -> dict:
+        data = self.cleaned_data
+        config: dict = {
+            "max_prompts": data["max_prompts"],
+            "gate": {k: data[k] for k in ("min_eos_rate", "max_kl", "max_mean_length")},
+        }
+        if data.get("reward_steps"):
+            config["reward"] = {"max_steps": data["reward_steps"]}
+        ppo = {}
+        if data.get("ppo_episodes"):
+            ppo["total_episodes"] = data["ppo_episodes"]
+        if data.get("kl_coef") is not None:
+            ppo["kl_coef"] = data["kl_coef"]
+        if ppo:
+            config["ppo"] = ppo
+        return config
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def round_list(request: HttpRequest, slug: str) -> HttpResponse:
+    from labeling import rounds
+    from training.models import Round
+
+    try:
+        membership = _membership(request, slug, Role.REVIEWER)
+    except Forbidden as exc:
+        return HttpResponseForbidden(exc.message)
+    project = membership.project
+    form = RoundForm(request.POST or None, project=project)
+    error = None
+    if request.method == "POST":
+        if not membership.allows(Role.ADMIN):
+            return HttpResponseForbidden("Only admins start rounds.")
+        if form.is_valid():
+            try:
+                round_ = rounds.round_start(
+                    project=project,
+                    policy=form.cleaned_data["policy"],
+                    created_by=request.user,
+                    config=form.config(),
+                )
+            except DomainError as exc:
+                error = exc.message
+            else:
+                return redirect("round-detail", slug=slug, number=round_.number)
+    context = {
+        "project": project,
+        "rounds": Round.objects.filter(project=project)
+        .select_related("policy", "new_policy")
+        .order_by("-number"),
+        "form": form,
+        "error": error,
+        "is_admin": membership.allows(Role.ADMIN),
+    }
+    return render(request, "training/rounds.html", context)
+
+
+@login_required
+def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    from training.models import Round
+
+    try:
+        membership = _membership(request, slug, Role.REVIEWER)
+    except Forbidden as exc:
+        return HttpResponseForbidden(exc.message)
+    round_ = (
+        Round.objects.filter(project=membership.project, number=number)
+        .select_related("policy", "new_policy", "reward_run", "ppo_run")
+        .first()
+    )
+    if round_ is None:
+        raise Http404("No such round.")
+    stages = [("Reward model", round_.reward_run), ("PPO", round_.ppo_run)] + [
+        (f"Sample {run.base_model.name} ({run.config.get('k')} per prompt)", run)
+        for run in round_.sample_runs.select_related("base_model").order_by("pk")
+    ]
+    context = {
+        "project": membership.project,
+        "round": round_,
+        "stages": stages,
+        "live": round_.status == "running",
+    }
+    template = "training/round_detail.html#live" if request.htmx else "training/round_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    """Lineage: the run that made a version, its config and the exact data it trained on."""
+    try:
+        membership = _membership(request, slug, Role.REVIEWER)
+    except Forbidden as exc:
+        return HttpResponseForbidden(exc.message)
+    version = (
+        ModelVersion.objects.filter(project=membership.project, pk=version_id)
+        .select_related("training_run", "parent")
+        .first()
+    )
+    if version is None:
+        raise Http404("No such model version.")
+    run = version.training_run
+    context = {
+        "project": membership.project,
+        "version": version,
+        "run": run,
+        "dataset": [
+            (name, len(ids), ids[:50])
+            for name, ids in (run.dataset if run else {}).items()
+            if isinstance(ids, list)
+        ],
+        "children": version.children.order_by("pk"),
+        "completions": version.completions.count(),
+    }
+    return render(request, "training/model_version.html", context)

@@ -24,7 +24,9 @@ def judged(project, personas, now):
     services.evaluation_tasks_create(project=project, model_a=sft, model_b=ppo)
     verdicts = iter(["ppo", "ppo", "tie"])
     for _ in range(3):
-        lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="comparison", now=now)
+        lease = queue.claim_next(
+            user_id=personas.alice.pk, project=project, kind="comparison", now=now
+        )
         verdict = next(verdicts)
         if verdict == "tie":
             winner = "tie"
@@ -33,7 +35,9 @@ def judged(project, personas, now):
 
             a_model = Completion.objects.get(pk=lease.shown_order[0]).model_version.name
             winner = "a" if a_model == "ppo-1" else "b"
-        services.comparison_submit(lease_id=lease.pk, user_id=personas.alice.pk, winner=winner, now=now)
+        services.comparison_submit(
+            lease_id=lease.pk, user_id=personas.alice.pk, winner=winner, now=now
+        )
     return sft, ppo
 
 
