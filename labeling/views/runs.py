@@ -115,11 +115,18 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     )
     if run is None:
         raise Http404("No such run.")
-    points = run.metric_points.order_by("step").values_list("name", "step", "value")
+    # run/… rows are bookkeeping (where an attempt started), not curves.
+    points = list(
+        run.metric_points.exclude(name__startswith="run/")
+        .order_by("step")
+        .values_list("name", "step", "value")
+    )
     context = {
         "project": membership.project,
         "run": run,
-        "charts": charts_for(list(points), CURVES),
+        "charts": charts_for(
+            points, CURVES + sorted({n for n, _, _ in points} - set(CURVES) - {"lr"})
+        ),
         "is_admin": membership.allows(Role.ADMIN),
         "model_version": ModelVersion.objects.filter(training_run=run).first(),
         "dataset_sizes": {k: len(v) for k, v in run.dataset.items()},

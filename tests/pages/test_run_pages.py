@@ -79,12 +79,15 @@ def test_launching_an_sft_run_snapshots_the_demonstrations_and_enqueues_after_co
 def test_the_live_fragment_polls_while_running_and_shows_curves(project, personas, base):
     run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
                                      step=2, total_steps=4)  # fmt: skip
-    run.metric_points.create(step=1, name="loss", value=2.0)
-    run.metric_points.create(step=2, name="loss", value=1.0)
+    run.metric_points.create(step=1, name="train/loss", value=2.0)
+    run.metric_points.create(step=2, name="train/loss", value=1.0)
+    run.metric_points.create(step=1, name="custom/thing", value=3.0)
     url = f"/p/{project.slug}/runs/{run.pk}/"
     fragment = _client(personas.reviewer).get(url, headers={"HX-Request": "true"})
     assert b"<html" not in fragment.content
-    assert b'hx-trigger="every 2s"' in fragment.content and b"<polyline" in fragment.content
+    assert (
+        b'hx-trigger="every 2s"' in fragment.content and fragment.content.count(b"<polyline") == 2
+    )
     full = _client(personas.reviewer).get(url)
     assert b"<html" in full.content and b"Cancel run" not in full.content
 
