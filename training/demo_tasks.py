@@ -20,6 +20,7 @@ from difflib import SequenceMatcher
 __all__ = [
     "FAMILIES",
     "Judgement",
+    "all_prompts",
     "family_of",
     "filler_sentence",
     "flawed_response",
@@ -722,19 +723,29 @@ def family_of(prompt: str) -> str | None:
     return parsed[0].name if parsed else None
 
 
+def _family_prompts(family: _Family, split: str) -> list[str]:
+    if split not in ("all", "train", "heldout"):
+        raise ValueError(f"unknown split {split!r}")
+    prompts = sorted(set(family.prompts()))
+    if split == "all":
+        return prompts
+    return [p for p in prompts if _is_heldout(p) == (split == "heldout")]
+
+
+def all_prompts(*, split: str = "all") -> list[str]:
+    """Every distinct demo prompt of `split` ("all", "train" or "heldout"), in a fixed order."""
+    return [p for family in _FAMILIES for p in _family_prompts(family, split)]
+
+
 def sample_prompts(n: int, *, seed: int, split: str = "all") -> list[str]:
     """`n` distinct demo prompts, balanced across families (round-robin), deterministic in `seed`.
 
     split: "all", "train" (never held out) or "heldout" (the stable 10% kept for evaluation).
     """
-    if split not in ("all", "train", "heldout"):
-        raise ValueError(f"unknown split {split!r}")
     rng = random.Random(seed)
     pools = []
     for family in _FAMILIES:
-        prompts = sorted(set(family.prompts()))
-        if split != "all":
-            prompts = [p for p in prompts if _is_heldout(p) == (split == "heldout")]
+        prompts = _family_prompts(family, split)
         rng.shuffle(prompts)
         pools.append(prompts)
     if n > sum(len(p) for p in pools):
