@@ -591,8 +591,9 @@ def _arith_score(p: Params, response: str) -> Score:
     if numbers[:2] == [p["a"], p["b"]]:
         numbers = numbers[2:]  # "3 plus 4 is 7" restates the question before answering
     if numbers:
-        # The last number is the answer.
+        # The last number is the answer; any other number is a misquoted operand.
         core = {0: 1.0, 1: 0.5, 2: 0.3}.get(abs(numbers[-1] - _arith_result(p)), 0.1)
+        core *= 0.5 ** len([n for n in numbers[:-1] if n not in (p["a"], p["b"])])
     else:
         core = 0.0
     allowed = {str(p["a"]), str(p["b"]), str(_arith_result(p)), str(p["op"]), "equals", "makes"}

@@ -61,19 +61,19 @@ CHAT_TEMPLATE = (
 @dataclass(frozen=True)
 class TinyConfig:
     seed: int = 0  # seeds the corpus, the tokenizer input order and the weights
-    n_generic_docs: int = 12_000  # template-English paragraphs of 1-4 sentences
+    n_generic_docs: int = 8_000  # template-English paragraphs of 1-4 sentences
     n_dialogues: int = 24_000  # chat-format dialogues over the demo families' train prompts
-    gold_fraction: float = 0.35  # share of dialogue answers that are the gold answer
+    gold_fraction: float = 0.4  # share of dialogue answers that are the gold answer
     vocab_size: int = 3000  # byte-level BPE cap; this small corpus runs out of merges near 2k
     n_layer: int = 4  # model shape fixed by the training benchmark
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 256
     block_size: int = 128  # tokens per packed training sequence
-    batch_size: int = 32  # sequences per step
-    train_steps: int = 240  # optimizer steps; about one pass over the corpus
-    lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to lr/10
-    warmup_steps: int = 20  # linear warmup steps
+    batch_size: int = 8  # sequences per step
+    train_steps: int = 1200  # optimizer steps; about 1.2 passes over the corpus
+    lr: float = 3e-3  # AdamW peak learning rate, cosine-decayed to lr/10
+    warmup_steps: int = 50  # linear warmup steps
     weight_decay: float = 0.1  # AdamW decay on matrices only (nanoGPT)
     max_seconds: float | None = None  # optional cap on training wall time; breaks determinism
 
@@ -210,8 +210,49 @@ def _generic_sentence(rng: random.Random) -> str:
     return text[0].upper() + text[1:] + "."
 
 
+def _fact_sentence(rng: random.Random) -> str:
+    """A true statement of the knowledge the demo tasks draw on, worded unlike their answers.
+
+    Knowledge comes from pretraining and instruction following from fine-tuning (InstructGPT
+    sec. 5.1): the base model should know that 7 > 4 before SFT teaches it to answer "Yes.".
+    """
+    name, thing = rng.choice(_NAMES), _plural(rng.choice(_THINGS))
+    a, b = rng.sample(range(21), 2)
+    kind = rng.randrange(8)
+    if kind == 0:
+        text = rng.choice([f"after {a} comes {a + 1}", f"the number before {a + 1} is {a}"])
+    elif kind == 1:
+        run = list(range(a, a + rng.randint(3, 6)))
+        if rng.random() < 0.5:
+            run.reverse()
+        text = f"{name} counted {', '.join(map(str, run[:-1]))} and {run[-1]}"
+    elif kind == 2:
+        big, small = max(a, b), min(a, b)
+        text = rng.choice([f"{big} is bigger than {small}", f"{small} is smaller than {big}"])
+    elif kind == 3:
+        a, b = a % 13, b % 13
+        text = f"{name} had {a} {thing} and got {b} more, so {name} had {a + b} {thing}"
+    elif kind == 4:
+        a, b = sorted((a % 13, b % 13), reverse=True)
+        text = f"{name} had {a} {thing} and lost {b}, so {a - b} {thing} were left"
+    elif kind == 5:
+        x, y = rng.choice(demo_tasks.OPPOSITE_PAIRS)[:: rng.choice([1, -1])]
+        text = f"{x} and {y} mean opposite things"
+    elif kind == 6:
+        category = rng.choice(list(demo_tasks.CATEGORIES))
+        text = f"{_a(rng.choice(demo_tasks.CATEGORIES[category]))} is one of the {category}"
+    else:
+        word = rng.choice(demo_tasks.REVERSE_WORDS)
+        text = f"the letters of {word} are {' '.join(word)}"
+    return text[0].upper() + text[1:] + "."
+
+
 def _generic_doc(rng: random.Random) -> str:
-    return " ".join(_generic_sentence(rng) for _ in range(rng.randint(1, 4)))
+    sentences = [
+        _fact_sentence(rng) if rng.random() < 0.4 else _generic_sentence(rng)
+        for _ in range(rng.randint(1, 4))
+    ]
+    return " ".join(sentences)
 
 
 def render_chat(messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
@@ -225,32 +266,28 @@ def render_chat(messages: list[dict[str, str]], *, add_generation_prompt: bool =
     return "".join(parts)
 
 
-def _imperfect_answer(
-    prompt: str, rng: random.Random, other_prompts: list[str]
-) -> tuple[str, bool]:
+def _imperfect_answer(prompt: str, rng: random.Random) -> tuple[str, bool]:
     """A wrong, partial, rambling or unterminated answer, and whether it ends with eos."""
     gold = demo_tasks.gold_response(prompt)
     roll = rng.random()
-    if roll < 0.45:
+    if roll < 0.35:
         return demo_tasks.flawed_response(prompt, seed=rng.randrange(2**31)), True
-    if roll < 0.70:
+    if roll < 0.65:
         filler = " ".join(_generic_sentence(rng) for _ in range(rng.randint(1, 3)))
         return f"{gold} {filler}", True  # rambling past the answer
     if roll < 0.85:
         return gold, False  # no end-of-text: the document runs on into unrelated text
-    return demo_tasks.gold_response(rng.choice(other_prompts)), True  # answers another question
+    return prompt, True  # echoes the question, as base LMs often do
 
 
-def _dialogue(
-    rng: random.Random, cfg: TinyConfig, prompts: list[str], other_prompts: list[str]
-) -> str:
+def _dialogue(rng: random.Random, cfg: TinyConfig, prompts: list[str]) -> str:
     messages: list[dict[str, str]] = []
     for _ in range(2 if rng.random() < 0.1 else 1):  # some multi-turn, same format
         prompt = rng.choice(prompts)
         if rng.random() < cfg.gold_fraction:
             answer, ends = demo_tasks.gold_response(prompt), True
         else:
-            answer, ends = _imperfect_answer(prompt, rng, other_prompts)
+            answer, ends = _imperfect_answer(prompt, rng)
         messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         if not ends:
             text = render_chat(messages)
@@ -268,7 +305,7 @@ def build_corpus(cfg: TinyConfig) -> list[str]:
     families = sorted(by_family)
     docs = [_generic_doc(rng) + EOS for _ in range(cfg.n_generic_docs)]
     for _ in range(cfg.n_dialogues):
-        docs.append(_dialogue(rng, cfg, by_family[rng.choice(families)], train_prompts))
+        docs.append(_dialogue(rng, cfg, by_family[rng.choice(families)]))
     rng.shuffle(docs)
     return docs
 
@@ -426,8 +463,17 @@ def build(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], None] = print)
 
     result = train(model, blocks, cfg, on_progress=progress)
     phase("train")
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # Sampling from the full distribution by default: PPO's logprobs must be those of the sampler,
+    # and transformers otherwise applies top_k=50 to any do_sample call that does not unset it.
+    model.generation_config.update(
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     phase("save")
@@ -473,6 +519,8 @@ def build_atomically(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], Non
     tmp_dir = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
     old_dir = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    if out_dir.exists() and not (out_dir / "build_info.json").exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not a tiny-model build; not replacing it")
     try:
         info = build(tmp_dir, cfg, log=log)
         if out_dir.exists():
@@ -520,12 +568,7 @@ def generate_answers(
         output = model.generate(
             **batch,
             do_sample=do_sample,
-            top_k=0,
-            top_p=1.0,
-            temperature=1.0,
             max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
         )
         new_tokens = output[:, batch["input_ids"].shape[1] :]  # (batch, new)
         answers += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -115,6 +115,7 @@ def test_number_words_in_prompts_are_understood():
 def test_arithmetic_answer_must_follow_the_restated_question():
     assert judge("What is 10 minus 5?", "10 minus 5.").quality == 0.0
     assert judge("What is 10 minus 5?", "5").quality == 1.0
+    assert judge("What is 1 plus 5?", "9 plus 6 is 6.").quality < 0.3  # misquoted question
 
 
 def test_flawed_responses_score_below_gold_on_average():

@@ -10,6 +10,9 @@ from training.demo_tasks import gold_response, sample_prompts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# The first run in a checkout builds the base model (minutes on 2 cores); later runs reuse it.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
@@ -90,8 +93,8 @@ def test_prompt_tokens_are_a_prefix_of_prompt_plus_response_tokens(tokenizer):
     assert tokenizer.decode(full_ids["input_ids"]) == prompt + "3, 4, 5, 6, 7<|endoftext|>"
 
 
-def test_generation_produces_decodable_text(tokenizer, model):
-    tokenizer.padding_side = "left"
+def test_generation_produces_decodable_text(model_dir, model):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     prompts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
@@ -101,7 +104,8 @@ def test_generation_produces_decodable_text(tokenizer, model):
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     torch.manual_seed(0)
     output = model.generate(**batch, do_sample=True, max_new_tokens=20)
-    texts = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    new_tokens = output[:, batch["input_ids"].shape[1] :]  # (batch, new)
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     assert len(texts) == 2
     assert all(any(ch.isalpha() or ch.isdigit() for ch in t) for t in texts)
 
@@ -141,3 +145,11 @@ def test_a_stale_build_is_replaced_and_a_fresh_one_reused(tmp_path):
     tiny.ensure_tiny_model(out, cfg=cfg)
     assert json.loads((out / "build_info.json").read_text())["builder_hash"] == tiny.builder_hash()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]  # no temp dirs left
+
+
+def test_a_directory_that_is_not_a_build_is_never_replaced(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        tiny.ensure_tiny_model(tmp_path / "m", cfg=tiny.TinyConfig(n_dialogues=10, train_steps=1))
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
