@@ -153,3 +153,11 @@ def test_a_directory_that_is_not_a_build_is_never_replaced(tmp_path):
     with pytest.raises(FileExistsError):
         tiny.ensure_tiny_model(tmp_path / "m", cfg=tiny.TinyConfig(n_dialogues=10, train_steps=1))
     assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+
+
+def test_the_build_is_deterministic_given_the_seed(tmp_path):
+    cfg = tiny.TinyConfig(n_generic_docs=100, n_dialogues=200, train_steps=3, batch_size=2)
+    tiny.build(tmp_path / "a", cfg, log=lambda line: None)
+    tiny.build(tmp_path / "b", cfg, log=lambda line: None)
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
