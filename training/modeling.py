@@ -30,6 +30,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training import gpt2
+
 PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 REWARD_MODEL_FORMAT = "instructloop-reward-model"
@@ -285,6 +287,15 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
+        if gpt2.supports(self.trunk):
+            _, last_hidden = gpt2.key_values_and_last_hidden(
+                self.trunk,
+                input_ids,
+                attention_mask.bool(),
+                position_ids_from_mask(attention_mask),
+                last_index=last_real_index(attention_mask),
+            )
+            return self._head(last_hidden)
         hidden = self._hidden(input_ids, attention_mask)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last_hidden = hidden[rows, last_real_index(attention_mask)]  # (batch, hidden)
@@ -303,6 +314,24 @@ class RewardModel(nn.Module):
         all its completions. Same scores as `forward` on the concatenated sequences.
         prompt_*: (prompts, P) left-padded; completion_*: (completions, T) right-padded;
         prompt_index: (completions,) which prompt each completion continues.  # (completions,)"""
+        prompt_lengths = prompt_mask.sum(1)[prompt_index]  # (completions,)
+        steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)
+        completion_positions = prompt_lengths.unsqueeze(1) + steps
+        key_is_real = torch.cat([prompt_mask[prompt_index], completion_mask], dim=1).bool()
+        last_index = completion_mask.sum(1) - 1
+        if gpt2.supports(self.trunk):
+            prompt_kv, _ = gpt2.key_values_and_last_hidden(
+                self.trunk, prompt_ids, prompt_mask.bool(), position_ids_from_mask(prompt_mask)
+            )
+            _, last_hidden = gpt2.key_values_and_last_hidden(
+                self.trunk,
+                completion_ids,
+                key_is_real,
+                completion_positions,
+                past=[(key[prompt_index], value[prompt_index]) for key, value in prompt_kv],
+                last_index=last_index,
+            )
+            return self._head(last_hidden)
         prompt_out = self.trunk(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -316,19 +345,16 @@ class RewardModel(nn.Module):
             ],
             config=self.trunk.config,
         )
-        prompt_lengths = prompt_mask.sum(1)[prompt_index]  # (completions,)
-        steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)
         outputs = self.trunk(
             input_ids=completion_ids,
-            attention_mask=torch.cat([prompt_mask[prompt_index], completion_mask], dim=1),
-            position_ids=prompt_lengths.unsqueeze(1) + steps,
+            attention_mask=key_is_real.long(),
+            position_ids=completion_positions,
             past_key_values=cache,
             use_cache=True,
         )
         hidden = outputs.last_hidden_state  # (completions, T, hidden)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last_hidden = hidden[rows, completion_mask.sum(1) - 1]  # (completions, hidden)
-        return self._head(last_hidden)
+        return self._head(hidden[rows, last_index])
 
     def values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int
