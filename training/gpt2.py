@@ -4,9 +4,10 @@ each path to the HF one.
 
 - `Decoder`: sampling with a cache preallocated for the whole generation and the attention mask
   written in place, so a decoding step is only arithmetic.
-- `key_values_and_last_hidden`: a reward model reads one hidden state per sequence, at its last
-  real token, so in the last block only that token's query, attention and MLP are computed (the
-  other positions need only their keys and values): about a fifth of a 4-layer trunk's work.
+- `run_trunk`: the last block's queries, attention and MLP are computed only at the positions
+  whose hidden states are read (the others need only their keys and values): a reward model reads
+  one position per sequence (about a fifth of a 4-layer trunk's work saved), SFT and PPO the
+  response positions (the prompt's share of the last block saved).
 """
 
 from __future__ import annotations
@@ -50,20 +51,23 @@ def _attend(
     return attention.resid_dropout(attention.c_proj(attended))
 
 
-def key_values_and_last_hidden(
+def run_trunk(
     trunk: PreTrainedModel,
     input_ids: torch.Tensor,
     key_is_real: torch.Tensor,
     positions: torch.Tensor,
     past: KeyValues | None = None,
-    last_index: torch.Tensor | None = None,
+    read: int | torch.Tensor | None = None,
 ) -> tuple[KeyValues, torch.Tensor | None]:
-    """Run a GPT2Model over `input_ids` (after `past` keys and values, if any).
+    """Run a GPT2Model over `input_ids` (after `past` keys and values, if any), computing the last
+    block only where its output is read.
 
-    key_is_real: (batch, past + len) which keys are real tokens; positions: (batch, len);
-    last_index: (batch,) the position (in input_ids) whose final hidden state is wanted, or None
-    to compute only keys and values (a prompt whose continuations come later).
-    Returns (keys and values of every layer, past included; final hidden at last_index or None).
+    key_is_real: (batch, past + len) which keys are real tokens; positions: (batch, len).
+    read: an int `start` for the final hidden states of positions start.. of input_ids, a (batch,)
+    tensor for one position per row (a reward model's last token), or None for keys and values
+    only (a prompt whose continuations come later).
+    Returns (keys and values of every layer, past included; the final hidden states read or None):
+    (batch, len - start, embd) or (batch, embd).
     """
     heads, width = trunk.config.n_head, trunk.config.n_embd
     dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
@@ -78,36 +82,42 @@ def key_values_and_last_hidden(
     causal = keys_at <= queries_at  # (len, past + len)
     mask = (causal & key_is_real[:, None, None, :]) | (keys_at == queries_at)
 
-    key_values: KeyValues = []
-    last_layer = len(trunk.h) - 1
-    for layer, block in enumerate(trunk.h):
-        attention = block.attn
-        x = block.ln_1(hidden)
-        weight, bias = attention.c_attn.weight, attention.c_attn.bias  # Conv1D: x @ weight + bias
-        if layer < last_layer:
-            query, key, value = (x @ weight + bias).split(width, dim=2)
-        else:  # the last block's queries are needed only where a hidden state is read
-            key, value = (x @ weight[:, width:] + bias[width:]).split(width, dim=2)
+    def keys_and_values(layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         key, value = _split_heads(key, heads), _split_heads(value, heads)
         if past is not None:
             key = torch.cat([past[layer][0], key], dim=2)
             value = torch.cat([past[layer][1], value], dim=2)
         key_values.append((key, value))
-        if layer < last_layer:
-            query = _split_heads(query, heads)
-            hidden = hidden + _attend(attention, query, key, value, mask, dropout)
-            hidden = hidden + block.mlp(block.ln_2(hidden))
-        elif last_index is not None:
-            rows = torch.arange(batch, device=input_ids.device)
-            residual = hidden[rows, last_index].unsqueeze(1)  # (batch, 1, embd)
-            x_last = x[rows, last_index].unsqueeze(1)
-            query = _split_heads(x_last @ weight[:, :width] + bias[:width], heads)
-            # All real keys lie at or before the last real token.
-            last_mask = key_is_real[:, None, None, :]
-            residual = residual + _attend(attention, query, key, value, last_mask, dropout)
-            residual = residual + block.mlp(block.ln_2(residual))
-            return key_values, trunk.ln_f(residual.squeeze(1))  # (batch, embd)
-    return key_values, None
+
+    key_values: KeyValues = []
+    *blocks, last_block = trunk.h
+    for layer, block in enumerate(blocks):
+        attention = block.attn
+        query, key, value = attention.c_attn(block.ln_1(hidden)).split(width, dim=2)
+        keys_and_values(layer, key, value)
+        query = _split_heads(query, heads)
+        hidden = hidden + _attend(attention, query, *key_values[-1], mask, dropout)
+        hidden = hidden + block.mlp(block.ln_2(hidden))
+
+    # The last block: keys and values everywhere, the rest only where a hidden state is read.
+    attention = last_block.attn
+    x = last_block.ln_1(hidden)
+    weight, bias = attention.c_attn.weight, attention.c_attn.bias  # Conv1D: x @ weight + bias
+    keys_and_values(len(blocks), *(x @ weight[:, width:] + bias[width:]).split(width, dim=2))
+    if read is None:
+        return key_values, None
+    if isinstance(read, int):
+        residual, x_read, read_mask = hidden[:, read:], x[:, read:], mask[:, :, read:]
+    else:
+        rows = torch.arange(batch, device=input_ids.device)
+        residual = hidden[rows, read].unsqueeze(1)  # (batch, 1, embd)
+        x_read = x[rows, read].unsqueeze(1)
+        read_mask = mask[rows, :, read].unsqueeze(2)  # (batch, 1, 1, past + len)
+    query = _split_heads(x_read @ weight[:, :width] + bias[:width], heads)
+    residual = residual + _attend(attention, query, *key_values[-1], read_mask, dropout)
+    residual = residual + last_block.mlp(last_block.ln_2(residual))
+    hidden = trunk.ln_f(residual)
+    return key_values, hidden if isinstance(read, int) else hidden.squeeze(1)
 
 
 class Decoder:

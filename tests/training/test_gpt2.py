@@ -34,8 +34,8 @@ def hf_last_hidden(trunk, ids, mask):
 
 
 def fast_last_hidden(trunk, ids, mask):
-    _, hidden = gpt2.key_values_and_last_hidden(
-        trunk, ids, mask.bool(), position_ids_from_mask(mask), last_index=last_real_index(mask)
+    _, hidden = gpt2.run_trunk(
+        trunk, ids, mask.bool(), position_ids_from_mask(mask), read=last_real_index(mask)
     )
     return hidden
 
@@ -95,4 +95,33 @@ def test_other_architectures_take_the_hf_path_and_score_the_same(tiny_model_dir)
             generic.score_completions(*shared),
             rtol=1e-5,
             atol=1e-5,
+        )
+
+
+def test_hidden_states_read_from_a_start_position_match_hf_at_real_tokens(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    ids, mask = both_side_padded(tokenizer)
+    start = 4  # where the responses begin
+    real = mask[:, start:].bool().unsqueeze(-1)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for fast_path in (True, False):
+        trunk = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).trunk.eval()
+        if fast_path:
+            _, hidden = gpt2.run_trunk(
+                trunk, ids, mask.bool(), position_ids_from_mask(mask), read=start
+            )
+        else:
+            positions = position_ids_from_mask(mask)
+            hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=positions)
+            hidden = hidden.last_hidden_state[:, start:]
+        hidden = torch.where(real, hidden, 0.0)  # pad positions are never read
+        (hidden @ direction).sum().backward()
+        results.append((hidden.detach(), {n: p.grad for n, p in trunk.named_parameters()}))
+    (fast_hidden, fast_grads), (hf_hidden, hf_grads) = results
+    torch.testing.assert_close(fast_hidden, hf_hidden, rtol=1e-5, atol=1e-5)
+    for name in fast_grads:
+        scale = hf_grads[name].abs().max().item()
+        torch.testing.assert_close(
+            fast_grads[name], hf_grads[name], rtol=1e-4, atol=1e-6 * scale, msg=name
         )
