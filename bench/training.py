@@ -9,9 +9,9 @@ Shapes (fixed by truncating long synthetic texts to exact token counts):
           earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
           by a reward model on the same trunk
 Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
-not timed. Throughput = work in the timed steps / their wall time, between `on_progress` calls;
-"per CPU-s" divides by the process's CPU time instead (with --threads 1 on a shared machine, close
-to what the work takes when the machine is idle).
+not timed. Throughput = work per step / the median wall time of the timed steps (between
+`on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
+--threads 1 on a shared machine, close to what the work takes when the machine is idle).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,11 +98,11 @@ class Timer:
         self.metrics.append(metrics)
 
     def rates(self, work_per_step: float) -> tuple[float, float]:
-        """(work per wall second, work per CPU second) over the steps after the warm-up."""
-        steps = len(self.wall) - 1 - WARMUP_STEPS
-        wall = self.wall[-1] - self.wall[WARMUP_STEPS]
-        cpu = self.cpu[-1] - self.cpu[WARMUP_STEPS]
-        return steps * work_per_step / wall, steps * work_per_step / cpu
+        """(work per wall second, work per CPU second) of the median step after the warm-up: on a
+        shared machine the median step is less at the mercy of other processes than the mean."""
+        wall = statistics.median(b - a for a, b in pairwise(self.wall[WARMUP_STEPS:]))
+        cpu = statistics.median(b - a for a, b in pairwise(self.cpu[WARMUP_STEPS:]))
+        return work_per_step / wall, work_per_step / cpu
 
     def timed_metrics(self) -> list[dict[str, float]]:
         return self.metrics[WARMUP_STEPS + 1 :]

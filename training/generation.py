@@ -3,7 +3,7 @@
 Why not `model.generate`: on a small model on CPU its per-step bookkeeping (logits processors,
 stopping criteria, cache objects, mask building) costs more than the forward itself, and PPO needs
 to know exactly which temperature it sampled with. For GPT-2 the loop drives the model's own
-modules with a preallocated cache (`_GPT2Decoder`); any other architecture goes through its HF
+modules with a preallocated cache (`gpt2.Decoder`); any other architecture goes through its HF
 forward with a `DynamicCache` (`_HFDecoder`). Both give the logits a full forward gives (tested).
 """
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 
+from training import gpt2
 from training.modeling import position_ids_from_mask
 
 
@@ -55,85 +56,9 @@ class _HFDecoder:
         return outputs.logits[:, -1]  # (batch, vocab)
 
 
-class _GPT2Decoder:
-    """GPT-2's own modules, driven with a cache preallocated for the whole generation and the
-    attention mask written in place: per step only the arithmetic is left."""
-
-    def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
-        self.trunk, self.lm_head = model.transformer, model.lm_head
-        config = model.config
-        self.heads = config.n_head
-        self.head_dim = config.n_embd // config.n_head
-        self.shape = (config.n_layer, batch, self.heads, max_length, self.head_dim)
-        self.keys: torch.Tensor | None = None  # (layer, batch, head, max_length, head_dim)
-        self.values: torch.Tensor | None = None
-        device = model.lm_head.weight.device
-        self.key_is_real = torch.ones(batch, max_length, dtype=torch.bool, device=device)
-        self.length = 0
-
-    @staticmethod
-    def supports(model: PreTrainedModel) -> bool:
-        config = model.config
-        return (
-            config.model_type == "gpt2"
-            and not config.add_cross_attention
-            and not config.reorder_and_upcast_attn
-            and model.config._attn_implementation == "sdpa"
-        )
-
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        prompt_length = input_ids.shape[1]
-        self.key_is_real[:, :prompt_length] = attention_mask.bool()
-        self.positions = position_ids_from_mask(attention_mask)  # (batch, prompt_length)
-        causal = torch.ones(prompt_length, prompt_length, dtype=torch.bool, device=input_ids.device)
-        causal = causal.tril()
-        # A pad query attends to itself only, so no row is empty (an empty row gives NaN or 0
-        # depending on the kernel; pad rows are never read either way).
-        mask = causal & (self.key_is_real[:, None, None, :prompt_length] | causal.diag().diag())
-        logits = self._forward(input_ids, self.positions, mask)
-        self.positions = self.positions[:, -1:]
-        return logits
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.positions = self.positions + 1
-        mask = self.key_is_real[:, None, None, : self.length + 1]
-        return self._forward(tokens.unsqueeze(-1), self.positions, mask)
-
-    def _forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        batch, length = input_ids.shape
-        start, end = self.length, self.length + length
-        hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
-        for layer, block in enumerate(self.trunk.h):
-            attention = block.attn
-            query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, 2)
-            query, key, value = (
-                t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-                for t in (query, key, value)
-            )  # (batch, head, length, head_dim)
-            if self.keys is None:
-                self.keys = key.new_empty(self.shape)
-                self.values = value.new_empty(self.shape)
-            self.keys[layer, :, :, start:end] = key
-            self.values[layer, :, :, start:end] = value
-            attended = F.scaled_dot_product_attention(
-                query,
-                self.keys[layer, :, :, :end],
-                self.values[layer, :, :, :end],
-                attn_mask=mask,
-                scale=attention.scaling,
-            )
-            attended = attended.transpose(1, 2).reshape(batch, length, -1)
-            hidden = hidden + attention.c_proj(attended)
-            hidden = hidden + block.mlp(block.ln_2(hidden))
-        self.length = end
-        return self.lm_head(self.trunk.ln_f(hidden[:, -1]))  # (batch, vocab)
-
-
-def make_decoder(model: PreTrainedModel, batch: int, max_length: int) -> _GPT2Decoder | _HFDecoder:
-    if _GPT2Decoder.supports(model):
-        return _GPT2Decoder(model, batch, max_length)
+def make_decoder(model: PreTrainedModel, batch: int, max_length: int) -> gpt2.Decoder | _HFDecoder:
+    if gpt2.supports(model):
+        return gpt2.Decoder(model, batch, max_length)
     return _HFDecoder(model, batch, max_length)
 
 

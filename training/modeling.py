@@ -30,6 +30,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training import gpt2
+
 PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 REWARD_MODEL_FORMAT = "instructloop-reward-model"
@@ -192,18 +194,19 @@ def _lm_head_is_plain(model: PreTrainedModel) -> bool:
     )
 
 
-def hidden_states(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+def trunk_hidden_states(
+    trunk: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int = 0
 ) -> torch.Tensor:
-    """Final hidden states of a causal LM's trunk.  # (batch, seq, hidden)"""
-    trunk = model.base_model
+    """Final hidden states of a trunk at positions start.. (GPT-2 skips the last block's work on
+    the positions before).  # (batch, seq - start, hidden)"""
+    positions = position_ids_from_mask(attention_mask)
+    if gpt2.supports(trunk):
+        _, hidden = gpt2.run_trunk(trunk, input_ids, attention_mask.bool(), positions, read=start)
+        return hidden
     outputs = trunk(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
     )
-    return outputs.last_hidden_state
+    return outputs.last_hidden_state[:, start:]
 
 
 def logits_at(
@@ -220,8 +223,8 @@ def logits_at(
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         return logits.logits[:, start:end]
-    hidden = hidden_states(model, input_ids, attention_mask)
-    return model.get_output_embeddings()(hidden[:, start:end])
+    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    return model.get_output_embeddings()(hidden[:, : end - start])
 
 
 def logits_where(
@@ -235,8 +238,9 @@ def logits_where(
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         return logits.logits[select]
-    hidden = hidden_states(model, input_ids, attention_mask)
-    return model.get_output_embeddings()(hidden[select])
+    start = int(select.any(0).nonzero()[0])  # the first position any row reads
+    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    return model.get_output_embeddings()(hidden[select[:, start:]])
 
 
 # --- reward model ---------------------------------------------------------------------------------
@@ -268,14 +272,10 @@ class RewardModel(nn.Module):
     def config(self) -> Any:
         return self.trunk.config
 
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        outputs = self.trunk(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        )
-        return outputs.last_hidden_state  # (batch, seq, hidden)
+    def _hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int = 0
+    ) -> torch.Tensor:
+        return trunk_hidden_states(self.trunk, input_ids, attention_mask, start)
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         # The scalar head stays in fp32 under bf16 autocast: scores are compared to each other
@@ -285,6 +285,15 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
+        if gpt2.supports(self.trunk):
+            _, last_hidden = gpt2.run_trunk(
+                self.trunk,
+                input_ids,
+                attention_mask.bool(),
+                position_ids_from_mask(attention_mask),
+                read=last_real_index(attention_mask),
+            )
+            return self._head(last_hidden)
         hidden = self._hidden(input_ids, attention_mask)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last_hidden = hidden[rows, last_real_index(attention_mask)]  # (batch, hidden)
@@ -303,6 +312,24 @@ class RewardModel(nn.Module):
         all its completions. Same scores as `forward` on the concatenated sequences.
         prompt_*: (prompts, P) left-padded; completion_*: (completions, T) right-padded;
         prompt_index: (completions,) which prompt each completion continues.  # (completions,)"""
+        prompt_lengths = prompt_mask.sum(1)[prompt_index]  # (completions,)
+        steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)
+        completion_positions = prompt_lengths.unsqueeze(1) + steps
+        key_is_real = torch.cat([prompt_mask[prompt_index], completion_mask], dim=1).bool()
+        last_index = completion_mask.sum(1) - 1
+        if gpt2.supports(self.trunk):
+            prompt_kv, _ = gpt2.run_trunk(
+                self.trunk, prompt_ids, prompt_mask.bool(), position_ids_from_mask(prompt_mask)
+            )
+            _, last_hidden = gpt2.run_trunk(
+                self.trunk,
+                completion_ids,
+                key_is_real,
+                completion_positions,
+                past=[(key[prompt_index], value[prompt_index]) for key, value in prompt_kv],
+                read=last_index,
+            )
+            return self._head(last_hidden)
         prompt_out = self.trunk(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -316,25 +343,22 @@ class RewardModel(nn.Module):
             ],
             config=self.trunk.config,
         )
-        prompt_lengths = prompt_mask.sum(1)[prompt_index]  # (completions,)
-        steps = torch.arange(completion_ids.shape[1], device=completion_ids.device)
         outputs = self.trunk(
             input_ids=completion_ids,
-            attention_mask=torch.cat([prompt_mask[prompt_index], completion_mask], dim=1),
-            position_ids=prompt_lengths.unsqueeze(1) + steps,
+            attention_mask=key_is_real.long(),
+            position_ids=completion_positions,
             past_key_values=cache,
             use_cache=True,
         )
         hidden = outputs.last_hidden_state  # (completions, T, hidden)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last_hidden = hidden[rows, completion_mask.sum(1) - 1]  # (completions, hidden)
-        return self._head(last_hidden)
+        return self._head(hidden[rows, last_index])
 
     def values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int
     ) -> torch.Tensor:
         """Head output at positions start..end-1 (value estimates).  # (batch, end - start)"""
-        return self._head(self._hidden(input_ids, attention_mask)[:, start:end])
+        return self._head(self._hidden(input_ids, attention_mask, start)[:, : end - start])
 
     @classmethod
     def from_causal_lm(

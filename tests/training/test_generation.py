@@ -7,8 +7,9 @@ import torch
 
 from tests.training.helpers import CPU
 from tests.training.tiny import questions
+from training import gpt2
 from training.data import collate_prompts, encode_prompts
-from training.generation import _draw, _GPT2Decoder, _HFDecoder, _top_p_filter, sample
+from training.generation import _draw, _HFDecoder, _top_p_filter, sample
 from training.modeling import freeze, load_causal_lm, load_tokenizer, position_ids_from_mask
 
 
@@ -25,8 +26,8 @@ def test_both_decoders_give_the_logits_of_a_full_forward(tiny_model_dir):
     prompt_length = prompts["input_ids"].shape[1]
     expected = full.logits[:, prompt_length - 1 : -1]  # logits predicting each continuation token
 
-    assert _GPT2Decoder.supports(model)
-    for decoder_class in (_GPT2Decoder, _HFDecoder):
+    assert gpt2.supports(model)
+    for decoder_class in (gpt2.Decoder, _HFDecoder):
         decoder = decoder_class(model, 3, ids.shape[1])
         with torch.no_grad():
             steps = [decoder.prefill(prompts["input_ids"], prompts["attention_mask"])]

@@ -88,7 +88,9 @@ def test_ppo_raises_reward_on_a_programmatic_reward_while_kl_stays_bounded(sft_m
     scores = [entry["reward/score"] for entry in history]
     start, end = sum(scores[:2]) / 2, sum(scores[-3:]) / 3
     assert end > start + 0.4, scores
-    assert max(entry["kl/k1"] for entry in history) < 25
+    kls = sorted(entry["kl/k1"] for entry in history)  # nats per response
+    assert kls[len(kls) // 2] < 10
+    assert kls[-1] < 50
     for name in (
         "kl/k3",
         "policy/entropy",

@@ -1,0 +1,127 @@
+"""The GPT-2 scoring fast path agrees with the Hugging Face forward, values and gradients."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.training.helpers import CPU
+from training import gpt2
+from training.data import collate_rankings, encode_rankings, pad_left, pad_right
+from training.modeling import (
+    RewardModel,
+    last_real_index,
+    load_tokenizer,
+    position_ids_from_mask,
+)
+
+
+def both_side_padded(tokenizer):
+    """Left-padded prompts followed by right-padded responses, as PPO scores them."""
+    prompts = [tokenizer(t)["input_ids"] for t in ("Hi", "What does the cat do?", "Yo")]
+    responses = [tokenizer(t)["input_ids"] for t in ("the moon.", "tea", "a dog eats some bread.")]
+    prompt_ids = pad_left(prompts, tokenizer.pad_token_id)
+    prompt_mask = pad_left([[1] * len(p) for p in prompts], 0)
+    response_ids = pad_right(responses, tokenizer.pad_token_id)
+    response_mask = pad_right([[1] * len(r) for r in responses], 0)
+    return torch.cat([prompt_ids, response_ids], 1), torch.cat([prompt_mask, response_mask], 1)
+
+
+def hf_last_hidden(trunk, ids, mask):
+    hidden = trunk(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+    ).last_hidden_state
+    return hidden[torch.arange(ids.shape[0]), last_real_index(mask)]
+
+
+def fast_last_hidden(trunk, ids, mask):
+    _, hidden = gpt2.run_trunk(
+        trunk, ids, mask.bool(), position_ids_from_mask(mask), read=last_real_index(mask)
+    )
+    return hidden
+
+
+def test_the_fast_last_hidden_state_is_the_hf_one_under_padding_on_both_sides(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    trunk = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).trunk.eval()
+    ids, mask = both_side_padded(tokenizer)
+    assert gpt2.supports(trunk)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fast_last_hidden(trunk, ids, mask),
+            hf_last_hidden(trunk, ids, mask),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
+def test_the_fast_path_gives_the_hf_gradients(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    ids, mask = both_side_padded(tokenizer)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    gradients = []
+    for last_hidden in (fast_last_hidden, hf_last_hidden):
+        trunk = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).trunk.eval()
+        (last_hidden(trunk, ids, mask) @ direction).sum().backward()
+        gradients.append({name: p.grad for name, p in trunk.named_parameters()})
+    fast, hf = gradients
+    assert fast.keys() == hf.keys()
+    for name in fast:
+        scale = hf[name].abs().max().item()  # float error is relative to the gradient's size
+        torch.testing.assert_close(fast[name], hf[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+def test_other_architectures_take_the_hf_path_and_score_the_same(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    fast = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).eval()
+    generic = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).eval()
+    generic.head.load_state_dict(fast.head.state_dict())
+    generic.trunk.set_attn_implementation("eager")  # not a path gpt2.py drives
+    assert gpt2.supports(fast.trunk) and not gpt2.supports(generic.trunk)
+
+    ids, mask = both_side_padded(tokenizer)
+    records = [{"prompt": "Hi", "completions": ["tea.", "the moon and a dog."], "ranks": [1, 2]}]
+    batch = collate_rankings(encode_rankings(tokenizer, records, 64), tokenizer.pad_token_id)
+    shared = (
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["completion_ids"],
+        batch["completion_mask"],
+        batch["ranking_index"],
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids, mask), generic(ids, mask), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            fast.score_completions(*shared),
+            generic.score_completions(*shared),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
+def test_hidden_states_read_from_a_start_position_match_hf_at_real_tokens(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    ids, mask = both_side_padded(tokenizer)
+    start = 4  # where the responses begin
+    real = mask[:, start:].bool().unsqueeze(-1)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for fast_path in (True, False):
+        trunk = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).trunk.eval()
+        if fast_path:
+            _, hidden = gpt2.run_trunk(
+                trunk, ids, mask.bool(), position_ids_from_mask(mask), read=start
+            )
+        else:
+            positions = position_ids_from_mask(mask)
+            hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=positions)
+            hidden = hidden.last_hidden_state[:, start:]
+        hidden = torch.where(real, hidden, 0.0)  # pad positions are never read
+        (hidden @ direction).sum().backward()
+        results.append((hidden.detach(), {n: p.grad for n, p in trunk.named_parameters()}))
+    (fast_hidden, fast_grads), (hf_hidden, hf_grads) = results
+    torch.testing.assert_close(fast_hidden, hf_hidden, rtol=1e-5, atol=1e-5)
+    for name in fast_grads:
+        scale = hf_grads[name].abs().max().item()
+        torch.testing.assert_close(
+            fast_grads[name], hf_grads[name], rtol=1e-4, atol=1e-6 * scale, msg=name
+        )
