@@ -140,10 +140,10 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
-    from labeling.simulation import run_crowd, simulated_tokens
 
     from labeling import imports, rounds, runs, selectors, services, stats
     from labeling.models import Comparison, ModelVersion, Prompt, Split
+    from labeling.simulation import run_crowd, simulated_tokens
     from training import demo_tasks
 
     call_command("migrate", verbosity=0)
