@@ -64,12 +64,15 @@ def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tri
     mine_done = Lease.objects.filter(task=OuterRef("pk"), user_id=user_id).exclude(
         status=Lease.Status.ACTIVE
     )
+    mine = Lease.objects.filter(task=OuterRef("pk"), user_id=user_id).values("pk")[:1]
     return (
         Task.objects.filter(project=project, kind=kind, done=False)
+        .select_related("prompt", "project")
         .exclude(pk__in=tried)
         .exclude(prompt__submitted_by_id=user_id)
         .exclude(Exists(mine_done))
         .annotate(taken=Coalesce(Subquery(taken, output_field=IntegerField()), Value(0)))
+        .annotate(my_lease=Subquery(mine, output_field=IntegerField()))
         .filter(taken__lt=F("overlap"))
         .order_by("-priority", "id")
     )
@@ -91,6 +94,7 @@ def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> L
                 status=Lease.Status.ACTIVE,
                 expires_at__gt=now,
             )
+            .select_related("task__prompt", "task__project")
             .order_by("created_at")
             .first()
         )
@@ -115,8 +119,8 @@ def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> L
 
 def _lease_task(*, task: Task, user_id: int, project: Project, now: datetime) -> Lease:
     expires_at = now + timedelta(seconds=project.lease_seconds)
-    lease = Lease.objects.filter(task=task, user_id=user_id).first()
-    if lease is not None:  # the user's own expired lease: re-activate it in place
+    if task.my_lease is not None:  # the user's own expired lease: re-activate it in place
+        lease = Lease.objects.select_related("task__prompt", "task__project").get(pk=task.my_lease)
         lease.expires_at = expires_at
         lease.heartbeat_at = now
         lease.save(update_fields=["expires_at", "heartbeat_at"])

@@ -158,6 +158,8 @@ class LeaseTaskSerializer(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_draft(self, lease: Lease) -> str | None:
+        if lease.task.kind != "demonstration":
+            return None  # only demonstrations have drafts: no lookup for the others
         draft = getattr(lease, "draft", None)
         return draft.text if draft is not None else None
 

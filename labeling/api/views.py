@@ -86,6 +86,17 @@ def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str
     return serializer.validated_data
 
 
+def _valid_for_lease(serializer_class: type, request: Request, lease_id: int) -> dict[str, Any]:
+    """The body for a lease action. A bad body on someone else's lease is still a 404 (nothing
+    about the lease is revealed); a good body goes to the service, which 404s foreign leases
+    itself, so the happy path pays for no extra lookup."""
+    serializer = serializer_class(data=request.data, context={"request": request})
+    if not serializer.is_valid():
+        _own_lease(request, lease_id)
+        serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 # --- auth -----------------------------------------------------------------------------------
 
 
@@ -233,8 +244,7 @@ class HeartbeatView(ApiView):
         summary="Extend an unexpired lease",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        _valid(s.EmptySerializer, request)
+        _valid_for_lease(s.EmptySerializer, request, lease_id)
         lease = queue.heartbeat(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
         return Response(s.LeaseStateSerializer(lease).data)
 
@@ -247,8 +257,7 @@ class ReclaimView(ApiView):
         summary="Re-activate an expired lease if the task still has a free slot",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        _valid(s.EmptySerializer, request)
+        _valid_for_lease(s.EmptySerializer, request, lease_id)
         lease = queue.reclaim(lease_id=lease_id, user_id=request.user.pk, now=timezone.now())
         return Response(s.LeaseStateSerializer(lease).data)
 
@@ -261,8 +270,7 @@ class SkipView(ApiView):
         summary="Give the task back; you will not be offered it again",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        data = _valid(s.SkipSerializer, request)
+        data = _valid_for_lease(s.SkipSerializer, request, lease_id)
         lease = queue.skip(lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data)
         return Response(s.LeaseStateSerializer(lease).data)
 
@@ -275,8 +283,7 @@ class DraftView(ApiView):
         summary="Autosave the demonstration being written",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        data = _valid(s.DraftSerializer, request)
+        data = _valid_for_lease(s.DraftSerializer, request, lease_id)
         services.demonstration_draft_save(
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
@@ -295,8 +302,7 @@ class DemonstrationSubmitView(ApiView):
         summary="Submit the demonstration (idempotent on the lease)",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        data = _valid(s.DemonstrationSubmitSerializer, request)
+        data = _valid_for_lease(s.DemonstrationSubmitSerializer, request, lease_id)
         demonstration, created = services.demonstration_submit(
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
@@ -318,8 +324,7 @@ class RankingSubmitView(ApiView):
         summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        data = _valid(s.RankingSubmitSerializer, request)
+        data = _valid_for_lease(s.RankingSubmitSerializer, request, lease_id)
         ranking, created = services.ranking_submit(
             lease_id=lease_id,
             user_id=request.user.pk,
@@ -327,6 +332,7 @@ class RankingSubmitView(ApiView):
             now=timezone.now(),
             **data,
         )
+        ranking.labeler = request.user  # it is the caller's (the service checked); saves a query
         return Response(
             s.RankingSerializer(ranking).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -345,8 +351,7 @@ class ComparisonSubmitView(ApiView):
         summary="Submit a blind A/B judgement: a, b, tie or both_bad (idempotent on the lease)",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        _own_lease(request, lease_id)
-        data = _valid(s.ComparisonSubmitSerializer, request)
+        data = _valid_for_lease(s.ComparisonSubmitSerializer, request, lease_id)
         comparison, created = services.comparison_submit(
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
