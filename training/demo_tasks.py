@@ -164,10 +164,13 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+|\d+", text.lower())
 
 
-def _singular(word: str) -> str:
-    for suffix, repl in (("ies", "y"), ("oes", "o"), ("es", "e"), ("s", "")):
-        if word.endswith(suffix) and len(word) > len(suffix) + 2:
-            return word[: -len(suffix)] + repl
+def _singular(word: str, vocabulary: set[str] | frozenset[str]) -> str:
+    """`word`, or the singular of it that `vocabulary` knows ("peaches" -> "peach")."""
+    candidates = (word, word[:-1], word[:-2], word[:-3] + "y")
+    suffixes = ("", "s", "es", "ies")
+    for candidate, suffix in zip(candidates, suffixes, strict=True):
+        if word.endswith(suffix) and candidate in vocabulary:
+            return candidate
     return word
 
 
@@ -246,9 +249,9 @@ def _list_gold(p: Params, key: int) -> str:
 
 def _list_score(p: Params, response: str) -> Score:
     n, members = int(p["n"]), set(CATEGORIES[str(p["category"])])
-    words = [_singular(w) for w in _words(response)]
-    hits = {w for w in words if w in members}
     other_categories = {m for c, ms in CATEGORIES.items() if c != p["category"] for m in ms}
+    words = [_singular(w, members | other_categories) for w in _words(response)]
+    hits = {w for w in words if w in members}
     wrong = {w for w in words if w in other_categories and w not in members}
     core = min(len(hits), n) / n - 0.15 * max(0, len(hits) - n) - 0.2 * len(wrong)
     flags = set()
@@ -493,7 +496,7 @@ def _sentence_score(p: Params, response: str) -> Score:
     if not words:
         return 0.0, set()
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if _words(s)]
-    mentions = [noun in {*_words(s), *map(_singular, _words(s))} for s in sentences]
+    mentions = [noun in {_singular(w, {noun}) for w in _words(s)} for s in sentences]
     form = 0.15 * (4 <= len(words) <= 15) + 0.1 * text[0].isupper() + 0.15 * (text[-1] in ".!?")
     # Well-formed but off-topic earns half of the form points only.
     core = 0.6 + form if any(mentions) else 0.5 * form

@@ -433,7 +433,6 @@ def builder_hash() -> str:
 def build(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], None] = print) -> dict:
     """Build corpus, tokenizer and model into `out_dir` (a new directory); return build info."""
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(2)
     phases: dict[str, float] = {}
     cpu_phases: dict[str, float] = {}
     clock, cpu_clock = time.monotonic(), time.process_time()
@@ -461,7 +460,12 @@ def build(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], None] = print)
         if step % 100 == 0 or step == cfg.train_steps:
             log(f"[tiny] step {step}/{cfg.train_steps} loss {loss:.3f}")
 
-    result = train(model, blocks, cfg, on_progress=progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the target machine's budget; also keeps results comparable
+    try:
+        result = train(model, blocks, cfg, on_progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     phase("train")
     # Sampling from the full distribution by default: PPO's logprobs must be those of the sampler,
     # and transformers otherwise applies top_k=50 to any do_sample call that does not unset it.

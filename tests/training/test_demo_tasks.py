@@ -102,6 +102,11 @@ def test_list_answers_from_another_category_are_hallucinations():
     assert "hallucination" in verdict.flags
 
 
+def test_list_items_may_be_plural():
+    assert judge("List three fruits.", "Peaches, cherries and mangoes.").quality == 1.0
+    assert judge("Name two vehicles.", "buses and taxis").quality == 1.0
+
+
 def test_counting_down_is_judged_in_the_asked_direction():
     assert judge("Count from 9 to 6.", "9, 8, 7, 6").quality == 1.0
     assert judge("Count from 9 to 6.", "6, 7, 8, 9").quality < 0.5
