@@ -7,7 +7,8 @@ Shapes (fixed by truncating long synthetic texts to exact token counts):
   reward  8 rankings per batch, K = 4 completions of 32 prompt + 32 completion tokens (48 pairs)
   PPO     16 prompts of 16 tokens (--ppo-prompt-tokens) x up to 32 new tokens (the model may stop
           earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
-          by a reward model on the same trunk
+          by a reward model on the same trunk; learning rates 0 so that every run samples the
+          same responses (all the work is done, the weights just do not move)
 Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
 not timed. Throughput = work per step / the median wall time of the timed steps (between
 `on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
@@ -205,6 +206,10 @@ def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int) -> dict:
         max_prompt_length=prompt_tokens,
         max_new_tokens=32,
         checkpoint_every=0,
+        # Every computation runs (the optimizer steps too), but the weights stay put, so each run
+        # samples the same responses and does the same work whatever the reward model says.
+        lr=0.0,
+        value_lr=0.0,
     )
     timer = Timer()
     run(cfg, {"prompts": prompts}, on_progress=timer)
