@@ -106,7 +106,10 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--reward-epochs", type=int, default=2)
     parser.add_argument("--ppo-episodes", type=int, default=1024)
-    parser.add_argument("--kl-coef", type=float, default=0.02)
+    parser.add_argument("--kl-coef", type=float, default=0.05)
+    parser.add_argument("--ppo-lr", type=float, default=2e-5)
+    parser.add_argument("--reward-lr", type=float, default=2e-4)
+    parser.add_argument("--max-kl", type=float, default=8.0, help="the round's gate")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse-base", action="store_true", help="reuse var/models/tiny-base")
     parser.add_argument("--seed", type=int, default=0)
@@ -142,8 +145,9 @@ def main() -> None:
     from django.db import connection
 
     from labeling import imports, rounds, runs, selectors, services, stats
+    from labeling.management.commands.simulate_labelers import simulated_tokens
     from labeling.models import Comparison, ModelVersion, Prompt, Split
-    from labeling.simulation import run_crowd, simulated_tokens
+    from labeling.simulation import run_crowd
     from training import demo_tasks
 
     call_command("migrate", verbosity=0)
@@ -213,9 +217,10 @@ def main() -> None:
             round_ = rounds.round_start(
                 project=project, policy=sft, created_by=admin,
                 config={
-                    "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": 5e-4},
-                    "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef, "lr": 2e-4,
-                            "value_lr": 2e-4, "max_new_tokens": 32},
+                    "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
+                    "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef, "lr": args.ppo_lr,
+                            "value_lr": 1e-4, "max_new_tokens": 32},
+                    "gate": {"max_kl": args.max_kl},
                     "sample": {"temperature": 0.7, "max_new_tokens": 48},
                     "max_prompts": 32, "eval_prompts": 200,
                 },

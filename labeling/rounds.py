@@ -25,7 +25,9 @@ from .services import evaluation_tasks_create, ranking_task_create
 
 # Whether a new policy may enter the queue (InstructGPT watches KL and length; a policy that
 # stops ending its answers, drifts far from SFT or rambles is not shown to labelers).
-DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 25.0, "max_mean_length": 512.0}
+# The KL limit is per response, in nats: the first closed-loop run showed a policy at KL 24 that had
+# reward-hacked its way from gold quality 0.61 down to 0.10, so the default is well below that.
+DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0}
 STAGE_KEYS = {"reward", "ppo", "sample", "gate", "max_prompts", "eval_prompts"}
 
 

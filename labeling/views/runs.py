@@ -166,7 +166,7 @@ class RoundForm(forms.Form):
     min_eos_rate = forms.FloatField(
         min_value=0, max_value=1, initial=0.5, label="Gate: min EOS rate"
     )
-    max_kl = forms.FloatField(min_value=0, initial=25.0, label="Gate: max KL")
+    max_kl = forms.FloatField(min_value=0, initial=8.0, label="Gate: max KL (nats per response)")
     max_mean_length = forms.FloatField(min_value=1, initial=512.0, label="Gate: max mean length")
 
     def __init__(self, *args, project, **kwargs) -> None:
