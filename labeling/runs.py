@@ -49,8 +49,14 @@ def lease_seconds() -> int:
     return int(getattr(settings, "TRAINING_LEASE_SECONDS", 90))
 
 
+def run_key(run: TrainingRun) -> str:
+    """A run's directory name: its id plus its creation time, so a database rebuilt over an old
+    var/ (ids start at 1 again) never picks up another run's checkpoints or model."""
+    return f"run-{run.pk}-{run.created_at:%Y%m%d%H%M%S%f}"
+
+
 def run_dir(run: TrainingRun) -> Path:
-    return settings.RUN_ROOT / f"run-{run.pk}"
+    return settings.RUN_ROOT / run_key(run)
 
 
 def model_path(version: ModelVersion) -> str:
@@ -253,7 +259,7 @@ def run_succeed(*, run_id: int, worker: str, result: dict[str, Any], now: dateti
 
 
 def _register_model(run: TrainingRun, result: dict[str, Any]) -> ModelVersion:
-    target = settings.MODEL_ROOT / f"run-{run.pk}"
+    target = settings.MODEL_ROOT / run_key(run)
     produced = Path(result.get("model_dir") or Path(result["output_dir"]) / "model")
     if not target.exists():
         os.replace(produced, target)  # same filesystem (both under VAR_DIR): atomic
@@ -264,7 +270,7 @@ def _register_model(run: TrainingRun, result: dict[str, Any]) -> ModelVersion:
             "project": run.project,
             "name": f"{run.kind}-run-{run.pk}",
             "kind": RUN_KIND_TO_MODEL_KIND[run.kind],
-            "path": f"run-{run.pk}",
+            "path": run_key(run),
             "parent": run.base_model,
             "metrics": metrics,
         },

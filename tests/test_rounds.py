@@ -39,7 +39,7 @@ def _succeed(run: TrainingRun, now, settings, *, metrics=None, samples=None):
     if samples is not None:
         result = {"output_dir": "x", "samples": samples}
     else:
-        model_dir = settings.RUN_ROOT / f"run-{run.pk}" / "model"
+        model_dir = runs.run_dir(run) / "model"
         model_dir.mkdir(parents=True)
         (model_dir / "model.safetensors").write_bytes(b"weights")
         result = {"output_dir": str(model_dir.parent)}

@@ -96,7 +96,7 @@ def test_cancel_stops_a_queued_run_now_and_flags_a_running_one(project, run, bas
 
 
 def test_success_registers_exactly_one_model_version_even_if_reported_twice(run, now, settings):
-    produced = settings.RUN_ROOT / f"run-{run.pk}" / "model"
+    produced = runs.run_dir(run) / "model"
     produced.mkdir(parents=True)
     (produced / "model.safetensors").write_bytes(b"x")
     runs.run_claim(run_id=run.pk, worker="w", now=now)
@@ -106,8 +106,9 @@ def test_success_registers_exactly_one_model_version_even_if_reported_twice(run,
     versions = ModelVersion.objects.filter(training_run=run)
     assert versions.count() == 1
     version = versions.get()
-    assert version.path == f"run-{run.pk}" and version.metrics == {"val_loss": 1.0}
-    assert (settings.MODEL_ROOT / f"run-{run.pk}" / "model.safetensors").exists()
+    assert version.path == runs.run_key(run) and version.path.startswith(f"run-{run.pk}-")
+    assert version.metrics == {"val_loss": 1.0}
+    assert (settings.MODEL_ROOT / version.path / "model.safetensors").exists()
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.create(project=run.project, name="dup", kind="sft", training_run=run)
 
