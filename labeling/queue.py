@@ -53,7 +53,8 @@ def _slots_taken(task_id: int, now: datetime, *, excluding_lease: int | None = N
     return leases.count()
 
 
-def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tried: set[int]):
+def slots_taken(now: datetime) -> Coalesce:
+    """Per task row: how many of its overlap slots are held now (an expression to annotate)."""
     taken = (
         Lease.objects.filter(_holding(now), task=OuterRef("pk"))
         .order_by()
@@ -61,6 +62,10 @@ def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tri
         .annotate(n=Count("pk"))
         .values("n")
     )
+    return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
+
+
+def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tried: set[int]):
     mine_done = Lease.objects.filter(task=OuterRef("pk"), user_id=user_id).exclude(
         status=Lease.Status.ACTIVE
     )
@@ -71,7 +76,7 @@ def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tri
         .exclude(pk__in=tried)
         .exclude(prompt__submitted_by_id=user_id)
         .exclude(Exists(mine_done))
-        .annotate(taken=Coalesce(Subquery(taken, output_field=IntegerField()), Value(0)))
+        .annotate(taken=slots_taken(now))
         .annotate(my_lease=Subquery(mine, output_field=IntegerField()))
         .filter(taken__lt=F("overlap"))
         .order_by("-priority", "id")

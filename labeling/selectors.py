@@ -14,16 +14,13 @@ from django.db.models import (
     Count,
     Exists,
     F,
-    IntegerField,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
-    Value,
 )
-from django.db.models.functions import Coalesce
 
+from . import queue
 from .errors import Forbidden, NotFound
 from .models import (
     FLAG_CHOICES,
@@ -70,27 +67,6 @@ def projects_for_user(*, user_id: int) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user_id=user_id).order_by("name")
 
 
-def _open_slots_q(now: datetime) -> Q:
-    return Q(leases__status=Lease.Status.SUBMITTED) | Q(
-        leases__status=Lease.Status.ACTIVE, leases__expires_at__gt=now
-    )
-
-
-def waiting_counts(*, project: Project, user_id: int, now: datetime) -> dict[str, int]:
-    """Tasks of each kind this user could be given now (approximate: ignores racing claimers)."""
-    counts: dict[str, int] = {}
-    for kind in Task.Kind.values:
-        counts[kind] = (
-            Task.objects.filter(project=project, kind=kind, done=False)
-            .exclude(prompt__submitted_by_id=user_id)
-            .exclude(leases__user_id=user_id)
-            .annotate(taken=Count("leases", filter=_open_slots_q(now)))
-            .filter(taken__lt=F("overlap"))
-            .count()
-        )
-    return counts
-
-
 @dataclass(frozen=True)
 class HomeRow:
     project: Project
@@ -119,21 +95,11 @@ def home_rows(*, user_id: int, now: datetime) -> list[HomeRow]:
         .values_list("task__project_id", "pk")
     ):
         held.setdefault(project_id, lease_id)
-    taken = (
-        Lease.objects.filter(
-            Q(status=Lease.Status.SUBMITTED) | Q(status=Lease.Status.ACTIVE, expires_at__gt=now),
-            task=OuterRef("pk"),
-        )
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
     open_tasks = (
         Task.objects.filter(project_id__in=project_ids, done=False)
         .exclude(prompt__submitted_by_id=user_id)
         .exclude(Exists(Lease.objects.filter(task=OuterRef("pk"), user_id=user_id)))
-        .annotate(taken=Coalesce(Subquery(taken, output_field=IntegerField()), Value(0)))
+        .annotate(taken=queue.slots_taken(now))
         .filter(taken__lt=F("overlap"))
         .order_by()
         .values_list("project_id", "kind")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django import forms
-from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from labeling import runs, selectors
 from labeling.charts import charts_for
-from labeling.errors import DomainError, Forbidden, NotFound
+from labeling.errors import Conflict, DomainError, Forbidden
 from labeling.models import ModelVersion, Role
+from labeling.views.pages import page_view
 from training.models import RunKind, TrainingRun
 
 # The curves worth a glance, in reading order (names as the stages log them).
@@ -51,25 +53,19 @@ class RunForm(forms.Form):
 
 
 def _membership(request: HttpRequest, slug: str, role: str):
-    try:
-        return selectors.membership_require(user_id=request.user.pk, slug=slug, role=role)
-    except NotFound:
-        raise Http404("No such project.") from None
+    return selectors.membership_require(user_id=request.user.pk, slug=slug, role=role)
 
 
-@login_required
+@page_view
 @require_http_methods(["GET", "POST"])
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
-    try:
-        membership = _membership(request, slug, Role.REVIEWER)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
+    membership = _membership(request, slug, Role.REVIEWER)
     project = membership.project
     form = RunForm(request.POST or None, project=project)
     error = None
     if request.method == "POST":
         if not membership.allows(Role.ADMIN):
-            return HttpResponseForbidden("Only admins launch training runs.")
+            raise Forbidden("Only admins launch training runs.")
         if form.is_valid():
             try:
                 run = runs.run_start(
@@ -102,12 +98,9 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@login_required
+@page_view
 def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    try:
-        membership = _membership(request, slug, Role.REVIEWER)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
+    membership = _membership(request, slug, Role.REVIEWER)
     run = (
         TrainingRun.objects.filter(pk=run_id, project=membership.project)
         .select_related("base_model", "reward_model")
@@ -136,19 +129,12 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     return render(request, template, context)
 
 
-@login_required
+@page_view
 @require_POST
 def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    try:
-        membership = _membership(request, slug, Role.ADMIN)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
-    try:
+    membership = _membership(request, slug, Role.ADMIN)
+    with contextlib.suppress(Conflict):  # already finished: the page shows its final state
         runs.run_cancel(run_id=run_id, project=membership.project, now=timezone.now())
-    except NotFound:
-        raise Http404("No such run.") from None
-    except DomainError:
-        pass  # already finished: the page shows its final state
     return redirect("run-detail", slug=slug, run_id=run_id)
 
 
@@ -195,22 +181,19 @@ class RoundForm(forms.Form):
         return config
 
 
-@login_required
+@page_view
 @require_http_methods(["GET", "POST"])
 def round_list(request: HttpRequest, slug: str) -> HttpResponse:
     from labeling import rounds
     from training.models import Round
 
-    try:
-        membership = _membership(request, slug, Role.REVIEWER)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
+    membership = _membership(request, slug, Role.REVIEWER)
     project = membership.project
     form = RoundForm(request.POST or None, project=project)
     error = None
     if request.method == "POST":
         if not membership.allows(Role.ADMIN):
-            return HttpResponseForbidden("Only admins start rounds.")
+            raise Forbidden("Only admins start rounds.")
         if form.is_valid():
             try:
                 round_ = rounds.round_start(
@@ -235,14 +218,11 @@ def round_list(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "training/rounds.html", context)
 
 
-@login_required
+@page_view
 def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     from training.models import Round
 
-    try:
-        membership = _membership(request, slug, Role.REVIEWER)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
+    membership = _membership(request, slug, Role.REVIEWER)
     round_ = (
         Round.objects.filter(project=membership.project, number=number)
         .select_related("policy", "new_policy", "reward_run", "ppo_run")
@@ -264,13 +244,10 @@ def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     return render(request, template, context)
 
 
-@login_required
+@page_view
 def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
     """Lineage: the run that made a version, its config and the exact data it trained on."""
-    try:
-        membership = _membership(request, slug, Role.REVIEWER)
-    except Forbidden as exc:
-        return HttpResponseForbidden(exc.message)
+    membership = _membership(request, slug, Role.REVIEWER)
     version = (
         ModelVersion.objects.filter(project=membership.project, pk=version_id)
         .select_related("training_run", "parent")
