@@ -145,9 +145,12 @@ def main() -> None:
     from django.db import connection
 
     from labeling import imports, rounds, runs, selectors, services, stats
-    from labeling.management.commands.simulate_labelers import simulated_tokens
+    from labeling.management.commands.simulate_labelers import (
+        calibration_rankings,
+        simulated_tokens,
+    )
     from labeling.models import Comparison, ModelVersion, Prompt, Split
-    from labeling.simulation import run_crowd
+    from labeling.simulation import make_crowd, run_crowd
     from training import demo_tasks
 
     call_command("migrate", verbosity=0)
@@ -185,9 +188,13 @@ def main() -> None:
         time.sleep(3)
 
         def crowd(kinds: list[str], seed: int):
-            summary = run_crowd(
-                base_url, tokens, project.pk, kinds=kinds, agreement=args.agreement, seed=seed
-            )
+            # As `manage.py simulate_labelers` does: the noise is calibrated on the project's own
+            # ranking tasks (real samples are closer in quality than synthetic ones).
+            labelers = make_crowd(
+                len(tokens), agreement=args.agreement, seed=seed,
+                rankings=calibration_rankings(project=project) or None,
+            )  # fmt: skip
+            summary = run_crowd(base_url, tokens, project.pk, kinds=kinds, crowd=labelers)
             for line in summary.lines():
                 print("    " + line)
             connection.close()
