@@ -194,7 +194,7 @@ IMPORT_MAX_BYTES = env_int("INSTRUCTLOOP_IMPORT_MAX_BYTES", 20 * 1024 * 1024, mi
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "labeling.api.authentication.SqlTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

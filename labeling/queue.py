@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from . import sql
 from .errors import Conflict, NotFound
 from .models import Lease, Membership, Project, Role, Task
 
@@ -65,84 +67,109 @@ def slots_taken(now: datetime) -> Coalesce:
     return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
 
 
-def _candidates(*, user_id: int, project: Project, kind: str, now: datetime, tried: set[int]):
-    mine_done = Lease.objects.filter(task=OuterRef("pk"), user_id=user_id).exclude(
-        status=Lease.Status.ACTIVE
-    )
-    mine = Lease.objects.filter(task=OuterRef("pk"), user_id=user_id).values("pk")[:1]
-    return (
-        Task.objects.filter(project=project, kind=kind, done=False)
-        .select_related("prompt", "project")
-        .exclude(pk__in=tried)
-        .exclude(prompt__submitted_by_id=user_id)
-        .exclude(Exists(mine_done))
-        .annotate(taken=slots_taken(now))
-        .annotate(my_lease=Subquery(mine, output_field=IntegerField()))
-        .filter(taken__lt=F("overlap"))
-        .order_by("-priority", "id")
-    )
+# The claim, as SQL (labeling/sql.py says why). `_HOLDING` is `_holding` above, per lease row h.
+_HOLDING = "(h.status = 'submitted' OR (h.status = 'active' AND h.expires_at > %s))"
+_HELD = """
+    SELECT l.id FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
+    WHERE l.user_id = %s AND t.project_id = %s AND t.kind = %s
+      AND l.status = 'active' AND l.expires_at > %s
+    ORDER BY l.created_at, l.id LIMIT 1"""
+# Open tasks of the kind with a free slot that this user has not finished, skipped or written the
+# prompt of; `mine` is the user's own (expired, still active) lease on it, if any. NOT IN, not
+# NOT EXISTS: PostgreSQL hashes the user's finished tasks once per query instead of probing per
+# task, so a labeler deep into the queue does not re-scan everything they already did.
+_CANDIDATE = """
+    SELECT t.id, t.overlap,
+           (SELECT m.id FROM labeling_lease m WHERE m.task_id = t.id AND m.user_id = %s) AS mine
+    FROM labeling_task t JOIN labeling_prompt p ON p.id = t.prompt_id
+    WHERE t.project_id = %s AND t.kind = %s AND NOT t.done {tried}
+      AND (p.submitted_by_id IS NULL OR p.submitted_by_id <> %s)
+      AND t.id NOT IN (SELECT m.task_id FROM labeling_lease m
+                       WHERE m.user_id = %s AND m.status <> 'active')
+      AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
+    ORDER BY t.priority DESC, t.id
+    LIMIT 1{lock}"""
+_TAKEN = "SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND " + _HOLDING  # noqa: S608
+_SHOWN = "SELECT completion_id FROM labeling_taskcompletion WHERE task_id = %s ORDER BY position"
 
 
-def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> Lease | None:
-    """Lease the next task of `kind` for the user, or return None when nothing is left for them.
+def _candidate(
+    *, user_id: int, project_id: int, kind: str, now: datetime, tried: set[int], wait: bool
+) -> tuple[int, int, int | None] | None:
+    """(task id, overlap, my expired lease id) of the first candidate, row-locked (PostgreSQL).
+
+    Without `wait` rows another claimer holds are skipped, so claimers spread over tasks.
+    """
+    query = _CANDIDATE.format(
+        tried=f"AND t.id NOT IN ({sql.placeholders(len(tried))})" if tried else "",
+        holding=_HOLDING,
+        lock=sql.lock("FOR UPDATE OF t" if wait else "FOR UPDATE OF t SKIP LOCKED"),
+    )
+    params = [user_id, project_id, kind, *sorted(tried), user_id, user_id, sql.ts(now)]
+    return sql.one(query, params)
+
+
+def claim_lease_id(
+    *, user_id: int, project_id: int, kind: str, lease_seconds: int, now: datetime
+) -> int | None:
+    """Lease the next task of `kind` for the user; its lease id, or None when nothing is left.
 
     A labeler who already holds an unexpired lease of this kind in the project gets that one back,
     so a refresh or a double click on "next" never takes a second slot.
     """
     with transaction.atomic():
         _lease_commit_may_lag()
-        held = (
-            Lease.objects.filter(
-                user_id=user_id,
-                task__project=project,
-                task__kind=kind,
-                status=Lease.Status.ACTIVE,
-                expires_at__gt=now,
-            )
-            .select_related("task__prompt", "task__project")
-            .order_by("created_at")
-            .first()
-        )
+        held = sql.one(_HELD, [user_id, project_id, kind, sql.ts(now)])
         if held is not None:
-            return held
+            return held[0]
         tried: set[int] = set()
         while True:
-            base = _candidates(user_id=user_id, project=project, kind=kind, now=now, tried=tried)
-            task = base.select_for_update(skip_locked=True, of=("self",)).first()
-            if task is None:
+            candidate = partial(
+                _candidate, user_id=user_id, project_id=project_id, kind=kind, now=now, tried=tried
+            )
+            found = candidate(wait=False)
+            if found is None:
                 # Every open candidate is locked by another claimer (or none is left): wait for
                 # the first one instead of answering "nothing to do" while it may have slots.
-                task = base.select_for_update(of=("self",)).first()
-                if task is None:
+                found = candidate(wait=True)
+                if found is None:
                     return None
-            # Re-count under the row lock: the subquery above ran before we held it.
-            if _slots_taken(task.pk, now) >= task.overlap:
-                tried.add(task.pk)
+            task_id, overlap, mine = found
+            # Re-count under the row lock: the count above ran before we held it.
+            if sql.one(_TAKEN, [task_id, sql.ts(now)])[0] >= overlap:
+                tried.add(task_id)
                 continue
-            return _lease_task(task=task, user_id=user_id, project=project, now=now)
+            expires_at = sql.ts(now + timedelta(seconds=lease_seconds))
+            if mine is not None:  # the user's own expired lease: re-activate it in place
+                sql.run(
+                    "UPDATE labeling_lease SET expires_at = %s, heartbeat_at = %s WHERE id = %s",
+                    [expires_at, sql.ts(now), mine],
+                )
+                return mine
+            shown_order: list[int] = []
+            if kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
+                shown_order = [row[0] for row in sql.rows(_SHOWN, [task_id])]
+                _shuffle(shown_order)
+            return sql.one(
+                "INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at,"
+                " expires_at, heartbeat_at, submitted_at, skip_reason)"
+                " VALUES (%s, %s, 'active', %s, %s, %s, %s, NULL, '') RETURNING id",
+                [task_id, user_id, sql.json_in(shown_order), sql.ts(now), expires_at, sql.ts(now)],
+            )[0]
 
 
-def _lease_task(*, task: Task, user_id: int, project: Project, now: datetime) -> Lease:
-    expires_at = now + timedelta(seconds=project.lease_seconds)
-    if task.my_lease is not None:  # the user's own expired lease: re-activate it in place
-        lease = Lease.objects.select_related("task__prompt", "task__project").get(pk=task.my_lease)
-        lease.expires_at = expires_at
-        lease.heartbeat_at = now
-        lease.save(update_fields=["expires_at", "heartbeat_at"])
-        return lease
-    shown_order: list[int] = []
-    if task.kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
-        shown_order = list(task.task_completions.values_list("completion_id", flat=True))
-        _shuffle(shown_order)
-    return Lease.objects.create(
-        task=task,
+def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> Lease | None:
+    """`claim_lease_id`, returning the lease with its task, prompt and project (for pages)."""
+    lease_id = claim_lease_id(
         user_id=user_id,
-        status=Lease.Status.ACTIVE,
-        shown_order=shown_order,
-        created_at=now,
-        expires_at=expires_at,
-        heartbeat_at=now,
+        project_id=project.pk,
+        kind=kind,
+        lease_seconds=project.lease_seconds,
+        now=now,
     )
+    if lease_id is None:
+        return None
+    return Lease.objects.select_related("task__prompt", "task__project").get(pk=lease_id)
 
 
 def get_own_lease(*, lease_id: int, user_id: int) -> Lease:
@@ -160,24 +187,38 @@ def get_own_lease(*, lease_id: int, user_id: int) -> Lease:
     return lease
 
 
+_LOCK_OWN_LEASE = """
+    SELECT {lease}, {task}, pr.k, pr.flags, pr.lease_seconds
+    FROM labeling_lease l
+    JOIN labeling_task t ON t.id = l.task_id
+    JOIN labeling_project pr ON pr.id = t.project_id
+    WHERE l.id = %s AND l.user_id = %s
+      AND EXISTS (SELECT 1 FROM labeling_membership m
+                  WHERE m.project_id = t.project_id AND m.user_id = %s AND m.role IN (%s, %s, %s))
+    {lock}"""
+
+
 def _lock_own_lease(*, lease_id: int, user_id: int) -> Lease:
-    lease = (
-        Lease.objects.select_for_update(of=("self",))
-        .select_related("task__project")
-        .filter(pk=lease_id, user_id=user_id)
-        .filter(
-            Exists(
-                Membership.objects.filter(
-                    project=OuterRef("task__project"),
-                    user_id=user_id,
-                    role__in=[Role.LABELER, Role.REVIEWER, Role.ADMIN],
-                )
-            )
-        )
-        .first()
+    """The user's lease, row-locked, with its task and the project settings the queue and the
+    submits read (any other project field loads on access, as a deferred field does)."""
+    query = _LOCK_OWN_LEASE.format(
+        lease=sql.columns(Lease, "l"),
+        task=sql.columns(Task, "t"),
+        lock=sql.lock("FOR UPDATE OF l"),
     )
-    if lease is None:
+    row = sql.one(query, [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN])
+    if row is None:
         raise NotFound("No such lease.")
+    n_lease, n_task = len(Lease._meta.concrete_fields), len(Task._meta.concrete_fields)
+    lease = sql.instance(Lease, row[:n_lease])
+    task = sql.instance(Task, row[n_lease : n_lease + n_task])
+    k, flags, lease_seconds = row[n_lease + n_task :]
+    task.project = Project.from_db(
+        "default",
+        ["id", "k", "flags", "lease_seconds"],
+        [task.project_id, k, sql.json_out(flags), lease_seconds],
+    )
+    lease.task = task
     return lease
 
 
@@ -248,12 +289,22 @@ def mark_submitted(*, lease: Lease, now: datetime) -> None:
     """Close the lease and, under the task's row lock, mark the task done when every slot is in."""
     lease.status = Lease.Status.SUBMITTED
     lease.submitted_at = now
-    lease.save(update_fields=["status", "submitted_at"])
-    task = Task.objects.select_for_update().get(pk=lease.task_id)
-    submitted = Lease.objects.filter(task_id=task.pk, status=Lease.Status.SUBMITTED).count()
-    if submitted >= task.overlap and not task.done:
-        task.done = True
-        task.save(update_fields=["done"])
+    sql.run(
+        "UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s",
+        [sql.ts(now), lease.pk],
+    )
+    overlap, done = sql.one(
+        "SELECT overlap, done FROM labeling_task WHERE id = %s" + sql.lock("FOR UPDATE"),  # noqa: S608
+        [lease.task_id],
+    )
+    if done:
+        return
+    submitted = sql.one(
+        "SELECT COUNT(*) FROM labeling_lease WHERE task_id = %s AND status = 'submitted'",
+        [lease.task_id],
+    )[0]
+    if submitted >= overlap:
+        sql.run("UPDATE labeling_task SET done = %s WHERE id = %s", [True, lease.task_id])
 
 
 def release_stale(*, now: datetime, older_than: timedelta) -> int:

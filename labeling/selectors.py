@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import combinations
+from typing import Any
 
 from django.db.models import (
     Count,
@@ -20,7 +21,7 @@ from django.db.models import (
     QuerySet,
 )
 
-from . import queue
+from . import queue, sql
 from .errors import Forbidden, NotFound
 from .models import (
     FLAG_CHOICES,
@@ -47,17 +48,27 @@ def membership_require(
     slug: str | None = None,
     role: str = Role.LABELER,
 ) -> Membership:
-    """The caller's membership with at least `role`: not a member → 404, lower role → 403."""
-    memberships = Membership.objects.select_related("project").filter(user_id=user_id)
+    """The caller's membership with at least `role`: not a member → 404, lower role → 403.
+
+    One hand-written query (labeling/sql.py): every API call and page of a project starts here.
+    """
     if project_id is not None:
-        memberships = memberships.filter(project_id=project_id)
+        where, key = "m.project_id = %s", project_id
     elif slug is not None:
-        memberships = memberships.filter(project__slug=slug)
+        where, key = "p.slug = %s", slug
     else:
         raise NotFound("No such project.")
-    membership = memberships.first()
-    if membership is None:
+    row = sql.one(
+        f"SELECT {sql.columns(Membership, 'm')}, {sql.columns(Project, 'p')}"  # noqa: S608
+        " FROM labeling_membership m JOIN labeling_project p ON p.id = m.project_id"
+        f" WHERE m.user_id = %s AND {where}",
+        [user_id, key],
+    )
+    if row is None:
         raise NotFound("No such project.")
+    n = len(Membership._meta.concrete_fields)
+    membership = sql.instance(Membership, row[:n])
+    membership.project = sql.instance(Project, row[n:])
     if not membership.allows(role):
         raise Forbidden(f"This needs the {role} role in {membership.project.name}.")
     return membership
@@ -343,6 +354,58 @@ def memberships_for_user(*, user_id: int) -> QuerySet[Membership]:
         .select_related("project")
         .order_by("project__name", "pk")
     )
+
+
+_LEASE_TASK = """
+    SELECT l.id, l.status, l.expires_at, l.task_id, l.shown_order, t.kind, p.id, p.messages,
+           pr.flags, pr.k,
+           (SELECT d.text FROM labeling_demonstrationdraft d WHERE d.lease_id = l.id)
+    FROM labeling_lease l
+    JOIN labeling_task t ON t.id = l.task_id
+    JOIN labeling_prompt p ON p.id = t.prompt_id
+    JOIN labeling_project pr ON pr.id = t.project_id
+    WHERE l.id = %s"""
+
+
+def lease_task(*, lease_id: int) -> dict[str, Any]:
+    """What a labeler is asked to do under a lease, as the API answers it (LeaseTaskSerializer's
+    shape): the prompt, the outputs in this labeler's order (never their model), the flags asked,
+    the draft of a demonstration. Two hand-written queries: `next` is the labeler loop's hot path.
+    """
+    row = sql.one(_LEASE_TASK, [lease_id])
+    if row is None:
+        raise NotFound("No such lease.")
+    lease_pk, status, expires_at, task_id, shown_order, kind, prompt_id, messages = row[:8]
+    flags, k, draft = row[8:]
+    shown_order = sql.json_out(shown_order)
+    completions = []
+    if shown_order:
+        texts = dict(
+            sql.rows(
+                "SELECT id, text FROM labeling_completion WHERE id IN "  # noqa: S608
+                f"({sql.placeholders(len(shown_order))})",
+                shown_order,
+            )
+        )
+        completions = [{"id": pk, "text": texts[pk]} for pk in shown_order if pk in texts]
+    return {
+        "lease_id": lease_pk,
+        "status": status,
+        "expires_at": iso_datetime(sql.aware(expires_at)),
+        "kind": kind,
+        "task_id": task_id,
+        "prompt": {"id": prompt_id, "messages": sql.json_out(messages)},
+        "completions": completions,
+        "flags": sql.json_out(flags),
+        "k": k,
+        "draft": draft if kind == Task.Kind.DEMONSTRATION else None,
+    }
+
+
+def iso_datetime(value: datetime) -> str:
+    """As DRF writes a datetime: ISO 8601 in UTC, with Z."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def shown_completions(*, lease: Lease) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
-from . import queue
+from . import queue, sql
 from .errors import Conflict, Invalid
 from .imports import PromptRow, RankingTaskRow
 from .models import (
@@ -437,11 +437,12 @@ def ranking_submit(
         if lease.status == Lease.Status.SUBMITTED:
             return Ranking.objects.get(lease=lease), False
         project = task.project
-        completion_ids = set(task.task_completions.values_list("completion_id", flat=True))
+        # What the labeler was shown is the task's outputs (the claim copied them, shuffled).
+        completion_ids = set(lease.shown_order)
         parsed = _validate_entries(
             entries, completion_ids=completion_ids, k=project.k, asked_flags=set(project.flags)
         )
-        ranking = Ranking.objects.create(
+        ranking = Ranking(
             task=task,
             labeler_id=user_id,
             lease=lease,
@@ -451,18 +452,63 @@ def ranking_submit(
             shown_order=lease.shown_order,
             created_at=now,
         )
-        RankingEntry.objects.bulk_create(
-            RankingEntry(
-                ranking=ranking,
-                completion_id=e.completion,
-                rank=e.rank,
-                likert=e.likert,
-                flags=list(e.flags),
-            )
-            for e in parsed
-        )
+        _ranking_insert(ranking, parsed)
         queue.mark_submitted(lease=lease, now=now)
         return ranking, True
+
+
+def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
+    """INSERT the ranking and its entries as two hand-written statements (labeling/sql.py), and
+    leave them on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read."""
+    ranking.pk = sql.one(
+        "INSERT INTO labeling_ranking (task_id, labeler_id, lease_id, none_acceptable, notes,"
+        " time_spent_ms, shown_order, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id",
+        [
+            ranking.task_id,
+            ranking.labeler_id,
+            ranking.lease_id,
+            ranking.none_acceptable,
+            ranking.notes,
+            ranking.time_spent_ms,
+            sql.json_in(ranking.shown_order),
+            sql.ts(ranking.created_at),
+        ],
+    )[0]
+    ranking._state.adding = False
+    rows = [
+        RankingEntry(
+            ranking=ranking,
+            completion_id=e.completion,
+            rank=e.rank,
+            likert=e.likert,
+            flags=list(e.flags),
+        )
+        for e in entries
+    ]
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))  # placeholders only
+    ids = sql.rows(
+        f"INSERT INTO labeling_rankingentry (ranking_id, completion_id, rank, likert, flags) VALUES {values} RETURNING id",  # noqa: E501, S608
+        [
+            value
+            for row in rows
+            for value in (
+                ranking.pk,
+                row.completion_id,
+                row.rank,
+                row.likert,
+                sql.json_in(row.flags),
+            )
+        ],
+    )
+    for row, (pk,) in zip(rows, sorted(ids), strict=True):
+        row.pk = pk
+        row._state.adding = False
+    rows.sort(key=lambda row: (row.rank, row.pk))  # RankingEntry.Meta.ordering
+    # As prefetch_related leaves it: a queryset whose results are already known.
+    entries = RankingEntry.objects.filter(ranking=ranking)
+    entries._result_cache, entries._prefetch_done = rows, True
+    ranking._prefetched_objects_cache = {"entries": entries}
 
 
 # --- blind pairwise evaluation -------------------------------------------------------------

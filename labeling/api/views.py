@@ -217,12 +217,16 @@ class NextView(ApiView):
     def post(self, request: Request, project_id: int) -> Response:
         membership = _member(request, project_id)
         data = _valid(s.NextSerializer, request)
-        lease = queue.claim_next(
-            user_id=request.user.pk, project=membership.project, now=timezone.now(), **data
+        lease_id = queue.claim_lease_id(
+            user_id=request.user.pk,
+            project_id=membership.project_id,
+            lease_seconds=membership.project.lease_seconds,
+            now=timezone.now(),
+            **data,
         )
-        if lease is None:
+        if lease_id is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.LeaseTaskSerializer(lease).data)
+        return Response(selectors.lease_task(lease_id=lease_id))
 
 
 class LeaseDetailView(ApiView):
@@ -232,8 +236,8 @@ class LeaseDetailView(ApiView):
         summary="One of my leases: the task it holds, as `next` answered",
     )
     def get(self, request: Request, lease_id: int) -> Response:
-        lease = queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
-        return Response(s.LeaseTaskSerializer(lease).data)
+        queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+        return Response(selectors.lease_task(lease_id=lease_id))
 
 
 class HeartbeatView(ApiView):
