@@ -106,7 +106,8 @@ def _candidate(
         lock=sql.lock("FOR UPDATE OF t" if wait else "FOR UPDATE OF t SKIP LOCKED"),
     )
     params = [user_id, project_id, kind, *sorted(tried), user_id, user_id, sql.ts(now)]
-    return sql.one(query, params)
+    name = None if tried else ("il_candidate_wait" if wait else "il_candidate")
+    return sql.one(query, params, name=name)
 
 
 def claim_lease_id(
@@ -119,7 +120,7 @@ def claim_lease_id(
     """
     with transaction.atomic():
         _lease_commit_may_lag()
-        held = sql.one(_HELD, [user_id, project_id, kind, sql.ts(now)])
+        held = sql.one(_HELD, [user_id, project_id, kind, sql.ts(now)], name="il_held")
         if held is not None:
             return held[0]
         tried: set[int] = set()
@@ -136,7 +137,7 @@ def claim_lease_id(
                     return None
             task_id, overlap, mine = found
             # Re-count under the row lock: the count above ran before we held it.
-            if sql.one(_TAKEN, [task_id, sql.ts(now)])[0] >= overlap:
+            if sql.one(_TAKEN, [task_id, sql.ts(now)], name="il_taken")[0] >= overlap:
                 tried.add(task_id)
                 continue
             expires_at = sql.ts(now + timedelta(seconds=lease_seconds))
@@ -148,13 +149,14 @@ def claim_lease_id(
                 return mine
             shown_order: list[int] = []
             if kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
-                shown_order = [row[0] for row in sql.rows(_SHOWN, [task_id])]
+                shown_order = [row[0] for row in sql.rows(_SHOWN, [task_id], name="il_shown")]
                 _shuffle(shown_order)
             return sql.one(
                 "INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at,"
                 " expires_at, heartbeat_at, submitted_at, skip_reason)"
                 " VALUES (%s, %s, 'active', %s, %s, %s, %s, NULL, '') RETURNING id",
                 [task_id, user_id, sql.json_in(shown_order), sql.ts(now), expires_at, sql.ts(now)],
+                name="il_lease_insert",
             )[0]
 
 
@@ -206,7 +208,8 @@ def _lock_own_lease(*, lease_id: int, user_id: int) -> Lease:
         task=sql.columns(Task, "t"),
         lock=sql.lock("FOR UPDATE OF l"),
     )
-    row = sql.one(query, [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN])
+    params = [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN]
+    row = sql.one(query, params, name="il_lock_lease")
     if row is None:
         raise NotFound("No such lease.")
     n_lease, n_task = len(Lease._meta.concrete_fields), len(Task._meta.concrete_fields)
@@ -292,16 +295,19 @@ def mark_submitted(*, lease: Lease, now: datetime) -> None:
     sql.run(
         "UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s",
         [sql.ts(now), lease.pk],
+        name="il_lease_submitted",
     )
     overlap, done = sql.one(
         "SELECT overlap, done FROM labeling_task WHERE id = %s" + sql.lock("FOR UPDATE"),  # noqa: S608
         [lease.task_id],
+        name="il_task_lock",
     )
     if done:
         return
     submitted = sql.one(
         "SELECT COUNT(*) FROM labeling_lease WHERE task_id = %s AND status = 'submitted'",
         [lease.task_id],
+        name="il_submitted_count",
     )[0]
     if submitted >= overlap:
         sql.run("UPDATE labeling_task SET done = %s WHERE id = %s", [True, lease.task_id])

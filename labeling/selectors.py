@@ -53,9 +53,9 @@ def membership_require(
     One hand-written query (labeling/sql.py): every API call and page of a project starts here.
     """
     if project_id is not None:
-        where, key = "m.project_id = %s", project_id
+        where, key, name = "m.project_id = %s", project_id, "il_member_by_id"
     elif slug is not None:
-        where, key = "p.slug = %s", slug
+        where, key, name = "p.slug = %s", slug, "il_member_by_slug"
     else:
         raise NotFound("No such project.")
     row = sql.one(
@@ -63,6 +63,7 @@ def membership_require(
         " FROM labeling_membership m JOIN labeling_project p ON p.id = m.project_id"
         f" WHERE m.user_id = %s AND {where}",
         [user_id, key],
+        name=name,
     )
     if row is None:
         raise NotFound("No such project.")
@@ -372,7 +373,7 @@ def lease_task(*, lease_id: int) -> dict[str, Any]:
     shape): the prompt, the outputs in this labeler's order (never their model), the flags asked,
     the draft of a demonstration. Two hand-written queries: `next` is the labeler loop's hot path.
     """
-    row = sql.one(_LEASE_TASK, [lease_id])
+    row = sql.one(_LEASE_TASK, [lease_id], name="il_lease_task")
     if row is None:
         raise NotFound("No such lease.")
     lease_pk, status, expires_at, task_id, shown_order, kind, prompt_id, messages = row[:8]
@@ -385,6 +386,7 @@ def lease_task(*, lease_id: int) -> dict[str, Any]:
                 "SELECT id, text FROM labeling_completion WHERE id IN "  # noqa: S608
                 f"({sql.placeholders(len(shown_order))})",
                 shown_order,
+                name=f"il_completions_{len(shown_order)}",
             )
         )
         completions = [{"id": pk, "text": texts[pk]} for pk in shown_order if pk in texts]

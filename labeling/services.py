@@ -474,6 +474,7 @@ def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
             sql.json_in(ranking.shown_order),
             sql.ts(ranking.created_at),
         ],
+        name="il_ranking_insert",
     )[0]
     ranking._state.adding = False
     rows = [
@@ -500,6 +501,7 @@ def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
                 sql.json_in(row.flags),
             )
         ],
+        name=f"il_entries_{len(rows)}",
     )
     for row, (pk,) in zip(rows, sorted(ids), strict=True):
         row.pk = pk

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import BooleanField, DateTimeField, JSONField, Model
 
 M = TypeVar("M", bound=Model)
@@ -57,22 +57,45 @@ def json_out(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def one(query: str, params: Sequence[Any] = ()) -> tuple | None:
-    with connection.cursor() as cursor:
+def _execute(cursor: Any, query: str, params: Sequence[Any], name: str | None) -> None:
+    """Run `query`; on PostgreSQL, a `name`d one as a prepared statement of this connection.
+
+    Planning the claim's candidate query costs PostgreSQL more than running it (0.9 ms against
+    0.4 ms); a statement prepared once per connection is planned once, or re-planned only when
+    PostgreSQL judges a custom plan worth it. (Not for a transaction-pooling proxy such as
+    PgBouncer in transaction mode: prepared statements live on one server connection.)
+    """
+    if name is None or not postgres():
         cursor.execute(query, params)
+        return
+    # This thread's connection wrapper (`connection` is a proxy shared by all threads); a name is
+    # prepared on the raw connection it is stored with, and again on a new one after a reconnect.
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    prepared = wrapper.__dict__.setdefault("_instructloop_prepared", {})
+    if prepared.get(name) is not wrapper.connection:
+        parts = query.split("%s")
+        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        cursor.execute(f"PREPARE {name} AS {numbered}")
+        prepared[name] = wrapper.connection
+    cursor.execute(f"EXECUTE {name} ({placeholders(len(params))})", params)
+
+
+def one(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> tuple | None:
+    with connection.cursor() as cursor:
+        _execute(cursor, query, params, name)
         return cursor.fetchone()
 
 
-def rows(query: str, params: Sequence[Any] = ()) -> list[tuple]:
+def rows(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(query, params)
+        _execute(cursor, query, params, name)
         return cursor.fetchall()
 
 
-def run(query: str, params: Sequence[Any] = ()) -> int:
+def run(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> int:
     """Execute a write; returns the number of rows it touched."""
     with connection.cursor() as cursor:
-        cursor.execute(query, params)
+        _execute(cursor, query, params, name)
         return cursor.rowcount
 
 

@@ -24,6 +24,7 @@ class SqlTokenAuthentication(TokenAuthentication):
             f" FROM {Token._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id"
             " WHERE t.key = %s",
             [key],
+            name="il_token_user",
         )
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

@@ -221,6 +221,28 @@ class RankingEntrySerializer(serializers.Serializer):
     flags = serializers.ListField(child=serializers.CharField())
 
 
+def ranking_data(ranking: Ranking, *, labeler: str) -> dict[str, Any]:
+    """`RankingSerializer(ranking).data` written out by hand for the submit answer, the labeler
+    loop's hot path (a ModelSerializer builds its fields anew on every call); the schema and the
+    tests keep the serializer as the definition (tests/api/test_fast_payloads.py)."""
+    return {
+        "id": ranking.pk,
+        "lease_id": ranking.lease_id,
+        "task_id": ranking.task_id,
+        "prompt_id": ranking.task.prompt_id,
+        "labeler": labeler,
+        "entries": [
+            {"completion": e.completion_id, "rank": e.rank, "likert": e.likert, "flags": e.flags}
+            for e in ranking.entries.all()
+        ],
+        "none_acceptable": ranking.none_acceptable,
+        "notes": ranking.notes,
+        "time_spent_ms": ranking.time_spent_ms,
+        "shown_order": ranking.shown_order,
+        "created_at": selectors.iso_datetime(ranking.created_at),
+    }
+
+
 class RankingSerializer(serializers.ModelSerializer):
     labeler = serializers.CharField(source="labeler.username")
     prompt_id = serializers.IntegerField(source="task.prompt_id")

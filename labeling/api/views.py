@@ -336,9 +336,8 @@ class RankingSubmitView(ApiView):
             now=timezone.now(),
             **data,
         )
-        ranking.labeler = request.user  # it is the caller's (the service checked); saves a query
         return Response(
-            s.RankingSerializer(ranking).data,
+            s.ranking_data(ranking, labeler=request.user.username),  # the caller's: service checked
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

@@ -1,0 +1,129 @@
+"""The labeler loop's hand-written SQL answers exactly what the serializers define.
+
+`next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql.py);
+LeaseTaskSerializer and RankingSerializer stay the definition (and the OpenAPI schema). Each test
+compares the fast answer with the serializer's output over a fresh ORM read of the same rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from labeling import queue, services, sql
+from labeling.api import serializers as s
+from labeling.models import DemonstrationDraft, Lease, Ranking, Task
+
+from ..factories import demonstration_task, ranking_task
+from .conftest import entries_for
+
+pytestmark = pytest.mark.django_db
+
+
+def _serialized_lease(lease_id: int) -> dict:
+    lease = Lease.objects.select_related("task__prompt", "task__project").get(pk=lease_id)
+    return dict(s.LeaseTaskSerializer(lease).data)
+
+
+def test_next_answers_a_ranking_lease_as_the_serializer_does(project, personas, client_for):
+    ranking_task(project, texts=["<b>one</b>", "two", "three", "four"])
+    response = client_for(personas.alice).post(
+        f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body == _serialized_lease(body["lease_id"])
+    assert [c["text"] for c in body["completions"]] != [] and body["draft"] is None
+    assert "model_version" not in str(body)  # the labeler never learns which model wrote what
+
+
+def test_next_answers_a_demonstration_lease_with_its_draft(project, personas, client_for, now):
+    demonstration_task(project)
+    alice = client_for(personas.alice)
+    first = alice.post(
+        f"/api/v1/projects/{project.pk}/next/", {"kind": "demonstration"}, format="json"
+    ).json()
+    DemonstrationDraft.objects.create(lease_id=first["lease_id"], text="half done", updated_at=now)
+    again = alice.post(
+        f"/api/v1/projects/{project.pk}/next/", {"kind": "demonstration"}, format="json"
+    ).json()
+    assert again["lease_id"] == first["lease_id"]  # the held lease comes back
+    assert again["draft"] == "half done"
+    assert again == _serialized_lease(first["lease_id"])
+    detail = alice.get(f"/api/v1/leases/{first['lease_id']}/").json()
+    assert detail == again
+
+
+def test_the_ranking_submit_answer_is_the_serializers_view_of_the_stored_rows(
+    project, personas, alice_leases, client_for
+):
+    project.flags = ["hallucination", "fails_to_follow"]
+    project.save(update_fields=["flags"])
+    entries = entries_for(alice_leases.ranking, [2, 1, 1, 3], flags=["hallucination"])
+    entries[1]["likert"] = 7
+    body = {"entries": entries, "notes": "  tie for first  ", "time_spent_ms": 1234}
+    url = f"/api/v1/leases/{alice_leases.ranking.pk}/ranking/"
+    first = client_for(personas.alice).post(url, body, format="json")
+    assert first.status_code == 201
+    stored = Ranking.objects.select_related("labeler", "task").get(pk=first.json()["id"])
+    assert first.json() == dict(s.RankingSerializer(stored).data)
+    assert first.json()["notes"] == "tie for first"
+    replay = client_for(personas.alice).post(url, body, format="json")
+    assert (replay.status_code, replay.json()) == (200, first.json())
+
+
+def test_the_service_returns_the_ranking_with_its_entries_without_reading_them_again(
+    project, personas, alice_leases, now, django_assert_num_queries
+):
+    lease = alice_leases.ranking
+    ranking, created = services.ranking_submit(
+        lease_id=lease.pk,
+        user_id=personas.alice.pk,
+        entries=entries_for(lease, [1, 2, 3, 4]),
+        now=now,
+    )
+    assert created
+    with django_assert_num_queries(0):
+        ranks = [(e.completion_id, e.rank) for e in ranking.entries.all()]
+    fresh = [(e.completion_id, e.rank) for e in Ranking.objects.get(pk=ranking.pk).entries.all()]
+    assert ranks == fresh and len(ranks) == 4
+    assert all(e.pk is not None for e in ranking.entries.all())
+
+
+def test_a_lease_read_by_sql_loads_any_other_project_field_on_access(
+    project, personas, alice_leases, now
+):
+    lease = queue.lock_for_submit(
+        lease_id=alice_leases.ranking.pk, user_id=personas.alice.pk, now=now
+    )
+    assert lease.task.project.lease_seconds == project.lease_seconds
+    assert lease.task.project.name == project.name  # deferred, then loaded: never a default
+    assert lease.task.kind == Task.Kind.RANKING and lease.expires_at.tzinfo is not None
+
+
+def test_an_unknown_token_and_an_inactive_users_token_are_401(project, personas, client_for):
+    url = f"/api/v1/projects/{project.pk}/next/"
+    stranger = client_for()
+    stranger.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert stranger.post(url, {"kind": "ranking"}, format="json").status_code == 401
+    alice = client_for(personas.alice)
+    get_user_model().objects.filter(pk=personas.alice.pk).update(is_active=False)
+    response = alice.post(url, {"kind": "ranking"}, format="json")
+    assert response.status_code == 401
+    assert Token.objects.filter(user=personas.alice).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_a_prepared_statement_is_prepared_again_on_a_new_connection():
+    query = "SELECT %s + 1"
+    assert sql.one(query, [1], name="il_test_plus_one") == (2,)
+    connection.close()  # as Django does after CONN_MAX_AGE or a broken connection
+    assert sql.one(query, [41], name="il_test_plus_one") == (42,)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'il_test_plus_one'"
+        )
+        assert cursor.fetchone() == (1,)
