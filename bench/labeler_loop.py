@@ -193,6 +193,35 @@ print(json.dumps({"lost": len(ids - stored), "over_overlap": over, "duplicate_pa
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _postgres_backends(url: str) -> list[int]:
+    """The server processes serving the bench database (the app's persistent connections)."""
+    import psycopg2
+
+    name = urlparse(url).path.lstrip("/")
+    conn = psycopg2.connect(urlparse(url)._replace(path="/postgres").geturl())
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [name])
+        pids = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return pids
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -215,6 +244,9 @@ def run_one(args: argparse.Namespace, labelers: int) -> None:
     proc = _start_gunicorn(env, port=args.port, workers=args.workers, threads=args.threads)
     try:
         stats, lock = Stats(), threading.Lock()
+        workers = _children(proc.pid)
+        app_cpu0 = sum(_cpu_seconds(pid) for pid in workers)
+        client_cpu0 = time.process_time()
         t0 = time.monotonic()
         stop_at = t0 + args.seconds
         threads = [
@@ -229,6 +261,11 @@ def run_one(args: argparse.Namespace, labelers: int) -> None:
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t0
+        # CPU spent per annotation by each party: what bounds throughput on a machine of C cores
+        # (C x 1000 / the sum, in annotations/s), whatever else runs beside the bench.
+        app_cpu = sum(_cpu_seconds(pid) for pid in workers) - app_cpu0
+        client_cpu = time.process_time() - client_cpu0
+        db_cpu = sum(_cpu_seconds(pid) for pid in _postgres_backends(url))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -241,6 +278,12 @@ def run_one(args: argparse.Namespace, labelers: int) -> None:
         f"(next p50={_pct(stats.latencies['next'], 0.5):.1f} submit p50={_pct(stats.latencies['submit'], 0.5):.1f}) "
         f"errors={len(stats.errors)} double_assignments={check['over_overlap'] + check['duplicate_pairs']} "
         f"lost_submissions={check['lost']} queue_empty_hits={stats.empty}",
+        flush=True,
+    )
+    per = 1000 / max(stats.completed, 1)
+    print(
+        f"    CPU per annotation: app {app_cpu * per:.2f} ms, PostgreSQL {db_cpu * per:.2f} ms, "
+        f"client {client_cpu * per:.2f} ms; load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     for err in stats.errors[:5]:

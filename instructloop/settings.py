@@ -110,6 +110,15 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
+# What /api/v1/ keeps of MIDDLEWARE when served by instructloop.wsgi (see its docstring): security
+# headers, sessions and the user for session-authenticated calls, host checks and APPEND_SLASH.
+API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
 ROOT_URLCONF = "instructloop.urls"
 WSGI_APPLICATION = "instructloop.wsgi.application"
 

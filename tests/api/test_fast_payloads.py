@@ -7,6 +7,8 @@ compares the fast answer with the serializer's output over a fresh ORM read of t
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -14,7 +16,8 @@ from rest_framework.authtoken.models import Token
 
 from labeling import queue, services, sql
 from labeling.api import serializers as s
-from labeling.models import DemonstrationDraft, Lease, Ranking, Task
+from labeling.models import FLAG_CODES, MAX_K, DemonstrationDraft, Lease, Ranking, Task
+from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 
 from ..factories import demonstration_task, ranking_task
 from .conftest import entries_for
@@ -127,3 +130,66 @@ def test_a_prepared_statement_is_prepared_again_on_a_new_connection():
             "SELECT count(*) FROM pg_prepared_statements WHERE name = 'il_test_plus_one'"
         )
         assert cursor.fetchone() == (1,)
+
+
+# Per field: values the serializer takes as they are, then values it converts or refuses.
+_VALUES = {
+    "completion": ([1, 7, 10**12], [0, -3, "7", 7.0, True, None]),
+    "rank": ([1, 2, MAX_K], [MAX_K + 1, 0, "1", 1.5, False]),
+    "likert": ([1, 4, 7], [8, 0, "5", None]),
+    "flags": (
+        [[], ["hallucination"], ["a" * 64]],
+        [["a" * 65], [""], [" x"], ["x\x00"], "x", [1], ["\ud800"], ["f"] * (len(FLAG_CODES) + 1)],
+    ),
+    "notes": (["", "fine", "x" * MAX_NOTES_CHARS], [" padded ", "x" * (MAX_NOTES_CHARS + 1), "nul\x00", 5, None]),
+    "none_acceptable": ([True, False], ["true", 1, None]),
+    "time_spent_ms": ([0, 1000, MAX_TIME_SPENT_MS], [MAX_TIME_SPENT_MS + 1, -1, "9", 2.0]),
+}  # fmt: skip
+
+
+def _value(rng: random.Random, key: str) -> object:
+    good, bad = _VALUES[key]
+    return rng.choice(good if rng.random() < 0.9 else bad)
+
+
+def _random_body(rng: random.Random) -> object:
+    """A ranking body, well-formed or off in one of the ways a client gets it wrong."""
+    entries = []
+    for _ in range(rng.choice([1, 2, 4, MAX_K] * 6 + [0, MAX_K + 1])):
+        entry = {key: _value(rng, key) for key in ("completion", "rank", "likert")}
+        if rng.random() < 0.7:
+            entry["flags"] = _value(rng, "flags")
+        if rng.random() < 0.02:
+            entry["model_version"] = 3
+        if rng.random() < 0.02:
+            del entry["rank"]
+        entries.append(entry)
+    body: dict = {"entries": entries if rng.random() < 0.98 else {"0": entries}}
+    for key in ("notes", "none_acceptable", "time_spent_ms"):
+        if rng.random() < 0.6:
+            body[key] = _value(rng, key)
+    if rng.random() < 0.02:
+        body["labeler"] = "someone_else"
+    if rng.random() < 0.02:
+        return [body]
+    return body
+
+
+def test_the_fast_ranking_body_check_accepts_only_what_the_serializer_accepts_alike():
+    """4,000 bodies, right and wrong: whenever the fast check answers, the serializer accepts the
+    same body with the same values; whatever it declines goes to the serializer, which judges."""
+    rng = random.Random(7)
+    answered = declined_valid = 0
+    for _ in range(4000):
+        body = _random_body(rng)
+        fast = s.ranking_submit_fast(body)
+        serializer = s.RankingSubmitSerializer(data=body)
+        if fast is not None:
+            answered += 1
+            assert serializer.is_valid(), (body, serializer.errors)
+            expected = dict(serializer.validated_data)
+            expected["entries"] = [dict(e) for e in expected["entries"]]
+            assert fast == expected, body
+        elif serializer.is_valid():
+            declined_valid += 1  # e.g. "7" for 7: the serializer converts it, the fast path defers
+    assert answered > 200 and declined_valid > 0
