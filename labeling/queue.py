@@ -31,16 +31,17 @@ from .models import Lease, Membership, Project, Role, Task
 _shuffle = random.SystemRandom().shuffle
 
 
-def _lease_commit_may_lag() -> None:
-    """Let this transaction's commit return before its WAL reaches disk (PostgreSQL only).
+# Lets a transaction's commit return before its WAL reaches disk (PostgreSQL only). Only for
+# lease bookkeeping (claim, heartbeat): if the server crashes in that instant the lease is gone
+# and the labeler claims again; nothing they entered is lost. Submits never use this: they commit
+# durably. Saves one fsync per claim, the largest single cost of the labeler loop.
+_COMMIT_MAY_LAG = "SET LOCAL synchronous_commit TO OFF"
 
-    Only for lease bookkeeping (claim, heartbeat): if the server crashes in that instant the lease
-    is gone and the labeler claims again; nothing they entered is lost. Submits never use this:
-    they commit durably. Saves one fsync per claim, the largest single cost of the labeler loop.
-    """
+
+def _lease_commit_may_lag() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.execute(_COMMIT_MAY_LAG)
 
 
 def _holding(now: datetime) -> Q:
@@ -119,8 +120,8 @@ def claim_lease_id(
     so a refresh or a double click on "next" never takes a second slot.
     """
     with transaction.atomic():
-        _lease_commit_may_lag()
-        held = sql.one(_HELD, [user_id, project_id, kind, sql.ts(now)], name="il_held")
+        params = [user_id, project_id, kind, sql.ts(now)]
+        held = sql.one(_HELD, params, name="il_held", pg_first=_COMMIT_MAY_LAG)
         if held is not None:
             return held[0]
         tried: set[int] = set()

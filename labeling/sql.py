@@ -57,32 +57,40 @@ def json_out(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _execute(cursor: Any, query: str, params: Sequence[Any], name: str | None) -> None:
-    """Run `query`; on PostgreSQL, a `name`d one as a prepared statement of this connection.
+def _execute(
+    cursor: Any, query: str, params: Sequence[Any], name: str | None, pg_first: str | None = None
+) -> None:
+    """Run `query`; on PostgreSQL, a `name`d one as a prepared statement of this connection, and
+    `pg_first` (a parameterless, PostgreSQL-only statement such as a SET LOCAL) in the same round
+    trip just before it. SQLite runs `query` alone.
 
     Planning the claim's candidate query costs PostgreSQL more than running it (0.9 ms against
     0.4 ms); a statement prepared once per connection is planned once, or re-planned only when
     PostgreSQL judges a custom plan worth it. (Not for a transaction-pooling proxy such as
     PgBouncer in transaction mode: prepared statements live on one server connection.)
     """
-    if name is None or not postgres():
+    if not postgres():
         cursor.execute(query, params)
         return
-    # This thread's connection wrapper (`connection` is a proxy shared by all threads); a name is
-    # prepared on the raw connection it is stored with, and again on a new one after a reconnect.
-    wrapper = connections[DEFAULT_DB_ALIAS]
-    prepared = wrapper.__dict__.setdefault("_instructloop_prepared", {})
-    if prepared.get(name) is not wrapper.connection:
-        parts = query.split("%s")
-        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
-        cursor.execute(f"PREPARE {name} AS {numbered}")
-        prepared[name] = wrapper.connection
-    cursor.execute(f"EXECUTE {name} ({placeholders(len(params))})", params)
+    if name is not None:
+        # This thread's connection wrapper (`connection` is a proxy shared by all threads); a
+        # name is prepared on the raw connection it is stored with, again after a reconnect.
+        wrapper = connections[DEFAULT_DB_ALIAS]
+        prepared = wrapper.__dict__.setdefault("_instructloop_prepared", {})
+        if prepared.get(name) is not wrapper.connection:
+            parts = query.split("%s")
+            numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+            cursor.execute(f"PREPARE {name} AS {numbered}")
+            prepared[name] = wrapper.connection
+        query = f"EXECUTE {name} ({placeholders(len(params))})"
+    cursor.execute(query if pg_first is None else f"{pg_first}; {query}", params)
 
 
-def one(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> tuple | None:
+def one(
+    query: str, params: Sequence[Any] = (), *, name: str | None = None, pg_first: str | None = None
+) -> tuple | None:
     with connection.cursor() as cursor:
-        _execute(cursor, query, params, name)
+        _execute(cursor, query, params, name, pg_first)
         return cursor.fetchone()
 
 
