@@ -14,7 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from . import queue, sql
 from .errors import Conflict, Invalid
@@ -507,8 +507,9 @@ def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
         row.pk = pk
         row._state.adding = False
     rows.sort(key=lambda row: (row.rank, row.pk))  # RankingEntry.Meta.ordering
-    # As prefetch_related leaves it: a queryset whose results are already known.
-    entries = RankingEntry.objects.filter(ranking=ranking)
+    # As prefetch_related leaves it: a queryset whose results are already known (built bare:
+    # a .filter() would compile a query nobody runs).
+    entries = QuerySet(model=RankingEntry)
     entries._result_cache, entries._prefetch_done = rows, True
     ranking._prefetched_objects_cache = {"entries": entries}
 

@@ -10,10 +10,15 @@ project = "projects/<int:project_id>/"
 lease = "leases/<int:lease_id>/"
 
 urlpatterns = [
+    # The labeler loop's calls first: a URL is matched against the patterns in order.
+    path(f"{project}next/", views.NextView.as_view(), name="next"),
+    path(f"{lease}ranking/", views.RankingSubmitView.as_view(), name="ranking"),
+    path(f"{lease}demonstration/", views.DemonstrationSubmitView.as_view(), name="demonstration"),
+    path(f"{lease}comparison/", views.ComparisonSubmitView.as_view(), name="comparison"),
+    path(f"{lease}heartbeat/", views.HeartbeatView.as_view(), name="heartbeat"),
     path("auth/token/", views.TokenView.as_view(), name="token"),
     path("projects/", views.ProjectListView.as_view(), name="projects"),
     path(project, views.ProjectDetailView.as_view(), name="project"),
-    path(f"{project}next/", views.NextView.as_view(), name="next"),
     path(f"{project}members/", views.MemberListView.as_view(), name="members"),
     path(f"{project}members/<int:user_id>/", views.MemberDetailView.as_view(), name="member"),
     path(f"{project}prompts/import/", views.PromptImportView.as_view(), name="prompts-import"),
@@ -37,11 +42,7 @@ urlpatterns = [
     path(f"{project}demonstrations/", views.DemonstrationListView.as_view(), name="demonstrations"),
     path(f"{project}rankings/", views.RankingListView.as_view(), name="rankings"),
     path(lease, views.LeaseDetailView.as_view(), name="lease"),
-    path(f"{lease}heartbeat/", views.HeartbeatView.as_view(), name="heartbeat"),
     path(f"{lease}reclaim/", views.ReclaimView.as_view(), name="reclaim"),
     path(f"{lease}skip/", views.SkipView.as_view(), name="skip"),
     path(f"{lease}draft/", views.DraftView.as_view(), name="draft"),
-    path(f"{lease}demonstration/", views.DemonstrationSubmitView.as_view(), name="demonstration"),
-    path(f"{lease}ranking/", views.RankingSubmitView.as_view(), name="ranking"),
-    path(f"{lease}comparison/", views.ComparisonSubmitView.as_view(), name="comparison"),
 ]
