@@ -90,8 +90,12 @@ _CANDIDATE = """
       AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
     ORDER BY t.priority DESC, t.id
     LIMIT 1{lock}"""
-_TAKEN = "SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND " + _HOLDING  # noqa: S608
-_SHOWN = "SELECT completion_id FROM labeling_taskcompletion WHERE task_id = %s ORDER BY position"
+# The task's held slots, re-counted once its row is locked, with its outputs (a row per output).
+_TAKEN_AND_OUTPUTS = f"""
+    SELECT taken.n, tc.completion_id
+    FROM (SELECT COUNT(*) AS n FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}) taken
+    LEFT JOIN labeling_taskcompletion tc ON tc.task_id = %s
+    ORDER BY tc.position"""  # noqa: S608
 
 
 def _candidate(
@@ -138,7 +142,8 @@ def claim_lease_id(
                     return None
             task_id, overlap, mine = found
             # Re-count under the row lock: the count above ran before we held it.
-            if sql.one(_TAKEN, [task_id, sql.ts(now)], name="il_taken")[0] >= overlap:
+            found = sql.rows(_TAKEN_AND_OUTPUTS, [task_id, sql.ts(now), task_id], name="il_taken")
+            if found[0][0] >= overlap:
                 tried.add(task_id)
                 continue
             expires_at = sql.ts(now + timedelta(seconds=lease_seconds))
@@ -150,7 +155,7 @@ def claim_lease_id(
                 return mine
             shown_order: list[int] = []
             if kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
-                shown_order = [row[0] for row in sql.rows(_SHOWN, [task_id], name="il_shown")]
+                shown_order = [completion_id for _, completion_id in found]
                 _shuffle(shown_order)
             return sql.one(
                 "INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at,"
