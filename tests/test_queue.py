@@ -272,3 +272,39 @@ def test_members_of_one_project_get_nothing_from_another(project, personas, now)
         is None
     )
     member(personas.other_project, "carol")
+
+
+def test_next_after_my_lease_expired_gives_me_the_same_lease_back_when_its_slot_is_free(
+    project, personas, now
+):
+    ranking_task(project)
+    first = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    later = now + timedelta(seconds=project.lease_seconds + 5)
+    again = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=later)
+    assert again.pk == first.pk  # re-activated in place: one lease row per (task, labeler)
+    assert again.expires_at == later + timedelta(seconds=project.lease_seconds)
+    assert again.shown_order == first.shown_order  # what she was shown does not change
+    assert Lease.objects.filter(user=personas.alice).count() == 1
+
+
+def test_next_after_my_lease_expired_and_the_slot_went_to_someone_else_gives_another_task(
+    project, personas, now
+):
+    first_task, second_task = ranking_task(project), ranking_task(project)
+    mine = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    assert mine.task_id == first_task.pk
+    later = now + timedelta(seconds=project.lease_seconds + 5)
+    bobs = queue.claim_next(user_id=personas.bob.pk, project=project, kind="ranking", now=later)
+    assert bobs.task_id == first_task.pk  # overlap 1: her expired lease no longer holds it
+    again = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=later)
+    assert again.task_id == second_task.pk
+
+
+def test_higher_priority_tasks_are_served_first_then_oldest_first(project, personas, now):
+    low, high, high_later = ranking_task(project), ranking_task(project), ranking_task(project)
+    Task.objects.filter(pk__in=[high.pk, high_later.pk]).update(priority=5)
+    order = []
+    for user in (personas.alice, personas.bob, personas.admin, personas.reviewer):
+        lease = queue.claim_next(user_id=user.pk, project=project, kind="ranking", now=now)
+        order.append(lease.task_id if lease else None)
+    assert order == [high.pk, high_later.pk, low.pk, None]  # overlap 1: three tasks, three leases
