@@ -24,6 +24,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -69,6 +70,24 @@ class ApiView(APIView):
     # JSON bodies only. DRF parses JSON from `request.body`, so DATA_UPLOAD_MAX_MEMORY_SIZE caps
     # them before any parsing; errors.py answers that with a 413 (BAD-INPUTS 11).
     parser_classes = [JSONParser]
+
+
+class JsonAnswers(BaseContentNegotiation):
+    """JSON whatever the Accept header says, as DRF's docs show for APIs with one format: the
+    labeler loop's calls skip parsing Accept and the query string on every request."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0]
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix=None) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class QueueView(ApiView):
+    """The labeler loop's endpoints: JSON in, JSON out."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonAnswers
 
 
 def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
@@ -203,7 +222,7 @@ class MemberDetailView(ApiView):
 # --- the queue ------------------------------------------------------------------------------
 
 
-class NextView(ApiView):
+class NextView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.NextSerializer,
@@ -229,7 +248,7 @@ class NextView(ApiView):
         return Response(selectors.lease_task(lease_id=lease_id))
 
 
-class LeaseDetailView(ApiView):
+class LeaseDetailView(QueueView):
     @extend_schema(
         tags=["queue"],
         responses={200: s.LeaseTaskSerializer, 404: ERRORS[404]},
@@ -240,7 +259,7 @@ class LeaseDetailView(ApiView):
         return Response(selectors.lease_task(lease_id=lease_id))
 
 
-class HeartbeatView(ApiView):
+class HeartbeatView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=None,
@@ -253,7 +272,7 @@ class HeartbeatView(ApiView):
         return Response(s.LeaseStateSerializer(lease).data)
 
 
-class ReclaimView(ApiView):
+class ReclaimView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=None,
@@ -266,7 +285,7 @@ class ReclaimView(ApiView):
         return Response(s.LeaseStateSerializer(lease).data)
 
 
-class SkipView(ApiView):
+class SkipView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.SkipSerializer,
@@ -279,7 +298,7 @@ class SkipView(ApiView):
         return Response(s.LeaseStateSerializer(lease).data)
 
 
-class DraftView(ApiView):
+class DraftView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.DraftSerializer,
@@ -294,7 +313,7 @@ class DraftView(ApiView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DemonstrationSubmitView(ApiView):
+class DemonstrationSubmitView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.DemonstrationSubmitSerializer,
@@ -316,7 +335,7 @@ class DemonstrationSubmitView(ApiView):
         )
 
 
-class RankingSubmitView(ApiView):
+class RankingSubmitView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.RankingSubmitSerializer,
@@ -344,7 +363,7 @@ class RankingSubmitView(ApiView):
         )
 
 
-class ComparisonSubmitView(ApiView):
+class ComparisonSubmitView(QueueView):
     @extend_schema(
         tags=["queue"],
         request=s.ComparisonSubmitSerializer,
