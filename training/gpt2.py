@@ -12,9 +12,13 @@ each path to the HF one.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (batch, head, seq, head_dim) x 2
 
@@ -118,6 +122,134 @@ def run_trunk(
     residual = residual + last_block.mlp(last_block.ln_2(residual))
     hidden = trunk.ln_f(residual)
     return key_values, hidden if isinstance(read, int) else hidden.squeeze(1)
+
+
+_GELU_C = 2 * math.sqrt(2 / math.pi)  # 0.5 (1 + tanh(z)) = sigmoid(2 z)
+_GELU_K = 0.044715
+
+
+class _GeluTanh(torch.autograd.Function):
+    """GPT-2's tanh GELU, 0.5 x (1 + tanh(c (x + k x^3))), as x sigmoid(2 c (x + k x^3)): the same
+    function, but sigmoid's CPU kernel is about four times faster than tanh's, and forward and
+    backward are a few fused-in-place elementwise ops (torch's gelu_backward is as slow as tanh)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid_(torch.addcmul(x, x * x, x, value=_GELU_K).mul_(_GELU_C))
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        # d/dx x s(z) = s + x s (1 - s) dz/dx with dz/dx = C (1 + 3 K x^2)
+        dz = (x * x).mul_(3 * _GELU_K * _GELU_C).add_(_GELU_C)
+        return (s - s * s).mul_(dz).mul_(x).add_(s).mul_(grad)
+
+
+def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GPT2MLP's forward on (tokens, embd) rows, with the tanh GELU as `_GeluTanh`."""
+    if not isinstance(mlp.act, GELUTanh | NewGELUActivation):
+        return mlp(x)
+    hidden = _GeluTanh.apply(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
+    return mlp.dropout(torch.addmm(mlp.c_proj.bias, hidden, mlp.c_proj.weight))
+
+
+def _attention_bias(mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch * head, query_len, key_len) additive mask, 0 where `mask` (batch, 1, q, k) is set."""
+    batch, _, queries, keys = mask.shape
+    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    bias = bias.masked_fill_(~mask, float("-inf")).expand(batch, heads, queries, keys)
+    return bias.reshape(batch * heads, queries, keys)
+
+
+def _attend_rows(
+    attention: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor,
+    dropout: float,
+) -> torch.Tensor:
+    """Softmax attention of (batch, len, embd) queries, keys and values (any strides) with an
+    additive mask, as two batched matmuls: faster than SDPA's CPU kernel at these sizes.
+    # (batch * len, embd), before c_proj"""
+    batch, length, width = query.shape
+    heads = bias.shape[0] // batch
+    head_dim = width // heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # (batch * head, len, head_dim)
+        return (
+            x.reshape(batch, length, heads, head_dim).transpose(1, 2).reshape(-1, length, head_dim)
+        )
+
+    scores = torch.baddbmm(bias, split(query), split(key).transpose(1, 2), alpha=attention.scaling)
+    weights = torch.softmax(scores, -1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    attended = torch.bmm(weights, split(value)).view(batch, heads, length, head_dim)
+    return attended.transpose(1, 2).reshape(batch * length, width)
+
+
+def run_trunk_packed(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    keep: torch.Tensor,
+    positions: torch.Tensor,
+    read: torch.Tensor,
+) -> torch.Tensor:
+    """`run_trunk` on the tokens of `keep` only: every per-token op (the projections, the MLP, the
+    layer norms, GELU) runs on a packed (tokens, embd) matrix with no padding; only attention sees
+    the padded (batch, len) layout, which the packed rows are scattered into and gathered from.
+
+    keep: (batch, len) the real tokens computed, among them every key a read position sees
+    (tokens after a row's last read position may be left out); read: (batch, len) the positions
+    whose final hidden states are returned, a subset of keep; positions: (batch, len).
+    Returns (read positions in row-major order, embd): the hidden states `run_trunk` gives there.
+    """
+    heads, width = trunk.config.n_head, trunk.config.n_embd
+    dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
+    batch, length = input_ids.shape
+    kept = keep.flatten().nonzero().squeeze(1)  # (tokens,) flat index of each packed row
+    read_rows = read.flatten()[kept].nonzero().squeeze(1)  # (reads,) packed rows that are read
+    read_at = kept[read_rows]  # (reads,) their flat index
+    hidden = trunk.drop(trunk.wte(input_ids.flatten()[kept]) + trunk.wpe(positions.flatten()[kept]))
+
+    # Query i sees kept keys up to itself; a query that is not kept sees itself, so no row of the
+    # mask is empty (its output is never gathered).
+    steps = torch.arange(length, device=input_ids.device)
+    causal = steps <= steps.unsqueeze(1)  # (len, len)
+    mask = (causal & keep[:, None, None, :]) | torch.eye(
+        length, dtype=torch.bool, device=keep.device
+    )
+    bias = _attention_bias(mask, heads)  # shared by every layer
+
+    def scatter(rows: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Packed rows (n, d) at flat indices `at` -> (batch, len, d), zeros elsewhere."""
+        full = rows.new_zeros(batch * length, rows.shape[1]).index_copy(0, at, rows)
+        return full.view(batch, length, -1)
+
+    def attend(attention: torch.nn.Module, query, key, value, at: torch.Tensor) -> torch.Tensor:
+        """Attention output (after c_proj) at the packed rows of flat `at`.  # (n, embd)"""
+        attended = _attend_rows(attention, query, key, value, bias, dropout).index_select(0, at)
+        return attention.resid_dropout(attention.c_proj(attended))
+
+    *blocks, last_block = trunk.h
+    for block in blocks:
+        attention = block.attn
+        qkv = scatter(attention.c_attn(block.ln_1(hidden)), kept)
+        hidden = hidden + attend(attention, *qkv.split(width, dim=2), kept)
+        hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
+
+    # The last block: keys and values at every kept token, the rest only where a state is read.
+    attention = last_block.attn
+    x = last_block.ln_1(hidden)
+    weight, bias_qkv = attention.c_attn.weight, attention.c_attn.bias  # Conv1D: x @ weight + bias
+    key_value = scatter(torch.addmm(bias_qkv[width:], x, weight[:, width:]), kept)
+    query = scatter(torch.addmm(bias_qkv[:width], x[read_rows], weight[:, :width]), read_at)
+    residual = hidden[read_rows] + attend(attention, query, *key_value.split(width, dim=2), read_at)
+    residual = residual + _mlp(last_block.mlp, last_block.ln_2(residual))
+    return trunk.ln_f(residual)
 
 
 class Decoder:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training import checkpoint
+from training import checkpoint, gpt2
 from training.common import (
     Amp,
     ProgressFn,
@@ -70,6 +70,7 @@ from training.modeling import (
     logits_at,
     resolve_device,
     resolve_dtype,
+    response_logits,
     save_causal_lm,
     seed_everything,
 )
@@ -112,6 +113,29 @@ def response_logprobs(
     return logprobs_from_logits(logits, responses), logits
 
 
+def unpack(packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Values for the set entries of `mask` (row-major, as `response_logits` returns them) laid out
+    like the mask, 0 elsewhere.  # mask.shape"""
+    return packed.new_zeros(mask.shape).masked_scatter(mask.bool(), packed)
+
+
+def masked_response_logprobs(
+    model: PreTrainedModel,
+    query_responses: torch.Tensor,
+    attention_mask: torch.Tensor,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    prompt_length: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`response_logprobs` at the real response tokens only, computed on the real tokens only:
+    (log-probs, their logits / temperature).  # (response_mask.sum(),), (..., vocab)"""
+    mask = response_mask.bool()
+    logits = response_logits(model, query_responses, attention_mask, prompt_length, mask)
+    logits = logits.float() / temperature
+    return logprobs_from_logits(logits, responses[mask]), logits
+
+
 @torch.inference_mode()
 def make_rollout(
     policy: PreTrainedModel,
@@ -141,38 +165,42 @@ def make_rollout(
     prompt_length = prompts["input_ids"].shape[1]
     query_responses = torch.cat([prompts["input_ids"], generation.tokens], dim=1)
     attention_mask = torch.cat([prompts["attention_mask"], generation.response_mask], dim=1)
-    end = query_responses.shape[1] - 1
+    mask = generation.response_mask
     with amp():
-        logprobs, logits = response_logprobs(
+        # Log-probs, entropies and values at the real response tokens only, computed on the real
+        # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out.
+        logprobs, logits = masked_response_logprobs(
             policy,
             query_responses,
             attention_mask,
             generation.tokens,
+            mask,
             prompt_length,
             cfg.temperature,
         )
-        ref_logprobs, _ = response_logprobs(
+        ref_logprobs, _ = masked_response_logprobs(
             reference,
             query_responses,
             attention_mask,
             generation.tokens,
+            mask,
             prompt_length,
             cfg.temperature,
         )
-        values = value_model.values(query_responses, attention_mask, prompt_length - 1, end)
+        values = value_model.response_values(query_responses, attention_mask, prompt_length, mask)
         scores = score(query_responses, attention_mask, generation.tokens)
     rollout = Rollout(
         query_responses=query_responses,
         attention_mask=attention_mask,
         responses=generation.tokens,
-        response_mask=generation.response_mask,
+        response_mask=mask,
         finished=generation.finished,
         prompt_length=prompt_length,
-        logprobs=logprobs,
-        ref_logprobs=ref_logprobs,
-        values=values.float(),
+        logprobs=unpack(logprobs, mask),
+        ref_logprobs=unpack(ref_logprobs, mask),
+        values=unpack(values.float(), mask),
         scores=scores.float(),
-        entropy=entropy_from_logits(logits),
+        entropy=unpack(entropy_from_logits(logits), mask),
     )
     timings = {
         "time/generation": generated - started,
@@ -227,22 +255,21 @@ def backward_part(
     columns = slice(0, batch.prompt_length + width)
     query_responses = batch.query_responses[part, columns]
     attention_mask = batch.attention_mask[part, columns]
+    mask = batch.response_mask[part, :width]
     with amp():
-        logprobs, _ = response_logprobs(
+        logprobs, _ = masked_response_logprobs(
             policy,
             query_responses,
             attention_mask,
             batch.responses[part, :width],
+            mask,
             batch.prompt_length,
             cfg.temperature,
         )
-        values = value_model.values(
-            query_responses,
-            attention_mask,
-            batch.prompt_length - 1,
-            batch.prompt_length + width - 1,
+        values = value_model.response_values(
+            query_responses, attention_mask, batch.prompt_length, mask
         )
-    mask = batch.response_mask[part, :width]
+    logprobs, values = unpack(logprobs, mask), unpack(values.float(), mask)
     policy_loss, policy_stats = ppo_policy_loss(
         logprobs,
         batch.old_logprobs[part, :width],
@@ -251,7 +278,7 @@ def backward_part(
         cfg.cliprange,
     )
     value_loss, value_stats = ppo_value_loss(
-        values.float(),
+        values,
         batch.old_values[part, :width],
         batch.returns[part, :width],
         mask,
@@ -270,14 +297,16 @@ def backward_part(
 
 
 def length_parts(
-    minibatch: torch.Tensor, response_lengths: torch.Tensor
+    minibatch: torch.Tensor, response_lengths: torch.Tensor, split: bool = True
 ) -> list[tuple[torch.Tensor, float]]:
     """Split a minibatch, sorted by response length, into halves, each with its share of the
     minibatch's response tokens. `backward_part` cuts each half to its own longest response, so
-    the padding after EOS (often half the response tokens of a batch) is not computed."""
+    the padding after EOS (often half the response tokens of a batch) is not computed. With
+    split=False (models whose forward skips padding anyway), one part: the whole minibatch."""
     lengths = response_lengths[minibatch]
     by_length = minibatch[lengths.argsort()]
-    parts = by_length.split((len(by_length) + 1) // 2) if len(by_length) >= 8 else (by_length,)
+    halves = split and len(by_length) >= 8
+    parts = by_length.split((len(by_length) + 1) // 2) if halves else (by_length,)
     total = float(lengths.sum())
     return [(part, float(response_lengths[part].sum()) / total) for part in parts]
 
@@ -386,13 +415,15 @@ def run(
         shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         episodes = batch.query_responses.shape[0]
         response_lengths = rollout.response_mask.sum(1)  # (batch,)
+        # GPT-2 computes real tokens only: there is no padding left for length parts to save.
+        split = not (gpt2.supports(policy) and gpt2.supports(value_model.trunk))
         gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(episodes, generator=shuffle).to(device)
             for mb in order.split(cfg.mini_batch_size):
                 optimizer.zero_grad(set_to_none=True)
                 minibatch_stats: dict[str, float] = defaultdict(float)
-                for part, share in length_parts(mb, response_lengths):
+                for part, share in length_parts(mb, response_lengths, split):
                     part_stats = backward_part(policy, value_model, batch, part, share, cfg, amp)
                     for name, value in part_stats.items():
                         minibatch_stats[name] += value
