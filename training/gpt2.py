@@ -8,6 +8,11 @@ each path to the HF one.
   whose hidden states are read (the others need only their keys and values): a reward model reads
   one position per sequence (about a fifth of a 4-layer trunk's work saved), SFT and PPO the
   response positions (the prompt's share of the last block saved).
+- `run_trunk_packed` (PPO's log-probs and values): the same on the real tokens only, packed into
+  one (tokens, embd) matrix for every per-token op, with attention in the padded layout.
+Where they run the model's pieces themselves (packed trunk, decoding), GPT-2's tanh GELU is
+`gelu_tanh` and attention is two batched matmuls: torch's tanh GELU kernels and SDPA's CPU
+kernel cost more than the arithmetic at these sizes.
 """
 
 from __future__ import annotations
@@ -128,6 +133,18 @@ _GELU_C = 2 * math.sqrt(2 / math.pi)  # 0.5 (1 + tanh(z)) = sigmoid(2 z)
 _GELU_K = 0.044715
 
 
+def _gelu_gate(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(2 c (x + k x^3)): gelu_tanh(x) = x * this."""
+    return torch.sigmoid_(torch.addcmul(x, x * x, x, value=_GELU_K).mul_(_GELU_C))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GELU; without autograd (sampling, scoring) no Function bookkeeping."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GeluTanh.apply(x)
+    return x * _gelu_gate(x)
+
+
 class _GeluTanh(torch.autograd.Function):
     """GPT-2's tanh GELU, 0.5 x (1 + tanh(c (x + k x^3))), as x sigmoid(2 c (x + k x^3)): the same
     function, but sigmoid's CPU kernel is about four times faster than tanh's, and forward and
@@ -135,7 +152,7 @@ class _GeluTanh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid_(torch.addcmul(x, x * x, x, value=_GELU_K).mul_(_GELU_C))
+        s = _gelu_gate(x)
         ctx.save_for_backward(x, s)
         return x * s
 
@@ -148,22 +165,16 @@ class _GeluTanh(torch.autograd.Function):
 
 
 def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GPT2MLP's forward on (tokens, embd) rows, with the tanh GELU as `_GeluTanh`."""
+    """GPT2MLP's forward (Conv1D, activation, Conv1D, dropout) with the tanh GELU as `_GeluTanh`.
+    # like x"""
     if not isinstance(mlp.act, GELUTanh | NewGELUActivation):
         return mlp(x)
-    hidden = _GeluTanh.apply(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
-    return mlp.dropout(torch.addmm(mlp.c_proj.bias, hidden, mlp.c_proj.weight))
+    rows = x.reshape(-1, x.shape[-1])
+    hidden = gelu_tanh(torch.addmm(mlp.c_fc.bias, rows, mlp.c_fc.weight))
+    return mlp.dropout(torch.addmm(mlp.c_proj.bias, hidden, mlp.c_proj.weight).view(x.shape))
 
 
-def _attention_bias(mask: torch.Tensor, heads: int) -> torch.Tensor:
-    """(batch * head, query_len, key_len) additive mask, 0 where `mask` (batch, 1, q, k) is set."""
-    batch, _, queries, keys = mask.shape
-    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    bias = bias.masked_fill_(~mask, float("-inf")).expand(batch, heads, queries, keys)
-    return bias.reshape(batch * heads, queries, keys)
-
-
-def _attend_rows(
+def _attend_heads(
     attention: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -171,24 +182,14 @@ def _attend_rows(
     bias: torch.Tensor,
     dropout: float,
 ) -> torch.Tensor:
-    """Softmax attention of (batch, len, embd) queries, keys and values (any strides) with an
-    additive mask, as two batched matmuls: faster than SDPA's CPU kernel at these sizes.
-    # (batch * len, embd), before c_proj"""
-    batch, length, width = query.shape
-    heads = bias.shape[0] // batch
-    head_dim = width // heads
-
-    def split(x: torch.Tensor) -> torch.Tensor:  # (batch * head, len, head_dim)
-        return (
-            x.reshape(batch, length, heads, head_dim).transpose(1, 2).reshape(-1, length, head_dim)
-        )
-
-    scores = torch.baddbmm(bias, split(query), split(key).transpose(1, 2), alpha=attention.scaling)
+    """Softmax attention over (head * batch, len, head_dim) queries, keys and values with an
+    additive mask (head * batch, len, len), as two batched matmuls: faster than SDPA's CPU kernel
+    at these sizes.  # (head * batch, len, head_dim)"""
+    scores = torch.baddbmm(bias, query, key.transpose(1, 2), alpha=attention.scaling)
     weights = torch.softmax(scores, -1)
     if dropout:
         weights = F.dropout(weights, dropout)
-    attended = torch.bmm(weights, split(value)).view(batch, heads, length, head_dim)
-    return attended.transpose(1, 2).reshape(batch * length, width)
+    return torch.bmm(weights, value)
 
 
 def run_trunk_packed(
@@ -208,6 +209,7 @@ def run_trunk_packed(
     Returns (read positions in row-major order, embd): the hidden states `run_trunk` gives there.
     """
     heads, width = trunk.config.n_head, trunk.config.n_embd
+    head_dim = width // heads
     dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
     batch, length = input_ids.shape
     kept = keep.flatten().nonzero().squeeze(1)  # (tokens,) flat index of each packed row
@@ -216,38 +218,42 @@ def run_trunk_packed(
     hidden = trunk.drop(trunk.wte(input_ids.flatten()[kept]) + trunk.wpe(positions.flatten()[kept]))
 
     # Query i sees kept keys up to itself; a query that is not kept sees itself, so no row of the
-    # mask is empty (its output is never gathered).
+    # mask is empty (its output is never gathered). Attention runs head-major: (head * batch, ...).
     steps = torch.arange(length, device=input_ids.device)
     causal = steps <= steps.unsqueeze(1)  # (len, len)
-    mask = (causal & keep[:, None, None, :]) | torch.eye(
-        length, dtype=torch.bool, device=keep.device
-    )
-    bias = _attention_bias(mask, heads)  # shared by every layer
+    mask = (causal & keep[:, None, :]) | torch.eye(length, dtype=torch.bool, device=keep.device)
+    bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device)
+    bias = bias.masked_fill_(~mask, float("-inf")).expand(heads, batch, length, length)
+    bias = bias.reshape(heads * batch, length, length)  # shared by every layer
 
     def scatter(rows: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Packed rows (n, d) at flat indices `at` -> (batch, len, d), zeros elsewhere."""
-        full = rows.new_zeros(batch * length, rows.shape[1]).index_copy(0, at, rows)
-        return full.view(batch, length, -1)
+        """Packed rows (n, k * embd) at flat positions `at` -> k x (head * batch, len, head_dim),
+        zeros elsewhere."""
+        rows = rows.view(rows.shape[0], -1, head_dim).transpose(0, 1)  # (k * head, n, head_dim)
+        full = rows.new_zeros(rows.shape[0], batch * length, head_dim).index_copy_(1, at, rows)
+        return full.view(-1, heads * batch, length, head_dim).unbind(0)
 
     def attend(attention: torch.nn.Module, query, key, value, at: torch.Tensor) -> torch.Tensor:
-        """Attention output (after c_proj) at the packed rows of flat `at`.  # (n, embd)"""
-        attended = _attend_rows(attention, query, key, value, bias, dropout).index_select(0, at)
+        """Attention output (after c_proj) at the packed rows of flat positions `at`. # (n, embd)"""
+        attended = _attend_heads(attention, query, key, value, bias, dropout)
+        attended = attended.view(heads, batch * length, head_dim).index_select(1, at)
+        attended = attended.transpose(0, 1).reshape(-1, width)
         return attention.resid_dropout(attention.c_proj(attended))
 
     *blocks, last_block = trunk.h
     for block in blocks:
         attention = block.attn
-        qkv = scatter(attention.c_attn(block.ln_1(hidden)), kept)
-        hidden = hidden + attend(attention, *qkv.split(width, dim=2), kept)
+        query, key, value = scatter(attention.c_attn(block.ln_1(hidden)), kept)
+        hidden = hidden + attend(attention, query, key, value, kept)
         hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
 
     # The last block: keys and values at every kept token, the rest only where a state is read.
     attention = last_block.attn
     x = last_block.ln_1(hidden)
     weight, bias_qkv = attention.c_attn.weight, attention.c_attn.bias  # Conv1D: x @ weight + bias
-    key_value = scatter(torch.addmm(bias_qkv[width:], x, weight[:, width:]), kept)
-    query = scatter(torch.addmm(bias_qkv[:width], x[read_rows], weight[:, :width]), read_at)
-    residual = hidden[read_rows] + attend(attention, query, *key_value.split(width, dim=2), read_at)
+    key, value = scatter(torch.addmm(bias_qkv[width:], x, weight[:, width:]), kept)
+    (query,) = scatter(torch.addmm(bias_qkv[:width], x[read_rows], weight[:, :width]), read_at)
+    residual = hidden[read_rows] + attend(attention, query, key, value, read_at)
     residual = residual + _mlp(last_block.mlp, last_block.ln_2(residual))
     return trunk.ln_f(residual)
 
@@ -278,16 +284,37 @@ class Decoder:
         mask = causal & (self.key_is_real[:, None, None, :prompt_length] | causal.diag().diag())
         logits = self._forward(input_ids, self.positions, mask)
         self.positions = self.positions[:, -1:]
+        # Decoding steps add a query row over the real keys as one additive mask row per
+        # (batch, head), made once: -inf on the prompt's pad, 0 on every other key.
+        batch, max_length = self.key_is_real.shape
+        bias = torch.zeros(self.key_is_real.shape, dtype=logits.dtype, device=logits.device)
+        bias = bias.masked_fill_(~self.key_is_real, float("-inf"))[:, None, None]
+        self.bias = bias.expand(batch, self.heads, 1, max_length).reshape(-1, 1, max_length)
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         self.positions = self.positions + 1
-        mask = self.key_is_real[:, None, None, : self.length + 1]
-        return self._forward(tokens.unsqueeze(-1), self.positions, mask)
+        return self._forward(tokens.unsqueeze(-1), self.positions, None)
+
+    def _step_attention(
+        self, attention: torch.nn.Module, query: torch.Tensor, layer: int, end: int
+    ) -> torch.Tensor:
+        """One new query per row over the cache, as two batched matmuls (SDPA's CPU kernel costs
+        more than the arithmetic at one query).  # (batch, 1, embd), after c_proj"""
+        batch = query.shape[0]
+        keys = self.keys[layer, :, :, :end].reshape(-1, end, self.head_dim)  # a view
+        values = self.values[layer, :, :, :end].reshape(-1, end, self.head_dim)
+        query = query.reshape(-1, 1, self.head_dim)  # (batch * head, 1, head_dim)
+        scores = torch.baddbmm(
+            self.bias[:, :, :end], query, keys.transpose(1, 2), alpha=attention.scaling
+        )
+        attended = torch.bmm(torch.softmax(scores, -1), values).view(batch, 1, -1)
+        return attention.resid_dropout(attention.c_proj(attended))
 
     def _forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """mask: (batch, 1, length, end) for the prefill; None for a decoding step (one token)."""
         batch, length = input_ids.shape
         start, end = self.length, self.length + length
         hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
@@ -303,14 +330,12 @@ class Decoder:
                 self.values = value.new_empty(self.shape)
             self.keys[layer, :, :, start:end] = key
             self.values[layer, :, :, start:end] = value
-            hidden = hidden + _attend(
-                attention,
-                query,
-                self.keys[layer, :, :, :end],
-                self.values[layer, :, :, :end],
-                mask,
-                0.0,
-            )
-            hidden = hidden + block.mlp(block.ln_2(hidden))
+            if mask is None:  # a decoding step
+                attended = self._step_attention(attention, query, layer, end)
+            else:
+                keys, values = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+                attended = _attend(attention, query, keys, values, mask, 0.0)
+            hidden = hidden + attended
+            hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
         self.length = end
         return self.lm_head(self.trunk.ln_f(hidden[:, -1]))  # (batch, vocab)

@@ -131,8 +131,9 @@ def masked_response_logprobs(
     """`response_logprobs` at the real response tokens only, computed on the real tokens only:
     (log-probs, their logits / temperature).  # (response_mask.sum(),), (..., vocab)"""
     mask = response_mask.bool()
-    logits = response_logits(model, query_responses, attention_mask, prompt_length, mask)
-    logits = logits.float() / temperature
+    logits = response_logits(model, query_responses, attention_mask, prompt_length, mask).float()
+    if temperature != 1.0:  # a division by 1 would still copy (and backpropagate) the logits
+        logits = logits / temperature
     return logprobs_from_logits(logits, responses[mask]), logits
 
 
