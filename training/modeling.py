@@ -334,12 +334,14 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
         if gpt2.supports(self.trunk):
-            _, last_hidden = gpt2.run_trunk(
+            # Real tokens only (packed): no prompt or response padding is computed.
+            read = F.one_hot(last_real_index(attention_mask), input_ids.shape[1]).bool()
+            last_hidden = gpt2.run_trunk_packed(
                 self.trunk,
                 input_ids,
-                attention_mask.bool(),
+                attention_mask.bool() | read,
                 position_ids_from_mask(attention_mask),
-                read=last_real_index(attention_mask),
+                read,
             )
             return self._head(last_hidden)
         hidden = self._hidden(input_ids, attention_mask)
