@@ -95,6 +95,18 @@ class Rollout:
     values: torch.Tensor  # (batch, T) V(state before each response token)
     scores: torch.Tensor  # (batch,) raw reward-model / reward_fn score
     entropy: torch.Tensor  # (batch, T)
+    first_pass: FirstPass | None = None  # with keep_graph: logprobs and values, differentiable
+
+
+@dataclass
+class FirstPass:
+    """The rollout's policy log-probs and values with their autograd graphs. The first gradient
+    step of the first PPO epoch is taken at the weights the rollout was scored with: when its
+    minibatch is the whole batch, it backpropagates through these instead of running the same
+    policy and value forwards again."""
+
+    logprobs: torch.Tensor  # (batch, T) requires grad; 0 after EOS
+    values: torch.Tensor  # (batch, T)
 
 
 def response_logprobs(
@@ -137,7 +149,6 @@ def masked_response_logprobs(
     return logprobs_from_logits(logits, responses[mask]), logits
 
 
-@torch.inference_mode()
 def make_rollout(
     policy: PreTrainedModel,
     reference: PreTrainedModel,
@@ -148,10 +159,12 @@ def make_rollout(
     tokenizer: PreTrainedTokenizerBase,
     generator: torch.Generator,
     amp: Amp,
+    keep_graph: bool = False,
 ) -> tuple[Rollout, dict[str, float]]:
-    """Sample responses, then one forward each of policy, reference, value model and reward."""
+    """Sample responses, then one forward each of policy, reference, value model and reward.
+    keep_graph: run the policy and value forwards with autograd and keep them (`first_pass`)."""
     started = time.perf_counter()
-    with amp():
+    with torch.inference_mode(), amp():
         generation = sample(
             policy,
             prompts["input_ids"],
@@ -164,44 +177,49 @@ def make_rollout(
         )
     generated = time.perf_counter()
     prompt_length = prompts["input_ids"].shape[1]
-    query_responses = torch.cat([prompts["input_ids"], generation.tokens], dim=1)
-    attention_mask = torch.cat([prompts["attention_mask"], generation.response_mask], dim=1)
-    mask = generation.response_mask
-    with amp():
-        # Log-probs, entropies and values at the real response tokens only, computed on the real
-        # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out.
+    # Plain tensors (not inference-mode ones), so that a forward with autograd can save them.
+    responses, mask = generation.tokens.clone(), generation.response_mask.clone()
+    query_responses = torch.cat([prompts["input_ids"], responses], dim=1)
+    attention_mask = torch.cat([prompts["attention_mask"], mask], dim=1)
+    # Log-probs, entropies and values at the real response tokens only, computed on the real
+    # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out.
+    with torch.set_grad_enabled(keep_graph), amp():
         logprobs, logits = masked_response_logprobs(
             policy,
             query_responses,
             attention_mask,
-            generation.tokens,
-            mask,
-            prompt_length,
-            cfg.temperature,
-        )
-        ref_logprobs, _ = masked_response_logprobs(
-            reference,
-            query_responses,
-            attention_mask,
-            generation.tokens,
+            responses,
             mask,
             prompt_length,
             cfg.temperature,
         )
         values = value_model.response_values(query_responses, attention_mask, prompt_length, mask)
-        scores = score(query_responses, attention_mask, generation.tokens)
+        first_pass = FirstPass(unpack(logprobs, mask), unpack(values.float(), mask))
+    with torch.inference_mode(), amp():
+        ref_logprobs, _ = masked_response_logprobs(
+            reference,
+            query_responses,
+            attention_mask,
+            responses,
+            mask,
+            prompt_length,
+            cfg.temperature,
+        )
+        scores = score(query_responses, attention_mask, responses)
+        entropy = entropy_from_logits(logits.detach())
     rollout = Rollout(
         query_responses=query_responses,
         attention_mask=attention_mask,
-        responses=generation.tokens,
+        responses=responses,
         response_mask=mask,
-        finished=generation.finished,
+        finished=generation.finished.clone(),
         prompt_length=prompt_length,
-        logprobs=unpack(logprobs, mask),
+        logprobs=first_pass.logprobs.detach(),
         ref_logprobs=unpack(ref_logprobs, mask),
-        values=unpack(values.float(), mask),
+        values=first_pass.values.detach(),
         scores=scores.float(),
-        entropy=unpack(entropy_from_logits(logits), mask),
+        entropy=unpack(entropy, mask),
+        first_pass=first_pass if keep_graph else None,
     )
     timings = {
         "time/generation": generated - started,
@@ -248,29 +266,35 @@ def backward_part(
     share: float,
     cfg: PPOConfig,
     amp: Amp,
+    first_pass: FirstPass | None = None,
 ) -> dict[str, float]:
     """Backpropagate `share` x the clipped PPO losses of the episodes `part`, cut to their longest
     response (the columns after it are all padding). Token means weighted by each part's share of
-    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's."""
+    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's.
+    first_pass: the rollout's differentiable log-probs and values, used instead of the forwards
+    (valid only at the rollout's weights, i.e. before the first optimizer step)."""
     width = int(batch.response_mask[part].sum(1).max())
     columns = slice(0, batch.prompt_length + width)
     query_responses = batch.query_responses[part, columns]
     attention_mask = batch.attention_mask[part, columns]
     mask = batch.response_mask[part, :width]
-    with amp():
-        logprobs, _ = masked_response_logprobs(
-            policy,
-            query_responses,
-            attention_mask,
-            batch.responses[part, :width],
-            mask,
-            batch.prompt_length,
-            cfg.temperature,
-        )
-        values = value_model.response_values(
-            query_responses, attention_mask, batch.prompt_length, mask
-        )
-    logprobs, values = unpack(logprobs, mask), unpack(values.float(), mask)
+    if first_pass is not None:
+        logprobs, values = first_pass.logprobs[part, :width], first_pass.values[part, :width]
+    else:
+        with amp():
+            logprobs, _ = masked_response_logprobs(
+                policy,
+                query_responses,
+                attention_mask,
+                batch.responses[part, :width],
+                mask,
+                batch.prompt_length,
+                cfg.temperature,
+            )
+            values = value_model.response_values(
+                query_responses, attention_mask, batch.prompt_length, mask
+            )
+        logprobs, values = unpack(logprobs, mask), unpack(values.float(), mask)
     policy_loss, policy_stats = ppo_policy_loss(
         logprobs,
         batch.old_logprobs[part, :width],
@@ -386,6 +410,9 @@ def run(
             tokenizer,
             generator,
             amp,
+            # The first gradient step sees the rollout's weights; if its minibatch is the whole
+            # batch, it backpropagates through the rollout's policy and value forwards.
+            keep_graph=cfg.mini_batch_size == cfg.batch_size,
         )
 
         # 2. Rewards and advantages (no gradients; still timed as scoring).
@@ -419,15 +446,24 @@ def run(
         # GPT-2 computes real tokens only: there is no padding left for length parts to save.
         split = not (gpt2.supports(policy) and gpt2.supports(value_model.trunk))
         gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
+        first_pass = rollout.first_pass
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(episodes, generator=shuffle).to(device)
             for mb in order.split(cfg.mini_batch_size):
                 optimizer.zero_grad(set_to_none=True)
                 minibatch_stats: dict[str, float] = defaultdict(float)
-                for part, share in length_parts(mb, response_lengths, split):
-                    part_stats = backward_part(policy, value_model, batch, part, share, cfg, amp)
+                parts = (
+                    [(mb, 1.0)]
+                    if first_pass is not None
+                    else length_parts(mb, response_lengths, split)
+                )
+                for part, share in parts:
+                    part_stats = backward_part(
+                        policy, value_model, batch, part, share, cfg, amp, first_pass
+                    )
                     for name, value in part_stats.items():
                         minibatch_stats[name] += value
+                first_pass = rollout.first_pass = None  # the weights are about to change
                 if ptx_examples:
                     # PPO-ptx: keep the demonstrations' likelihood (InstructGPT eq. 2, gamma_ptx).
                     demos = batch_for_step(

@@ -171,6 +171,58 @@ def test_rollout_log_probs_match_the_sampling_distribution_at_temperature(sft_mo
     torch.testing.assert_close(rollout.logprobs[:, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_first_step_through_the_rollouts_forwards_is_the_recomputed_one(sft_model_dir):
+    """keep_graph: backpropagating through the rollout's own policy and value forwards gives the
+    losses and gradients of recomputing them (at the same weights, in the minibatch's order)."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    reference = freeze(load_causal_lm(sft_model_dir, tokenizer, CPU))
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    cfg = PPOConfig(policy_path="p", output_dir="o", max_new_tokens=10, temperature=0.7)
+    amp = partial(autocast, CPU, torch.float32)
+    prompts = collate_prompts(encode_prompts(tokenizer, questions(6), 64), tokenizer.pad_token_id)
+    rollout, _ = ppo.make_rollout(
+        policy,
+        reference,
+        value_model,
+        lambda ids, mask, responses: torch.zeros(ids.shape[0]),
+        prompts,
+        cfg,
+        tokenizer,
+        torch.Generator().manual_seed(0),
+        amp,
+        keep_graph=True,
+    )
+    assert rollout.first_pass is not None and rollout.first_pass.logprobs.requires_grad
+    assert not rollout.logprobs.requires_grad and not rollout.values.requires_grad
+    mask = rollout.response_mask.float()
+    assert 0 < mask.mean() < 1  # responses of different lengths
+    generator = torch.Generator().manual_seed(1)
+    batch = ppo.UpdateBatch(
+        query_responses=rollout.query_responses,
+        attention_mask=rollout.attention_mask,
+        responses=rollout.responses,
+        response_mask=mask,
+        old_logprobs=rollout.logprobs + 0.1 * torch.randn(mask.shape, generator=generator),
+        old_values=rollout.values,
+        advantages=torch.randn(mask.shape, generator=generator),
+        returns=torch.randn(mask.shape, generator=generator),
+        prompt_length=rollout.prompt_length,
+    )
+    minibatch = torch.randperm(6, generator=generator)
+    models = [*policy.parameters(), *value_model.parameters()]
+    runs = []
+    for first_pass in (rollout.first_pass, None):
+        for p in models:
+            p.grad = None
+        stats = ppo.backward_part(policy, value_model, batch, minibatch, 1.0, cfg, amp, first_pass)
+        runs.append((stats, [p.grad for p in models]))
+    (reused, reused_grads), (recomputed, recomputed_grads) = runs
+    assert reused == pytest.approx(recomputed, rel=1e-5, abs=1e-7)
+    for a, b in zip(reused_grads, recomputed_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+
+
 def test_the_score_lands_on_the_last_response_token_and_missing_eos_is_penalised():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     zeros = torch.zeros(2, 4)
