@@ -8,13 +8,22 @@ each path to the HF one.
   whose hidden states are read (the others need only their keys and values): a reward model reads
   one position per sequence (about a fifth of a 4-layer trunk's work saved), SFT and PPO the
   response positions (the prompt's share of the last block saved).
+- `run_trunk_packed` (PPO's log-probs and values): the same on the real tokens only, packed into
+  one (tokens, embd) matrix for every per-token op, with attention in the padded layout.
+Where they run the model's pieces themselves (packed trunk, decoding), GPT-2's tanh GELU is
+`gelu_tanh` and attention is two batched matmuls: torch's tanh GELU kernels and SDPA's CPU
+kernel cost more than the arithmetic at these sizes.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (batch, head, seq, head_dim) x 2
 
@@ -120,6 +129,135 @@ def run_trunk(
     return key_values, hidden if isinstance(read, int) else hidden.squeeze(1)
 
 
+_GELU_C = 2 * math.sqrt(2 / math.pi)  # 0.5 (1 + tanh(z)) = sigmoid(2 z)
+_GELU_K = 0.044715
+
+
+def _gelu_gate(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(2 c (x + k x^3)): gelu_tanh(x) = x * this."""
+    return torch.sigmoid_(torch.addcmul(x, x * x, x, value=_GELU_K).mul_(_GELU_C))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GELU; without autograd (sampling, scoring) no Function bookkeeping."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GeluTanh.apply(x)
+    return x * _gelu_gate(x)
+
+
+class _GeluTanh(torch.autograd.Function):
+    """GPT-2's tanh GELU, 0.5 x (1 + tanh(c (x + k x^3))), as x sigmoid(2 c (x + k x^3)): the same
+    function, but sigmoid's CPU kernel is about four times faster than tanh's, and forward and
+    backward are a few fused-in-place elementwise ops (torch's gelu_backward is as slow as tanh)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        s = _gelu_gate(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        # d/dx x s(z) = s + x s (1 - s) dz/dx with dz/dx = C (1 + 3 K x^2)
+        dz = (x * x).mul_(3 * _GELU_K * _GELU_C).add_(_GELU_C)
+        return (s - s * s).mul_(dz).mul_(x).add_(s).mul_(grad)
+
+
+def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GPT2MLP's forward (Conv1D, activation, Conv1D, dropout) with the tanh GELU as `_GeluTanh`.
+    # like x"""
+    if not isinstance(mlp.act, GELUTanh | NewGELUActivation):
+        return mlp(x)
+    rows = x.reshape(-1, x.shape[-1])
+    hidden = gelu_tanh(torch.addmm(mlp.c_fc.bias, rows, mlp.c_fc.weight))
+    return mlp.dropout(torch.addmm(mlp.c_proj.bias, hidden, mlp.c_proj.weight).view(x.shape))
+
+
+def _attend_heads(
+    attention: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor,
+    dropout: float,
+) -> torch.Tensor:
+    """Softmax attention over (head * batch, len, head_dim) queries, keys and values with an
+    additive mask (head * batch, len, len), as two batched matmuls: faster than SDPA's CPU kernel
+    at these sizes.  # (head * batch, len, head_dim)"""
+    scores = torch.baddbmm(bias, query, key.transpose(1, 2), alpha=attention.scaling)
+    weights = torch.softmax(scores, -1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    return torch.bmm(weights, value)
+
+
+def run_trunk_packed(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    keep: torch.Tensor,
+    positions: torch.Tensor,
+    read: torch.Tensor,
+) -> torch.Tensor:
+    """`run_trunk` on the tokens of `keep` only: every per-token op (the projections, the MLP, the
+    layer norms, GELU) runs on a packed (tokens, embd) matrix with no padding; only attention sees
+    the padded (batch, len) layout, which the packed rows are scattered into and gathered from.
+
+    keep: (batch, len) the real tokens computed, among them every key a read position sees
+    (tokens after a row's last read position may be left out); read: (batch, len) the positions
+    whose final hidden states are returned, a subset of keep; positions: (batch, len).
+    Returns (read positions in row-major order, embd): the hidden states `run_trunk` gives there.
+    """
+    heads, width = trunk.config.n_head, trunk.config.n_embd
+    head_dim = width // heads
+    dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
+    batch, length = input_ids.shape
+    kept = keep.flatten().nonzero().squeeze(1)  # (tokens,) flat index of each packed row
+    read_rows = read.flatten()[kept].nonzero().squeeze(1)  # (reads,) packed rows that are read
+    read_at = kept[read_rows]  # (reads,) their flat index
+    hidden = trunk.drop(trunk.wte(input_ids.flatten()[kept]) + trunk.wpe(positions.flatten()[kept]))
+
+    # Query i sees kept keys up to itself; a query that is not kept sees itself, so no row of the
+    # mask is empty (its output is never gathered). Attention runs head-major: (head * batch, ...).
+    steps = torch.arange(length, device=input_ids.device)
+    causal = steps <= steps.unsqueeze(1)  # (len, len)
+    mask = (causal & keep[:, None, :]) | torch.eye(length, dtype=torch.bool, device=keep.device)
+    bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=mask.device)
+    bias = bias.masked_fill_(~mask, float("-inf")).expand(heads, batch, length, length)
+    bias = bias.reshape(heads * batch, length, length)  # shared by every layer
+
+    def scatter(rows: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Packed rows (n, k * embd) at flat positions `at` -> k x (head * batch, len, head_dim),
+        zeros elsewhere."""
+        rows = rows.view(rows.shape[0], -1, head_dim).transpose(0, 1)  # (k * head, n, head_dim)
+        full = rows.new_zeros(rows.shape[0], batch * length, head_dim).index_copy_(1, at, rows)
+        return full.view(-1, heads * batch, length, head_dim).unbind(0)
+
+    def attend(attention: torch.nn.Module, query, key, value, at: torch.Tensor) -> torch.Tensor:
+        """Attention output (after c_proj) at the packed rows of flat positions `at`. # (n, embd)"""
+        attended = _attend_heads(attention, query, key, value, bias, dropout)
+        attended = attended.view(heads, batch * length, head_dim).index_select(1, at)
+        attended = attended.transpose(0, 1).reshape(-1, width)
+        return attention.resid_dropout(attention.c_proj(attended))
+
+    *blocks, last_block = trunk.h
+    for block in blocks:
+        attention = block.attn
+        query, key, value = scatter(attention.c_attn(block.ln_1(hidden)), kept)
+        hidden = hidden + attend(attention, query, key, value, kept)
+        hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
+
+    # The last block: keys and values at every kept token, the rest only where a state is read.
+    attention = last_block.attn
+    x = last_block.ln_1(hidden)
+    weight, bias_qkv = attention.c_attn.weight, attention.c_attn.bias  # Conv1D: x @ weight + bias
+    key, value = scatter(torch.addmm(bias_qkv[width:], x, weight[:, width:]), kept)
+    (query,) = scatter(torch.addmm(bias_qkv[:width], x[read_rows], weight[:, :width]), read_at)
+    residual = hidden[read_rows] + attend(attention, query, key, value, read_at)
+    residual = residual + _mlp(last_block.mlp, last_block.ln_2(residual))
+    return trunk.ln_f(residual)
+
+
 class Decoder:
     """Sampling state for one batch: GPT-2's modules driven with a cache preallocated for the whole
     generation and the attention mask written in place: per step only the arithmetic is left."""
@@ -146,16 +284,37 @@ class Decoder:
         mask = causal & (self.key_is_real[:, None, None, :prompt_length] | causal.diag().diag())
         logits = self._forward(input_ids, self.positions, mask)
         self.positions = self.positions[:, -1:]
+        # Decoding steps add a query row over the real keys as one additive mask row per
+        # (batch, head), made once: -inf on the prompt's pad, 0 on every other key.
+        batch, max_length = self.key_is_real.shape
+        bias = torch.zeros(self.key_is_real.shape, dtype=logits.dtype, device=logits.device)
+        bias = bias.masked_fill_(~self.key_is_real, float("-inf"))[:, None, None]
+        self.bias = bias.expand(batch, self.heads, 1, max_length).reshape(-1, 1, max_length)
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         self.positions = self.positions + 1
-        mask = self.key_is_real[:, None, None, : self.length + 1]
-        return self._forward(tokens.unsqueeze(-1), self.positions, mask)
+        return self._forward(tokens.unsqueeze(-1), self.positions, None)
+
+    def _step_attention(
+        self, attention: torch.nn.Module, query: torch.Tensor, layer: int, end: int
+    ) -> torch.Tensor:
+        """One new query per row over the cache, as two batched matmuls (SDPA's CPU kernel costs
+        more than the arithmetic at one query).  # (batch, 1, embd), after c_proj"""
+        batch = query.shape[0]
+        keys = self.keys[layer, :, :, :end].reshape(-1, end, self.head_dim)  # a view
+        values = self.values[layer, :, :, :end].reshape(-1, end, self.head_dim)
+        query = query.reshape(-1, 1, self.head_dim)  # (batch * head, 1, head_dim)
+        scores = torch.baddbmm(
+            self.bias[:, :, :end], query, keys.transpose(1, 2), alpha=attention.scaling
+        )
+        attended = torch.bmm(torch.softmax(scores, -1), values).view(batch, 1, -1)
+        return attention.resid_dropout(attention.c_proj(attended))
 
     def _forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """mask: (batch, 1, length, end) for the prefill; None for a decoding step (one token)."""
         batch, length = input_ids.shape
         start, end = self.length, self.length + length
         hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
@@ -171,14 +330,12 @@ class Decoder:
                 self.values = value.new_empty(self.shape)
             self.keys[layer, :, :, start:end] = key
             self.values[layer, :, :, start:end] = value
-            hidden = hidden + _attend(
-                attention,
-                query,
-                self.keys[layer, :, :, :end],
-                self.values[layer, :, :, :end],
-                mask,
-                0.0,
-            )
-            hidden = hidden + block.mlp(block.ln_2(hidden))
+            if mask is None:  # a decoding step
+                attended = self._step_attention(attention, query, layer, end)
+            else:
+                keys, values = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+                attended = _attend(attention, query, keys, values, mask, 0.0)
+            hidden = hidden + attended
+            hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
         self.length = end
         return self.lm_head(self.trunk.ln_f(hidden[:, -1]))  # (batch, vocab)

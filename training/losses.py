@@ -62,7 +62,10 @@ def logprobs_from_logits(
 ) -> torch.Tensor:
     """log pi(token) under the distribution tokens were sampled from: logits / temperature, as in
     lm-human-preferences (else the PPO ratio compares two different policies).  # like tokens"""
-    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    if temperature != 1.0:  # a division by 1 would still copy the (..., vocab) logits
+        logits = logits / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 

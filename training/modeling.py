@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -227,6 +228,53 @@ def logits_at(
     return model.get_output_embeddings()(hidden[:, : end - start])
 
 
+def response_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states at the positions that predict the response tokens where response_mask
+    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order. GPT-2 computes
+    only the real tokens those positions see: no prompt or response padding, nothing after each
+    row's last read position.
+    input_ids, attention_mask: (batch, >= prompt_length + T - 1); response_mask: (batch, T).
+    # (response_mask.sum(), hidden)"""
+    response_mask = response_mask.bool()
+    length, width = input_ids.shape[1], response_mask.shape[1]
+    if gpt2.supports(trunk):
+        read = F.pad(response_mask, (prompt_length - 1, length - prompt_length + 1 - width))
+        # A read position sees the real tokens up to itself: those after a row's last are unused.
+        last_read = prompt_length - 2 + response_mask.sum(1, keepdim=True)  # (batch, 1)
+        columns = torch.arange(length, device=input_ids.device)
+        keep = (attention_mask.bool() & (columns <= last_read)) | read
+        positions = position_ids_from_mask(attention_mask)
+        return gpt2.run_trunk_packed(trunk, input_ids, keep, positions, read)
+    hidden = trunk_hidden_states(trunk, input_ids, attention_mask, prompt_length - 1)
+    return hidden[:, :width][response_mask]
+
+
+def response_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Next-token logits predicting the response tokens where response_mask is set, row-major:
+    the output projection runs on real response tokens only.  # (response_mask.sum(), vocab)"""
+    if not _lm_head_is_plain(model):
+        width = response_mask.shape[1]
+        start = prompt_length - 1
+        logits = logits_at(model, input_ids, attention_mask, start, start + width)
+        return logits[response_mask.bool()]
+    hidden = response_hidden_states(
+        model.base_model, input_ids, attention_mask, prompt_length, response_mask
+    )
+    return model.get_output_embeddings()(hidden)
+
+
 def logits_where(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -286,12 +334,14 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
         if gpt2.supports(self.trunk):
-            _, last_hidden = gpt2.run_trunk(
+            # Real tokens only (packed): no prompt or response padding is computed.
+            read = F.one_hot(last_real_index(attention_mask), input_ids.shape[1]).bool()
+            last_hidden = gpt2.run_trunk_packed(
                 self.trunk,
                 input_ids,
-                attention_mask.bool(),
+                attention_mask.bool() | read,
                 position_ids_from_mask(attention_mask),
-                read=last_real_index(attention_mask),
+                read,
             )
             return self._head(last_hidden)
         hidden = self._hidden(input_ids, attention_mask)
@@ -359,6 +409,22 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """Head output at positions start..end-1 (value estimates).  # (batch, end - start)"""
         return self._head(self._hidden(input_ids, attention_mask, start)[:, : end - start])
+
+    def response_values(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_length: int,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Value estimates of the states before the response tokens where response_mask is set,
+        row-major (`values` at those positions, computed on real tokens only).
+        # (response_mask.sum(),)"""
+        return self._head(
+            response_hidden_states(
+                self.trunk, input_ids, attention_mask, prompt_length, response_mask
+            )
+        )
 
     @classmethod
     def from_causal_lm(

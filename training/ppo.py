@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training import checkpoint
+from training import checkpoint, gpt2
 from training.common import (
     Amp,
     ProgressFn,
@@ -70,6 +70,7 @@ from training.modeling import (
     logits_at,
     resolve_device,
     resolve_dtype,
+    response_logits,
     save_causal_lm,
     seed_everything,
 )
@@ -94,6 +95,18 @@ class Rollout:
     values: torch.Tensor  # (batch, T) V(state before each response token)
     scores: torch.Tensor  # (batch,) raw reward-model / reward_fn score
     entropy: torch.Tensor  # (batch, T)
+    first_pass: FirstPass | None = None  # with keep_graph: logprobs and values, differentiable
+
+
+@dataclass
+class FirstPass:
+    """The rollout's policy log-probs and values with their autograd graphs. The first gradient
+    step of the first PPO epoch is taken at the weights the rollout was scored with: when its
+    minibatch is the whole batch, it backpropagates through these instead of running the same
+    policy and value forwards again."""
+
+    logprobs: torch.Tensor  # (batch, T) requires grad; 0 after EOS
+    values: torch.Tensor  # (batch, T)
 
 
 def response_logprobs(
@@ -112,7 +125,30 @@ def response_logprobs(
     return logprobs_from_logits(logits, responses), logits
 
 
-@torch.inference_mode()
+def unpack(packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Values for the set entries of `mask` (row-major, as `response_logits` returns them) laid out
+    like the mask, 0 elsewhere.  # mask.shape"""
+    return packed.new_zeros(mask.shape).masked_scatter(mask.bool(), packed)
+
+
+def masked_response_logprobs(
+    model: PreTrainedModel,
+    query_responses: torch.Tensor,
+    attention_mask: torch.Tensor,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    prompt_length: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`response_logprobs` at the real response tokens only, computed on the real tokens only:
+    (log-probs, their logits / temperature).  # (response_mask.sum(),), (..., vocab)"""
+    mask = response_mask.bool()
+    logits = response_logits(model, query_responses, attention_mask, prompt_length, mask).float()
+    if temperature != 1.0:  # a division by 1 would still copy (and backpropagate) the logits
+        logits = logits / temperature
+    return logprobs_from_logits(logits, responses[mask]), logits
+
+
 def make_rollout(
     policy: PreTrainedModel,
     reference: PreTrainedModel,
@@ -123,10 +159,12 @@ def make_rollout(
     tokenizer: PreTrainedTokenizerBase,
     generator: torch.Generator,
     amp: Amp,
+    keep_graph: bool = False,
 ) -> tuple[Rollout, dict[str, float]]:
-    """Sample responses, then one forward each of policy, reference, value model and reward."""
+    """Sample responses, then one forward each of policy, reference, value model and reward.
+    keep_graph: run the policy and value forwards with autograd and keep them (`first_pass`)."""
     started = time.perf_counter()
-    with amp():
+    with torch.inference_mode(), amp():
         generation = sample(
             policy,
             prompts["input_ids"],
@@ -139,40 +177,49 @@ def make_rollout(
         )
     generated = time.perf_counter()
     prompt_length = prompts["input_ids"].shape[1]
-    query_responses = torch.cat([prompts["input_ids"], generation.tokens], dim=1)
-    attention_mask = torch.cat([prompts["attention_mask"], generation.response_mask], dim=1)
-    end = query_responses.shape[1] - 1
-    with amp():
-        logprobs, logits = response_logprobs(
+    # Plain tensors (not inference-mode ones), so that a forward with autograd can save them.
+    responses, mask = generation.tokens.clone(), generation.response_mask.clone()
+    query_responses = torch.cat([prompts["input_ids"], responses], dim=1)
+    attention_mask = torch.cat([prompts["attention_mask"], mask], dim=1)
+    # Log-probs, entropies and values at the real response tokens only, computed on the real
+    # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out.
+    with torch.set_grad_enabled(keep_graph), amp():
+        logprobs, logits = masked_response_logprobs(
             policy,
             query_responses,
             attention_mask,
-            generation.tokens,
+            responses,
+            mask,
             prompt_length,
             cfg.temperature,
         )
-        ref_logprobs, _ = response_logprobs(
+        values = value_model.response_values(query_responses, attention_mask, prompt_length, mask)
+        first_pass = FirstPass(unpack(logprobs, mask), unpack(values.float(), mask))
+    with torch.inference_mode(), amp():
+        ref_logprobs, _ = masked_response_logprobs(
             reference,
             query_responses,
             attention_mask,
-            generation.tokens,
+            responses,
+            mask,
             prompt_length,
             cfg.temperature,
         )
-        values = value_model.values(query_responses, attention_mask, prompt_length - 1, end)
-        scores = score(query_responses, attention_mask, generation.tokens)
+        scores = score(query_responses, attention_mask, responses)
+        entropy = entropy_from_logits(logits.detach())
     rollout = Rollout(
         query_responses=query_responses,
         attention_mask=attention_mask,
-        responses=generation.tokens,
-        response_mask=generation.response_mask,
-        finished=generation.finished,
+        responses=responses,
+        response_mask=mask,
+        finished=generation.finished.clone(),
         prompt_length=prompt_length,
-        logprobs=logprobs,
-        ref_logprobs=ref_logprobs,
-        values=values.float(),
+        logprobs=first_pass.logprobs.detach(),
+        ref_logprobs=unpack(ref_logprobs, mask),
+        values=first_pass.values.detach(),
         scores=scores.float(),
-        entropy=entropy_from_logits(logits),
+        entropy=unpack(entropy, mask),
+        first_pass=first_pass if keep_graph else None,
     )
     timings = {
         "time/generation": generated - started,
@@ -219,30 +266,35 @@ def backward_part(
     share: float,
     cfg: PPOConfig,
     amp: Amp,
+    first_pass: FirstPass | None = None,
 ) -> dict[str, float]:
     """Backpropagate `share` x the clipped PPO losses of the episodes `part`, cut to their longest
     response (the columns after it are all padding). Token means weighted by each part's share of
-    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's."""
+    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's.
+    first_pass: the rollout's differentiable log-probs and values, used instead of the forwards
+    (valid only at the rollout's weights, i.e. before the first optimizer step)."""
     width = int(batch.response_mask[part].sum(1).max())
     columns = slice(0, batch.prompt_length + width)
     query_responses = batch.query_responses[part, columns]
     attention_mask = batch.attention_mask[part, columns]
-    with amp():
-        logprobs, _ = response_logprobs(
-            policy,
-            query_responses,
-            attention_mask,
-            batch.responses[part, :width],
-            batch.prompt_length,
-            cfg.temperature,
-        )
-        values = value_model.values(
-            query_responses,
-            attention_mask,
-            batch.prompt_length - 1,
-            batch.prompt_length + width - 1,
-        )
     mask = batch.response_mask[part, :width]
+    if first_pass is not None:
+        logprobs, values = first_pass.logprobs[part, :width], first_pass.values[part, :width]
+    else:
+        with amp():
+            logprobs, _ = masked_response_logprobs(
+                policy,
+                query_responses,
+                attention_mask,
+                batch.responses[part, :width],
+                mask,
+                batch.prompt_length,
+                cfg.temperature,
+            )
+            values = value_model.response_values(
+                query_responses, attention_mask, batch.prompt_length, mask
+            )
+        logprobs, values = unpack(logprobs, mask), unpack(values.float(), mask)
     policy_loss, policy_stats = ppo_policy_loss(
         logprobs,
         batch.old_logprobs[part, :width],
@@ -251,7 +303,7 @@ def backward_part(
         cfg.cliprange,
     )
     value_loss, value_stats = ppo_value_loss(
-        values.float(),
+        values,
         batch.old_values[part, :width],
         batch.returns[part, :width],
         mask,
@@ -270,14 +322,16 @@ def backward_part(
 
 
 def length_parts(
-    minibatch: torch.Tensor, response_lengths: torch.Tensor
+    minibatch: torch.Tensor, response_lengths: torch.Tensor, split: bool = True
 ) -> list[tuple[torch.Tensor, float]]:
     """Split a minibatch, sorted by response length, into halves, each with its share of the
     minibatch's response tokens. `backward_part` cuts each half to its own longest response, so
-    the padding after EOS (often half the response tokens of a batch) is not computed."""
+    the padding after EOS (often half the response tokens of a batch) is not computed. With
+    split=False (models whose forward skips padding anyway), one part: the whole minibatch."""
     lengths = response_lengths[minibatch]
     by_length = minibatch[lengths.argsort()]
-    parts = by_length.split((len(by_length) + 1) // 2) if len(by_length) >= 8 else (by_length,)
+    halves = split and len(by_length) >= 8
+    parts = by_length.split((len(by_length) + 1) // 2) if halves else (by_length,)
     total = float(lengths.sum())
     return [(part, float(response_lengths[part].sum()) / total) for part in parts]
 
@@ -356,6 +410,9 @@ def run(
             tokenizer,
             generator,
             amp,
+            # The first gradient step sees the rollout's weights; if its minibatch is the whole
+            # batch, it backpropagates through the rollout's policy and value forwards.
+            keep_graph=cfg.mini_batch_size == cfg.batch_size,
         )
 
         # 2. Rewards and advantages (no gradients; still timed as scoring).
@@ -386,16 +443,27 @@ def run(
         shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         episodes = batch.query_responses.shape[0]
         response_lengths = rollout.response_mask.sum(1)  # (batch,)
+        # GPT-2 computes real tokens only: there is no padding left for length parts to save.
+        split = not (gpt2.supports(policy) and gpt2.supports(value_model.trunk))
         gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
+        first_pass = rollout.first_pass
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(episodes, generator=shuffle).to(device)
             for mb in order.split(cfg.mini_batch_size):
                 optimizer.zero_grad(set_to_none=True)
                 minibatch_stats: dict[str, float] = defaultdict(float)
-                for part, share in length_parts(mb, response_lengths):
-                    part_stats = backward_part(policy, value_model, batch, part, share, cfg, amp)
+                parts = (
+                    [(mb, 1.0)]
+                    if first_pass is not None
+                    else length_parts(mb, response_lengths, split)
+                )
+                for part, share in parts:
+                    part_stats = backward_part(
+                        policy, value_model, batch, part, share, cfg, amp, first_pass
+                    )
                     for name, value in part_stats.items():
                         minibatch_stats[name] += value
+                first_pass = rollout.first_pass = None  # the weights are about to change
                 if ptx_examples:
                     # PPO-ptx: keep the demonstrations' likelihood (InstructGPT eq. 2, gamma_ptx).
                     demos = batch_for_step(

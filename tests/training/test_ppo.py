@@ -17,7 +17,7 @@ from tests.training.tiny import banana_rankings, demonstrations, questions
 from training import ppo, reward
 from training.config import PPOConfig, RewardConfig
 from training.data import collate_prompts, encode_prompts
-from training.losses import ppo_policy_loss
+from training.losses import ppo_policy_loss, ppo_value_loss
 from training.modeling import RewardModel, autocast, freeze, load_causal_lm, load_tokenizer
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
@@ -171,6 +171,58 @@ def test_rollout_log_probs_match_the_sampling_distribution_at_temperature(sft_mo
     torch.testing.assert_close(rollout.logprobs[:, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_first_step_through_the_rollouts_forwards_is_the_recomputed_one(sft_model_dir):
+    """keep_graph: backpropagating through the rollout's own policy and value forwards gives the
+    losses and gradients of recomputing them (at the same weights, in the minibatch's order)."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    reference = freeze(load_causal_lm(sft_model_dir, tokenizer, CPU))
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    cfg = PPOConfig(policy_path="p", output_dir="o", max_new_tokens=10, temperature=0.7)
+    amp = partial(autocast, CPU, torch.float32)
+    prompts = collate_prompts(encode_prompts(tokenizer, questions(6), 64), tokenizer.pad_token_id)
+    rollout, _ = ppo.make_rollout(
+        policy,
+        reference,
+        value_model,
+        lambda ids, mask, responses: torch.zeros(ids.shape[0]),
+        prompts,
+        cfg,
+        tokenizer,
+        torch.Generator().manual_seed(0),
+        amp,
+        keep_graph=True,
+    )
+    assert rollout.first_pass is not None and rollout.first_pass.logprobs.requires_grad
+    assert not rollout.logprobs.requires_grad and not rollout.values.requires_grad
+    mask = rollout.response_mask.float()
+    assert 0 < mask.mean() < 1  # responses of different lengths
+    generator = torch.Generator().manual_seed(1)
+    batch = ppo.UpdateBatch(
+        query_responses=rollout.query_responses,
+        attention_mask=rollout.attention_mask,
+        responses=rollout.responses,
+        response_mask=mask,
+        old_logprobs=rollout.logprobs + 0.1 * torch.randn(mask.shape, generator=generator),
+        old_values=rollout.values,
+        advantages=torch.randn(mask.shape, generator=generator),
+        returns=torch.randn(mask.shape, generator=generator),
+        prompt_length=rollout.prompt_length,
+    )
+    minibatch = torch.randperm(6, generator=generator)
+    models = [*policy.parameters(), *value_model.parameters()]
+    runs = []
+    for first_pass in (rollout.first_pass, None):
+        for p in models:
+            p.grad = None
+        stats = ppo.backward_part(policy, value_model, batch, minibatch, 1.0, cfg, amp, first_pass)
+        runs.append((stats, [p.grad for p in models]))
+    (reused, reused_grads), (recomputed, recomputed_grads) = runs
+    assert reused == pytest.approx(recomputed, rel=1e-5, abs=1e-7)
+    for a, b in zip(reused_grads, recomputed_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+
+
 def test_the_score_lands_on_the_last_response_token_and_missing_eos_is_penalised():
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     zeros = torch.zeros(2, 4)
@@ -223,26 +275,79 @@ def test_a_reward_function_sees_the_users_prompt_and_the_decoded_response(sft_mo
     )
 
 
-def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_dir):
-    tokenizer = load_tokenizer(sft_model_dir)
-    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
-    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+def update_batch(tokenizer, episodes: int = 8):
+    """An UpdateBatch of left-padded prompts and responses of varied lengths."""
     generator = torch.Generator().manual_seed(0)
-    lengths = torch.tensor([1, 7, 3, 9, 2, 9, 5, 4])
+    lengths = torch.tensor([1, 7, 3, 9, 2, 9, 5, 4])[:episodes]
     mask = (torch.arange(9) < lengths.unsqueeze(1)).float()  # (8, 9), responses of varied length
-    prompts = collate_prompts(encode_prompts(tokenizer, questions(8), 64), tokenizer.pad_token_id)
-    responses = torch.randint(2, 300, (8, 9), generator=generator)
-    batch = ppo.UpdateBatch(
+    prompts = collate_prompts(
+        encode_prompts(tokenizer, questions(episodes), 64), tokenizer.pad_token_id
+    )
+    responses = torch.randint(2, 300, (episodes, 9), generator=generator)
+    return ppo.UpdateBatch(
         query_responses=torch.cat([prompts["input_ids"], responses], 1),
         attention_mask=torch.cat([prompts["attention_mask"], mask.long()], 1),
         responses=responses,
         response_mask=mask,
-        old_logprobs=torch.randn(8, 9, generator=generator) - 5,
-        old_values=torch.randn(8, 9, generator=generator),
-        advantages=torch.randn(8, 9, generator=generator),
-        returns=torch.randn(8, 9, generator=generator),
+        old_logprobs=torch.randn(episodes, 9, generator=generator) - 5,
+        old_values=torch.randn(episodes, 9, generator=generator),
+        advantages=torch.randn(episodes, 9, generator=generator),
+        returns=torch.randn(episodes, 9, generator=generator),
         prompt_length=prompts["input_ids"].shape[1],
     )
+
+
+def test_a_part_computed_on_real_tokens_gives_the_padded_losses_and_gradients(sft_model_dir):
+    """`backward_part` (GPT-2: real tokens only) against the padded computation it replaced:
+    `response_logprobs` and `values` over every column, then the same losses."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    batch = update_batch(tokenizer)
+    assert batch.attention_mask[:, : batch.prompt_length].min() == 0  # prompts are left-padded
+    cfg = PPOConfig(policy_path="p", output_dir="o", temperature=0.7)
+    models = [*policy.parameters(), *value_model.parameters()]
+
+    fast_stats = ppo.backward_part(
+        policy, value_model, batch, torch.arange(8), 1.0, cfg, partial(autocast, CPU, torch.float32)
+    )
+    fast_grads = [p.grad.clone() for p in models]
+    policy.zero_grad()
+    value_model.zero_grad()
+    end = batch.query_responses.shape[1] - 1
+    logprobs, _ = ppo.response_logprobs(
+        policy,
+        batch.query_responses,
+        batch.attention_mask,
+        batch.responses,
+        batch.prompt_length,
+        cfg.temperature,
+    )
+    values = value_model.values(
+        batch.query_responses, batch.attention_mask, batch.prompt_length - 1, end
+    )
+    mask = batch.response_mask
+    policy_loss, policy_stats = ppo_policy_loss(
+        logprobs, batch.old_logprobs, batch.advantages, mask, cfg.cliprange
+    )
+    value_loss, _ = ppo_value_loss(
+        values, batch.old_values, batch.returns, mask, cfg.cliprange_value
+    )
+    (policy_loss + cfg.vf_coef * value_loss).backward()
+    assert fast_stats["loss/policy"] == pytest.approx(policy_loss.item(), rel=1e-5, abs=1e-6)
+    assert fast_stats["loss/value"] == pytest.approx(value_loss.item(), rel=1e-5)
+    assert fast_stats["policy/ratio"] == pytest.approx(policy_stats["ratio"].item(), rel=1e-5)
+    for fast, padded in zip(fast_grads, (p.grad for p in models), strict=True):
+        scale = padded.abs().max().item()
+        torch.testing.assert_close(fast, padded, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_dir):
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    batch = update_batch(tokenizer)
+    mask = batch.response_mask
     cfg = PPOConfig(policy_path="p", output_dir="o")
     amp = partial(autocast, CPU, torch.float32)
     minibatch = torch.arange(8)
@@ -254,6 +359,7 @@ def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_
         grads = [p.grad.clone() for p in [*policy.parameters(), *value_model.parameters()]]
         return grads, {name: sum(s[name] for s in stats) for name in stats[0]}
 
+    assert len(ppo.length_parts(minibatch, mask.sum(1), split=False)) == 1
     parts = ppo.length_parts(minibatch, mask.sum(1))
     assert len(parts) == 2
     assert sum(share for _, share in parts) == pytest.approx(1.0)
