@@ -19,7 +19,10 @@ COPY instructloop ./instructloop
 COPY labeling ./labeling
 COPY training ./training
 # Editable: settings find templates/ and static/ beside the package (BASE_DIR), i.e. in /app.
-RUN pip install -c constraints.txt -e .
+# The `fast` extra compiles gunicorn's C HTTP parser; the compiler leaves the image afterwards.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install -c constraints.txt -e ".[fast]" \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 COPY manage.py ./
 COPY templates ./templates
