@@ -7,12 +7,14 @@ compares the fast answer with the serializer's output over a fresh ORM read of t
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 
 from labeling import queue, services, sql
 from labeling.api import serializers as s
@@ -193,3 +195,22 @@ def test_the_fast_ranking_body_check_accepts_only_what_the_serializer_accepts_al
         elif serializer.is_valid():
             declined_valid += 1  # e.g. "7" for 7: the serializer converts it, the fast path defers
     assert answered > 200 and declined_valid > 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"kind": "bogus"}, {"kind": ["ranking"]}, {"kind": "ranking", "user": 1}, ["ranking"]],
+    ids=["empty", "unknown-kind", "list-kind", "extra-field", "not-an-object"],
+)
+def test_next_with_a_bad_body_is_a_400_with_the_serializers_errors(
+    project, personas, client_for, body
+):
+    ranking_task(project)
+    response = client_for(personas.alice).post(
+        f"/api/v1/projects/{project.pk}/next/", body, format="json"
+    )
+    assert response.status_code == 400
+    serializer = s.NextSerializer(data=body)
+    assert not serializer.is_valid()
+    assert response.json() == json.loads(JSONRenderer().render(serializer.errors))
+    assert not Lease.objects.exists()
