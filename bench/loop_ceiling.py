@@ -81,6 +81,9 @@ def main() -> None:
         help="programmatic rewards: start the value head at 0 instead of ppo.py's fresh random "
         "head (whose per-token values, std ~1.3, swamp rewards in [0, 1])",
     )  # fmt: skip
+    parser.add_argument(
+        "--rewards", default="gold,rm,the", help="which PPO runs: gold judge, reward model, 'The'"
+    )
     parser.add_argument("--eval-prompts", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=1.0, help="evaluation sampling")
     parser.add_argument("--out", default=None, help="run folder (reused when it exists)")
@@ -156,7 +159,10 @@ def main() -> None:
         torch.nn.init.zeros_(value.head.weight)
         value.save_pretrained(zero_value, tokenizer)
     rows = []
+    wanted = set(args.rewards.split(","))
     for i, (name, fn) in enumerate(rewards.items()):
+        if ("gold", "rm", "the")[i] not in wanted:
+            continue
         t = time.monotonic()
         result = ppo.run(
             PPOConfig(output_dir=str(out / f"ppo-{i}"), policy_path=str(sft_model),
