@@ -1,6 +1,6 @@
 """The whole InstructGPT loop on this machine, from nothing, through the real platform.
 
-    python bench/closed_loop.py [--prompts 600] [--labelers 6] [--reuse-base]
+    python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--reuse-base]
 
 Build the tiny base model → a project with demo prompts → simulated labelers write demonstrations
 over the HTTP API → SFT on the worker → the SFT policy samples K=4 per prompt into the ranking
@@ -11,6 +11,16 @@ quality function itself) with 95% intervals, the reward model's held-out accurac
 labelers' agreement ceiling, the final KL, and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
+
+Defaults are the best honest run found (2026-11-29, 2 shared cores): gold win rate 0.670
+[0.610, 0.727] over 132 held-out prompts, simulated evaluators 0.648, RM accuracy 0.632 vs labeler
+agreement 0.725, KL 1.0, 514 s. What carries it: 8 SFT samples per prompt with the first 4
+distinct ranked (~1,000 tasks instead of ~130), PPO batch 64, beta 0.2 and PPO-ptx 1.0. Without
+ptx the policy reward-hacks this reward model (gold 0.375 at beta 0.2; KL 12 at beta 0.05); with
+ptx and a zero reward (no RM at all) the same PPO reaches 0.617 on 139 family-balanced held-out
+prompts where this loop's policy reaches 0.694 (both at T=0.7): a good part of the gain is ptx
+continuing SFT on the demonstrations, the RM adds the rest. bench/loop_ceiling.py: PPO without
+ptx against the gold judge itself reaches ~0.63-0.68 (gold + ptx was not measured).
 """
 
 from __future__ import annotations
@@ -100,15 +110,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--prompts", type=int, default=600)
+    parser.add_argument("--prompts", type=int, default=1500)
     parser.add_argument("--labelers", type=int, default=6)
     parser.add_argument("--agreement", type=float, default=0.73)
     parser.add_argument("--sft-steps", type=int, default=150)
-    parser.add_argument("--reward-epochs", type=int, default=2)
-    parser.add_argument("--ppo-episodes", type=int, default=1024)
-    parser.add_argument("--kl-coef", type=float, default=0.05)
-    parser.add_argument("--ppo-lr", type=float, default=2e-5)
-    parser.add_argument("--reward-lr", type=float, default=2e-4)
+    parser.add_argument("--reward-epochs", type=int, default=1)
+    parser.add_argument("--ppo-episodes", type=int, default=8192)
+    parser.add_argument("--kl-coef", type=float, default=0.2)
+    parser.add_argument("--ppo-lr", type=float, default=1e-4)
+    parser.add_argument("--reward-lr", type=float, default=1e-3)
+    parser.add_argument("--ppo-batch", type=int, default=64, help="rollouts per PPO step")
+    parser.add_argument("--ppo-ptx", type=float, default=1.0, help="PPO-ptx gamma (0 = off)")
+    parser.add_argument(
+        "--rank-samples", type=int, default=8,
+        help="SFT samples per prompt for the ranking queue; the first K=4 distinct make a task",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rank-temperature", type=float, default=1.0, help="SFT sampling for the ranking queue"
+    )
+    parser.add_argument(
+        "--rank-prompts", type=int, default=0, help="train prompts sampled for ranking (0 = all)"
+    )
+    parser.add_argument(
+        "--eval-temperature", type=float, default=0.7,
+        help="sampling temperature of BOTH policies for the blind A/B (and the new ranking samples)",
+    )  # fmt: skip
     parser.add_argument("--max-kl", type=float, default=8.0, help="the round's gate")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse-base", action="store_true", help="reuse var/models/tiny-base")
@@ -210,10 +236,13 @@ def main() -> None:
             run = _wait_run(run.pk)
             sft = ModelVersion.objects.get(training_run=run)
 
-        with stage("SFT policy samples K=4 per train prompt into the ranking queue"):
+        with stage(
+            f"SFT policy samples {args.rank_samples} per train prompt into the ranking queue"
+        ):
             run = runs.run_start(
                 project=project, kind="sample", created_by=admin, base_model=sft,
-                config={"k": 4, "temperature": 1.0, "max_new_tokens": 48, "max_prompts": 400},
+                config={"k": args.rank_samples, "temperature": args.rank_temperature, "max_new_tokens": 48,
+                        "max_prompts": args.rank_prompts or None},
             )  # fmt: skip
             _wait_run(run.pk)
 
@@ -226,9 +255,10 @@ def main() -> None:
                 config={
                     "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
                     "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef, "lr": args.ppo_lr,
-                            "value_lr": 1e-4, "max_new_tokens": 32},
+                            "value_lr": 1e-4, "max_new_tokens": 32, "batch_size": args.ppo_batch,
+                            "ptx_coef": args.ppo_ptx},
                     "gate": {"max_kl": args.max_kl},
-                    "sample": {"temperature": 0.7, "max_new_tokens": 48},
+                    "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
                     "max_prompts": 32, "eval_prompts": 200,
                 },
             )  # fmt: skip
@@ -278,7 +308,13 @@ def main() -> None:
         scores = [demo_tasks.judge(c.prompt.text, c.text).quality for c in texts]
         quality[name] = sum(scores) / max(len(scores), 1)
 
+    from labeling.models import Ranking, Task
+
+    ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
     print("\n# bench/closed_loop.py results")
+    print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "
+          f"{Ranking.objects.filter(task__project=project).count()} rankings; A/B samples of both "
+          f"policies at temperature {args.eval_temperature}")  # fmt: skip
     print(f"PPO vs SFT win rate, simulated blind evaluators: {simulated.rate:.3f} "
           f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
           f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip

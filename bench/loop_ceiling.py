@@ -74,6 +74,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4096)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--kl-coef", type=float, default=0.02)
+    parser.add_argument("--batch-size", type=int, default=16, help="PPO rollouts per step")
+    parser.add_argument("--rm-lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--zero-value-head", action="store_true",
+        help="programmatic rewards: start the value head at 0 instead of ppo.py's fresh random "
+        "head (whose per-token values, std ~1.3, swamp rewards in [0, 1])",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rewards", default="gold,rm,the", help="which PPO runs: gold judge, reward model, 'The'"
+    )
     parser.add_argument("--eval-prompts", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=1.0, help="evaluation sampling")
     parser.add_argument("--out", default=None, help="run folder (reused when it exists)")
@@ -117,7 +127,7 @@ def main() -> None:
             rankings.append({"prompt": _messages(ranked[i]), "completions": completions,
                              "ranks": ranks})  # fmt: skip
     rm = reward.run(
-        RewardConfig(output_dir=str(out / "rm"), model_path=str(sft_model), epochs=1, lr=1e-4,
+        RewardConfig(output_dir=str(out / "rm"), model_path=str(sft_model), epochs=1, lr=args.rm_lr,
                      batch_size=8, checkpoint_every=0),
         {"rankings": rankings, "demonstrations": demos},
     )  # fmt: skip
@@ -139,13 +149,27 @@ def main() -> None:
     sft_quality = [
         demo_tasks.judge(p, a).quality for p, a in zip(heldout, sft_answers, strict=True)
     ]
+    zero_value = None
+    if args.zero_value_head:
+        from training.modeling import RewardModel, load_tokenizer
+
+        zero_value = out / "value-zero"
+        tokenizer = load_tokenizer(str(sft_model))
+        value = RewardModel.from_causal_lm(str(sft_model), tokenizer, torch.device("cpu"))
+        torch.nn.init.zeros_(value.head.weight)
+        value.save_pretrained(zero_value, tokenizer)
     rows = []
+    wanted = set(args.rewards.split(","))
     for i, (name, fn) in enumerate(rewards.items()):
+        if ("gold", "rm", "the")[i] not in wanted:
+            continue
         t = time.monotonic()
         result = ppo.run(
             PPOConfig(output_dir=str(out / f"ppo-{i}"), policy_path=str(sft_model),
                       reward_model_path=None if fn else str(out / "rm" / "model"),
+                      value_model_path=str(zero_value) if fn and zero_value else None,
                       total_episodes=args.episodes, lr=args.lr, value_lr=1e-4,
+                      batch_size=args.batch_size,
                       kl_coef=args.kl_coef, max_new_tokens=32, checkpoint_every=0),
             {"prompts": ppo_prompts}, reward_fn=fn,
         )  # fmt: skip
@@ -161,7 +185,8 @@ def main() -> None:
 
     perfect = sum(q >= 0.9999 for q in sft_quality) / len(sft_quality)
     print(f"\n# bench/loop_ceiling.py ({len(heldout)} held-out prompts, T={args.temperature}, "
-          f"{args.episodes} PPO episodes, lr {args.lr}, kl {args.kl_coef})")  # fmt: skip
+          f"{args.episodes} PPO episodes, batch {args.batch_size}, lr {args.lr}, kl {args.kl_coef}"
+          f"{', value head from 0' if args.zero_value_head else ''})")  # fmt: skip
     print(f"SFT: mean gold quality {sum(sft_quality) / len(sft_quality):.3f}, perfect on {perfect:.1%}; "
           f"oracle win rate (a policy always perfect) {(1 - perfect) + perfect / 2:.3f}")  # fmt: skip
     print(f"{'PPO reward':<20} {'train score first→last 16 steps':>32} {'KL':>6} {'quality':>8} "

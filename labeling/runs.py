@@ -279,7 +279,8 @@ def _register_model(run: TrainingRun, result: dict[str, Any]) -> ModelVersion:
 
 
 def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
-    """Store every sample with its provenance; each prompt's K distinct samples become a task."""
+    """Store every sample with its provenance; each prompt's first K distinct samples (a run may
+    sample more than K) become a ranking task."""
     if Completion.objects.filter(sampling_run=run).exists():
         return  # a redelivered finish: the samples are already in the queue
     project = run.project
@@ -305,11 +306,23 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
             )
             for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
         )
-        distinct = {c.text for c in completions}
         if not run.dataset.get("create_tasks", True):
             continue  # a round mixes these with another policy's samples itself
-        if len(completions) == project.k and len(distinct) == len(completions):
-            ranking_task_create(project=project, prompt=prompt, completions=completions)
+        if len(distinct := first_distinct(completions, project.k)) == project.k:
+            ranking_task_create(project=project, prompt=prompt, completions=distinct)
+
+
+def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
+    """The first `k` completions whose texts differ, in sample order (fewer when there are not
+    `k` different texts). A small SFT policy often repeats itself: sampling more than K per
+    prompt and keeping the first K distinct turns far more prompts into ranking tasks than
+    asking for exactly K and dropping every prompt with a repeat."""
+    chosen: dict[str, Completion] = {}
+    for completion in completions:
+        chosen.setdefault(completion.text, completion)
+        if len(chosen) == k:
+            break
+    return list(chosen.values())
 
 
 def run_fail(*, run_id: int, worker: str, error: str, retry: bool, now: datetime) -> TrainingRun:

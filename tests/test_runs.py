@@ -151,3 +151,36 @@ def test_run_start_refuses_server_owned_config_keys_and_empty_data(project, base
             project=project, kind="sft", config={}, created_by=personas.admin, base_model=base
         )
     assert not TrainingRun.objects.exists()
+
+
+def test_a_sample_run_with_more_than_k_samples_ranks_the_first_k_distinct(project, base, now):
+    """K = 4; a policy that repeats itself still gives a task when 4 of its 6 samples differ."""
+    from labeling.models import Completion, Task
+
+    from .factories import PromptFactory
+
+    prompts = [PromptFactory(project=project) for _ in range(3)]
+    texts = {
+        prompts[0].pk: ["a", "a", "b", "c", "b", "d"],  # 4 distinct: a, b, c, d
+        prompts[1].pk: ["a", "a", "a", "b", "c", "c"],  # 3 distinct: no task
+        prompts[2].pk: ["w", "x", "y", "z", "v", "u"],  # 6 distinct: the first 4
+    }
+    run = TrainingRun.objects.create(
+        project=project, kind="sample", base_model=base, config={"k": 6},
+        dataset={"prompts": list(texts), "create_tasks": True},
+    )  # fmt: skip
+    runs.run_claim(run_id=run.pk, worker="w", now=now)
+    samples = [
+        {"prompt_id": pid, "sample_index": j, "completion": text, "provenance": {"seed": j}}
+        for pid, answers in texts.items() for j, text in enumerate(answers)
+    ]  # fmt: skip
+    runs.run_succeed(
+        run_id=run.pk, worker="w", result={"output_dir": "x", "samples": samples}, now=now
+    )
+
+    assert Completion.objects.filter(sampling_run=run).count() == 18  # every sample is kept
+    ranked = {
+        task.prompt_id: sorted(task.completions.values_list("text", flat=True))
+        for task in Task.objects.filter(project=project, kind="ranking")
+    }
+    assert ranked == {prompts[0].pk: ["a", "b", "c", "d"], prompts[2].pk: ["w", "x", "y", "z"]}
