@@ -53,8 +53,10 @@ def json_in(value: Any) -> str:
 
 
 def json_out(value: Any) -> Any:
-    """A JSON column's value: psycopg2 decodes jsonb itself, SQLite hands back the text."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    """A JSON column's value, decoded. Both backends hand back the JSON text through Django's
+    cursor (Django registers jsonb with psycopg2 as text, for JSONField to decode), so a JSON
+    string arrives quoted and decodes right; NULL stays None."""
+    return None if value is None else json.loads(value)
 
 
 def _execute(
