@@ -236,6 +236,14 @@ def _plain_text(value: Any, max_length: int, *, allow_blank: bool) -> bool:
     )
 
 
+def next_fast(data: Any) -> dict[str, Any] | None:
+    """NextSerializer's validated_data for a body of exactly {"kind": <a task kind>}, without its
+    field copies; None for anything else, which the serializer then judges."""
+    if isinstance(data, dict) and data.keys() == {"kind"} and data["kind"] in TaskKind.values:
+        return {"kind": data["kind"]}
+    return None
+
+
 def ranking_submit_fast(data: Any) -> dict[str, Any] | None:
     """RankingSubmitSerializer's validated_data for a body every value of which is already of its
     plain type and in range; None for anything else, which the serializer then judges and
