@@ -16,9 +16,10 @@ Every lock rule lives here.
 
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
@@ -27,9 +28,6 @@ from django.db.models.functions import Coalesce
 from . import sql
 from .errors import Conflict, NotFound
 from .models import Lease, Membership, Project, Role, Task
-
-_shuffle = random.SystemRandom().shuffle
-
 
 # Lets a transaction's commit return before its WAL reaches disk (PostgreSQL only). Only for
 # lease bookkeeping (claim, heartbeat): if the server crashes in that instant the lease is gone
@@ -90,12 +88,49 @@ _CANDIDATE = """
       AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
     ORDER BY t.priority DESC, t.id
     LIMIT 1{lock}"""
-# The task's held slots, re-counted once its row is locked, with its outputs (a row per output).
-_TAKEN_AND_OUTPUTS = f"""
-    SELECT taken.n, tc.completion_id
-    FROM (SELECT COUNT(*) AS n FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}) taken
-    LEFT JOIN labeling_taskcompletion tc ON tc.task_id = %s
-    ORDER BY tc.position"""  # noqa: S608
+# The lease, inserted only if the task still has a free slot: the count runs in this statement,
+# after the candidate statement took the task's row lock, so it sees every claim committed before
+# (READ COMMITTED: a statement's snapshot is taken when it starts). The labeler's order of the
+# outputs is shuffled by the database as it copies them (none for a demonstration).
+_SHUFFLED_OUTPUTS = {
+    "postgresql": """COALESCE((SELECT json_agg(tc.completion_id ORDER BY random())
+                              FROM labeling_taskcompletion tc WHERE tc.task_id = %s), '[]')::jsonb""",
+    "sqlite": """(SELECT json_group_array(completion_id) FROM (
+                    SELECT tc.completion_id FROM labeling_taskcompletion tc
+                    WHERE tc.task_id = %s ORDER BY random()))""",
+}
+_LEASE_INSERT = f"""
+    INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at, expires_at,
+                                heartbeat_at, submitted_at, skip_reason)
+    SELECT %s, %s, 'active', {{shuffled}}, %s, %s, %s, NULL, ''
+    WHERE (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}) < %s
+    RETURNING {{returning}}"""  # noqa: S608
+_TAKEN = f"SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}"  # noqa: S608
+
+# What a labeler is asked to do under a lease, a row per output of its task (selectors.lease_task
+# turns the rows into the API's answer). `{lease}` is the lease relation: the table, or on
+# PostgreSQL the claim's INSERT ... RETURNING, so that a claim and its answer are one statement.
+LEASE_TASK_COLUMNS = "id, status, expires_at, task_id, shown_order"
+LEASE_TASK = """
+    SELECT l.id, l.status, l.expires_at, l.task_id, l.shown_order, t.kind, p.id, p.messages,
+           pr.flags, pr.k,
+           (SELECT d.text FROM labeling_demonstrationdraft d WHERE d.lease_id = l.id),
+           c.id, c.text
+    FROM {lease} l
+    JOIN labeling_task t ON t.id = l.task_id
+    JOIN labeling_prompt p ON p.id = t.prompt_id
+    JOIN labeling_project pr ON pr.id = t.project_id
+    LEFT JOIN labeling_taskcompletion tc ON tc.task_id = t.id
+    LEFT JOIN labeling_completion c ON c.id = tc.completion_id
+    {where}"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim's lease, and the rows of LEASE_TASK for it when the claim read them already."""
+
+    lease_id: int
+    task_rows: list[tuple] | None = None
 
 
 def _candidate(
@@ -115,19 +150,20 @@ def _candidate(
     return sql.one(query, params, name=name)
 
 
-def claim_lease_id(
+def claim(
     *, user_id: int, project_id: int, kind: str, lease_seconds: int, now: datetime
-) -> int | None:
-    """Lease the next task of `kind` for the user; its lease id, or None when nothing is left.
+) -> Claimed | None:
+    """Lease the next task of `kind` for the user; None when nothing is left for them.
 
     A labeler who already holds an unexpired lease of this kind in the project gets that one back,
-    so a refresh or a double click on "next" never takes a second slot.
+    so a refresh or a double click on "next" never takes a second slot. On PostgreSQL a new
+    lease comes back with its task's rows (`Claimed.task_rows`), read by the INSERT's statement.
     """
     with transaction.atomic():
         params = [user_id, project_id, kind, sql.ts(now)]
         held = sql.one(_HELD, params, name="il_held", pg_first=_COMMIT_MAY_LAG)
         if held is not None:
-            return held[0]
+            return Claimed(held[0])
         tried: set[int] = set()
         while True:
             candidate = partial(
@@ -141,29 +177,52 @@ def claim_lease_id(
                 if found is None:
                     return None
             task_id, overlap, mine = found
-            # Re-count under the row lock: the count above ran before we held it.
-            found = sql.rows(_TAKEN_AND_OUTPUTS, [task_id, sql.ts(now), task_id], name="il_taken")
-            if found[0][0] >= overlap:
-                tried.add(task_id)
-                continue
             expires_at = sql.ts(now + timedelta(seconds=lease_seconds))
             if mine is not None:  # the user's own expired lease: re-activate it in place
+                # Re-count under the row lock: the candidate's count ran before we held it.
+                if sql.one(_TAKEN, [task_id, sql.ts(now)])[0] >= overlap:
+                    tried.add(task_id)
+                    continue
                 sql.run(
                     "UPDATE labeling_lease SET expires_at = %s, heartbeat_at = %s WHERE id = %s",
                     [expires_at, sql.ts(now), mine],
                 )
-                return mine
-            shown_order: list[int] = []
-            if kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
-                shown_order = [completion_id for _, completion_id in found]
-                _shuffle(shown_order)
-            return sql.one(
-                "INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at,"
-                " expires_at, heartbeat_at, submitted_at, skip_reason)"
-                " VALUES (%s, %s, 'active', %s, %s, %s, %s, NULL, '') RETURNING id",
-                [task_id, user_id, sql.json_in(shown_order), sql.ts(now), expires_at, sql.ts(now)],
-                name="il_lease_insert",
-            )[0]
+                return Claimed(mine)
+            claimed = _insert_lease(
+                task_id=task_id, user_id=user_id, overlap=overlap, now=now, expires_at=expires_at
+            )
+            if claimed is None:  # the last slot went to a claim that committed meanwhile
+                tried.add(task_id)
+                continue
+            return claimed
+
+
+def _insert_lease(
+    *, task_id: int, user_id: int, overlap: int, now: datetime, expires_at: Any
+) -> Claimed | None:
+    vendor = connection.vendor
+    insert = _LEASE_INSERT.format(
+        shuffled=_SHUFFLED_OUTPUTS[vendor],
+        returning=LEASE_TASK_COLUMNS if vendor == "postgresql" else "id",
+    )
+    params = [task_id, user_id, task_id, sql.ts(now), expires_at, sql.ts(now)]
+    params += [task_id, sql.ts(now), overlap]
+    if vendor != "postgresql":
+        row = sql.one(insert, params, name="il_lease_insert")
+        return None if row is None else Claimed(row[0])
+    query = f"WITH l AS ({insert}) " + LEASE_TASK.format(lease="l", where="")
+    rows = sql.rows(query, params, name="il_lease_claim")
+    return Claimed(rows[0][0], rows) if rows else None
+
+
+def claim_lease_id(
+    *, user_id: int, project_id: int, kind: str, lease_seconds: int, now: datetime
+) -> int | None:
+    """`claim`'s lease id (None when nothing is left)."""
+    claimed = claim(
+        user_id=user_id, project_id=project_id, kind=kind, lease_seconds=lease_seconds, now=now
+    )
+    return None if claimed is None else claimed.lease_id
 
 
 def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> Lease | None:
@@ -206,16 +265,18 @@ _LOCK_OWN_LEASE = """
     {lock}"""
 
 
-def _lock_own_lease(*, lease_id: int, user_id: int) -> Lease:
-    """The user's lease, row-locked, with its task and the project settings the queue and the
-    submits read (any other project field loads on access, as a deferred field does)."""
+def _lock_own_lease(*, lease_id: int, user_id: int, lock_task: bool = False) -> Lease:
+    """The user's lease, row-locked (and its task's row too with `lock_task`), with its task and
+    the project settings the queue and the submits read (any other project field loads on access,
+    as a deferred field does)."""
     query = _LOCK_OWN_LEASE.format(
         lease=sql.columns(Lease, "l"),
         task=sql.columns(Task, "t"),
-        lock=sql.lock("FOR UPDATE OF l"),
+        lock=sql.lock("FOR UPDATE OF l, t" if lock_task else "FOR UPDATE OF l"),
     )
     params = [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN]
-    row = sql.one(query, params, name="il_lock_lease")
+    name = "il_lock_lease_task" if lock_task else "il_lock_lease"
+    row = sql.one(query, params, name=name)
     if row is None:
         raise NotFound("No such lease.")
     n_lease, n_task = len(Lease._meta.concrete_fields), len(Task._meta.concrete_fields)
@@ -278,13 +339,14 @@ def skip(*, lease_id: int, user_id: int, reason: str, now: datetime) -> Lease:
         return lease
 
 
-def lock_for_submit(*, lease_id: int, user_id: int, now: datetime) -> Lease:
-    """Lock the lease for a submit. Must run inside the submit's transaction.
+def lock_for_submit(*, lease_id: int, user_id: int, now: datetime, lock_task: bool = True) -> Lease:
+    """Lock the lease for a submit, and its task's row for `mark_submitted` (a draft's autosave,
+    which completes nothing, passes lock_task=False). Must run inside the submit's transaction.
 
     Returns the lease; its status is SUBMITTED when an identical submit already went through
     (the caller then returns that first result). Raises Conflict if expired or skipped.
     """
-    lease = _lock_own_lease(lease_id=lease_id, user_id=user_id)
+    lease = _lock_own_lease(lease_id=lease_id, user_id=user_id, lock_task=lock_task)
     if lease.status == Lease.Status.SUBMITTED:
         return lease
     if lease.status != Lease.Status.ACTIVE:
@@ -294,29 +356,30 @@ def lock_for_submit(*, lease_id: int, user_id: int, now: datetime) -> Lease:
     return lease
 
 
-def mark_submitted(*, lease: Lease, now: datetime) -> None:
-    """Close the lease and, under the task's row lock, mark the task done when every slot is in."""
+# Marks the task done once every slot is submitted. It runs after lock_for_submit took the task's
+# row lock, so its count (a snapshot taken when this statement starts) sees every submit of the
+# task that committed before; and the submit after ours waits for our lock and then sees ours.
+_TASK_DONE = """
+    UPDATE labeling_task SET done = %s
+    WHERE id = %s AND NOT done
+      AND (SELECT COUNT(*) FROM labeling_lease WHERE task_id = %s AND status = 'submitted')
+          >= overlap"""
+
+
+def mark_submitted(*, lease: Lease, now: datetime, lease_row_written: bool = False) -> None:
+    """Close the lease and mark the task done when every slot is in. The caller holds the lease's
+    and the task's row locks (lock_for_submit); `lease_row_written` when its own statement already
+    set the lease's row to submitted (services._ranking_insert on PostgreSQL)."""
     lease.status = Lease.Status.SUBMITTED
     lease.submitted_at = now
-    sql.run(
-        "UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s",
-        [sql.ts(now), lease.pk],
-        name="il_lease_submitted",
-    )
-    overlap, done = sql.one(
-        "SELECT overlap, done FROM labeling_task WHERE id = %s" + sql.lock("FOR UPDATE"),  # noqa: S608
-        [lease.task_id],
-        name="il_task_lock",
-    )
-    if done:
-        return
-    submitted = sql.one(
-        "SELECT COUNT(*) FROM labeling_lease WHERE task_id = %s AND status = 'submitted'",
-        [lease.task_id],
-        name="il_submitted_count",
-    )[0]
-    if submitted >= overlap:
-        sql.run("UPDATE labeling_task SET done = %s WHERE id = %s", [True, lease.task_id])
+    if not lease_row_written:
+        sql.run(
+            "UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s",
+            [sql.ts(now), lease.pk],
+            name="il_lease_submitted",
+        )
+    if not lease.task.done:
+        sql.run(_TASK_DONE, [True, lease.task_id, lease.task_id], name="il_task_done")
 
 
 def release_stale(*, now: datetime, older_than: timedelta) -> int:

@@ -357,27 +357,18 @@ def memberships_for_user(*, user_id: int) -> QuerySet[Membership]:
     )
 
 
-_LEASE_TASK = """
-    SELECT l.id, l.status, l.expires_at, l.task_id, l.shown_order, t.kind, p.id, p.messages,
-           pr.flags, pr.k,
-           (SELECT d.text FROM labeling_demonstrationdraft d WHERE d.lease_id = l.id),
-           c.id, c.text
-    FROM labeling_lease l
-    JOIN labeling_task t ON t.id = l.task_id
-    JOIN labeling_prompt p ON p.id = t.prompt_id
-    JOIN labeling_project pr ON pr.id = t.project_id
-    LEFT JOIN labeling_taskcompletion tc ON tc.task_id = t.id
-    LEFT JOIN labeling_completion c ON c.id = tc.completion_id
-    WHERE l.id = %s"""
-
-
-def lease_task(*, lease_id: int) -> dict[str, Any]:
+def lease_task(*, lease_id: int, rows: list[tuple] | None = None) -> dict[str, Any]:
     """What a labeler is asked to do under a lease, as the API answers it (LeaseTaskSerializer's
     shape): the prompt, the outputs in this labeler's order (never their model), the flags asked,
-    the draft of a demonstration. One hand-written query, a row per output of the task: `next` is
-    the labeler loop's hot path.
+    the draft of a demonstration. One hand-written query (queue.LEASE_TASK), a row per output of
+    the task: `next` is the labeler loop's hot path. `rows` are that query's rows when the claim
+    read them already (queue.Claimed).
     """
-    found = sql.rows(_LEASE_TASK, [lease_id], name="il_lease_task")
+    found = rows or sql.rows(
+        queue.LEASE_TASK.format(lease="labeling_lease", where="WHERE l.id = %s"),
+        [lease_id],
+        name="il_lease_task",
+    )
     if not found:
         raise NotFound("No such lease.")
     lease_pk, status, expires_at, task_id, shown_order, kind, prompt_id, messages = found[0][:8]

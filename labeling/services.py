@@ -343,7 +343,7 @@ def demonstration_draft_save(*, lease_id: int, user_id: int, text: str, now: dat
     if len(text) > MAX_RESPONSE_CHARS:
         raise Invalid(f"The draft is longer than {MAX_RESPONSE_CHARS:,} characters.")
     with transaction.atomic():
-        lease = queue.lock_for_submit(lease_id=lease_id, user_id=user_id, now=now)
+        lease = queue.lock_for_submit(lease_id=lease_id, user_id=user_id, now=now, lock_task=False)
         if lease.status == Lease.Status.SUBMITTED:
             return
         DemonstrationDraft.objects.update_or_create(
@@ -452,31 +452,45 @@ def ranking_submit(
             shown_order=lease.shown_order,
             created_at=now,
         )
-        _ranking_insert(ranking, parsed)
-        queue.mark_submitted(lease=lease, now=now)
+        lease_row_written = _ranking_insert(ranking, parsed, now=now)
+        queue.mark_submitted(lease=lease, now=now, lease_row_written=lease_row_written)
         return ranking, True
 
 
-def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
-    """INSERT the ranking and its entries as two hand-written statements (labeling/sql.py), and
-    leave them on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read."""
-    ranking.pk = sql.one(
-        "INSERT INTO labeling_ranking (task_id, labeler_id, lease_id, none_acceptable, notes,"
-        " time_spent_ms, shown_order, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " RETURNING id",
-        [
-            ranking.task_id,
-            ranking.labeler_id,
-            ranking.lease_id,
-            ranking.none_acceptable,
-            ranking.notes,
-            ranking.time_spent_ms,
-            sql.json_in(ranking.shown_order),
-            sql.ts(ranking.created_at),
-        ],
-        name="il_ranking_insert",
-    )[0]
-    ranking._state.adding = False
+_RANKING_INSERT = (
+    "INSERT INTO labeling_ranking (task_id, labeler_id, lease_id, none_acceptable, notes,"
+    " time_spent_ms, shown_order, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " RETURNING id"
+)
+_ENTRIES_INSERT = (
+    "INSERT INTO labeling_rankingentry (ranking_id, completion_id, rank, likert, flags)"
+    " VALUES {values} RETURNING id, ranking_id"
+)
+# PostgreSQL: the ranking, its entries and the lease's close in one statement (data-modifying
+# WITH). The entries take the new ranking's id from its RETURNING; the foreign keys are checked
+# at the end of the statement, when the ranking row exists.
+_RANKING_SUBMIT_PG = f"""
+    WITH r AS ({_RANKING_INSERT}),
+         u AS (UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s)
+    {_ENTRIES_INSERT}"""  # noqa: S608
+
+
+def _ranking_insert(ranking: Ranking, entries: list[EntryInput], *, now: datetime) -> bool:
+    """INSERT the ranking and its entries with hand-written statements (labeling/sql.py), and
+    leave them on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read.
+
+    On PostgreSQL the same statement sets the lease to submitted; returns whether it did.
+    """
+    head = [
+        ranking.task_id,
+        ranking.labeler_id,
+        ranking.lease_id,
+        ranking.none_acceptable,
+        ranking.notes,
+        ranking.time_spent_ms,
+        sql.json_in(ranking.shown_order),
+        sql.ts(ranking.created_at),
+    ]
     rows = [
         RankingEntry(
             ranking=ranking,
@@ -487,31 +501,35 @@ def _ranking_insert(ranking: Ranking, entries: list[EntryInput]) -> None:
         )
         for e in entries
     ]
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))  # placeholders only
-    ids = sql.rows(
-        f"INSERT INTO labeling_rankingentry (ranking_id, completion_id, rank, likert, flags) VALUES {values} RETURNING id",  # noqa: E501, S608
-        [
-            value
-            for row in rows
-            for value in (
-                ranking.pk,
-                row.completion_id,
-                row.rank,
-                row.likert,
-                sql.json_in(row.flags),
-            )
-        ],
-        name=f"il_entries_{len(rows)}",
-    )
-    for row, (pk,) in zip(rows, sorted(ids), strict=True):
+    values = [(row.completion_id, row.rank, row.likert, sql.json_in(row.flags)) for row in rows]
+    one_pass = sql.postgres() and bool(rows)
+    if one_pass:
+        placeholders = ", ".join(["((SELECT id FROM r), %s, %s, %s, %s)"] * len(rows))
+        found = sql.rows(
+            _RANKING_SUBMIT_PG.format(values=placeholders),
+            [*head, sql.ts(now), ranking.lease_id, *(v for row in values for v in row)],
+            name=f"il_ranking_submit_{len(rows)}",
+        )
+        ranking.pk = found[0][1]
+    else:
+        ranking.pk = sql.one(_RANKING_INSERT, head, name="il_ranking_insert")[0]
+        placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+        found = sql.rows(
+            _ENTRIES_INSERT.format(values=placeholders),
+            [v for row in values for v in (ranking.pk, *row)],
+            name=f"il_entries_{len(rows)}",
+        )
+    ranking._state.adding = False
+    for row, (pk, _) in zip(rows, sorted(found), strict=True):
         row.pk = pk
         row._state.adding = False
     rows.sort(key=lambda row: (row.rank, row.pk))  # RankingEntry.Meta.ordering
     # As prefetch_related leaves it: a queryset whose results are already known (built bare:
     # a .filter() would compile a query nobody runs).
-    entries = QuerySet(model=RankingEntry)
-    entries._result_cache, entries._prefetch_done = rows, True
-    ranking._prefetched_objects_cache = {"entries": entries}
+    result = QuerySet(model=RankingEntry)
+    result._result_cache, result._prefetch_done = rows, True
+    ranking._prefetched_objects_cache = {"entries": result}
+    return one_pass
 
 
 # --- blind pairwise evaluation -------------------------------------------------------------

@@ -265,6 +265,25 @@ def test_shown_order_is_a_stored_permutation_of_the_tasks_completions(project, p
     assert ranking.shown_order == lease.shown_order
 
 
+def test_each_labeler_gets_an_order_of_their_own(project, now):
+    """The database shuffles the outputs as it copies them onto the lease (queue._LEASE_INSERT).
+    Tried: 24 labelers on one K=4 task; the chance that a fair shuffle gives all of them the
+    same order is (1/24)^23, so a copy without the shuffle is what this catches."""
+    project.overlap = 24
+    project.save()
+    task = ranking_task(project)
+    orders = set()
+    for i in range(24):
+        user = member(project, f"shuffled{i}")
+        lease = queue.claim_next(user_id=user.pk, project=project, kind="ranking", now=now)
+        assert lease.task_id == task.pk
+        assert sorted(lease.shown_order) == sorted(
+            task.task_completions.values_list("completion_id", flat=True)
+        )
+        orders.add(tuple(lease.shown_order))
+    assert len(orders) > 1
+
+
 def test_members_of_one_project_get_nothing_from_another(project, personas, now):
     demonstration_task(personas.other_project)
     assert (

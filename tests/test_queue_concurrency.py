@@ -10,9 +10,9 @@ from django.test import TransactionTestCase
 from django.utils import timezone
 
 from labeling import queue, services
-from labeling.models import Demonstration, Lease, Task
+from labeling.models import Demonstration, Lease, Ranking, RankingEntry, Task
 
-from .factories import ProjectFactory, UserFactory, demonstration_task, member
+from .factories import ProjectFactory, UserFactory, demonstration_task, member, ranking_task
 
 pytestmark = pytest.mark.postgres_only
 
@@ -107,3 +107,37 @@ class ConcurrentClaimTests(TransactionTestCase):
         assert Demonstration.objects.count() == 12
         assert all(t.done for t in Task.objects.filter(project=project))
         assert UserFactory._meta.model.objects.count() == 8
+
+    def test_the_last_rankings_of_a_task_submitted_at_once_mark_it_done(self):
+        """Three labelers hold the three slots of one ranking task and submit at the same
+        instant. Each submit locks the task's row with its lease and counts the submitted leases
+        after it holds the lock, so whichever commits last sees all three and marks the task
+        done (a count taken before the lock would see two, in every submit). Repeated on 5 tasks."""
+        project = ProjectFactory(overlap=3)
+        tasks = [ranking_task(project) for _ in range(5)]
+        users = [member(project, f"ranker{i}") for i in range(3)]
+        now = timezone.now()
+        for task in tasks:
+            leases = []
+            for user in users:
+                lease = queue.claim_next(user_id=user.pk, project=project, kind="ranking", now=now)
+                assert lease.task_id == task.pk
+                leases.append((lease, user))
+
+            def submit(lease, user):
+                entries = [
+                    {"completion": c, "rank": r, "likert": 4, "flags": []}
+                    for r, c in enumerate(lease.shown_order, 1)
+                ]
+                services.ranking_submit(
+                    lease_id=lease.pk, user_id=user.pk, entries=entries, now=now
+                )
+
+            _run_threads(submit, leases)
+            task.refresh_from_db()
+            assert task.done
+            assert Ranking.objects.filter(task=task).count() == 3
+            assert RankingEntry.objects.filter(ranking__task=task).count() == 3 * project.k
+            assert set(Lease.objects.filter(task=task).values_list("status", flat=True)) == {
+                "submitted"
+            }

@@ -238,16 +238,16 @@ class NextView(QueueView):
         data = s.next_fast(request.data)
         if data is None:
             data = _valid(s.NextSerializer, request)
-        lease_id = queue.claim_lease_id(
+        claimed = queue.claim(
             user_id=request.user.pk,
             project_id=membership.project_id,
             lease_seconds=membership.project.lease_seconds,
             now=timezone.now(),
             **data,
         )
-        if lease_id is None:
+        if claimed is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(selectors.lease_task(lease_id=lease_id))
+        return Response(selectors.lease_task(lease_id=claimed.lease_id, rows=claimed.task_rows))
 
 
 class LeaseDetailView(QueueView):
