@@ -1,6 +1,6 @@
 """Throughput of the training stages on fixed shapes, measured through each stage's real `run()`.
 
-    python bench/training.py [--model PATH] [--threads 2] [--steps N]
+    python bench/training.py [--model PATH] [--threads 2] [--steps N] [--stages sft,reward,ppo,ppo32]
 
 Shapes (fixed by truncating long synthetic texts to exact token counts):
   SFT     batch 16 x 128 tokens (32 prompt + 96 response tokens; loss on the response)
@@ -9,6 +9,9 @@ Shapes (fixed by truncating long synthetic texts to exact token counts):
           earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
           by a reward model on the same trunk; learning rates 0 so that every run samples the
           same responses (all the work is done, the weights just do not move)
+  PPO32   the same on a randomly initialised copy of the model (same architecture and tokenizer),
+          which almost never samples EOS: every response is the full 32 tokens, the work of the
+          issue's TRL reference (an untrained 4-layer, 128-wide GPT-2)
 Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
 not timed. Throughput = work per step / the median wall time of the timed steps (between
 `on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
@@ -182,11 +185,30 @@ def bench_reward(model: str, out: str, steps: int) -> dict:
     }
 
 
-def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int) -> dict:
+def random_copy(model: str, out: str) -> str:
+    """The model's architecture and tokenizer with freshly initialised weights (seeded), saved
+    under `out`: a policy that almost never samples EOS, so every response is max_new_tokens long
+    (the work TRL's reference figure does on its untrained 4-layer, 128-wide GPT-2)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from training.modeling import load_tokenizer
+
+    torch.manual_seed(0)
+    fresh = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    path = str(Path(out) / "random-policy")
+    fresh.save_pretrained(path)
+    load_tokenizer(model).save_pretrained(path)
+    return path
+
+
+def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length: bool) -> dict:
     from training.config import PPOConfig
     from training.modeling import RewardModel, load_tokenizer, resolve_device
     from training.ppo import run
 
+    if full_length:
+        model = random_copy(model, out)
     # A reward model with an untrained head on the same trunk: the same work as a trained one.
     tokenizer = load_tokenizer(model)
     reward_dir = Path(out) / "reward-model"
@@ -242,8 +264,8 @@ def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as out:
-        if stage == "ppo":
-            figures = bench_ppo(model, out, steps, prompt_tokens)
+        if stage in ("ppo", "ppo32"):
+            figures = bench_ppo(model, out, steps, prompt_tokens, full_length=stage == "ppo32")
         else:
             figures = STAGES[stage](model, out, steps)
     figures["peak_memory_mb"] = peak_memory_mb(resolve_device("auto"))
@@ -255,7 +277,7 @@ def main() -> None:
     parser.add_argument("--model", help="model directory (default: var/models/tiny-base)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per stage")
-    parser.add_argument("--stages", default="sft,reward,ppo")
+    parser.add_argument("--stages", default="sft,reward,ppo,ppo32")
     parser.add_argument("--ppo-prompt-tokens", type=int, default=16, help="PPO prompt length")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,7 +317,7 @@ def main() -> None:
         else:
             share = figures["ppo_time_share"]
             print(
-                f"PPO     {figures['ppo_episodes_per_s']:9,.1f} episodes/s"
+                f"{stage.upper():7} {figures['ppo_episodes_per_s']:9,.1f} episodes/s"
                 f"  ({figures['ppo_episodes_per_cpu_s']:,.1f} per CPU-s; "
                 f"generation {share['generation']:.0%}, scoring {share['scoring']:.0%}, "
                 f"update {share['update']:.0%}; mean response "
