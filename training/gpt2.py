@@ -286,9 +286,9 @@ class Decoder:
         config = model.config
         self.heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
-        self.shape = (config.n_layer, batch, self.heads, max_length, self.head_dim)
-        self.keys: torch.Tensor | None = None  # (layer, batch, head, max_length, head_dim)
-        self.values: torch.Tensor | None = None
+        # Keys and values of a layer side by side, so that one copy writes both.
+        self.shape = (config.n_layer, 2, batch, self.heads, max_length, self.head_dim)
+        self.cache: torch.Tensor | None = None  # (layer, key/value, batch, head, max_len, head_dim)
         device = model.lm_head.weight.device
         self.key_is_real = torch.ones(batch, max_length, dtype=torch.bool, device=device)
         self.length = 0
@@ -321,8 +321,7 @@ class Decoder:
         """One new query per row over the cache, as two batched matmuls (SDPA's CPU kernel costs
         more than the arithmetic at one query).  # (batch, 1, embd), after c_proj"""
         batch = query.shape[0]
-        keys = self.keys[layer, :, :, :end].reshape(-1, end, self.head_dim)  # a view
-        values = self.values[layer, :, :, :end].reshape(-1, end, self.head_dim)
+        keys, values = self.cache[layer, :, :, :, :end].flatten(1, 2).unbind(0)  # views
         query = query.reshape(-1, 1, self.head_dim)  # (batch * head, 1, head_dim)
         scores = torch.baddbmm(
             self.bias[:, :, :end], query, keys.transpose(1, 2), alpha=attention.scaling
@@ -339,21 +338,16 @@ class Decoder:
         hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
         for layer, block in enumerate(self.trunk.h):
             attention = block.attn
-            query, key, value = attention.c_attn(block.ln_1(hidden)).split(attention.split_size, 2)
-            query, key, value = (
-                t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-                for t in (query, key, value)
-            )  # (batch, head, length, head_dim)
-            if self.keys is None:
-                self.keys = key.new_empty(self.shape)
-                self.values = value.new_empty(self.shape)
-            self.keys[layer, :, :, start:end] = key
-            self.values[layer, :, :, start:end] = value
+            qkv = attention.c_attn(block.ln_1(hidden))
+            qkv = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            if self.cache is None:
+                self.cache = qkv.new_empty(self.shape)
+            self.cache[layer, :, :, :, start:end] = qkv[1:]  # keys and values, one copy
             if mask is None:  # a decoding step
-                attended = self._step_attention(attention, query, layer, end)
+                attended = self._step_attention(attention, qkv[0], layer, end)
             else:
-                keys, values = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-                attended = _attend(attention, query, keys, values, mask, 0.0)
+                keys, values = self.cache[layer, :, :, :, :end].unbind(0)
+                attended = _attend(attention, qkv[0], keys, values, mask, 0.0)
             hidden = hidden + attended
             hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))
         self.length = end
