@@ -397,7 +397,11 @@ class RewardModel(nn.Module):
                 completion_ids,
                 key_is_real,
                 completion_positions,
-                past=[(key[prompt_index], value[prompt_index]) for key, value in prompt_kv],
+                # index_select: its backward is an index_add, not an accumulating index_put.
+                past=[
+                    (key.index_select(0, prompt_index), value.index_select(0, prompt_index))
+                    for key, value in prompt_kv
+                ],
                 read=last_index,
             )
             return self._head(last_hidden)
