@@ -10,9 +10,10 @@ each path to the HF one.
   response positions (the prompt's share of the last block saved).
 - `run_trunk_packed` (PPO's log-probs and values): the same on the real tokens only, packed into
   one (tokens, embd) matrix for every per-token op, with attention in the padded layout.
-Where they run the model's pieces themselves (packed trunk, decoding), GPT-2's tanh GELU is
-`gelu_tanh` and attention is two batched matmuls: torch's tanh GELU kernels and SDPA's CPU
-kernel cost more than the arithmetic at these sizes.
+Where they run the model's pieces themselves (packed trunk, decoding), attention is two batched
+matmuls: SDPA's CPU kernel costs more than the arithmetic at these sizes (at SFT's 16 x 128 it is
+the other way round, so `run_trunk` keeps SDPA). GPT-2's tanh GELU is `gelu_tanh` (a sigmoid form)
+wherever its activation fits in cache, torch's kernel above that (`_mlp`).
 """
 
 from __future__ import annotations
