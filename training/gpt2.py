@@ -131,6 +131,26 @@ def run_trunk(
     return key_values, hidden if isinstance(read, int) else hidden.squeeze(1)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on a contiguous gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def contiguous_grad(x: torch.Tensor) -> torch.Tensor:
+    """x, with a contiguous gradient in the backward. `cat`'s backward gives each input a strided
+    slice of the gradient, and some backwards are much slower on one: index_select's index_add
+    falls back to a scatter_add (about 0.28 ms instead of a 0.03 ms copy and a 0.015 ms add for a
+    reward batch's prompt keys)."""
+    return _ContiguousGrad.apply(x)
+
+
 _GELU_C = 2 * math.sqrt(2 / math.pi)  # 0.5 (1 + tanh(z)) = sigmoid(2 z)
 _GELU_K = 0.044715
 

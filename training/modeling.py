@@ -397,10 +397,11 @@ class RewardModel(nn.Module):
                 completion_ids,
                 key_is_real,
                 completion_positions,
-                # index_select: its backward is an index_add, not an accumulating index_put.
+                # Each completion's copy of its prompt's keys and values; run_trunk puts them before
+                # the completion's own with a cat, whose backward slices the gradient.
                 past=[
-                    (key.index_select(0, prompt_index), value.index_select(0, prompt_index))
-                    for key, value in prompt_kv
+                    tuple(gpt2.contiguous_grad(t.index_select(0, prompt_index)) for t in layer)
+                    for layer in prompt_kv
                 ],
                 read=last_index,
             )
