@@ -101,7 +101,9 @@ def sample(
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     tokens = []
     for step in range(max_new_tokens):
-        logits = logits.float() / temperature  # (batch, vocab)
+        logits = logits.float()  # (batch, vocab)
+        if temperature != 1.0:  # a division by 1 would still copy the logits
+            logits = logits / temperature
         if top_p < 1.0:
             logits = _top_p_filter(logits, top_p)
         token = _draw(torch.softmax(logits, dim=-1), generator)

@@ -275,6 +275,19 @@ def response_logits(
     return model.get_output_embeddings()(hidden)
 
 
+def hidden_where(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    select: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states (what the output projection reads) at the positions where `select` is
+    true, for models whose logits are a plain projection.  # (n_selected, hidden)"""
+    start = int(select.any(0).nonzero()[0])  # the first position any row reads
+    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    return hidden[select[:, start:]]
+
+
 def logits_where(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -286,9 +299,17 @@ def logits_where(
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         return logits.logits[select]
-    start = int(select.any(0).nonzero()[0])  # the first position any row reads
-    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
-    return model.get_output_embeddings()(hidden[select[:, start:]])
+    hidden = hidden_where(model, input_ids, attention_mask, select)
+    return model.get_output_embeddings()(hidden)
+
+
+def bias_free_head(model: PreTrainedModel) -> torch.Tensor | None:
+    """The weight of the output projection when the logits are exactly hidden @ weight.T (no
+    bias, scaling or soft-capping), else None.  # (vocab, hidden)"""
+    head = model.get_output_embeddings()
+    if not _lm_head_is_plain(model) or type(head) is not nn.Linear or head.bias is not None:
+        return None
+    return head.weight
 
 
 # --- reward model ---------------------------------------------------------------------------------
@@ -376,7 +397,12 @@ class RewardModel(nn.Module):
                 completion_ids,
                 key_is_real,
                 completion_positions,
-                past=[(key[prompt_index], value[prompt_index]) for key, value in prompt_kv],
+                # Each completion's copy of its prompt's keys and values; run_trunk puts them before
+                # the completion's own with a cat, whose backward slices the gradient.
+                past=[
+                    tuple(gpt2.contiguous_grad(t.index_select(0, prompt_index)) for t in layer)
+                    for layer in prompt_kv
+                ],
                 read=last_index,
             )
             return self._head(last_hidden)

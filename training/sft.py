@@ -29,9 +29,11 @@ from training.common import (
 )
 from training.config import SFTConfig
 from training.data import Example, collate_sft, encode_demonstrations
-from training.losses import IGNORE_INDEX, sft_loss
+from training.losses import IGNORE_INDEX, linear_cross_entropy, sft_loss
 from training.modeling import (
     autocast,
+    bias_free_head,
+    hidden_where,
     load_causal_lm,
     load_tokenizer,
     logits_where,
@@ -43,11 +45,17 @@ from training.modeling import (
 
 
 def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token-mean cross-entropy of the response tokens, logits computed only where they count."""
+    """Token-mean cross-entropy of the response tokens, logits computed only where they count
+    (fused with the output projection when that is a plain fp32 matmul)."""
     targets = batch["labels"][:, 1:]  # position i predicts token i + 1
     predicts_response = torch.zeros_like(batch["labels"], dtype=torch.bool)
     predicts_response[:, :-1] = targets != IGNORE_INDEX  # (batch, seq)
-    logits = logits_where(model, batch["input_ids"], batch["attention_mask"], predicts_response)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    weight = bias_free_head(model)
+    if weight is not None and not torch.is_autocast_enabled(ids.device.type):
+        hidden = hidden_where(model, ids, mask, predicts_response)  # (n_response_tokens, embd)
+        return linear_cross_entropy(hidden, weight, targets[targets != IGNORE_INDEX])
+    logits = logits_where(model, ids, mask, predicts_response)
     return sft_loss(logits, targets[targets != IGNORE_INDEX])  # logits: (n_response_tokens, vocab)
 
 

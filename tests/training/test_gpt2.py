@@ -235,3 +235,15 @@ def test_the_fast_tanh_gelu_is_torchs_values_and_gradients():
     torch.testing.assert_close(fast_grad, torch_grad, rtol=1e-5, atol=1e-5)
     assert (fast - exact).abs().max() <= 2 * (torch_gelu - exact).abs().max()
     assert (fast_grad - exact_grad).abs().max() <= 2 * (torch_grad - exact_grad).abs().max()
+
+
+def test_contiguous_grad_is_the_identity_with_a_contiguous_gradient():
+    x = torch.randn(3, 4, requires_grad=True)
+    y = gpt2.contiguous_grad(x)
+    torch.testing.assert_close(y, x, rtol=0, atol=0)
+    grads = []
+    x.register_hook(grads.append)
+    upstream = torch.randn(4, 3).T  # a strided gradient
+    y.backward(upstream)
+    assert grads[0].is_contiguous()
+    torch.testing.assert_close(x.grad, upstream, rtol=0, atol=0)

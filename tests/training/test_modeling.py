@@ -161,6 +161,48 @@ def test_shared_prompt_scoring_equals_scoring_each_full_sequence(tiny_model_dir)
     torch.testing.assert_close(shared, separate, rtol=1e-5, atol=1e-5)
 
 
+def test_shared_prompt_scoring_has_the_gradients_of_scoring_each_full_sequence(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    records = [
+        {
+            "prompt": "What does the cat do?",
+            "completions": ["tea.", "a dog eats."],
+            "ranks": [1, 2],
+        },
+        {"prompt": "Hi", "completions": ["the moon.", "a", "the king hides."], "ranks": [3, 2, 1]},
+    ]
+    encoded = encode_rankings(tokenizer, records, 64)
+    batch = collate_rankings(encoded, tokenizer.pad_token_id)
+    full = [r.prompt + c for r in encoded for c in r.completions]
+    full_ids = pad_right(full, tokenizer.pad_token_id)
+    full_mask = pad_right([[1] * len(ids) for ids in full], 0)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0])
+    gradients = []
+    for shared in (True, False):
+        model = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU).eval()
+        torch.manual_seed(0)
+        torch.nn.init.normal_(model.head.weight)  # the same head in both
+        if shared:
+            scores = model.score_completions(
+                batch["prompt_ids"],
+                batch["prompt_mask"],
+                batch["completion_ids"],
+                batch["completion_mask"],
+                batch["ranking_index"],
+            )
+        else:
+            scores = model(full_ids, full_mask)
+        (scores @ weights).backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters()})
+    shared_grads, separate_grads = gradients
+    assert shared_grads.keys() == separate_grads.keys()
+    for name in shared_grads:
+        scale = separate_grads[name].abs().max().item()
+        torch.testing.assert_close(
+            shared_grads[name], separate_grads[name], rtol=1e-4, atol=1e-5 * scale, msg=name
+        )
+
+
 def test_gradients_reach_the_trunk_through_the_shared_prompt(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     model = RewardModel.from_causal_lm(tiny_model_dir, tokenizer, CPU)

@@ -10,8 +10,8 @@ from tests.training.tiny import demonstrations
 from training import sft
 from training.config import SFTConfig
 from training.data import collate_sft, encode_demonstrations
-from training.losses import IGNORE_INDEX
-from training.modeling import load_causal_lm, load_tokenizer
+from training.losses import IGNORE_INDEX, sft_loss
+from training.modeling import bias_free_head, load_causal_lm, load_tokenizer, logits_where
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
 
@@ -63,6 +63,36 @@ def test_sft_loss_counts_response_tokens_only(tiny_model_dir):
     assert fast.item() == pytest.approx(expected.item(), rel=1e-5)
     # Changing prompt tokens' labels cannot matter: they are masked.
     assert keep.sum() == sum(len(e.input_ids) - e.prompt_length for e in examples)
+
+
+def test_the_fused_response_loss_has_the_plain_loss_and_gradients(tiny_model_dir):
+    """The output projection fused with the loss gives the loss and gradients of the logits
+    path (which any model whose head is not a plain projection takes)."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    examples = encode_demonstrations(tokenizer, demonstrations(4), 64)
+    batch = collate_sft(examples, tokenizer.pad_token_id)
+    targets = batch["labels"][:, 1:]
+    select = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    select[:, :-1] = targets != IGNORE_INDEX
+    results = []
+    for fused in (True, False):
+        model = load_causal_lm(tiny_model_dir, tokenizer, CPU).eval()
+        assert bias_free_head(model) is not None
+        if fused:
+            loss = sft.response_loss(model, batch)
+        else:
+            logits = logits_where(model, batch["input_ids"], batch["attention_mask"], select)
+            loss = sft_loss(logits, targets[targets != IGNORE_INDEX])
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (fused_loss, fused_grads), (plain_loss, plain_grads) = results
+    torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-6, atol=1e-6)
+    assert fused_grads.keys() == plain_grads.keys()
+    for name in fused_grads:
+        scale = plain_grads[name].abs().max().item()
+        torch.testing.assert_close(
+            fused_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6 * scale, msg=name
+        )
 
 
 def test_an_exception_from_on_progress_stops_the_run(tiny_model_dir, tmp_path):
