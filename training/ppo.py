@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,8 +34,10 @@ from training import checkpoint, gpt2
 from training.common import (
     Amp,
     ProgressFn,
+    SideBySide,
     batch_for_step,
     clip_grad,
+    in_order,
     last_value,
     to_device,
 )
@@ -160,11 +163,12 @@ def make_rollout(
     generator: torch.Generator,
     amp: Amp,
     keep_graph: bool = False,
+    side: SideBySide | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
     """Sample responses, then one forward each of policy, reference, value model and reward.
     keep_graph: run the policy and value forwards with autograd and keep them (`first_pass`)."""
     started = time.perf_counter()
-    with torch.inference_mode(), amp():
+    with torch.inference_mode(), amp(), side.alone() if side else nullcontext():
         generation = sample(
             policy,
             prompts["input_ids"],
@@ -181,31 +185,42 @@ def make_rollout(
     responses, mask = generation.tokens.clone(), generation.response_mask.clone()
     query_responses = torch.cat([prompts["input_ids"], responses], dim=1)
     attention_mask = torch.cat([prompts["attention_mask"], mask], dim=1)
+
     # Log-probs, entropies and values at the real response tokens only, computed on the real
-    # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out.
-    with torch.set_grad_enabled(keep_graph), amp():
-        logprobs, logits = masked_response_logprobs(
-            policy,
-            query_responses,
-            attention_mask,
-            responses,
-            mask,
-            prompt_length,
-            cfg.temperature,
-        )
-        values = value_model.response_values(query_responses, attention_mask, prompt_length, mask)
-        first_pass = FirstPass(unpack(logprobs, mask), unpack(values.float(), mask))
-    with torch.inference_mode(), amp():
-        ref_logprobs, _ = masked_response_logprobs(
-            reference,
-            query_responses,
-            attention_mask,
-            responses,
-            mask,
-            prompt_length,
-            cfg.temperature,
-        )
-        scores = score(query_responses, attention_mask, responses)
+    # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out. The
+    # trained models' forwards and the frozen ones' run side by side (SideBySide).
+    def trained() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(keep_graph), amp():
+            logprobs, logits = masked_response_logprobs(
+                policy,
+                query_responses,
+                attention_mask,
+                responses,
+                mask,
+                prompt_length,
+                cfg.temperature,
+            )
+            values = value_model.response_values(
+                query_responses, attention_mask, prompt_length, mask
+            )
+        return logprobs, logits, values
+
+    def frozen() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(), amp():
+            ref_logprobs, _ = masked_response_logprobs(
+                reference,
+                query_responses,
+                attention_mask,
+                responses,
+                mask,
+                prompt_length,
+                cfg.temperature,
+            )
+            return ref_logprobs, score(query_responses, attention_mask, responses)
+
+    (logprobs, logits, values), (ref_logprobs, scores) = (side or in_order)(trained, frozen)
+    first_pass = FirstPass(unpack(logprobs, mask), unpack(values.float(), mask))
+    with torch.inference_mode():
         entropy = entropy_from_logits(logits.detach())
     rollout = Rollout(
         query_responses=query_responses,
@@ -267,6 +282,7 @@ def backward_part(
     cfg: PPOConfig,
     amp: Amp,
     first_pass: FirstPass | None = None,
+    side: SideBySide | None = None,
 ) -> dict[str, float]:
     """Backpropagate `share` x the clipped PPO losses of the episodes `part`, cut to their longest
     response (the columns after it are all padding). Token means weighted by each part's share of
@@ -278,38 +294,57 @@ def backward_part(
     query_responses = batch.query_responses[part, columns]
     attention_mask = batch.attention_mask[part, columns]
     mask = batch.response_mask[part, :width]
-    if first_pass is not None:
-        logprobs, values = first_pass.logprobs[part, :width], first_pass.values[part, :width]
-    else:
-        with amp():
-            logprobs, _ = masked_response_logprobs(
-                policy,
-                query_responses,
-                attention_mask,
-                batch.responses[part, :width],
-                mask,
-                batch.prompt_length,
-                cfg.temperature,
-            )
-            values = value_model.response_values(
-                query_responses, attention_mask, batch.prompt_length, mask
-            )
-        logprobs, values = unpack(logprobs, mask), unpack(values.float(), mask)
-    policy_loss, policy_stats = ppo_policy_loss(
-        logprobs,
-        batch.old_logprobs[part, :width],
-        batch.advantages[part, :width],
-        mask,
-        cfg.cliprange,
+    responses = batch.responses[part, :width]
+
+    def policy_side() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if first_pass is not None:
+            logprobs = first_pass.logprobs[part, :width]
+        else:
+            with amp():
+                logprobs, _ = masked_response_logprobs(
+                    policy,
+                    query_responses,
+                    attention_mask,
+                    responses,
+                    mask,
+                    batch.prompt_length,
+                    cfg.temperature,
+                )
+            logprobs = unpack(logprobs, mask)
+        loss, loss_stats = ppo_policy_loss(
+            logprobs,
+            batch.old_logprobs[part, :width],
+            batch.advantages[part, :width],
+            mask,
+            cfg.cliprange,
+        )
+        (share * loss).backward()
+        return loss, loss_stats
+
+    def value_side() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if first_pass is not None:
+            values = first_pass.values[part, :width]
+        else:
+            with amp():
+                values = value_model.response_values(
+                    query_responses, attention_mask, batch.prompt_length, mask
+                )
+            values = unpack(values.float(), mask)
+        loss, loss_stats = ppo_value_loss(
+            values,
+            batch.old_values[part, :width],
+            batch.returns[part, :width],
+            mask,
+            cfg.cliprange_value,
+        )
+        # The two networks share no parameter: two backward passes give the gradients of
+        # share * (policy loss + vf_coef * value loss).
+        (share * cfg.vf_coef * loss).backward()
+        return loss, loss_stats
+
+    (policy_loss, policy_stats), (value_loss, value_stats) = (side or in_order)(
+        policy_side, value_side
     )
-    value_loss, value_stats = ppo_value_loss(
-        values,
-        batch.old_values[part, :width],
-        batch.returns[part, :width],
-        mask,
-        cfg.cliprange_value,
-    )
-    (share * (policy_loss + cfg.vf_coef * value_loss)).backward()
     stats = {
         "loss/policy": policy_loss,
         "loss/value": value_loss,
@@ -393,126 +428,131 @@ def run(
     start = state["step"] if state else 0
     history: list[dict[str, float]] = state["history"] if state else []
 
-    for step in range(start + 1, total_steps + 1):
-        # 1. Rollout: sample a response per prompt, score it, evaluate log-probs and values.
-        indices = batch_for_step(range(len(prompts)), step - 1, cfg.batch_size, cfg.seed)
-        batch_prompts = to_device(
-            collate_prompts([prompt_ids[i] for i in indices], tokenizer.pad_token_id), device
-        )
-        generator = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
-        rollout, timings = make_rollout(
-            policy,
-            reference,
-            value_model,
-            partial(score, indices=indices),
-            batch_prompts,
-            cfg,
-            tokenizer,
-            generator,
-            amp,
-            # The first gradient step sees the rollout's weights; if its minibatch is the whole
-            # batch, it backpropagates through the rollout's policy and value forwards.
-            keep_graph=cfg.mini_batch_size == cfg.batch_size,
-        )
-
-        # 2. Rewards and advantages (no gradients; still timed as scoring).
-        scoring_started = time.perf_counter()
-        with torch.no_grad():
-            mask = rollout.response_mask.float()
-            rewards, kl = token_rewards(rollout, cfg.kl_coef, cfg.missing_eos_penalty)
-            advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = masked_whiten(advantages, mask)
-            # Tensors made under inference_mode cannot be saved for backward: take plain copies.
-            batch = UpdateBatch(
-                query_responses=rollout.query_responses.clone(),
-                attention_mask=rollout.attention_mask.clone(),
-                responses=rollout.responses.clone(),
-                response_mask=mask,
-                old_logprobs=rollout.logprobs.clone(),
-                old_values=rollout.values.clone(),
-                advantages=advantages,
-                returns=returns,
-                prompt_length=rollout.prompt_length,
+    # The policy's and the value model's passes run side by side on a multi-core CPU.
+    with SideBySide(device).running() as side:
+        for step in range(start + 1, total_steps + 1):
+            # 1. Rollout: sample a response per prompt, score it, evaluate log-probs and values.
+            indices = batch_for_step(range(len(prompts)), step - 1, cfg.batch_size, cfg.seed)
+            batch_prompts = to_device(
+                collate_prompts([prompt_ids[i] for i in indices], tokenizer.pad_token_id), device
             )
-        timings["time/scoring"] += time.perf_counter() - scoring_started
+            generator = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+            rollout, timings = make_rollout(
+                policy,
+                reference,
+                value_model,
+                partial(score, indices=indices),
+                batch_prompts,
+                cfg,
+                tokenizer,
+                generator,
+                amp,
+                # The first gradient step sees the rollout's weights; if its minibatch is the whole
+                # batch, it backpropagates through the rollout's policy and value forwards.
+                keep_graph=cfg.mini_batch_size == cfg.batch_size,
+                side=side,
+            )
 
-        # 3. PPO epochs over minibatches of the rollout.
-        update_started = time.perf_counter()
-        stats: dict[str, list[float]] = defaultdict(list)
-        shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        episodes = batch.query_responses.shape[0]
-        response_lengths = rollout.response_mask.sum(1)  # (batch,)
-        # GPT-2 computes real tokens only: there is no padding left for length parts to save.
-        split = not (gpt2.supports(policy) and gpt2.supports(value_model.trunk))
-        gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
-        first_pass = rollout.first_pass
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(episodes, generator=shuffle).to(device)
-            for mb in order.split(cfg.mini_batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                minibatch_stats: dict[str, float] = defaultdict(float)
-                parts = (
-                    [(mb, 1.0)]
-                    if first_pass is not None
-                    else length_parts(mb, response_lengths, split)
+            # 2. Rewards and advantages (no gradients; still timed as scoring).
+            scoring_started = time.perf_counter()
+            with torch.no_grad():
+                mask = rollout.response_mask.float()
+                rewards, kl = token_rewards(rollout, cfg.kl_coef, cfg.missing_eos_penalty)
+                advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
+                if cfg.whiten_advantages:
+                    advantages = masked_whiten(advantages, mask)
+                # Tensors made under inference_mode cannot be saved for backward: take plain copies.
+                batch = UpdateBatch(
+                    query_responses=rollout.query_responses.clone(),
+                    attention_mask=rollout.attention_mask.clone(),
+                    responses=rollout.responses.clone(),
+                    response_mask=mask,
+                    old_logprobs=rollout.logprobs.clone(),
+                    old_values=rollout.values.clone(),
+                    advantages=advantages,
+                    returns=returns,
+                    prompt_length=rollout.prompt_length,
                 )
-                for part, share in parts:
-                    part_stats = backward_part(
-                        policy, value_model, batch, part, share, cfg, amp, first_pass
-                    )
-                    for name, value in part_stats.items():
-                        minibatch_stats[name] += value
-                first_pass = rollout.first_pass = None  # the weights are about to change
-                if ptx_examples:
-                    # PPO-ptx: keep the demonstrations' likelihood (InstructGPT eq. 2, gamma_ptx).
-                    demos = batch_for_step(
-                        ptx_examples, gradient_steps, cfg.ptx_batch_size, cfg.seed
-                    )
-                    ptx_batch = to_device(collate_sft(demos, tokenizer.pad_token_id), device)
-                    with amp():
-                        ptx_loss = response_loss(policy, ptx_batch)
-                    (cfg.ptx_coef * ptx_loss).backward()
-                    minibatch_stats["loss/ptx"] = ptx_loss.item()
-                clip_grad(policy.parameters(), cfg.grad_clip)
-                clip_grad(value_model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                gradient_steps += 1
-                for name, value in minibatch_stats.items():
-                    stats[name].append(value)
-        timings["time/update"] = time.perf_counter() - update_started
+            timings["time/scoring"] += time.perf_counter() - scoring_started
 
-        # 4. Log: per-sequence sums for KL, token means for entropy.
-        metrics = {
-            "reward/score": rollout.scores.mean().item(),
-            "reward/total": rewards.sum(1).mean().item(),
-            "kl/k1": kl.sum(1).mean().item(),
-            "kl/k3": torch.where(
-                rollout.response_mask.bool(),
-                kl_k3(rollout.logprobs, rollout.ref_logprobs),
-                0.0,
-            )
-            .sum(1)
-            .mean()
-            .item(),
-            "policy/entropy": masked_mean(rollout.entropy, mask).item(),
-            "value/explained_variance": explained_variance(rollout.values, returns, mask).item(),
-            "response/length": mask.sum(1).mean().item(),
-            "response/eos_rate": rollout.finished.float().mean().item(),
-            **{name: sum(values) / len(values) for name, values in stats.items()},
-            **timings,
-        }
-        history.append({"step": step, **metrics})
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            checkpoint.save_checkpoint(
-                cfg.output_dir,
-                step,
-                models=models,
-                optimizers={"optimizer": optimizer},
-                state={"history": history},
-            )
-        if on_progress is not None:
-            on_progress(step, total_steps, metrics)
+            # 3. PPO epochs over minibatches of the rollout.
+            update_started = time.perf_counter()
+            stats: dict[str, list[float]] = defaultdict(list)
+            shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            episodes = batch.query_responses.shape[0]
+            response_lengths = rollout.response_mask.sum(1)  # (batch,)
+            # GPT-2 computes real tokens only: there is no padding left for length parts to save.
+            split = not (gpt2.supports(policy) and gpt2.supports(value_model.trunk))
+            gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
+            first_pass = rollout.first_pass
+            for _ in range(cfg.ppo_epochs):
+                order = torch.randperm(episodes, generator=shuffle).to(device)
+                for mb in order.split(cfg.mini_batch_size):
+                    optimizer.zero_grad(set_to_none=True)
+                    minibatch_stats: dict[str, float] = defaultdict(float)
+                    parts = (
+                        [(mb, 1.0)]
+                        if first_pass is not None
+                        else length_parts(mb, response_lengths, split)
+                    )
+                    for part, share in parts:
+                        part_stats = backward_part(
+                            policy, value_model, batch, part, share, cfg, amp, first_pass, side
+                        )
+                        for name, value in part_stats.items():
+                            minibatch_stats[name] += value
+                    first_pass = rollout.first_pass = None  # the weights are about to change
+                    if ptx_examples:
+                        # PPO-ptx: keep the demonstrations' likelihood (InstructGPT eq. 2, gamma_ptx).
+                        demos = batch_for_step(
+                            ptx_examples, gradient_steps, cfg.ptx_batch_size, cfg.seed
+                        )
+                        ptx_batch = to_device(collate_sft(demos, tokenizer.pad_token_id), device)
+                        with amp():
+                            ptx_loss = response_loss(policy, ptx_batch)
+                        (cfg.ptx_coef * ptx_loss).backward()
+                        minibatch_stats["loss/ptx"] = ptx_loss.item()
+                    clip_grad(policy.parameters(), cfg.grad_clip)
+                    clip_grad(value_model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    gradient_steps += 1
+                    for name, value in minibatch_stats.items():
+                        stats[name].append(value)
+            timings["time/update"] = time.perf_counter() - update_started
+
+            # 4. Log: per-sequence sums for KL, token means for entropy.
+            metrics = {
+                "reward/score": rollout.scores.mean().item(),
+                "reward/total": rewards.sum(1).mean().item(),
+                "kl/k1": kl.sum(1).mean().item(),
+                "kl/k3": torch.where(
+                    rollout.response_mask.bool(),
+                    kl_k3(rollout.logprobs, rollout.ref_logprobs),
+                    0.0,
+                )
+                .sum(1)
+                .mean()
+                .item(),
+                "policy/entropy": masked_mean(rollout.entropy, mask).item(),
+                "value/explained_variance": explained_variance(
+                    rollout.values, returns, mask
+                ).item(),
+                "response/length": mask.sum(1).mean().item(),
+                "response/eos_rate": rollout.finished.float().mean().item(),
+                **{name: sum(values) / len(values) for name, values in stats.items()},
+                **timings,
+            }
+            history.append({"step": step, **metrics})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                checkpoint.save_checkpoint(
+                    cfg.output_dir,
+                    step,
+                    models=models,
+                    optimizers={"optimizer": optimizer},
+                    state={"history": history},
+                )
+            if on_progress is not None:
+                on_progress(step, total_steps, metrics)
 
     model_dir = Path(cfg.output_dir) / "model"
     value_dir = Path(cfg.output_dir) / "value_model"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
 
-from training.common import clip_grad
+from training.common import SideBySide, clip_grad
 
 
 def gradients(scale: float) -> list[torch.nn.Parameter]:
@@ -40,3 +41,63 @@ def test_clip_grad_off_only_measures_and_a_nan_norm_reaches_the_gradients():
     parameters[0].grad[0, 0] = float("nan")
     assert math.isnan(clip_grad(parameters, 1.0))
     assert torch.isnan(parameters[2].grad).all()
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_side_by_side_runs_the_second_piece_on_another_thread_with_one_intra_op_thread_each(
+    two_threads,
+):
+    seen = {}
+
+    def record(name):
+        def work():
+            seen[name] = (threading.get_ident(), torch.get_num_threads())
+            return name
+
+        return work
+
+    with SideBySide(torch.device("cpu")).running() as side:
+        assert torch.get_num_threads() == 1
+        assert side(record("a"), record("b")) == ("a", "b")
+        with side.alone():
+            assert torch.get_num_threads() == 2  # sampling gets the whole CPU back
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2  # restored
+    assert seen["a"][0] == threading.get_ident() != seen["b"][0]
+    assert seen["a"][1] == seen["b"][1] == 1
+
+
+@pytest.mark.parametrize(("device", "threads"), [("cpu", 1), ("meta", 2)])
+def test_side_by_side_runs_in_order_on_one_thread_or_off_the_cpu(two_threads, device, threads):
+    torch.set_num_threads(threads)
+    order = []
+    with SideBySide(torch.device(device)).running() as side:
+        assert torch.get_num_threads() == threads
+        side(lambda: order.append(threading.get_ident()), lambda: order.append("second"))
+    assert order == [threading.get_ident(), "second"]
+
+
+def test_side_by_side_reraises_either_sides_error_and_still_waits_for_the_other(two_threads):
+    finished = threading.Event()
+
+    def slow_ok():
+        finished.wait(0.05)
+        finished.set()
+
+    def fails():
+        raise ValueError("boom")
+
+    with SideBySide(torch.device("cpu")).running() as side:
+        with pytest.raises(ValueError, match="boom"):
+            side(fails, slow_ok)
+        assert finished.is_set()  # the helper thread's work was waited for, not abandoned
+        with pytest.raises(ValueError, match="boom"):
+            side(lambda: None, fails)
+    assert torch.get_num_threads() == 2

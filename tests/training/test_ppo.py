@@ -15,6 +15,7 @@ from tests.training.helpers import (
 )
 from tests.training.tiny import banana_rankings, demonstrations, questions
 from training import ppo, reward
+from training.common import SideBySide
 from training.config import PPOConfig, RewardConfig
 from training.data import collate_prompts, encode_prompts
 from training.losses import ppo_policy_loss, ppo_value_loss
@@ -368,3 +369,34 @@ def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_
     for split, whole in zip(split_grads, whole_grads, strict=True):
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
     assert split_stats == pytest.approx(whole_stats, rel=1e-5)
+
+
+def test_policy_and_value_side_by_side_give_the_gradients_of_the_passes_in_order(sft_model_dir):
+    """`backward_part` with the policy's and the value model's passes on two threads (SideBySide,
+    one intra-op thread each) against the same passes in order on one thread: same losses, same
+    gradients (each network's pass is the same single-threaded computation either way)."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    batch = update_batch(tokenizer)
+    cfg = PPOConfig(policy_path="p", output_dir="o", temperature=0.7)
+    amp = partial(autocast, CPU, torch.float32)
+    params = [*policy.parameters(), *value_model.parameters()]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        in_order = ppo.backward_part(policy, value_model, batch, torch.arange(8), 1.0, cfg, amp)
+        grads = [p.grad.clone() for p in params]
+        policy.zero_grad()
+        value_model.zero_grad()
+        torch.set_num_threads(2)
+        with SideBySide(CPU).running() as side:
+            assert side._pool is not None  # really on two threads
+            side_stats = ppo.backward_part(
+                policy, value_model, batch, torch.arange(8), 1.0, cfg, amp, side=side
+            )
+    finally:
+        torch.set_num_threads(before)
+    assert side_stats == pytest.approx(in_order, abs=1e-6)
+    for param, grad in zip(params, grads, strict=True):
+        torch.testing.assert_close(param.grad, grad, rtol=1e-5, atol=1e-7)
