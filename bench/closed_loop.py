@@ -3,8 +3,8 @@
     python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--reuse-base]
 
 Build the tiny base model → a project with demo prompts → simulated labelers write demonstrations
-over the HTTP API → SFT on the worker → the SFT policy samples K=4 per prompt into the ranking
-queue → simulated labelers rank (overlap 2, so agreement is measured) → a round: reward model,
+over the HTTP API → SFT on the worker → the SFT policy samples 8 per prompt into the ranking
+queue (the first K=4 distinct make a task) → simulated labelers rank (overlap 2, so agreement is measured) → a round: reward model,
 PPO from SFT, gate, the PPO and SFT policies sample held-out prompts → simulated labelers judge
 blind A/B pairs. Prints the win rate of PPO over SFT (simulated evaluators, and by the gold
 quality function itself) with 95% intervals, the reward model's held-out accuracy beside the
@@ -12,15 +12,33 @@ labelers' agreement ceiling, the final KL, and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 
-Defaults are the best honest run found (2026-11-29, 2 shared cores): gold win rate 0.670
-[0.610, 0.727] over 132 held-out prompts, simulated evaluators 0.648, RM accuracy 0.632 vs labeler
-agreement 0.725, KL 1.0, 514 s. What carries it: 8 SFT samples per prompt with the first 4
-distinct ranked (~1,000 tasks instead of ~130), PPO batch 64, beta 0.2 and PPO-ptx 1.0. Without
-ptx the policy reward-hacks this reward model (gold 0.375 at beta 0.2; KL 12 at beta 0.05); with
-ptx and a zero reward (no RM at all) the same PPO reaches 0.617 on 139 family-balanced held-out
-prompts where this loop's policy reaches 0.694 (both at T=0.7): a good part of the gain is ptx
-continuing SFT on the demonstrations, the RM adds the rest. bench/loop_ceiling.py: PPO without
-ptx against the gold judge itself reaches ~0.63-0.68 (gold + ptx was not measured).
+Defaults: the best honest configuration found; it does not reach the 0.75 asked.
+Gold win rate over SFT on the held-out prompts, 2026-11-29, pinned to one core (taskset -c 1,
+OMP_NUM_THREADS=1; --seed picks the prompts and the crowd, and SFT differs run to run as the
+crowd's demonstrations race over HTTP):
+
+    PPO episodes  seed  gold win rate          simulated  RM acc / agreement  KL    total (round)
+    16,384        0     0.701 [0.644, 0.758]   0.669      0.572 / 0.738       2.0   537 s (455 s)
+    16,384        1     0.715 [0.663, 0.767]   0.689      0.611 / 0.744       2.3   679 s (448 s)
+    16,384        2     0.723 [0.670, 0.777]   0.695      0.627 / 0.723       1.8   606 s (509 s)
+     8,192        1     0.684 [0.632, 0.736]   0.609      0.611 / 0.729       1.2   359 s (276 s)
+     8,192        2     0.753 [0.703, 0.803]   0.698      0.627 / 0.724       1.3   397 s (302 s)
+     8,192        0     0.670 [0.610, 0.727]   0.648      0.632 / 0.725       1.0   514 s, 2 shared cores
+
+The 8,192-episode run of seed 2 drew a weak SFT policy (mean gold quality 0.46 on the held-out
+prompts; 0.49-0.54 in the others, 0.54 in the 16,384-episode run of the same seed), so its 0.753
+is the draw, not the setting. What carries the win: 8 SFT samples per prompt with the first 4 distinct
+ranked (~1,000 tasks instead of ~130), PPO batch 64, beta 0.2 and PPO-ptx 1.0. Without ptx the
+policy reward-hacks this reward model (gold 0.375 at beta 0.2; KL 12 at beta 0.05). Most of the
+gain is ptx continuing SFT on the demonstrations: offline (bench/loop_offline.py, seed 0's data,
+4 answers per held-out prompt) zero reward with the same PPO-ptx reaches 0.695 at 16,384 episodes
+where the reward model reaches 0.721 (0.660 at 8,192); the reward model's score of the policy's
+samples hardly rises during PPO (its scores correlate 0.21 with the gold quality). Even the gold
+judge as the reward (8,192 episodes, with ptx) reaches only 0.702 there: the tiny policy is a
+bound too (compare stays near a coin flip). No better: 24,576 episodes (0.709), K=8 rankings
+(0.718), a zero-initialised value head (8,192 episodes: 0.684 vs 0.660), lr 2e-4 with beta 0.1
+and ptx batch 16 (0.689, entropy collapsed to 0.09). bench/loop_ceiling.py: PPO without ptx
+against the gold judge itself reaches ~0.63-0.68.
 """
 
 from __future__ import annotations
@@ -113,9 +131,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=1500)
     parser.add_argument("--labelers", type=int, default=6)
     parser.add_argument("--agreement", type=float, default=0.73)
+    parser.add_argument("--k", type=int, default=4, help="outputs per ranking task (2..9)")
     parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--reward-epochs", type=int, default=1)
-    parser.add_argument("--ppo-episodes", type=int, default=8192)
+    parser.add_argument("--ppo-episodes", type=int, default=16384)
     parser.add_argument("--kl-coef", type=float, default=0.2)
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--reward-lr", type=float, default=1e-3)
@@ -123,7 +142,7 @@ def main() -> None:
     parser.add_argument("--ppo-ptx", type=float, default=1.0, help="PPO-ptx gamma (0 = off)")
     parser.add_argument(
         "--rank-samples", type=int, default=8,
-        help="SFT samples per prompt for the ranking queue; the first K=4 distinct make a task",
+        help="SFT samples per prompt for the ranking queue; the first K distinct make a task",
     )  # fmt: skip
     parser.add_argument(
         "--rank-temperature", type=float, default=1.0, help="SFT sampling for the ranking queue"
@@ -182,7 +201,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     admin = get_user_model().objects.create_user("loop-admin", password=None, is_staff=True)
     project = services.project_create(
-        name="Closed loop", slug="loop", creator=admin, k=4, overlap=2, demo_overlap=1,
+        name="Closed loop", slug="loop", creator=admin, k=args.k, overlap=2, demo_overlap=1,
         guidelines="Answer exactly what is asked, briefly, then stop.",
     )  # fmt: skip
     lines = "\n".join(

@@ -296,7 +296,9 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
             Completion(
                 prompt=prompt,
                 model_version=run.base_model,
-                text=s["completion"],
+                # A byte-level tokenizer can decode a NUL, which PostgreSQL text cannot hold: the
+                # insert failed and the run died with "worker lost" after 3 attempts.
+                text=s["completion"].replace("\x00", "\ufffd"),
                 temperature=s["provenance"].get("temperature"),
                 top_p=s["provenance"].get("top_p"),
                 max_tokens=s["provenance"].get("max_new_tokens"),

@@ -184,3 +184,22 @@ def test_a_sample_run_with_more_than_k_samples_ranks_the_first_k_distinct(projec
         for task in Task.objects.filter(project=project, kind="ranking")
     }
     assert ranked == {prompts[0].pk: ["a", "b", "c", "d"], prompts[2].pk: ["w", "x", "y", "z"]}
+
+
+def test_a_sample_with_a_nul_character_is_stored_with_a_replacement_character(project, base, now):
+    from labeling.models import Completion
+
+    from .factories import PromptFactory
+
+    prompt = PromptFactory(project=project)
+    run = TrainingRun.objects.create(
+        project=project, kind="sample", base_model=base, config={"k": 1},
+        dataset={"prompts": [prompt.pk], "create_tasks": False},
+    )  # fmt: skip
+    runs.run_claim(run_id=run.pk, worker="w", now=now)
+    sample = {"prompt_id": prompt.pk, "sample_index": 0, "completion": "a\x00b", "provenance": {}}
+    runs.run_succeed(
+        run_id=run.pk, worker="w", result={"output_dir": "x", "samples": [sample]}, now=now
+    )
+
+    assert Completion.objects.get(sampling_run=run).text == "a\ufffdb"
