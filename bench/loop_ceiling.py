@@ -34,8 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from labeling import stats  # noqa: E402
-from labeling.simulation import make_crowd  # noqa: E402
+from labeling.simulation import gold_win_rate, make_crowd  # noqa: E402
 from training import demo_tasks, ppo, reward, sample, sft  # noqa: E402
 from training.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
 
@@ -51,15 +50,6 @@ def _answers(model: Path, prompts: list[str], out: Path, temperature: float) -> 
     )  # fmt: skip
     result = sample.run(cfg, {"prompts": [{"prompt": _messages(p)} for p in prompts]})
     return [s["completion"] for s in sorted(result["samples"], key=lambda s: s["prompt_index"])]
-
-
-def _win_rate(prompts: list[str], new: list[str], old: list[str]) -> stats.WinRate:
-    records = []
-    for i, (prompt, a, b) in enumerate(zip(prompts, new, old, strict=True)):
-        qa, qb = demo_tasks.judge(prompt, a).quality, demo_tasks.judge(prompt, b).quality
-        winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
-        records.append(stats.Comparison("new", "old", winner, len(a), len(b), i, 0))
-    return stats.win_rate(records, model="new", baseline="old", n_boot=2000)
 
 
 def main() -> None:
@@ -180,7 +170,7 @@ def main() -> None:
         quality = [demo_tasks.judge(p, a).quality for p, a in zip(heldout, answers, strict=True)]
         starts_the = sum(a.strip().startswith("The") for a in answers) / len(answers)
         rows.append((name, first, last, history[-1]["kl/k1"], sum(quality) / len(quality),
-                     starts_the, _win_rate(heldout, answers, sft_answers), time.monotonic() - t))  # fmt: skip
+                     starts_the, gold_win_rate(heldout, [answers], [sft_answers]), time.monotonic() - t))  # fmt: skip
         print(f"PPO against the {name} done ({rows[-1][-1]:.0f} s)", flush=True)
 
     perfect = sum(q >= 0.9999 for q in sft_quality) / len(sft_quality)

@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from labeling import stats  # noqa: E402
-from labeling.simulation import make_crowd  # noqa: E402
+from labeling.simulation import gold_win_rate, make_crowd  # noqa: E402
 from training import demo_tasks, ppo, reward, sample, sft  # noqa: E402
 from training.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
 from training.modeling import RewardModel, load_tokenizer  # noqa: E402
@@ -61,16 +60,6 @@ def _answers(model: Path, prompts: list[str], out: Path, k: int) -> list[list[st
     for s in samples:
         rows[s["sample_index"]][s["prompt_index"]] = s["completion"]
     return rows
-
-
-def _win_rate(prompts: list[str], new: list[list[str]], old: list[list[str]]) -> stats.WinRate:
-    records = []
-    for new_row, old_row in zip(new, old, strict=True):
-        for i, (prompt, a, b) in enumerate(zip(prompts, new_row, old_row, strict=True)):
-            qa, qb = demo_tasks.judge(prompt, a).quality, demo_tasks.judge(prompt, b).quality
-            winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
-            records.append(stats.Comparison("new", "old", winner, len(a), len(b), i, 0))
-    return stats.win_rate(records, model="new", baseline="old", n_boot=2000)
 
 
 def main() -> None:
@@ -187,7 +176,7 @@ def main() -> None:
     old = _answers(sft_model, test, out / f"eval-sft-k{args.eval_k}", args.eval_k)
     new = _answers(policy_dir / "model", test, policy_dir / f"eval-k{args.eval_k}", args.eval_k)
     times["evaluation"] = time.monotonic() - started
-    first, every = _win_rate(test, new[:1], old[:1]), _win_rate(test, new, old)
+    first, every = gold_win_rate(test, new[:1], old[:1]), gold_win_rate(test, new, old)
     by_family: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for new_row, old_row in zip(new, old, strict=True):
         for prompt, a, b in zip(test, new_row, old_row, strict=True):

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import requests
 
+from labeling import stats
 from training.demo_tasks import (
     filler_sentence,
     flawed_response,
@@ -546,3 +547,18 @@ def run_crowd(
         thread.join()
     summary.wall_s = time.monotonic() - start
     return summary
+
+
+def gold_win_rate(
+    prompts: Sequence[str], new: Sequence[Sequence[str]], old: Sequence[Sequence[str]]
+) -> stats.WinRate:
+    """Win rate of the `new` answers over the `old` by the gold judge (`judge`'s quality; equal
+    qualities tie), with its bootstrap interval over prompts. `new[j][i]` and `old[j][i]` are the
+    j-th answers of each model to prompts[i]."""
+    records = []
+    for new_row, old_row in zip(new, old, strict=True):
+        for i, (prompt, a, b) in enumerate(zip(prompts, new_row, old_row, strict=True)):
+            qa, qb = judge(prompt, a).quality, judge(prompt, b).quality
+            winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
+            records.append(stats.Comparison("new", "old", winner, len(a), len(b), i, 0))
+    return stats.win_rate(records, model="new", baseline="old", n_boot=2000)

@@ -188,3 +188,15 @@ def test_synthetic_completions_are_distinct_and_mostly_of_distinct_quality():
     gaps = sim.quality_gaps(items)
     assert len(gaps) == 100 * 6
     assert np.mean(gaps == 0) < 0.05
+
+
+def test_gold_win_rate_counts_judged_wins_and_ties_per_prompt():
+    prompts = sample_prompts(20, seed=0)
+    gold = [gold_response(p) for p in prompts]
+    empty = [""] * len(prompts)
+    better = sim.gold_win_rate(prompts, [gold, gold], [empty, empty])
+    assert (better.rate, better.wins, better.ties, better.losses) == (1.0, 40, 0, 0)
+    same = sim.gold_win_rate(prompts, [gold], [gold])
+    assert (same.rate, same.ties) == (0.5, 20)
+    worse = sim.gold_win_rate(prompts, [empty], [gold])
+    assert worse.rate == 0.0 and worse.high < 0.5

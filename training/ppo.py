@@ -189,17 +189,19 @@ def make_rollout(
     # Log-probs, entropies and values at the real response tokens only, computed on the real
     # tokens only; laid out (batch, T) with 0 after EOS, where every use masks them out. The
     # trained models' forwards and the frozen ones' run side by side (SideBySide).
+    logprobs_of = partial(
+        masked_response_logprobs,
+        query_responses=query_responses,
+        attention_mask=attention_mask,
+        responses=responses,
+        response_mask=mask,
+        prompt_length=prompt_length,
+        temperature=cfg.temperature,
+    )
+
     def trained() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(keep_graph), amp():
-            logprobs, logits = masked_response_logprobs(
-                policy,
-                query_responses,
-                attention_mask,
-                responses,
-                mask,
-                prompt_length,
-                cfg.temperature,
-            )
+            logprobs, logits = logprobs_of(policy)
             values = value_model.response_values(
                 query_responses, attention_mask, prompt_length, mask
             )
@@ -207,15 +209,7 @@ def make_rollout(
 
     def frozen() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), amp():
-            ref_logprobs, _ = masked_response_logprobs(
-                reference,
-                query_responses,
-                attention_mask,
-                responses,
-                mask,
-                prompt_length,
-                cfg.temperature,
-            )
+            ref_logprobs, _ = logprobs_of(reference)
             return ref_logprobs, score(query_responses, attention_mask, responses)
 
     (logprobs, logits, values), (ref_logprobs, scores) = (side or in_order)(trained, frozen)
