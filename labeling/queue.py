@@ -88,6 +88,8 @@ _CANDIDATE = """
       AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
     ORDER BY t.priority DESC, t.id
     LIMIT 1{lock}"""
+# The task's held slots.
+_TAKEN = f"SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}"  # noqa: S608
 # The lease, inserted only if the task still has a free slot: the count runs in this statement,
 # after the candidate statement took the task's row lock, so it sees every claim committed before
 # (READ COMMITTED: a statement's snapshot is taken when it starts). The labeler's order of the
@@ -103,9 +105,8 @@ _LEASE_INSERT = f"""
     INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at, expires_at,
                                 heartbeat_at, submitted_at, skip_reason)
     SELECT %s, %s, 'active', {{shuffled}}, %s, %s, %s, NULL, ''
-    WHERE (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}) < %s
+    WHERE ({_TAKEN}) < %s
     RETURNING {{returning}}"""  # noqa: S608
-_TAKEN = f"SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}"  # noqa: S608
 
 # What a labeler is asked to do under a lease, a row per output of its task (selectors.lease_task
 # turns the rows into the API's answer). `{lease}` is the lease relation: the table, or on
@@ -215,28 +216,18 @@ def _insert_lease(
     return Claimed(rows[0][0], rows) if rows else None
 
 
-def claim_lease_id(
-    *, user_id: int, project_id: int, kind: str, lease_seconds: int, now: datetime
-) -> int | None:
-    """`claim`'s lease id (None when nothing is left)."""
-    claimed = claim(
-        user_id=user_id, project_id=project_id, kind=kind, lease_seconds=lease_seconds, now=now
-    )
-    return None if claimed is None else claimed.lease_id
-
-
 def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> Lease | None:
-    """`claim_lease_id`, returning the lease with its task, prompt and project (for pages)."""
-    lease_id = claim_lease_id(
+    """`claim`, returning the lease with its task, prompt and project (for pages)."""
+    claimed = claim(
         user_id=user_id,
         project_id=project.pk,
         kind=kind,
         lease_seconds=project.lease_seconds,
         now=now,
     )
-    if lease_id is None:
+    if claimed is None:
         return None
-    return Lease.objects.select_related("task__prompt", "task__project").get(pk=lease_id)
+    return Lease.objects.select_related("task__prompt", "task__project").get(pk=claimed.lease_id)
 
 
 def get_own_lease(*, lease_id: int, user_id: int) -> Lease:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 
 from training import gpt2
+from training.losses import at_temperature
 from training.modeling import position_ids_from_mask
 
 
@@ -101,9 +102,7 @@ def sample(
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     tokens = []
     for step in range(max_new_tokens):
-        logits = logits.float()  # (batch, vocab)
-        if temperature != 1.0:  # a division by 1 would still copy the logits
-            logits = logits / temperature
+        logits = at_temperature(logits, temperature)  # (batch, vocab)
         if top_p < 1.0:
             logits = _top_p_filter(logits, top_p)
         token = _draw(torch.softmax(logits, dim=-1), generator)

@@ -95,15 +95,19 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(hidden, weight, labels)
 
 
+def at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature in fp32; at temperature 1 no division, which would still copy (and
+    backpropagate through) the (..., vocab) logits.  # like logits"""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def logprobs_from_logits(
     logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """log pi(token) under the distribution tokens were sampled from: logits / temperature, as in
     lm-human-preferences (else the PPO ratio compares two different policies).  # like tokens"""
-    logits = logits.float()
-    if temperature != 1.0:  # a division by 1 would still copy the (..., vocab) logits
-        logits = logits / temperature
-    logprobs = torch.log_softmax(logits, dim=-1)
+    logprobs = torch.log_softmax(at_temperature(logits, temperature), dim=-1)
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 

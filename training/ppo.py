@@ -52,6 +52,7 @@ from training.data import (
 )
 from training.generation import sample
 from training.losses import (
+    at_temperature,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -70,7 +71,6 @@ from training.modeling import (
     freeze,
     load_causal_lm,
     load_tokenizer,
-    logits_at,
     resolve_device,
     resolve_dtype,
     response_logits,
@@ -112,22 +112,6 @@ class FirstPass:
     values: torch.Tensor  # (batch, T)
 
 
-def response_logprobs(
-    model: PreTrainedModel,
-    query_responses: torch.Tensor,
-    attention_mask: torch.Tensor,
-    responses: torch.Tensor,
-    prompt_length: int,
-    temperature: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the response tokens, their logits / temperature).
-    # (batch, T), (batch, T, vocab)"""
-    end = query_responses.shape[1] - 1
-    logits = logits_at(model, query_responses, attention_mask, prompt_length - 1, end)
-    logits = logits.float() / temperature
-    return logprobs_from_logits(logits, responses), logits
-
-
 def unpack(packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Values for the set entries of `mask` (row-major, as `response_logits` returns them) laid out
     like the mask, 0 elsewhere.  # mask.shape"""
@@ -143,12 +127,12 @@ def masked_response_logprobs(
     prompt_length: int,
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`response_logprobs` at the real response tokens only, computed on the real tokens only:
-    (log-probs, their logits / temperature).  # (response_mask.sum(),), (..., vocab)"""
+    """Log-probs of the real response tokens (where response_mask is set), computed on the real
+    tokens only, under the distribution they were sampled from: (log-probs, logits / temperature).  # (response_mask.sum(),), (..., vocab)"""
     mask = response_mask.bool()
-    logits = response_logits(model, query_responses, attention_mask, prompt_length, mask).float()
-    if temperature != 1.0:  # a division by 1 would still copy (and backpropagate) the logits
-        logits = logits / temperature
+    logits = at_temperature(
+        response_logits(model, query_responses, attention_mask, prompt_length, mask), temperature
+    )
     return logprobs_from_logits(logits, responses[mask]), logits
 
 
@@ -455,14 +439,14 @@ def run(
                 advantages, returns = gae(rewards, rollout.values, mask, cfg.gamma, cfg.lam)
                 if cfg.whiten_advantages:
                     advantages = masked_whiten(advantages, mask)
-                # Tensors made under inference_mode cannot be saved for backward: take plain copies.
+                # The rollout's tensors are plain ones (make_rollout), so autograd can save them.
                 batch = UpdateBatch(
-                    query_responses=rollout.query_responses.clone(),
-                    attention_mask=rollout.attention_mask.clone(),
-                    responses=rollout.responses.clone(),
+                    query_responses=rollout.query_responses,
+                    attention_mask=rollout.attention_mask,
+                    responses=rollout.responses,
                     response_mask=mask,
-                    old_logprobs=rollout.logprobs.clone(),
-                    old_values=rollout.values.clone(),
+                    old_logprobs=rollout.logprobs,
+                    old_values=rollout.values,
                     advantages=advantages,
                     returns=returns,
                     prompt_length=rollout.prompt_length,

@@ -9,6 +9,7 @@ import torch
 
 from training.losses import (
     IGNORE_INDEX,
+    at_temperature,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -260,3 +261,11 @@ def test_padding_is_masked_out_of_every_loss():
     for a, b, c in zip(clean, dirty_large, dirty_nan, strict=True):
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(a, c)
+
+
+def test_logits_at_temperature_are_fp32_divided_and_untouched_at_one():
+    logits = torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.bfloat16)
+    assert at_temperature(logits, 0.5).tolist() == [[4.0, -2.0, 1.0]]
+    assert at_temperature(logits, 0.5).dtype == torch.float32
+    plain = logits.float()
+    assert at_temperature(plain, 1.0) is plain  # no copy at temperature 1

@@ -18,10 +18,28 @@ from training import ppo, reward
 from training.common import SideBySide
 from training.config import PPOConfig, RewardConfig
 from training.data import collate_prompts, encode_prompts
-from training.losses import ppo_policy_loss, ppo_value_loss
-from training.modeling import RewardModel, autocast, freeze, load_causal_lm, load_tokenizer
+from training.losses import logprobs_from_logits, ppo_policy_loss, ppo_value_loss
+from training.modeling import (
+    RewardModel,
+    autocast,
+    freeze,
+    load_causal_lm,
+    load_tokenizer,
+    logits_at,
+)
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
+
+
+def padded_response_logprobs(
+    model, query_responses, attention_mask, responses, prompt_length, temperature
+):
+    """The plain computation the packed path replaced: logits at every response column (padding
+    included), then log-probs at the sampling temperature.  # (batch, T), (batch, T, vocab)"""
+    end = query_responses.shape[1] - 1
+    logits = logits_at(model, query_responses, attention_mask, prompt_length - 1, end)
+    logits = logits.float() / temperature
+    return logprobs_from_logits(logits, responses), logits
 
 
 def mentions_banana(prompts: list[str], responses: list[str]) -> list[float]:
@@ -128,7 +146,7 @@ def test_first_ppo_step_has_zero_kl_and_unit_ratio(sft_model_dir, reward_model_d
     rewards, kl = ppo.token_rewards(rollout, cfg.kl_coef, cfg.missing_eos_penalty)
     assert kl.abs().max().item() == 0
 
-    logprobs, _ = ppo.response_logprobs(
+    logprobs, _ = padded_response_logprobs(
         policy,
         rollout.query_responses.clone(),
         rollout.attention_mask.clone(),
@@ -300,7 +318,7 @@ def update_batch(tokenizer, episodes: int = 8):
 
 def test_a_part_computed_on_real_tokens_gives_the_padded_losses_and_gradients(sft_model_dir):
     """`backward_part` (GPT-2: real tokens only) against the padded computation it replaced:
-    `response_logprobs` and `values` over every column, then the same losses."""
+    `padded_response_logprobs` and `values` over every column, then the same losses."""
     tokenizer = load_tokenizer(sft_model_dir)
     policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
     value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
@@ -316,7 +334,7 @@ def test_a_part_computed_on_real_tokens_gives_the_padded_losses_and_gradients(sf
     policy.zero_grad()
     value_model.zero_grad()
     end = batch.query_responses.shape[1] - 1
-    logprobs, _ = ppo.response_logprobs(
+    logprobs, _ = padded_response_logprobs(
         policy,
         batch.query_responses,
         batch.attention_mask,
