@@ -1,0 +1,262 @@
+"""TRL's own throughput on the work of bench/training.py, measured on this machine, so that the two
+can be compared side by side (absolute figures do not carry across machines).
+
+Set up a separate venv (never install trl into the project's own), the CPU torch wheel first:
+
+    python3 -m venv /tmp/trl-venv
+    /tmp/trl-venv/bin/pip install torch==2.13.0
+    /tmp/trl-venv/bin/pip install trl==1.12.0 transformers==5.24.0 -c <(echo torch==2.13.0)
+    /tmp/trl-venv/bin/python bench/trl_reference.py [--stages sft,reward,ppo] [--steps N]
+
+Model: a randomly initialised GPT-2 with var/models/tiny-base's config and tokenizer (4 layers,
+128 wide, 4 heads, SDPA attention), fp32, `--threads` torch threads (default 2). Shapes:
+  SFT     SFTTrainer, batch 16 x 128 tokens (32 prompt + 96 completion; loss on the completion)
+  reward  RewardTrainer, 48 pairs per step (8 rankings x 6 pairs in our bench), each side
+          32 prompt + 32 completion tokens
+  PPO     trl.experimental.ppo.PPOTrainer (TRL 1.12), 16 prompts of 16 tokens x 32 new tokens
+          (no stop token: every response is the full 32 tokens, like our PPO32 stage), 4 PPO
+          epochs, one minibatch of 16; reward and value models are GPT-2 sequence classifiers
+          (num_labels=1) on the same config
+TRL gets its fastest honest settings: no gradient checkpointing, no bf16/fp16, no gradient
+accumulation, no logging/eval/saving/sample generations, report_to="none", no dataloader workers;
+the data comes pre-tokenized at exact lengths, so no padding. The first `--warmup` steps are not
+timed; throughput = work per step / the median wall time between consecutive `on_step_end` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from itertools import pairwise
+from pathlib import Path
+
+try:
+    import datasets
+    import torch
+    import transformers
+    import trl
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        PrinterCallback,
+        TrainerCallback,
+    )
+except ImportError as missing:
+    sys.exit(
+        f"trl or one of its dependencies is missing ({missing}); pip install trl==1.12.0 in a separate venv: python3 -m venv /tmp/trl-venv && "
+        "/tmp/trl-venv/bin/pip install torch==2.13.0 && /tmp/trl-venv/bin/pip install trl==1.12.0 "
+        "transformers==5.24.0 -c <(echo torch==2.13.0)  (see this file's docstring)"
+    )
+
+MODEL = Path(__file__).resolve().parent.parent / "var/models/tiny-base"
+# Settings shared by every trainer: fp32, no checkpointing, nothing but the training steps.
+COMMON = {
+    "bf16": False,
+    "fp16": False,
+    "gradient_checkpointing": False,
+    "gradient_accumulation_steps": 1,
+    "logging_strategy": "no",
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+    "use_cpu": True,
+    "seed": 0,
+}
+
+
+class Timer(TrainerCallback):
+    """Stamps the wall clock after every optimizer step (PPO: after every rollout + update)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.stamps: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stamps.append(time.perf_counter())
+
+    def median_step(self) -> float:
+        return statistics.median(b - a for a, b in pairwise(self.stamps[self.warmup :]))
+
+
+def train(trainer) -> None:
+    """Train without printing the logs (PPO logs its metrics every step)."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+
+
+def token_ids(tokenizer, n: int, seed: int) -> list[int]:
+    """`n` ids of ordinary text (a seeded shuffle of the vocabulary, special tokens left out)."""
+    special = set(tokenizer.all_special_ids)
+    ids = [i for i in range(len(tokenizer)) if i not in special]
+    g = torch.Generator().manual_seed(seed)
+    return [ids[i] for i in torch.randint(len(ids), (n,), generator=g).tolist()]
+
+
+def models(model_dir: Path):
+    config = AutoConfig.from_pretrained(model_dir)
+    config._attn_implementation = "sdpa"  # what our training loads
+
+    def policy():
+        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+    def scorer():
+        cfg = AutoConfig.from_pretrained(model_dir, num_labels=1)
+        return AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa")
+
+    return policy, scorer
+
+
+def bench_sft(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
+    from trl import SFTConfig, SFTTrainer
+
+    policy, _ = models(model_dir)
+    rows = [
+        {"input_ids": token_ids(tokenizer, 128, i), "completion_mask": [0] * 32 + [1] * 96}
+        for i in range(16 * 8)
+    ]
+    args = SFTConfig(
+        output_dir=out,
+        per_device_train_batch_size=16,
+        max_length=128,
+        max_steps=warmup + steps + 1,
+        completion_only_loss=True,
+        **COMMON,
+    )
+    timer = Timer(warmup)
+    trainer = SFTTrainer(
+        model=policy(),
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    train(trainer)
+    return (
+        f"TRL SFT     {16 * 128 / timer.median_step():9,.0f} tokens/s  (loss_type {args.loss_type})"
+    )
+
+
+def bench_reward(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
+    from trl import RewardConfig, RewardTrainer
+
+    _, scorer = models(model_dir)
+    rows = []
+    for i in range(48 * 8):
+        prompt = token_ids(tokenizer, 32, 3 * i)
+        rows.append(
+            {
+                "chosen_ids": prompt + token_ids(tokenizer, 32, 3 * i + 1),
+                "rejected_ids": prompt + token_ids(tokenizer, 32, 3 * i + 2),
+            }
+        )
+    args = RewardConfig(
+        output_dir=out, per_device_train_batch_size=48, max_steps=warmup + steps + 1, **COMMON
+    )
+    timer = Timer(warmup)
+    model = scorer()
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    train(trainer)
+    pairs = 48 / timer.median_step()
+    return f"TRL reward  {pairs / 6:9,.1f} rankings/s  {pairs:7,.0f} pairs/s"
+
+
+def bench_ppo(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
+    from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer
+
+    policy, scorer = models(model_dir)
+    generation = []  # (seconds, new tokens) of each rollout's generate()
+    batch_generation = ppo_trainer.batch_generation
+
+    def timed_generation(model, queries, *args, **kwargs):
+        start = time.perf_counter()
+        query_responses, logits = batch_generation(model, queries, *args, **kwargs)
+        generation.append(
+            (time.perf_counter() - start, query_responses.shape[1] - queries.shape[1])
+        )
+        return query_responses, logits
+
+    ppo_trainer.batch_generation = timed_generation
+    prompts = [{"input_ids": token_ids(tokenizer, 16, i)} for i in range(16 * 8)]
+    total = warmup + steps + 1
+    args = PPOConfig(
+        output_dir=out,
+        per_device_train_batch_size=16,
+        num_mini_batches=1,
+        total_episodes=16 * total,
+        num_ppo_epochs=4,
+        response_length=32,
+        stop_token=None,  # no stop token: all 32 tokens are generated, every episode
+        stop_token_id=None,
+        temperature=1.0,  # our PPO's sampling temperature
+        num_sample_generations=0,
+        **COMMON,
+    )
+    timer = Timer(warmup)
+    torch.manual_seed(0)
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=policy(),
+        ref_model=None,  # TRL makes a frozen copy of the policy
+        reward_model=scorer(),
+        value_model=scorer(),
+        train_dataset=datasets.Dataset.from_list(prompts),
+        callbacks=[timer],
+    )
+    train(trainer)
+    ppo_trainer.batch_generation = batch_generation
+    step = timer.median_step()
+    timed = generation[warmup + 1 :]
+    share = statistics.median(s for s, _ in timed) / step
+    length = statistics.mean(n for _, n in generation)
+    return (
+        f"TRL PPO     {16 / step:9,.1f} episodes/s  (generation {share:.0%}, rest {1 - share:.0%};"
+        f" {length:.0f} new tokens per response)"
+    )
+
+
+STAGES = {"sft": bench_sft, "reward": bench_reward, "ppo": bench_ppo}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL, help="config + tokenizer directory")
+    parser.add_argument("--stages", default="sft,reward,ppo")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per stage")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per stage")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental in 1.12
+    warnings.filterwarnings("ignore", category=FutureWarning)  # gradient_checkpointing's rename
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    print(
+        f"trl {trl.__version__}; transformers {transformers.__version__}; torch {torch.__version__};"
+        f" threads {torch.get_num_threads()}; model config {args.model}"
+    )
+    for stage in args.stages.split(","):
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as out:
+            print(STAGES[stage](args.model, tokenizer, out, args.steps, args.warmup), flush=True)
+
+
+if __name__ == "__main__":
+    main()
