@@ -26,6 +26,8 @@ timed; throughput = work per step / the median wall time between consecutive `on
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -74,23 +76,29 @@ COMMON = {
 
 
 class Timer(TrainerCallback):
-    """Stamps the wall clock after every optimizer step (PPO: after every rollout + update)."""
+    """Stamps wall and process CPU time after every optimizer step (PPO: every rollout + update)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
-        self.stamps: list[float] = []
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.stamps.append(time.perf_counter())
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
-    def median_step(self) -> float:
-        return statistics.median(b - a for a, b in pairwise(self.stamps[self.warmup :]))
+    def median_step(self, clock: str = "wall") -> float:
+        """The median step's seconds after the warm-up; "cpu": its process CPU seconds (as in
+        bench/training.py's "per CPU-s", less at the mercy of other processes)."""
+        stamps = getattr(self, clock)[self.warmup :]
+        return statistics.median(b - a for a, b in pairwise(stamps))
 
 
 def train(trainer) -> None:
     """Train without printing the logs (PPO logs its metrics every step)."""
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    with contextlib.redirect_stdout(io.StringIO()):  # and PPO's "===training policy==="
+        trainer.train()
 
 
 def token_ids(tokenizer, n: int, seed: int) -> list[int]:
@@ -141,7 +149,8 @@ def bench_sft(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> 
     )
     train(trainer)
     return (
-        f"TRL SFT     {16 * 128 / timer.median_step():9,.0f} tokens/s  (loss_type {args.loss_type})"
+        f"TRL SFT     {16 * 128 / timer.median_step():9,.0f} tokens/s"
+        f"  ({16 * 128 / timer.median_step('cpu'):,.0f} per CPU-s; loss_type {args.loss_type})"
     )
 
 
@@ -171,8 +180,8 @@ def bench_reward(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) 
         callbacks=[timer],
     )
     train(trainer)
-    pairs = 48 / timer.median_step()
-    return f"TRL reward  {pairs / 6:9,.1f} rankings/s  {pairs:7,.0f} pairs/s"
+    pairs, cpu = 48 / timer.median_step(), 48 / timer.median_step("cpu")
+    return f"TRL reward  {pairs / 6:9,.1f} rankings/s  {pairs:7,.0f} pairs/s  ({cpu:,.0f} pairs per CPU-s)"
 
 
 def bench_ppo(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
@@ -220,13 +229,13 @@ def bench_ppo(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> 
     )
     train(trainer)
     ppo_trainer.batch_generation = batch_generation
-    step = timer.median_step()
-    timed = generation[warmup + 1 :]
-    share = statistics.median(s for s, _ in timed) / step
-    length = statistics.mean(n for _, n in generation)
+    # generate()'s share of the timed steps' wall time; the rest: log-prob, value and reward
+    # forwards, advantages, the 4 PPO epochs, TRL's per-step metrics
+    share = sum(s for s, _ in generation[warmup + 1 :]) / (timer.wall[-1] - timer.wall[warmup])
     return (
-        f"TRL PPO     {16 / step:9,.1f} episodes/s  (generation {share:.0%}, rest {1 - share:.0%};"
-        f" {length:.0f} new tokens per response)"
+        f"TRL PPO     {16 / timer.median_step():9,.1f} episodes/s"
+        f"  ({16 / timer.median_step('cpu'):,.1f} per CPU-s; generation {share:.0%},"
+        f" rest {1 - share:.0%}; {statistics.mean(n for _, n in generation):.1f} new tokens)"
     )
 
 
