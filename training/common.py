@@ -97,9 +97,11 @@ class SideBySide:
     sets its own.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, allowed: bool = True) -> None:
+        """allowed=False: always in order (e.g. work that draws random numbers, whose order
+        between two threads would vary run to run)."""
         self.threads = torch.get_num_threads()
-        self.enabled = device.type == "cpu" and self.threads >= 2
+        self.enabled = allowed and device.type == "cpu" and self.threads >= 2
         self._pool: ThreadPoolExecutor | None = None
 
     @contextmanager

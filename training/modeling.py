@@ -84,6 +84,19 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def draws_random_numbers(model: nn.Module) -> bool:
+    """Whether a training-mode forward is random: a Dropout with p > 0, or an attention dropout
+    rate that the architecture applies as a float (Llama-style `attention_dropout`). Two threads
+    drawing from torch's one generator would make such a step irreproducible."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            return True
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            return True
+    return False
+
+
 # --- loading --------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from training import checkpoint
 from training.common import (
     Amp,
     ProgressFn,
+    SideBySide,
     batch_for_step,
     chunks,
     clip_grad,
@@ -33,6 +34,7 @@ from training.losses import IGNORE_INDEX, linear_cross_entropy, sft_loss
 from training.modeling import (
     autocast,
     bias_free_head,
+    draws_random_numbers,
     hidden_where,
     load_causal_lm,
     load_tokenizer,
@@ -57,6 +59,46 @@ def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
         return linear_cross_entropy(hidden, weight, targets[targets != IGNORE_INDEX])
     logits = logits_where(model, ids, mask, predicts_response)
     return sft_loss(logits, targets[targets != IGNORE_INDEX])  # logits: (n_response_tokens, vocab)
+
+
+def half_batches(batch: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """The batch's rows in two halves of similar work (sorted by length, dealt alternately), each
+    cut to its own longest row, with its share of the batch's response tokens: the share-weighted
+    sum of the halves' token-mean losses is the batch's. One part (the whole batch, share 1) when
+    a half would hold no response token."""
+    counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1)  # (batch,) response tokens per row
+    lengths = batch["attention_mask"].sum(1)  # right-padded: the row's real length
+    order = lengths.argsort(descending=True, stable=True)
+    halves = (order[0::2], order[1::2])
+    total = int(counts.sum())
+    if len(order) < 2 or any(int(counts[rows].sum()) == 0 for rows in halves):
+        return [(batch, 1.0)]
+    parts = []
+    for rows in halves:
+        width = int(lengths[rows].max())
+        half = {name: tensor[rows, :width] for name, tensor in batch.items()}
+        parts.append((half, int(counts[rows].sum()) / total))
+    return parts
+
+
+def backward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: Amp, side: SideBySide | None
+) -> float:
+    """Backpropagate the batch's response loss; return the loss. With `side` (a multi-core CPU)
+    the two `half_batches` run side by side, one core each, and their share-weighted gradients
+    accumulate into the same .grad: a sum of two terms, exact in either order."""
+    parts = half_batches(batch) if side is not None else [(batch, 1.0)]
+
+    def part(rows: dict[str, torch.Tensor], share: float) -> float:
+        with amp():
+            loss = response_loss(model, rows)
+        (loss if share == 1.0 else share * loss).backward()
+        return share * loss.item()
+
+    if len(parts) == 1:
+        return part(*parts[0])
+    first, second = side(partial(part, *parts[0]), partial(part, *parts[1]))
+    return first + second
 
 
 @torch.inference_mode()
@@ -103,35 +145,37 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
     history: list[dict[str, float]] = state["history"] if state else []
 
     model.train()
-    for step in range(start + 1, total_steps + 1):
-        examples_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
-        batch = to_device(collate_sft(examples_now, tokenizer.pad_token_id), device)
-        lr = cfg.lr * warmup_factor(step, cfg.warmup_steps)
-        set_lr(optimizer, lr)
+    # On a multi-core CPU each step's two halves of rows run side by side, one core each (at these
+    # sizes two OpenMP threads per op gain less); not when the forward draws random numbers.
+    with SideBySide(device, allowed=not draws_random_numbers(model)).running() as side:
+        for step in range(start + 1, total_steps + 1):
+            examples_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
+            batch = to_device(collate_sft(examples_now, tokenizer.pad_token_id), device)
+            lr = cfg.lr * warmup_factor(step, cfg.warmup_steps)
+            set_lr(optimizer, lr)
 
-        with amp():
-            loss = response_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = backward(model, batch, amp, side if side.enabled else None)
+            grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+            optimizer.step()
 
-        metrics = {"train/loss": loss.item(), "train/grad_norm": grad_norm, "lr": lr}
-        if val and (step % cfg.eval_every == 0 or step == total_steps):
-            metrics["val/loss"] = validation_loss(
-                model, val, cfg.batch_size, tokenizer.pad_token_id, amp
-            )
-        history.append({"step": step, **metrics})
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            checkpoint.save_checkpoint(
-                cfg.output_dir,
-                step,
-                models={"model": model},
-                optimizers={"optimizer": optimizer},
-                state={"history": history},
-            )
-        if on_progress is not None:
-            on_progress(step, total_steps, metrics)
+            metrics = {"train/loss": loss, "train/grad_norm": grad_norm, "lr": lr}
+            if val and (step % cfg.eval_every == 0 or step == total_steps):
+                with side.alone():
+                    metrics["val/loss"] = validation_loss(
+                        model, val, cfg.batch_size, tokenizer.pad_token_id, amp
+                    )
+            history.append({"step": step, **metrics})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                checkpoint.save_checkpoint(
+                    cfg.output_dir,
+                    step,
+                    models={"model": model},
+                    optimizers={"optimizer": optimizer},
+                    state={"history": history},
+                )
+            if on_progress is not None:
+                on_progress(step, total_steps, metrics)
 
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(model, tokenizer, tmp))

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from tests.training.helpers import CPU, causal_lm_parameters, unchanged
 from tests.training.tiny import demonstrations
 from training import sft
+from training.common import SideBySide
 from training.config import SFTConfig
 from training.data import collate_sft, encode_demonstrations
 from training.losses import IGNORE_INDEX, sft_loss
-from training.modeling import bias_free_head, load_causal_lm, load_tokenizer, logits_where
+from training.modeling import (
+    autocast,
+    bias_free_head,
+    disable_dropout,
+    draws_random_numbers,
+    load_causal_lm,
+    load_tokenizer,
+    logits_where,
+)
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
 
@@ -124,3 +135,78 @@ def test_running_a_finished_run_again_returns_its_result(tiny_model_dir, tmp_pat
     )
     assert again == first
     assert calls == []
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_half_batches_split_the_rows_and_their_shares_of_response_tokens(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    examples = encode_demonstrations(tokenizer, demonstrations(5), 64)
+    batch = collate_sft(examples, tokenizer.pad_token_id)
+    parts = sft.half_batches(batch)
+    assert len(parts) == 2
+    assert sum(share for _, share in parts) == pytest.approx(1.0)
+    rows = []
+    for half, share in parts:
+        lengths = half["attention_mask"].sum(1)
+        assert half["input_ids"].shape[1] == lengths.max()  # cut to its own longest row
+        tokens = (half["labels"][:, 1:] != IGNORE_INDEX).sum()
+        assert share == pytest.approx(tokens / (batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        rows += [tuple(r[r != tokenizer.pad_token_id].tolist()) for r in half["input_ids"]]
+    everything = [tuple(r[r != tokenizer.pad_token_id].tolist()) for r in batch["input_ids"]]
+    assert sorted(rows) == sorted(everything)  # every row once
+    # One row, or a half without a response token: the whole batch as one part.
+    one = {name: t[:1] for name, t in batch.items()}
+    assert sft.half_batches(one) == [(one, 1.0)]
+    no_response = dict(batch, labels=batch["labels"].clone())
+    order = batch["attention_mask"].sum(1).argsort(descending=True, stable=True)
+    no_response["labels"][order[1::2]] = IGNORE_INDEX
+    assert len(sft.half_batches(no_response)) == 1
+
+
+def test_two_halves_side_by_side_give_the_whole_batchs_loss_and_gradients(
+    tiny_model_dir, two_threads
+):
+    """`sft.backward` with two halves on two threads (each one intra-op thread) against the whole
+    batch in one pass: same loss, same gradients; and the same bits twice (the two halves'
+    gradients accumulate in either order, a sum of two)."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, tokenizer, CPU)
+    disable_dropout(model)
+    assert not draws_random_numbers(model)
+    batch = collate_sft(encode_demonstrations(tokenizer, demonstrations(7), 64), 0)
+    amp = partial(autocast, CPU, torch.float32)
+
+    def gradients(side):
+        model.zero_grad(set_to_none=True)
+        loss = sft.backward(model, batch, amp, side)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    whole_loss, whole = gradients(None)
+    with SideBySide(CPU).running() as side:
+        assert side._pool is not None  # really on two threads
+        split_loss, split = gradients(side)
+        again_loss, again = gradients(side)
+    assert split_loss == pytest.approx(whole_loss, rel=1e-6)
+    for a, b, c in zip(split, whole, again, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+        assert torch.equal(a, c)
+    assert again_loss == split_loss
+
+
+def test_a_forward_that_draws_random_numbers_stays_on_one_thread(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = load_causal_lm(tiny_model_dir, tokenizer, CPU)  # dropout 0.1
+    assert draws_random_numbers(model)
+    assert not SideBySide(CPU, allowed=False).enabled
+    disable_dropout(model)
+    assert not draws_random_numbers(model)
+    model.model_attention = torch.nn.Module()
+    model.model_attention.attention_dropout = 0.1  # as Llama-style attention keeps it
+    assert draws_random_numbers(model)
