@@ -50,9 +50,10 @@ latter; seed 0 has 132 test prompts):
     RM lr 1e-3, 1 epoch (val pair acc 0.594)        0.05   0.723  0.723 [0.683, 0.761]  1.9
     RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.05   0.708  0.721 [0.684, 0.758]  2.1
     RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.02   0.701  0.713 [0.669, 0.756]  1.9
+    RM lr 1e-3, 1 epoch (seed 1, val acc 0.624)     0.05   0.706  0.712 [0.679, 0.747]  1.9
 
 Even a perfect reward model, with the KL penalty no longer drowning it (beta 0.02), reaches 0.75
-on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743): its answers' mean gold quality is
+on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its answers' mean gold quality is
 ~0.82-0.89 and ties count half (an oracle wins ~0.84). On seed 0 every reward-model run lands at
 0.70-0.72, whatever beta (0.02, 0.05; 0.2 gave 0.721 before) and even with a clearly better reward
 model (bench/rm_probe.py: lr 3e-4 for 3 epochs raises the held-out pair accuracy from 0.594 to
