@@ -53,8 +53,8 @@ latter; seed 0 has 132 test prompts):
     RM lr 1e-3, 1 epoch (seed 1, val acc 0.624)     0.05   0.706  0.712 [0.679, 0.747]  1.9
 
 Even a perfect reward model, with the KL penalty no longer drowning it (beta 0.02), reaches 0.75
-on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its answers' mean gold quality is
-~0.82-0.89 and ties count half (an oracle wins ~0.84). On seed 0 every reward-model run lands at
+on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its
+answers' mean gold quality is ~0.82-0.89 and ties count half (an oracle wins ~0.84). On seed 0 every reward-model run lands at
 0.70-0.72, whatever beta (0.02, 0.05; 0.2 gave 0.721 before) and even with a clearly better reward
 model (bench/rm_probe.py: lr 3e-4 for 3 epochs raises the held-out pair accuracy from 0.594 to
 0.691 and the within-prompt agreement with the gold judge on the SFT answers from 0.62 to 0.72,
