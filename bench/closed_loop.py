@@ -39,6 +39,28 @@ bound too (compare stays near a coin flip). No better: 24,576 episodes (0.709), 
 (0.718), a zero-initialised value head (8,192 episodes: 0.684 vs 0.660), lr 2e-4 with beta 0.1
 and ptx batch 16 (0.689, entropy collapsed to 0.09). bench/loop_ceiling.py: PPO without ptx
 against the gold judge itself reaches ~0.63-0.68.
+
+Offline study, 2026-11-29 (bench/loop_offline.py, 16,384 episodes, PPO-ptx 1.0, one AMD EPYC
+core; gold win rate, first answer per test prompt / all 4 answers with the 95% interval of the
+latter; seed 0 has 132 test prompts):
+
+    reward                                          beta   first  all 4                 KL
+    gold judge, value head at 0 (seed 0)            0.02   0.761  0.756 [0.718, 0.792]  2.2
+    gold judge, value head at 0 (seed 1)            0.02   0.730  0.743 [0.704, 0.780]  2.1
+    RM lr 1e-3, 1 epoch (val pair acc 0.594)        0.05   0.723  0.723 [0.683, 0.761]  1.9
+    RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.05   0.708  0.721 [0.684, 0.758]  2.1
+    RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.02   0.701  0.713 [0.669, 0.756]  1.9
+    RM lr 1e-3, 1 epoch (seed 1, val acc 0.624)     0.05   0.706  0.712 [0.679, 0.747]  1.9
+
+Even a perfect reward model, with the KL penalty no longer drowning it (beta 0.02), reaches 0.75
+on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its
+answers' mean gold quality is ~0.82-0.89 and ties count half (an oracle wins ~0.84). On seed 0 every reward-model run lands at
+0.70-0.72, whatever beta (0.02, 0.05; 0.2 gave 0.721 before) and even with a clearly better reward
+model (bench/rm_probe.py: lr 3e-4 for 3 epochs raises the held-out pair accuracy from 0.594 to
+0.691 and the within-prompt agreement with the gold judge on the SFT answers from 0.62 to 0.72,
+but not the win rate). So 0.75 within the loop's budget would need a reward model close to the
+gold judge on the policy's own samples, and even that is not reliably enough; better accuracy on
+SFT samples alone does not move PPO. The defaults stay as they are.
 """
 
 from __future__ import annotations

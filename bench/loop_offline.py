@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="outputs per ranking")
     parser.add_argument("--rank-samples", type=int, default=8)
     parser.add_argument("--rm-lr", type=float, default=1e-3)
+    parser.add_argument("--rm-epochs", type=int, default=1)
     parser.add_argument("--reward", default="rm", choices=("rm", "zero", "gold"))
     parser.add_argument("--episodes", type=int, default=16384)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--kl-coef", type=float, default=0.2)
     parser.add_argument("--ptx", type=float, default=1.0)
     parser.add_argument("--ptx-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="PPO's sampling (and log-prob) temperature"
+    )
     parser.add_argument("--zero-value-head", action="store_true", help="value head starts at 0")
     parser.add_argument("--eval-k", type=int, default=4, help="answers per test prompt")
     args = parser.parse_args()
@@ -129,9 +133,11 @@ def main() -> None:
         for p, group in tasks
         for labeler in rank_rng.sample(rank_crowd, 2)
     ]  # fmt: skip
-    rm_dir = out / f"rm-k{args.k}-{args.rank_samples}-lr{args.rm_lr}"
+    epochs = "" if args.rm_epochs == 1 else f"-e{args.rm_epochs}"
+    rm_dir = out / f"rm-k{args.k}-{args.rank_samples}-lr{args.rm_lr}{epochs}"
     rm = reward.run(
-        RewardConfig(output_dir=str(rm_dir), model_path=str(sft_model), epochs=1, lr=args.rm_lr,
+        RewardConfig(output_dir=str(rm_dir), model_path=str(sft_model), epochs=args.rm_epochs,
+                     lr=args.rm_lr,
                      batch_size=8, checkpoint_every=0),
         {"rankings": rankings, "demonstrations": demos},
     )  # fmt: skip
@@ -158,7 +164,7 @@ def main() -> None:
         torch.nn.init.zeros_(value.head.weight)
         torch.nn.init.zeros_(value.head.bias)
         value.save_pretrained(value_dir, tokenizer)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     policy_dir = out / args.tag
     result = ppo.run(
         PPOConfig(output_dir=str(policy_dir), policy_path=str(sft_model),
@@ -166,11 +172,13 @@ def main() -> None:
                   value_model_path=str(value_dir) if value_dir else None,
                   total_episodes=args.episodes, lr=args.lr, value_lr=1e-4,
                   batch_size=args.batch_size, kl_coef=args.kl_coef, max_new_tokens=32,
-                  ptx_coef=args.ptx, ptx_batch_size=args.ptx_batch_size, checkpoint_every=0),
+                  ptx_coef=args.ptx, ptx_batch_size=args.ptx_batch_size,
+                  temperature=args.temperature, checkpoint_every=0),
         {"prompts": [{"prompt": _messages(p)} for p in train], "demonstrations": demos},
         reward_fn=reward_fns.get(args.reward),
     )  # fmt: skip
     times["ppo"] = time.monotonic() - started
+    times["ppo (CPU)"] = time.process_time() - cpu_started
 
     started = time.monotonic()
     old = _answers(sft_model, test, out / f"eval-sft-k{args.eval_k}", args.eval_k)
