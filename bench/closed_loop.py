@@ -12,10 +12,23 @@ labelers' agreement ceiling, the final KL, and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 
-Defaults: the best honest configuration found; it does not reach the 0.75 asked.
-Gold win rate over SFT on the held-out prompts, 2026-11-29, pinned to one core (taskset -c 1,
-OMP_NUM_THREADS=1; --seed picks the prompts and the crowd, and SFT differs run to run as the
-crowd's demonstrations race over HTTP):
+Defaults: the best honest configuration found; it does not reach the 0.75 asked. Since session 4
+the reward model trains at lr 3e-4 for 3 epochs (held-out pair accuracy 0.66-0.68 against the
+labelers' 0.73, was 0.57-0.63) and beta is 0.05. Through the platform, one core each (taskset,
+OMP_NUM_THREADS=1), 2026-11-29 session 4, a 2-vCPU AMD EPYC:
+
+    flags beyond the defaults         seed  gold win rate          SFT->PPO quality  RM acc / agr.  KL   total
+    (none)                            0     0.735 [0.678, 0.788]   0.547 -> 0.836    0.658 / 0.729  2.1  720 s
+    --prompts 3000                    0     0.755 [0.715, 0.795]   0.465 -> 0.840    0.633 / 0.735  1.5  857 s
+    --prompts 3000 --sft-steps 300    0     0.730 [0.692, 0.767]   0.549 -> 0.874    0.678 / 0.730  1.4  865 s
+    --prompts 3000 --sft-steps 300    1     0.713 [0.670, 0.755]   0.576 -> 0.900    0.627 / 0.734  1.7  906 s
+
+The 0.755 is not a pass: with 3,000 prompts 150 SFT steps see less than one epoch of the 2,700
+demonstrations, so its SFT baseline is weaker (0.465); with the SFT steps scaled to the same ~1.8
+epochs (300), the baseline is back at 0.549 and the win rate at 0.730 although the PPO policy is
+better (0.874). Session 3's defaults (reward lr 1e-3, 1 epoch, beta 0.2), pinned to one core
+(taskset -c 1, OMP_NUM_THREADS=1; --seed picks the prompts and the crowd, and SFT differs run to
+run as the crowd's demonstrations race over HTTP):
 
     PPO episodes  seed  gold win rate          simulated  RM acc / agreement  KL    total (round)
     16,384        0     0.701 [0.644, 0.758]   0.669      0.572 / 0.738       2.0   537 s (455 s)
@@ -155,11 +168,11 @@ def main() -> None:
     parser.add_argument("--agreement", type=float, default=0.73)
     parser.add_argument("--k", type=int, default=4, help="outputs per ranking task (2..9)")
     parser.add_argument("--sft-steps", type=int, default=150)
-    parser.add_argument("--reward-epochs", type=int, default=1)
+    parser.add_argument("--reward-epochs", type=int, default=3)
     parser.add_argument("--ppo-episodes", type=int, default=16384)
-    parser.add_argument("--kl-coef", type=float, default=0.2)
+    parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
-    parser.add_argument("--reward-lr", type=float, default=1e-3)
+    parser.add_argument("--reward-lr", type=float, default=3e-4)
     parser.add_argument("--ppo-batch", type=int, default=64, help="rollouts per PPO step")
     parser.add_argument("--ppo-ptx", type=float, default=1.0, help="PPO-ptx gamma (0 = off)")
     parser.add_argument(
