@@ -64,6 +64,8 @@ latter; seed 0 has 132 test prompts):
     RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.05   0.708  0.721 [0.684, 0.758]  2.1
     RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.02   0.701  0.713 [0.669, 0.756]  1.9
     RM lr 1e-3, 1 epoch (seed 1, val acc 0.624)     0.05   0.706  0.712 [0.679, 0.747]  1.9
+    RM lr 1e-3, PPO trained at T=0.7 (seed 0)     0.05   0.723  0.721 [0.679, 0.759]  2.0
+    gold judge, PPO trained at T=0.7 (seed 0)     0.02   0.705  0.720 [0.676, 0.759]  1.9
 
 Even a perfect reward model, with the KL penalty no longer drowning it (beta 0.02), reaches 0.75
 on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its
