@@ -49,6 +49,50 @@ def _split(text: str) -> str:
     return "test" if bucket < 10 else ("valid" if bucket < 20 else "train")
 
 
+def demo_data(n_prompts: int, seed: int) -> tuple[list[str], list[str], list[dict]]:
+    """The bench's train and test prompts (`demo_tasks.sample_prompts(n, seed)`, split as a
+    project does) and the crowd's demonstrations of every non-test prompt: (train, test, demos)."""
+    prompts = demo_tasks.sample_prompts(n_prompts, seed=seed)
+    train = [p for p in prompts if _split(p) == "train"]
+    test = [p for p in prompts if _split(p) == "test"]
+    rng = random.Random(seed)
+    crowd = make_crowd(6, agreement=0.73, seed=seed)
+    demos = [
+        {"prompt": _messages(p), "completion": crowd[i % 6].write_demonstration(p, rng)}
+        for i, p in enumerate(p for p in prompts if _split(p) != "test")
+    ]
+    return train, test, demos
+
+
+def ranking_data(
+    out: Path, sft_model: Path, train: list[str], k: int, rank_samples: int, seed: int
+) -> tuple[list[tuple[str, list[str]]], list[dict]]:
+    """`rank_samples` SFT samples per train prompt (cached under `out`), the first k distinct of
+    each a task, ranked by two simulated labelers each (the crowd calibrated on those tasks):
+    (tasks, rankings)."""
+    samples = sample.run(
+        SampleConfig(output_dir=str(out / f"rank-samples-{rank_samples}"),
+                     model_path=str(sft_model), k=rank_samples, temperature=1.0,
+                     max_new_tokens=48, checkpoint_every=0),
+        {"prompts": [{"prompt": _messages(p)} for p in train]},
+    )["samples"]  # fmt: skip
+    groups: dict[int, list[str]] = defaultdict(list)
+    for s in sorted(samples, key=lambda s: s["sample_index"]):
+        group = groups[s["prompt_index"]]
+        if s["completion"] not in group and len(group) < k:
+            group.append(s["completion"])
+    tasks = [(train[i], group) for i, group in groups.items() if len(group) == k]
+    rank_crowd = make_crowd(6, agreement=0.73, seed=seed + 1, rankings=tasks[:500])
+    rank_rng = random.Random(seed + 1)
+    rankings = [
+        {"prompt": _messages(p), "completions": group,
+         "ranks": [e.rank for e in labeler.rank(p, group, rank_rng)]}
+        for p, group in tasks
+        for labeler in rank_rng.sample(rank_crowd, 2)
+    ]  # fmt: skip
+    return tasks, rankings
+
+
 def _answers(model: Path, prompts: list[str], out: Path, k: int) -> list[list[str]]:
     """k answers per prompt at T=0.7 (the bench's A/B temperature).  # (k, prompts)"""
     cfg = SampleConfig(
@@ -94,15 +138,7 @@ def main() -> None:
     t0 = time.monotonic()
     times: dict[str, float] = {}
 
-    prompts = demo_tasks.sample_prompts(args.prompts, seed=args.seed)
-    train = [p for p in prompts if _split(p) == "train"]
-    test = [p for p in prompts if _split(p) == "test"]
-    rng = random.Random(args.seed)
-    crowd = make_crowd(6, agreement=0.73, seed=args.seed)
-    demos = [
-        {"prompt": _messages(p), "completion": crowd[i % 6].write_demonstration(p, rng)}
-        for i, p in enumerate(p for p in prompts if _split(p) != "test")
-    ]
+    train, test, demos = demo_data(args.prompts, args.seed)
     started = time.monotonic()
     sft.run(
         SFTConfig(output_dir=str(out / "sft"), model_path=args.model, max_steps=args.sft_steps,
@@ -113,26 +149,7 @@ def main() -> None:
     times["sft"] = time.monotonic() - started
 
     started = time.monotonic()
-    rank_dir = f"rank-samples-{args.rank_samples}"
-    samples = sample.run(
-        SampleConfig(output_dir=str(out / rank_dir), model_path=str(sft_model),
-                     k=args.rank_samples, temperature=1.0, max_new_tokens=48, checkpoint_every=0),
-        {"prompts": [{"prompt": _messages(p)} for p in train]},
-    )["samples"]  # fmt: skip
-    groups: dict[int, list[str]] = defaultdict(list)
-    for s in sorted(samples, key=lambda s: s["sample_index"]):
-        group = groups[s["prompt_index"]]
-        if s["completion"] not in group and len(group) < args.k:
-            group.append(s["completion"])
-    tasks = [(train[i], group) for i, group in groups.items() if len(group) == args.k]
-    rank_crowd = make_crowd(6, agreement=0.73, seed=args.seed + 1, rankings=tasks[:500])
-    rank_rng = random.Random(args.seed + 1)
-    rankings = [
-        {"prompt": _messages(p), "completions": group,
-         "ranks": [e.rank for e in labeler.rank(p, group, rank_rng)]}
-        for p, group in tasks
-        for labeler in rank_rng.sample(rank_crowd, 2)
-    ]  # fmt: skip
+    tasks, rankings = ranking_data(out, sft_model, train, args.k, args.rank_samples, args.seed)
     epochs = "" if args.rm_epochs == 1 else f"-e{args.rm_epochs}"
     rm_dir = out / f"rm-k{args.k}-{args.rank_samples}-lr{args.rm_lr}{epochs}"
     rm = reward.run(

@@ -14,10 +14,9 @@ correlation with the gold quality and its pair accuracy against the gold judge w
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from collections import defaultdict
-from functools import partial
+from functools import cache, partial
 from itertools import combinations
 from pathlib import Path
 
@@ -26,8 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.loop_offline import _messages, _split  # noqa: E402
-from labeling.simulation import make_crowd  # noqa: E402
+from bench.loop_offline import _messages, demo_data, ranking_data  # noqa: E402
 from training import demo_tasks, reward, sample  # noqa: E402
 from training.common import chunks, to_device  # noqa: E402
 from training.config import RewardConfig, SampleConfig  # noqa: E402
@@ -69,15 +67,7 @@ def main() -> None:
     out = Path(args.out)
     sft_model = out / "sft" / "model"
 
-    prompts = demo_tasks.sample_prompts(args.prompts, seed=args.seed)
-    train = [p for p in prompts if _split(p) == "train"]
-    test = [p for p in prompts if _split(p) == "test"]
-    rng = random.Random(args.seed)
-    crowd = make_crowd(6, agreement=0.73, seed=args.seed)
-    demos = [
-        {"prompt": _messages(p), "completion": crowd[i % 6].write_demonstration(p, rng)}
-        for i, p in enumerate(p for p in prompts if _split(p) != "test")
-    ]
+    train, test, demos = demo_data(args.prompts, args.seed)
     eval_k = 4
     answers = sample.run(
         SampleConfig(output_dir=str(out / f"eval-sft-k{eval_k}"), model_path=str(sft_model),
@@ -88,6 +78,9 @@ def main() -> None:
     probe_texts = [s["completion"] for s in answers]
     gold = [demo_tasks.judge(p, t).quality for p, t in zip(probe_prompts, probe_texts, strict=True)]
 
+    rankings_for = cache(
+        lambda k, rank_samples: ranking_data(out, sft_model, train, k, rank_samples, args.seed)
+    )
     for variant in args.variants:
         settings = dict(item.split("=") for item in variant.split(",") if item)
         lr = float(settings.get("lr", 1e-3))
@@ -96,26 +89,7 @@ def main() -> None:
         rank_samples = int(settings.get("rank_samples", 8))
         batch = int(settings.get("batch", 8))
         init = settings.get("init", "sft")
-        samples = sample.run(
-            SampleConfig(output_dir=str(out / f"rank-samples-{rank_samples}"),
-                         model_path=str(sft_model), k=rank_samples, temperature=1.0,
-                         max_new_tokens=48, checkpoint_every=0),
-            {"prompts": [{"prompt": _messages(p)} for p in train]},
-        )["samples"]  # fmt: skip
-        groups: dict[int, list[str]] = defaultdict(list)
-        for s in sorted(samples, key=lambda s: s["sample_index"]):
-            group = groups[s["prompt_index"]]
-            if s["completion"] not in group and len(group) < k:
-                group.append(s["completion"])
-        tasks = [(train[i], group) for i, group in groups.items() if len(group) == k]
-        rank_crowd = make_crowd(6, agreement=0.73, seed=args.seed + 1, rankings=tasks[:500])
-        rank_rng = random.Random(args.seed + 1)
-        rankings = [
-            {"prompt": _messages(p), "completions": group,
-             "ranks": [e.rank for e in labeler.rank(p, group, rank_rng)]}
-            for p, group in tasks
-            for labeler in rank_rng.sample(rank_crowd, 2)
-        ]  # fmt: skip
+        _, rankings = rankings_for(k, rank_samples)
         name = "probe-" + variant.replace("=", "").replace(",", "-")
         result = reward.run(
             RewardConfig(output_dir=str(out / name),

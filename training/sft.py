@@ -70,14 +70,14 @@ def half_batches(batch: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.T
     lengths = batch["attention_mask"].sum(1)  # right-padded: the row's real length
     order = lengths.argsort(descending=True, stable=True)
     halves = (order[0::2], order[1::2])
-    total = int(counts.sum())
-    if len(order) < 2 or any(int(counts[rows].sum()) == 0 for rows in halves):
+    tokens = [int(counts[rows].sum()) for rows in halves]
+    if len(order) < 2 or 0 in tokens:
         return [(batch, 1.0)]
     parts = []
-    for rows in halves:
+    for rows, n in zip(halves, tokens, strict=True):
         width = int(lengths[rows].max())
         half = {name: tensor[rows, :width] for name, tensor in batch.items()}
-        parts.append((half, int(counts[rows].sum()) / total))
+        parts.append((half, n / sum(tokens)))
     return parts
 
 

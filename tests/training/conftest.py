@@ -38,3 +38,12 @@ def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
         eval_every=100,
     )
     return Path(sft.run(cfg, {"demonstrations": demonstrations(256)})["model_dir"])
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads for the test (SideBySide runs only with two or more)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

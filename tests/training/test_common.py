@@ -43,14 +43,6 @@ def test_clip_grad_off_only_measures_and_a_nan_norm_reaches_the_gradients():
     assert torch.isnan(parameters[2].grad).all()
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_side_by_side_runs_the_second_piece_on_another_thread_with_one_intra_op_thread_each(
     two_threads,
 ):

@@ -137,14 +137,6 @@ def test_running_a_finished_run_again_returns_its_result(tiny_model_dir, tmp_pat
     assert calls == []
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_half_batches_split_the_rows_and_their_shares_of_response_tokens(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     examples = encode_demonstrations(tokenizer, demonstrations(5), 64)
