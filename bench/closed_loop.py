@@ -1,23 +1,50 @@
 """The whole InstructGPT loop on this machine, from nothing, through the real platform.
 
-    python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--reuse-base]
+    python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--rounds 2] [--reuse-base]
 
 Build the tiny base model → a project with demo prompts → simulated labelers write demonstrations
 over the HTTP API → SFT on the worker → the SFT policy samples 8 per prompt into the ranking
-queue (the first K=4 distinct make a task) → simulated labelers rank (overlap 2, so agreement is measured) → a round: reward model,
-PPO from SFT, gate, the PPO and SFT policies sample held-out prompts → simulated labelers judge
-blind A/B pairs. Prints the win rate of PPO over SFT (simulated evaluators, and by the gold
-quality function itself) with 95% intervals, the reward model's held-out accuracy beside the
-labelers' agreement ceiling, the final KL, and the wall time of every stage.
+queue (the first K=4 distinct make a task) → simulated labelers rank (overlap 2, so agreement is
+measured) → round 1: reward model, PPO from SFT, gate, and the PPO and SFT policies sample every
+train prompt (2 + 2, at T=1) into mixed, blinded ranking tasks and the held-out prompts into A/B
+tasks → simulated labelers rank those → round 2 from the round-1 policy: a reward model on every
+ranking so far, PPO, gate, sampling (InstructGPT's iterated collection) → simulated labelers judge
+the blind A/B pairs, the last policy against SFT among them. Prints, for each round's policy, the
+win rate over SFT (simulated evaluators, and by the gold quality function itself) with 95%
+intervals, the reward model's held-out accuracy beside the labelers' agreement ceiling, the
+round's final KL (to the policy it started from) and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 
-Defaults: the best honest configuration found; it does not reach the 0.75 asked. Since session 4
-the reward model trains at lr 3e-4 for 3 epochs (held-out pair accuracy 0.66-0.68 against the
-labelers' 0.73, was 0.57-0.63) and beta is 0.05. Through the platform, one core each (taskset,
-OMP_NUM_THREADS=1), 2026-11-29 session 4, a 2-vCPU AMD EPYC:
+Since session 5 the default is two rounds of 8,192 PPO episodes each (the same PPO budget as one
+round of 16,384 before). Through the platform, 2026-12-03, a 2-vCPU AMD EPYC; seeds 0-2 on one
+core (taskset -c 1, OMP_NUM_THREADS=1, --reuse-base) with an offline study on the other:
 
-    flags beyond the defaults         seed  gold win rate          SFT->PPO quality  RM acc / agr.  KL   total
+    seed  gold win rate over SFT: round 1 -> round 2      SFT -> round 1 -> round 2 quality  RM acc r1 / r2 / agr.  KL r1, r2  total
+    0     0.746 [0.693, 0.799] -> 0.758 [0.705, 0.811]   0.551 -> 0.799 -> 0.814           0.670 / 0.673 / 0.738  1.07, 0.39  754 s
+    1     0.702 [0.647, 0.758] -> 0.715 [0.660, 0.767]   0.477 -> 0.696 -> 0.728           0.633 / 0.677 / 0.726  1.54, 0.76  778 s
+    2     0.697 [0.643, 0.747] -> 0.727 [0.673, 0.780]   0.588 -> 0.795 -> 0.830           0.659 / 0.694 / 0.728  1.47, 0.52  797 s
+    3     0.696 [0.644, 0.745] -> 0.724 [0.672, 0.773]   0.536 -> 0.767 -> 0.833           0.633 / 0.669 / 0.730  1.44, 0.75  791 s *
+
+* from nothing on both cores, no taskset: the base model's build (168 s) included; the whole loop
+  takes 13.2 minutes, within the 20 asked.
+
+The second round improves on the first on every seed (+0.012, +0.013, +0.030, +0.028; mean
+0.710 -> 0.731), but offline it is level with one round of all 16,384 episodes (bench/loop_offline.py,
+4 answers per test prompt; seed 0: 8,192 episodes 0.714, 16,384 in one round 0.738, 8,192 then
+--after with 8,192 more 0.734; seed 1: 0.697, 0.714, 0.722). Two rounds are the default because
+the bench then runs the loop as the platform is meant to be run, for the same PPO budget, and
+shows each round's gain. The 0.75 asked is met on seed 0 only.
+What bounds it is the tiny policy's knowledge: the misses are wrong facts ("the opposite of sad
+is clean", "8 plus 3 is 13", "is 7 bigger than 3? No."), which neither the reward model (from the
+same SFT weights) nor PPO can supply. A base model pretrained twice as long (2,600 steps, greedy
+quality 0.79 instead of 0.53) makes the SFT baseline stronger, not the win: offline seed 0, 8,192
+episodes, 0.620 (W/T/L 177/301/50: mostly ties with an SFT answer already right).
+
+Session 4, one round of 16,384 episodes (`--rounds 1 --ppo-episodes 16384`; reward model lr 3e-4
+for 3 epochs, beta 0.05):
+
+    flags beyond those defaults       seed  gold win rate          SFT->PPO quality  RM acc / agr.  KL   total
     (none)                            0     0.735 [0.678, 0.788]   0.547 -> 0.836    0.658 / 0.729  2.1  720 s
     --prompts 3000                    0     0.755 [0.715, 0.795]   0.465 -> 0.840    0.633 / 0.735  1.5  857 s
     --prompts 3000 --sft-steps 300    0     0.730 [0.692, 0.767]   0.549 -> 0.874    0.678 / 0.730  1.4  865 s
@@ -26,7 +53,9 @@ OMP_NUM_THREADS=1), 2026-11-29 session 4, a 2-vCPU AMD EPYC:
 The 0.755 is not a pass: with 3,000 prompts 150 SFT steps see less than one epoch of the 2,700
 demonstrations, so its SFT baseline is weaker (0.465); with the SFT steps scaled to the same ~1.8
 epochs (300), the baseline is back at 0.549 and the win rate at 0.730 although the PPO policy is
-better (0.874). Session 3's defaults (reward lr 1e-3, 1 epoch, beta 0.2), pinned to one core
+better (0.874). (A one-round run on this session's VM, seed 0: 0.682 [0.621, 0.742].)
+
+Session 3's defaults (reward lr 1e-3, 1 epoch, beta 0.2), pinned to one core
 (taskset -c 1, OMP_NUM_THREADS=1; --seed picks the prompts and the crowd, and SFT differs run to
 run as the crowd's demonstrations race over HTTP):
 
@@ -171,7 +200,16 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="outputs per ranking task (2..9)")
     parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--reward-epochs", type=int, default=3)
-    parser.add_argument("--ppo-episodes", type=int, default=16384)
+    parser.add_argument(
+        "--rounds", type=int, default=2,
+        help="rounds of reward model + PPO; each round's policy samples train prompts into the "
+        "ranking queue, the crowd ranks them, and the next round starts from that policy",
+    )  # fmt: skip
+    parser.add_argument("--ppo-episodes", type=int, default=8192, help="per round")
+    parser.add_argument(
+        "--round-rank-prompts", type=int, default=0,
+        help="train prompts each round (but the last) samples for ranking (0 = all)",
+    )  # fmt: skip
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--reward-lr", type=float, default=3e-4)
@@ -196,6 +234,8 @@ def main() -> None:
     parser.add_argument("--reuse-base", action="store_true", help="reuse var/models/tiny-base")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     t_start = time.monotonic()
 
     var_dir = Path(tempfile.mkdtemp(prefix="instructloop-loop-"))
@@ -305,20 +345,33 @@ def main() -> None:
         with stage("simulated labelers rank"):
             crowd(["ranking"], args.seed + 1)
 
-        with stage("round: reward model, PPO, gate, sampling"):
-            round_ = rounds.round_start(
-                project=project, policy=sft, created_by=admin,
-                config={
-                    "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
-                    "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef, "lr": args.ppo_lr,
-                            "value_lr": 1e-4, "max_new_tokens": 32, "batch_size": args.ppo_batch,
-                            "ptx_coef": args.ppo_ptx},
-                    "gate": {"max_kl": args.max_kl},
-                    "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
-                    "max_prompts": 32, "eval_prompts": 200,
-                },
-            )  # fmt: skip
-            round_ = _wait_round(round_.pk)
+        policy, policies = sft, []
+        train_prompts = Prompt.objects.filter(project=project, split=Split.TRAIN).count()
+        for number in range(1, args.rounds + 1):
+            last = number == args.rounds
+            with stage(f"round {number}: reward model, PPO, gate, sampling"):
+                round_ = rounds.round_start(
+                    project=project, policy=policy, created_by=admin,
+                    config={
+                        "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
+                        "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef,
+                                "lr": args.ppo_lr, "value_lr": 1e-4, "max_new_tokens": 32,
+                                "batch_size": args.ppo_batch, "ptx_coef": args.ppo_ptx},
+                        "gate": {"max_kl": args.max_kl},
+                        "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
+                        "rank_sample": {"temperature": args.rank_temperature},
+                        "max_prompts": 32 if last else args.round_rank_prompts or train_prompts,
+                        "eval_prompts": 200,
+                    },
+                )  # fmt: skip
+                round_ = _wait_round(round_.pk)
+            policy = round_.new_policy
+            policies.append(round_)
+            if not last:
+                with stage(f"simulated labelers rank round {number}'s samples"):
+                    crowd(["ranking"], args.seed + 10 + number)
+        if args.rounds > 1:  # the last round made A/B tasks against its start policy; and SFT:
+            services.evaluation_tasks_create(project=project, model_a=policy, model_b=sft)
 
         with stage("simulated labelers judge blind A/B pairs"):
             crowd(["comparison"], args.seed + 2)
@@ -331,59 +384,52 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    ppo = round_.new_policy
+    from labeling.models import Ranking, Task
+    from training.models import RunMetric
+
     comparisons = selectors.comparison_records(project=project)
-    simulated = stats.win_rate(comparisons, model=ppo.name, baseline=sft.name, n_boot=2000)
-    gold = []
+    gold = {}  # one gold judgement per (prompt, pair of models): the A/B pairs the crowd saw
     for c in Comparison.objects.filter(task__project=project).select_related(
         "task__prompt", "a_completion__model_version", "b_completion__model_version"
     ):
         qa = demo_tasks.judge(c.task.prompt.text, c.a_completion.text).quality
         qb = demo_tasks.judge(c.task.prompt.text, c.b_completion.text).quality
         winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
-        gold.append(stats.Comparison(
-            model_a=c.a_completion.model_version.name, model_b=c.b_completion.model_version.name,
-            winner=winner, len_a=len(c.a_completion.text), len_b=len(c.b_completion.text),
-            prompt_id=c.task.prompt_id, labeler_id=0,
-        ))  # fmt: skip
-    gold_rate = stats.win_rate(
-        list({(g.prompt_id): g for g in gold}.values()),
-        model=ppo.name,
-        baseline=sft.name,
-        n_boot=2000,
-    )
-    rm = ModelVersion.objects.get(training_run=round_.reward_run)
-    rm_accuracy = selectors.reward_model_accuracies(project=project)
-    agreement = selectors.labeler_agreement(project=project)
-    from training.models import RunMetric
+        a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
+        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.Comparison(
+            model_a=a, model_b=b, winner=winner, len_a=len(c.a_completion.text),
+            len_b=len(c.b_completion.text), prompt_id=c.task.prompt_id, labeler_id=0,
+        )  # fmt: skip
 
-    kl = RunMetric.objects.filter(run=round_.ppo_run, name="kl/k1").order_by("-step").first()
-    quality = {}
-    for name, version in (("SFT", sft), ("PPO", ppo)):
+    def quality(version: ModelVersion) -> float:
         texts = version.completions.filter(prompt__split=Split.TEST).select_related("prompt")
         scores = [demo_tasks.judge(c.prompt.text, c.text).quality for c in texts]
-        quality[name] = sum(scores) / max(len(scores), 1)
+        return sum(scores) / max(len(scores), 1)
 
-    from labeling.models import Ranking, Task
-
+    agreement = selectors.labeler_agreement(project=project)
+    rm_accuracy = {r["model"]: r["val_pair_accuracy"] for r in selectors.reward_model_accuracies(project=project)}  # fmt: skip
     ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
     print("\n# bench/closed_loop.py results")
     print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "
           f"{Ranking.objects.filter(task__project=project).count()} rankings; A/B samples of both "
-          f"policies at temperature {args.eval_temperature}")  # fmt: skip
-    print(f"PPO vs SFT win rate, simulated blind evaluators: {simulated.rate:.3f} "
-          f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
-          f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
-    print(f"PPO vs SFT win rate, gold quality function:      {gold_rate.rate:.3f} "
-          f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts")  # fmt: skip
-    print(
-        f"mean gold quality on held-out prompts: SFT {quality['SFT']:.3f}, PPO {quality['PPO']:.3f}"
-    )
-    acc = next((r["val_pair_accuracy"] for r in rm_accuracy if r["model"] == rm.name), None)
-    print(f"reward model held-out pair accuracy: {acc if acc is None else f'{acc:.3f}'}; "
-          f"labelers' pairwise agreement (ceiling): {agreement['overall']:.3f} over {agreement['comparisons']} pairs")  # fmt: skip
-    print(f"final KL(PPO || SFT) per response (k1): {kl.value if kl else float('nan'):.3f}")
-    print(f"gate: {json.dumps(round_.gate.get('checks'))}")
+          f"policies at temperature {args.eval_temperature}; labelers' pairwise agreement "
+          f"(the reward model's ceiling): {agreement['overall']:.3f} over {agreement['comparisons']} pairs")  # fmt: skip
+    print(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
+    for done in policies:
+        ppo, rm = done.new_policy, ModelVersion.objects.get(training_run=done.reward_run)
+        kl = RunMetric.objects.filter(run=done.ppo_run, name="kl/k1").order_by("-step").first()
+        acc = rm_accuracy.get(rm.name)
+        print(f"round {done.number} ({done.policy.name} -> {ppo.name}): reward model held-out pair "
+              f"accuracy {acc if acc is None else f'{acc:.3f}'}; final KL to {done.policy.name} "
+              f"per response (k1) {kl.value if kl else float('nan'):.3f}; mean gold quality "
+              f"{quality(ppo):.3f}; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
+        simulated = stats.win_rate(comparisons, model=ppo.name, baseline=sft.name, n_boot=2000)
+        gold_rate = stats.win_rate(gold.values(), model=ppo.name, baseline=sft.name, n_boot=2000)
+        print(f"  {ppo.name} vs SFT win rate, simulated blind evaluators: {simulated.rate:.3f} "
+              f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
+              f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
+        print(f"  {ppo.name} vs SFT win rate, gold quality function:      {gold_rate.rate:.3f} "
+              f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts")  # fmt: skip
     for name, seconds in STAGES:
         print(f"  {name:<62} {seconds:7.1f} s")
     print(f"  {'total':<62} {time.monotonic() - t_start:7.1f} s")

@@ -1,6 +1,7 @@
 """bench/closed_loop.py's training path offline (no database, no HTTP), each stage cached on disk.
 
     python bench/loop_offline.py --out DIR [--episodes 16384] [--reward rm|zero|gold] [--tag NAME]
+    python bench/loop_offline.py --out DIR --after NAME --tag NAME2   # a second round after NAME
 
 For trying PPO and reward-model settings quickly: the same prompts and test split as the bench
 (`demo_tasks.sample_prompts(--prompts, seed)`, split by content hash as `services.split_for`
@@ -93,6 +94,33 @@ def ranking_data(
     return tasks, rankings
 
 
+def round_rankings(
+    out: Path, policy: Path, sft_model: Path, train: list[str], tasks: list, seed: int
+) -> list[dict]:
+    """A platform round's ranking tasks after PPO: `policy` and the SFT policy sample 2 answers
+    each per train prompt at T=1 (`labeling.rounds` with rank_sample temperature 1.0), prompts
+    with 4 distinct answers become tasks, ranked by two simulated labelers each."""
+    groups: dict[int, list[str]] = defaultdict(list)
+    for model in (policy, sft_model):
+        samples = sample.run(
+            SampleConfig(output_dir=str(policy.parent / f"round-samples-{model.parent.name}"),
+                         model_path=str(model), k=2, temperature=1.0, max_new_tokens=48,
+                         checkpoint_every=0),
+            {"prompts": [{"prompt": _messages(p)} for p in train]},
+        )["samples"]  # fmt: skip
+        for s in sorted(samples, key=lambda s: s["sample_index"]):
+            groups[s["prompt_index"]].append(s["completion"])
+    more = [(train[i], g) for i, g in sorted(groups.items()) if len(set(g)) == 4]
+    crowd = make_crowd(6, agreement=0.73, seed=seed + 3, rankings=tasks[:500])
+    rng = random.Random(seed + 3)
+    return [
+        {"prompt": _messages(p), "completions": group,
+         "ranks": [e.rank for e in labeler.rank(p, group, rng)]}
+        for p, group in more
+        for labeler in rng.sample(crowd, 2)
+    ]  # fmt: skip
+
+
 def _answers(model: Path, prompts: list[str], out: Path, k: int) -> list[list[str]]:
     """k answers per prompt at T=0.7 (the bench's A/B temperature).  # (k, prompts)"""
     cfg = SampleConfig(
@@ -132,6 +160,12 @@ def main() -> None:
     )
     parser.add_argument("--zero-value-head", action="store_true", help="value head starts at 0")
     parser.add_argument("--eval-k", type=int, default=4, help="answers per test prompt")
+    parser.add_argument(
+        "--after", metavar="TAG",
+        help="a second round after the finished PPO run TAG, as a platform round from it: TAG's "
+        "policy and SFT sample 2 answers each per train prompt (T=1), the 4 distinct are ranked, "
+        "the reward model trains on all rankings from TAG's policy, PPO starts from TAG's policy",
+    )  # fmt: skip
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,14 +186,20 @@ def main() -> None:
     tasks, rankings = ranking_data(out, sft_model, train, args.k, args.rank_samples, args.seed)
     epochs = "" if args.rm_epochs == 1 else f"-e{args.rm_epochs}"
     rm_dir = out / f"rm-k{args.k}-{args.rank_samples}-lr{args.rm_lr}{epochs}"
+    start = sft_model
+    if args.after:
+        start = out / args.after / "model"
+        more = round_rankings(out, start, sft_model, train, tasks, args.seed)
+        print(f"round 2: {len(more) // 2} ranking tasks from {args.after} and SFT", flush=True)
+        rankings, rm_dir = rankings + more, out / f"rm-after-{args.after}-lr{args.rm_lr}{epochs}"
     rm = reward.run(
-        RewardConfig(output_dir=str(rm_dir), model_path=str(sft_model), epochs=args.rm_epochs,
+        RewardConfig(output_dir=str(rm_dir), model_path=str(start), epochs=args.rm_epochs,
                      lr=args.rm_lr,
                      batch_size=8, checkpoint_every=0),
         {"rankings": rankings, "demonstrations": demos},
     )  # fmt: skip
     times["rankings + reward model"] = time.monotonic() - started
-    print(f"{len(tasks)} ranking tasks, {len(rankings)} rankings; RM held-out pair accuracy "
+    print(f"{len(rankings) // 2} ranking tasks, {len(rankings)} rankings; RM held-out pair accuracy "
           f"{rm['metrics']['val/pair_accuracy']:.3f}", flush=True)  # fmt: skip
 
     reward_fns = {
@@ -172,7 +212,7 @@ def main() -> None:
     if args.zero_value_head:
         value_dir = out / f"{rm_dir.name}-zero-value-head"
         tokenizer = load_tokenizer(str(sft_model))
-        init = str(rm_dir / "model") if args.reward == "rm" else str(sft_model)
+        init = str(rm_dir / "model") if args.reward == "rm" else str(start)
         value = (
             RewardModel.from_pretrained(init, tokenizer, torch.device("cpu"))
             if args.reward == "rm"
@@ -184,7 +224,7 @@ def main() -> None:
     started, cpu_started = time.monotonic(), time.process_time()
     policy_dir = out / args.tag
     result = ppo.run(
-        PPOConfig(output_dir=str(policy_dir), policy_path=str(sft_model),
+        PPOConfig(output_dir=str(policy_dir), policy_path=str(start),
                   reward_model_path=str(rm_dir / "model") if args.reward == "rm" else None,
                   value_model_path=str(value_dir) if value_dir else None,
                   total_episodes=args.episodes, lr=args.lr, value_lr=1e-4,

@@ -28,7 +28,10 @@ from .services import evaluation_tasks_create, ranking_task_create
 # The KL limit is per response, in nats: the first closed-loop run showed a policy at KL 24 that had
 # reward-hacked its way from gold quality 0.61 down to 0.10, so the default is well below that.
 DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0}
-STAGE_KEYS = {"reward", "ppo", "sample", "gate", "max_prompts", "eval_prompts"}
+# "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
+# prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
+# rank, while the blind A/B samples on test prompts stay at the evaluation temperature).
+STAGE_KEYS = {"reward", "ppo", "sample", "rank_sample", "gate", "max_prompts", "eval_prompts"}
 
 
 def round_start(
@@ -110,15 +113,15 @@ def _start_sampling(round_: Round, now: datetime) -> None:
     for model, split, k in plans:
         if split == Split.TEST and not has_test:
             continue
-        limit = (
-            config.get("max_prompts", 64)
-            if split == Split.TRAIN
-            else config.get("eval_prompts", 64)
-        )
+        if split == Split.TRAIN:
+            limit = config.get("max_prompts", 64)
+            settings = {**config.get("sample", {}), **config.get("rank_sample", {})}
+        else:
+            limit, settings = config.get("eval_prompts", 64), config.get("sample", {})
         run = runs.run_start(
             project=project,
             kind=TrainingRun.Kind.SAMPLE,
-            config={**config.get("sample", {}), "k": k, "split": split, "max_prompts": limit,
+            config={**settings, "k": k, "split": split, "max_prompts": limit,
                     "create_tasks": False},
             created_by=round_.created_by,
             base_model=model,

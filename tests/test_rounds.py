@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeling import queue, rounds, runs, services
-from labeling.errors import Conflict
+from labeling.errors import Conflict, Invalid
 from labeling.models import Prompt, Split, Task
 from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
 
@@ -88,6 +88,34 @@ def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
         models = {tc.completion.model_version_id for tc in task.task_completions.all()}
         assert models == {round_.new_policy_id, setup["sft"].pk}
     assert Task.objects.filter(kind="comparison").count() == 2  # one per test prompt
+
+
+def test_rank_sample_settings_apply_to_the_ranking_samples_only(
+    project, personas, setup, settings, now
+):
+    # Samples to rank at temperature 1.0 (varied outputs), blind A/B samples at 0.7: the round's
+    # "sample" settings reach every sampling run, "rank_sample" overrides them on train prompts.
+    round_ = rounds.round_start(
+        project=project, policy=setup["sft"], created_by=personas.admin,
+        config={"sample": {"temperature": 0.7, "max_new_tokens": 24},
+                "rank_sample": {"temperature": 1.0}, "max_prompts": 2, "eval_prompts": 1},
+    )  # fmt: skip
+    _succeed(round_.reward_run, now, settings)
+    round_.refresh_from_db()
+    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    by_split = [
+        (set(Prompt.objects.filter(pk__in=r.dataset["prompts"]).values_list("split", flat=True)),
+         r.config["temperature"], r.config["max_new_tokens"], len(r.dataset["prompts"]))
+        for r in round_.sample_runs.order_by("pk")
+    ]  # fmt: skip
+    assert by_split == [
+        ({"train"}, 1.0, 24, 2), ({"train"}, 1.0, 24, 2), ({"test"}, 0.7, 24, 1), ({"test"}, 0.7, 24, 1)
+    ]  # fmt: skip
+    with pytest.raises(Invalid, match="Unknown round settings: rank_samples"):
+        rounds.round_start(
+            project=project, policy=setup["sft"], created_by=personas.admin,
+            config={"rank_samples": {"temperature": 1.0}},
+        )  # fmt: skip
 
 
 def test_a_policy_that_fails_the_gate_never_reaches_the_queue(
