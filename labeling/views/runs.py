@@ -149,6 +149,13 @@ class RoundForm(forms.Form):
     reward_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
     ppo_episodes = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
     kl_coef = forms.FloatField(min_value=0, max_value=10, required=False, label="KL coefficient β")
+    sample_temperature = forms.FloatField(
+        min_value=0.01, max_value=5, required=False, label="Sampling temperature (A/B answers)"
+    )
+    rank_temperature = forms.FloatField(
+        min_value=0.01, max_value=5, required=False,
+        label="Sampling temperature for ranking tasks (blank: as above)",
+    )  # fmt: skip
     min_eos_rate = forms.FloatField(
         min_value=0, max_value=1, initial=0.5, label="Gate: min EOS rate"
     )
@@ -178,6 +185,10 @@ class RoundForm(forms.Form):
             ppo["kl_coef"] = data["kl_coef"]
         if ppo:
             config["ppo"] = ppo
+        if data.get("sample_temperature") is not None:
+            config["sample"] = {"temperature": data["sample_temperature"]}
+        if data.get("rank_temperature") is not None:
+            config["rank_sample"] = {"temperature": data["rank_temperature"]}
         return config
 
 

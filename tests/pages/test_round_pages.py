@@ -42,12 +42,16 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
             "max_kl": 10,
             "max_mean_length": 64,
             "reward_steps": 5,
+            "sample_temperature": 0.7,
+            "rank_temperature": 1.0,
         },
     )
     round_ = Round.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
     assert round_.config["gate"] == {"min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0}
     assert round_.reward_run.config == {"max_steps": 5}
+    assert round_.config["sample"] == {"temperature": 0.7}
+    assert round_.config["rank_sample"] == {"temperature": 1.0}
     page = _client(personas.reviewer).get(f"/p/{project.slug}/rounds/1/")
     assert (
         page.status_code == 200
