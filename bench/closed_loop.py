@@ -352,13 +352,14 @@ def main() -> None:
         with stage("simulated labelers rank"):
             crowd(["ranking"], args.seed + 1)
 
-        policy, policies = sft, []
+        finished: list = []  # the rounds, in order; each starts from the previous one's policy
         train_prompts = Prompt.objects.filter(project=project, split=Split.TRAIN).count()
         for number in range(1, args.rounds + 1):
             last = number == args.rounds
             with stage(f"round {number}: reward model, PPO, gate, sampling"):
                 round_ = rounds.round_start(
-                    project=project, policy=policy, created_by=admin,
+                    project=project, policy=finished[-1].new_policy if finished else sft,
+                    created_by=admin,
                     config={
                         "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
                         "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef,
@@ -372,12 +373,11 @@ def main() -> None:
                     },
                 )  # fmt: skip
                 round_ = _wait_round(round_.pk)
-            policy = round_.new_policy
-            policies.append(round_)
+            finished.append(round_)
             if not last:
                 with stage(f"simulated labelers rank round {number}'s samples"):
                     crowd(["ranking"], args.seed + 10 + number)
-        for done in policies[1:]:  # a later round's A/B tasks are against its start policy
+        for done in finished[1:]:  # a later round's A/B tasks are against its start policy
             services.evaluation_tasks_create(project=project, model_a=done.new_policy, model_b=sft)
 
         with stage("simulated labelers judge blind A/B pairs"):
@@ -422,7 +422,7 @@ def main() -> None:
           f"policies at temperature {args.eval_temperature}; labelers' pairwise agreement "
           f"(the reward model's ceiling): {agreement['overall']:.3f} over {agreement['comparisons']} pairs")  # fmt: skip
     print(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
-    for done in policies:
+    for done in finished:
         ppo, rm = done.new_policy, ModelVersion.objects.get(training_run=done.reward_run)
         kl = RunMetric.objects.filter(run=done.ppo_run, name="kl/k1").order_by("-step").first()
         acc = rm_accuracy.get(rm.name)
