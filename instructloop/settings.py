@@ -256,6 +256,14 @@ CELERY_TASK_ROUTES = {
 # The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
 # beat job below puts the run back on the queue and it resumes from its last checkpoint.
 TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+# How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child
+# process `python -m training.engine KIND --run-dir DIR` (a crash or OOM-kill of the engine then
+# fails the run and leaves the worker standing).
+TRAINING_LAUNCHER = os.environ.get("INSTRUCTLOOP_LAUNCHER", "inprocess").strip().lower()
+if TRAINING_LAUNCHER not in {"inprocess", "subprocess"}:
+    raise ImproperlyConfigured(
+        f"INSTRUCTLOOP_LAUNCHER={TRAINING_LAUNCHER!r} must be 'inprocess' or 'subprocess'"
+    )
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {
         "task": "labeling.tasks.expire_stale_leases",

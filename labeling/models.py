@@ -179,14 +179,6 @@ class ModelVersion(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
-    training_run = models.OneToOneField(
-        "training.TrainingRun",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="model_version",
-        help_text="The run that produced it: one run registers exactly one version.",
-    )
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -213,9 +205,6 @@ class Completion(models.Model):
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
     finished = models.BooleanField(null=True, help_text="Ended with EOS (None: unknown).")
-    sampling_run = models.ForeignKey(
-        "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

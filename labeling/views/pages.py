@@ -438,16 +438,6 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "labeling/review.html", context)
 
 
-@require_GET
-@page_view
-def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _membership(request, slug, Role.REVIEWER).project
-    dashboard = selectors.evaluation_dashboard(
-        project=project, baseline=request.GET.get("baseline")
-    )
-    return render(request, "labeling/dashboard.html", {"project": project, "d": dashboard})
-
-
 def _paginated(request: HttpRequest, template: str, project, queryset) -> HttpResponse:
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     if request.htmx:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from labeling import queue, rounds, runs, services
+from labeling import queue, services
 from labeling.errors import Conflict, Invalid
 from labeling.models import Prompt, Split, Task
+from tests.factories import ModelVersionFactory, PromptFactory, ranking_task
+from training import loop, rounds, storage
 from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
-
-from .factories import ModelVersionFactory, PromptFactory, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -33,17 +33,17 @@ def setup(project, personas, settings, tmp_path, now):
 
 
 def _succeed(run: TrainingRun, now, settings, *, metrics=None, samples=None):
-    runs.run_claim(run_id=run.pk, worker="w", now=now)
+    loop.run_claim(run_id=run.pk, worker="w", now=now)
     for name, value in (metrics or {}).items():
         RunMetric.objects.create(run=run, step=1, name=name, value=value)
     if samples is not None:
         result = {"output_dir": "x", "samples": samples}
     else:
-        model_dir = runs.run_dir(run) / "model"
+        model_dir = storage.run_dir(run) / "model"
         model_dir.mkdir(parents=True)
         (model_dir / "model.safetensors").write_bytes(b"weights")
         result = {"output_dir": str(model_dir.parent)}
-    runs.run_succeed(run_id=run.pk, worker="w", result=result, now=now)
+    loop.run_succeed(run_id=run.pk, worker="w", result=result, now=now)
 
 
 def _samples(run: TrainingRun):
@@ -65,12 +65,12 @@ def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
     _succeed(round_.reward_run, now, settings)
     round_.refresh_from_db()
     assert round_.stage == RoundStage.PPO
-    assert round_.ppo_run.reward_model.training_run_id == round_.reward_run_id
+    assert round_.ppo_run.reward_model == round_.reward_run.model_version
     assert round_.ppo_run.base_model_id == setup["sft"].pk
     _succeed(round_.ppo_run, now, settings, metrics=GOOD)
     round_.refresh_from_db()
     assert round_.stage == RoundStage.SAMPLE and round_.gate["passed"]
-    sample_runs = list(round_.sample_runs.order_by("pk"))
+    sample_runs = list(round_.runs("sample"))
     assert [(r.base_model_id, r.config["k"]) for r in sample_runs] == [
         (round_.new_policy_id, 2), (setup["sft"].pk, 2), (round_.new_policy_id, 1), (setup["sft"].pk, 1)
     ]  # fmt: skip
@@ -106,7 +106,7 @@ def test_rank_sample_settings_apply_to_the_ranking_samples_only(
     by_split = [
         (set(Prompt.objects.filter(pk__in=r.dataset["prompts"]).values_list("split", flat=True)),
          r.config["temperature"], r.config["max_new_tokens"], len(r.dataset["prompts"]))
-        for r in round_.sample_runs.order_by("pk")
+        for r in round_.runs("sample")
     ]  # fmt: skip
     assert by_split == [
         ({"train"}, 1.0, 24, 2), ({"train"}, 1.0, 24, 2), ({"test"}, 0.7, 24, 1), ({"test"}, 0.7, 24, 1)
@@ -128,16 +128,16 @@ def test_a_policy_that_fails_the_gate_never_reaches_the_queue(
     round_.refresh_from_db()
     assert round_.status == RoundStatus.FAILED and "eos_rate" in round_.error
     assert round_.gate["checks"]["eos_rate"]["ok"] is False and round_.new_policy is not None
-    assert not round_.sample_runs.exists()
+    assert not round_.runs("sample").exists()
 
 
 def test_a_failed_stage_stops_the_round_with_its_reason_and_keeps_what_was_made(
     project, personas, setup, now
 ):
     round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
-    runs.run_claim(run_id=round_.reward_run_id, worker="w", now=now)
-    runs.run_fail(
-        run_id=round_.reward_run_id,
+    loop.run_claim(run_id=round_.reward_run.pk, worker="w", now=now)
+    loop.run_fail(
+        run_id=round_.reward_run.pk,
         worker="w",
         error="Traceback...\nValueError: no rankings",
         retry=False,
@@ -146,7 +146,7 @@ def test_a_failed_stage_stops_the_round_with_its_reason_and_keeps_what_was_made(
     round_.refresh_from_db()
     assert round_.status == RoundStatus.FAILED
     assert "reward stage" in round_.error and "ValueError: no rankings" in round_.error
-    assert TrainingRun.objects.get(pk=round_.reward_run_id).status == RunStatus.FAILED
+    assert TrainingRun.objects.get(pk=round_.reward_run.pk).status == RunStatus.FAILED
 
 
 def test_only_one_round_runs_at_a_time_and_cancelling_its_stage_stops_it(
@@ -155,7 +155,7 @@ def test_only_one_round_runs_at_a_time_and_cancelling_its_stage_stops_it(
     round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
     with pytest.raises(Conflict):
         rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
-    runs.run_cancel(run_id=round_.reward_run_id, project=project, now=now)
+    loop.run_cancel(run_id=round_.reward_run.pk, project=project, now=now)
     assert Round.objects.get(pk=round_.pk).status == RoundStatus.FAILED
     second = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
     assert second.number == 2

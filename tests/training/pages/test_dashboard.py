@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from labeling import queue, selectors, services
+from labeling import queue, services
 from labeling.models import Split
 from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, member
+from training import selectors
 
 pytestmark = pytest.mark.django_db
 

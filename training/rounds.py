@@ -1,9 +1,12 @@
 """Training rounds: reward model on all rankings so far → PPO → the new policy's samples back in
 the queue, mixed and blinded with the previous policy's, plus blind A/B tasks on held-out prompts.
 
-A round is a small state machine over TrainingRun rows. `round_on_run_finished` is called inside
-the transaction that finishes a run (labeling.runs._finish), so a stage and the start of the next
-commit together; a failed or cancelled stage stops the round with its reason and loses nothing.
+A round is an ordered recipe of steps (RoundStep rows, each a TrainingRun). Every step's settings
+are checked by its stage's config class when the round starts, so a typo in the PPO settings is
+an error on the form, not a failed PPO run after the reward model has trained.
+`round_on_run_finished` is called inside the transaction that closes a run (training/loop.py), so
+a step and the start of the next commit together; a failed or cancelled step stops the round with
+its reason and loses nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +17,23 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 
-from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
+from labeling.errors import Conflict, Invalid
+from labeling.models import Completion, ModelVersion, Project, Prompt, Split
+from labeling.services import evaluation_tasks_create, ranking_task_create
 
-from . import runs
-from .errors import Conflict, Invalid
-from .models import Completion, ModelVersion, Project, Prompt, Split
-from .services import evaluation_tasks_create, ranking_task_create
+from . import runs, stages
+from .models import (
+    Round,
+    RoundStage,
+    RoundStatus,
+    RoundStep,
+    RunMetric,
+    RunStatus,
+    StepRole,
+    TrainingRun,
+)
 
 # Whether a new policy may enter the queue (InstructGPT watches KL and length; a policy that
 # stops ending its answers, drifts far from SFT or rambles is not shown to labelers).
@@ -47,6 +59,7 @@ def round_start(
     gate = {**DEFAULT_GATE, **config.get("gate", {})}
     if set(gate) != set(DEFAULT_GATE):
         raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
+    _check_settings(config)
     with transaction.atomic():
         if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
             raise Conflict("A round is already running in this project.")
@@ -60,15 +73,35 @@ def round_start(
         )
         # InstructGPT initialises the reward model from the SFT model: here the start policy,
         # which also guarantees PPO's policy and reward model share a tokenizer.
-        round_.reward_run = runs.run_start(
+        run = runs.run_start(
             project=project,
             kind=TrainingRun.Kind.REWARD,
             config=config.get("reward", {}),
             created_by=created_by,
             base_model=policy,
         )
-        round_.save(update_fields=["reward_run"])
+        _add_step(round_, StepRole.REWARD, run)
         return round_
+
+
+def _check_settings(config: dict[str, Any]) -> None:
+    """Each step's settings, checked by its stage's config class now (Invalid names the key)."""
+    for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
+        stages.stage(kind).resolve(config.get(key, {}))
+    sample = stages.stage(TrainingRun.Kind.SAMPLE)
+    for key in ("sample", "rank_sample"):
+        if not isinstance(config.get(key, {}), dict):
+            raise Invalid(f"The round's {key} settings must be an object of setting: value.")
+    sample.resolve({**config.get("sample", {}), **config.get("rank_sample", {}), "k": 1})
+    for key in ("max_prompts", "eval_prompts"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Invalid(f"The round's {key} must be a whole number of at least 1.")
+
+
+def _add_step(round_: Round, role: str, run: TrainingRun) -> RoundStep:
+    position = round_.steps.count()
+    return RoundStep.objects.create(round=round_, position=position, role=role, run=run)
 
 
 def _fail(round_: Round, reason: str, now: datetime) -> None:
@@ -126,7 +159,7 @@ def _start_sampling(round_: Round, now: datetime) -> None:
             created_by=round_.created_by,
             base_model=model,
         )  # fmt: skip
-        round_.sample_runs.add(run)
+        _add_step(round_, StepRole.SAMPLE, run)
 
 
 def _finish_sampling(round_: Round, now: datetime) -> None:
@@ -134,7 +167,7 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
     project = round_.project
     by_prompt: dict[int, list[Completion]] = defaultdict(list)
     completions = Completion.objects.filter(
-        sampling_run__in=round_.sample_runs.all(), prompt__split=Split.TRAIN
+        run_sample__run__in=round_.runs(StepRole.SAMPLE), prompt__split=Split.TRAIN
     )
     for c in completions.select_related("prompt").order_by("pk"):
         by_prompt[c.prompt_id].append(c)
@@ -155,13 +188,10 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
 
 def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
     """Advance the round this run belongs to, or stop it with the run's reason."""
-    round_id = (
-        Round.objects.filter(Q(reward_run=run) | Q(ppo_run=run) | Q(sample_runs=run))
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if round_id is None:
+    step = RoundStep.objects.filter(run=run).values_list("round_id", "role").first()
+    if step is None:
         return
+    round_id, role = step
     round_ = Round.objects.select_for_update().get(pk=round_id)
     if round_.status != RoundStatus.RUNNING:
         return
@@ -169,9 +199,10 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
         first_line = (run.error or "").strip().splitlines()[-1:] or [""]
         _fail(round_, f"The {run.kind} stage (run {run.pk}) {run.status}: {first_line[0]}", now)
         return
-    if round_.reward_run_id == run.pk:
+    if role == StepRole.REWARD:
         round_.stage = RoundStage.PPO
-        round_.ppo_run = runs.run_start(
+        round_.save(update_fields=["stage"])
+        ppo = runs.run_start(
             project=round_.project,
             kind=TrainingRun.Kind.PPO,
             config=round_.config.get("ppo", {}),
@@ -179,8 +210,8 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
             base_model=round_.policy,
             reward_model=run.model_version,
         )
-        round_.save(update_fields=["stage", "ppo_run"])
-    elif round_.ppo_run_id == run.pk:
+        _add_step(round_, StepRole.PPO, ppo)
+    elif role == StepRole.PPO:
         verdict = gate_check(
             metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
             gate=round_.config["gate"],
@@ -195,5 +226,5 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
         round_.stage = RoundStage.SAMPLE
         round_.save(update_fields=["new_policy", "gate", "stage"])
         _start_sampling(round_, now)
-    elif not round_.sample_runs.exclude(status=RunStatus.SUCCEEDED).exclude(pk=run.pk).exists():
+    elif not round_.runs(StepRole.SAMPLE).exclude(status=RunStatus.SUCCEEDED).exists():
         _finish_sampling(round_, now)

@@ -7,6 +7,8 @@ from django.test import Client
 
 from labeling import queue, services
 from tests.factories import ModelVersionFactory, ranking_task
+from training import stages
+from training.engine.config import RewardConfig
 from training.models import Round
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +51,8 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
     round_ = Round.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
     assert round_.config["gate"] == {"min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0}
-    assert round_.reward_run.config == {"max_steps": 5}
+    # The reward step's run stores its resolved config: what was asked, and every default.
+    assert round_.reward_run.config == {**stages.stage("reward").resolve({}), "max_steps": 5}
     assert round_.config["sample"] == {"temperature": 0.7}
     assert round_.config["rank_sample"] == {"temperature": 1.0}
     page = _client(personas.reviewer).get(f"/p/{project.slug}/rounds/1/")
@@ -88,10 +91,12 @@ def test_lineage_shows_the_run_config_and_exact_rows_a_model_was_trained_on(proj
         },
     )
     run = Round.objects.get().reward_run
-    rm = ModelVersionFactory(
-        project=project, name="rm-1", kind="reward", path="", training_run=run, parent=sft
-    )
+    rm = ModelVersionFactory(project=project, name="rm-1", kind="reward", path="", parent=sft)
+    run.model_version = rm
+    run.save(update_fields=["model_version"])
     page = _client(personas.reviewer).get(f"/p/{project.slug}/models/{rm.pk}/")
     html = page.content.decode()
     assert page.status_code == 200 and f"run {run.pk}" in html
     assert f"rankings: 1 row, ids {run.dataset['rankings'][0]}" in html and "sft-0" in html
+    # The config it ran with, defaults included: the learning rate nobody typed is there.
+    assert f"<td><code>lr</code></td><td><code>{RewardConfig.lr}</code></td>" in html

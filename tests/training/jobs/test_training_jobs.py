@@ -16,11 +16,11 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from labeling import runs
 from labeling.models import ModelVersion
 from tests.factories import ModelVersionFactory, submitted_demonstration
 from tests.training.tiny import build_tiny_model
 from tests.worker import database_url, purge_queues, start_worker, wait_until
+from training import storage
 from training.models import RunMetric, RunStatus, TrainingRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -84,7 +84,7 @@ def test_an_sft_job_launched_from_the_browser_runs_on_the_worker_and_registers_o
     assert run.step == run.total_steps == 6
     assert RunMetric.objects.filter(run=run, name="train/loss").count() == 6
     shutil.rmtree(Path(settings.MODEL_ROOT) / version.path, ignore_errors=True)
-    shutil.rmtree(runs.run_dir(run), ignore_errors=True)
+    shutil.rmtree(storage.run_dir(run), ignore_errors=True)
 
 
 def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_and_registers_one_model_version(
@@ -124,8 +124,8 @@ def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_and_registers_one_m
     resumed_from = max(started.values())
     # Checkpoints every 10 steps: the second attempt starts at the last one before the kill.
     assert resumed_from >= 10 and killed_at - resumed_from <= 10 + 1, (killed_at, started)
-    shutil.rmtree(Path(settings.MODEL_ROOT) / runs.run_key(run), ignore_errors=True)
-    shutil.rmtree(runs.run_dir(run), ignore_errors=True)
+    shutil.rmtree(Path(settings.MODEL_ROOT) / storage.run_key(run), ignore_errors=True)
+    shutil.rmtree(storage.run_dir(run), ignore_errors=True)
 
 
 def _now():

@@ -7,6 +7,7 @@ from django.test import Client
 
 from labeling.models import Demonstration, Lease, ModelVersion
 from tests.factories import ModelVersionFactory, demonstration_task
+from training import stages
 from training.models import RunStatus, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +55,7 @@ def test_launching_without_data_explains_why_and_creates_nothing(project, person
     response = _client(personas.admin).post(
         f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk}
     )
-    assert response.status_code == 200 and b"no data to train on" in response.content
+    assert response.status_code == 400 and b"no data to train on" in response.content
     assert not TrainingRun.objects.exists()
 
 
@@ -72,7 +73,7 @@ def test_launching_an_sft_run_snapshots_the_demonstrations_and_enqueues_after_co
         response.status_code == 302 and response["Location"] == f"/p/{project.slug}/runs/{run.pk}/"
     )
     assert run.dataset == {"demonstrations": [demo.pk]}
-    assert run.config == {"max_steps": 3, "batch_size": 2}
+    assert run.config == {**stages.stage("sft").resolve({}), "max_steps": 3, "batch_size": 2}
     assert len(callbacks) == 1  # the Celery message goes out only when the transaction commits
 
 
