@@ -57,7 +57,7 @@ def _records(run: TrainingRun) -> dict[str, Any]:
 
 
 def _config(run: TrainingRun) -> Any:
-    from training import config as cfgs  # noqa: PLC0415 - torch-free, but keep worker start light
+    from training.engine import config as cfgs  # noqa: PLC0415 - torch-free, but keep worker start light
 
     values = dict(run.config)
     values["output_dir"] = str(runs.run_dir(run))
@@ -75,7 +75,7 @@ def _config(run: TrainingRun) -> Any:
 
 
 def _stage(kind: str):
-    from training import ppo, reward, sample, sft  # noqa: PLC0415 - imports torch
+    from training.engine import ppo, reward, sample, sft  # noqa: PLC0415 - imports torch
 
     return {RunKind.SFT: sft, RunKind.REWARD: reward, RunKind.PPO: ppo, RunKind.SAMPLE: sample}[
         kind
