@@ -255,7 +255,7 @@ def main() -> None:
     _reset_database(db_url)
 
     with stage("build the tiny base model"):
-        from training.tiny import ensure_tiny_model
+        from training.demo.base_model import ensure_tiny_model
 
         target = var_dir / "models" / "tiny-base"
         cached = ROOT / "var" / "models" / "tiny-base"
@@ -274,13 +274,14 @@ def main() -> None:
     from django.db import connection
 
     from labeling import imports, rounds, runs, selectors, services, stats
-    from labeling.management.commands.simulate_labelers import (
+    from labeling.models import Comparison, ModelVersion, Prompt, Split
+    from training.demo import families
+    from training.demo.crowd import make_crowd
+    from training.demo.http_crowd import run_crowd
+    from training.management.commands.simulate_labelers import (
         calibration_rankings,
         simulated_tokens,
     )
-    from labeling.models import Comparison, ModelVersion, Prompt, Split
-    from labeling.simulation import make_crowd, run_crowd
-    from training import demo_tasks
 
     call_command("migrate", verbosity=0)
     admin = get_user_model().objects.create_user("loop-admin", password=None, is_staff=True)
@@ -289,7 +290,7 @@ def main() -> None:
         guidelines="Answer exactly what is asked, briefly, then stop.",
     )  # fmt: skip
     lines = "\n".join(
-        json.dumps({"prompt": p}) for p in demo_tasks.sample_prompts(args.prompts, seed=args.seed)
+        json.dumps({"prompt": p}) for p in families.sample_prompts(args.prompts, seed=args.seed)
     )
     rows = imports.parse_prompts("prompts.jsonl", lines.encode(), max_bytes=50_000_000)
     services.prompts_import(project=project, rows=rows, source="bench")
@@ -399,8 +400,8 @@ def main() -> None:
     for c in Comparison.objects.filter(task__project=project).select_related(
         "task__prompt", "a_completion__model_version", "b_completion__model_version"
     ):
-        qa = demo_tasks.judge(c.task.prompt.text, c.a_completion.text).quality
-        qb = demo_tasks.judge(c.task.prompt.text, c.b_completion.text).quality
+        qa = families.judge(c.task.prompt.text, c.a_completion.text).quality
+        qb = families.judge(c.task.prompt.text, c.b_completion.text).quality
         winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
         a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
         gold[(c.task.prompt_id, frozenset((a, b)))] = stats.Comparison(
@@ -410,7 +411,7 @@ def main() -> None:
 
     def quality(version: ModelVersion) -> float:
         texts = version.completions.filter(prompt__split=Split.TEST).select_related("prompt")
-        scores = [demo_tasks.judge(c.prompt.text, c.text).quality for c in texts]
+        scores = [families.judge(c.prompt.text, c.text).quality for c in texts]
         return sum(scores) / max(len(scores), 1)
 
     agreement = selectors.labeler_agreement(project=project)

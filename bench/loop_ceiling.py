@@ -7,7 +7,7 @@ things that bound it. Same stages as the loop, called directly (no database, no 
 
 1. SFT on simulated labelers' demonstrations (the loop's crowd and settings);
 2. PPO three ways from that SFT policy, with the same PPO settings:
-   - against the **gold judge itself** (`training.demo_tasks.judge` as the reward function):
+   - against the **gold judge itself** (`training.demo.families.judge` as the reward function):
      a perfect reward model, so what is left is what PPO can do with this policy;
    - against a reward model trained on simulated rankings of SFT samples (the loop's path);
    - against a trivially learnable reward ("start the answer with 'The'"), to show the PPO
@@ -34,9 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from labeling.simulation import gold_win_rate, make_crowd  # noqa: E402
-from training import demo_tasks, ppo, reward, sample, sft  # noqa: E402
-from training.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
+from training.demo import families  # noqa: E402
+from training.demo.crowd import gold_win_rate, make_crowd  # noqa: E402
+from training.engine import ppo, reward, sample, sft  # noqa: E402
+from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
 
 
 def _messages(text: str) -> list[dict[str, str]]:
@@ -85,8 +86,8 @@ def main() -> None:
 
     rng = random.Random(0)
     crowd = make_crowd(6, agreement=0.73, seed=0)
-    train = demo_tasks.sample_prompts(args.demonstrations, seed=0, split="train")
-    heldout = demo_tasks.sample_prompts(args.eval_prompts, seed=1, split="heldout")
+    train = families.sample_prompts(args.demonstrations, seed=0, split="train")
+    heldout = families.sample_prompts(args.eval_prompts, seed=1, split="heldout")
     demos = [
         {"prompt": _messages(p), "completion": crowd[i % len(crowd)].write_demonstration(p, rng)}
         for i, p in enumerate(train)
@@ -126,22 +127,21 @@ def main() -> None:
 
     ppo_prompts = [
         {"prompt": _messages(p)}
-        for p in demo_tasks.sample_prompts(args.ppo_prompts, seed=3, split="train")
+        for p in families.sample_prompts(args.ppo_prompts, seed=3, split="train")
     ]
     rewards = {
         "gold judge": lambda ps, ts: [
-            demo_tasks.judge(p, t).quality for p, t in zip(ps, ts, strict=True)
+            families.judge(p, t).quality for p, t in zip(ps, ts, strict=True)
         ],
         "reward model": None,
         "starts with 'The'": lambda ps, ts: [float(t.strip().startswith("The")) for t in ts],
     }
     sft_answers = _answers(sft_model, heldout, out / "eval-sft", args.temperature)
-    sft_quality = [
-        demo_tasks.judge(p, a).quality for p, a in zip(heldout, sft_answers, strict=True)
-    ]
+    sft_quality = [families.judge(p, a).quality for p, a in zip(heldout, sft_answers, strict=True)]
     zero_value = None
     if args.zero_value_head:
-        from training.modeling import RewardModel, load_tokenizer
+        from training.engine.lm import load_tokenizer
+        from training.engine.reward_model import RewardModel
 
         zero_value = out / "value-zero"
         tokenizer = load_tokenizer(str(sft_model))
@@ -167,7 +167,7 @@ def main() -> None:
         first = sum(h["reward/score"] for h in history[:16]) / len(history[:16])
         last = sum(h["reward/score"] for h in history[-16:]) / len(history[-16:])
         answers = _answers(out / f"ppo-{i}" / "model", heldout, out / f"eval-ppo-{i}", args.temperature)  # fmt: skip
-        quality = [demo_tasks.judge(p, a).quality for p, a in zip(heldout, answers, strict=True)]
+        quality = [families.judge(p, a).quality for p, a in zip(heldout, answers, strict=True)]
         starts_the = sum(a.strip().startswith("The") for a in answers) / len(answers)
         rows.append((name, first, last, history[-1]["kl/k1"], sum(quality) / len(quality),
                      starts_the, gold_win_rate(heldout, [answers], [sft_answers]), time.monotonic() - t))  # fmt: skip

@@ -4,7 +4,7 @@
     python bench/loop_offline.py --out DIR --after NAME --tag NAME2   # a second round after NAME
 
 For trying PPO and reward-model settings quickly: the same prompts and test split as the bench
-(`demo_tasks.sample_prompts(--prompts, seed)`, split by content hash as `services.split_for`
+(`families.sample_prompts(--prompts, seed)`, split by content hash as `services.split_for`
 does for a project's defaults), simulated demonstrations, SFT, 8 SFT samples per train prompt
 with the first K distinct ranked by two simulated labelers each (the crowd calibrated on those
 tasks), the reward model, then PPO(-ptx) against the reward model, a zero reward (what ptx alone
@@ -31,10 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from labeling.simulation import gold_win_rate, make_crowd  # noqa: E402
-from training import demo_tasks, ppo, reward, sample, sft  # noqa: E402
-from training.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
-from training.modeling import RewardModel, load_tokenizer  # noqa: E402
+from training.demo import families  # noqa: E402
+from training.demo.crowd import gold_win_rate, make_crowd  # noqa: E402
+from training.engine import ppo, reward, sample, sft  # noqa: E402
+from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
+from training.engine.lm import load_tokenizer  # noqa: E402
+from training.engine.reward_model import RewardModel  # noqa: E402
 
 
 def _messages(text: str) -> list[dict[str, str]]:
@@ -51,9 +53,9 @@ def _split(text: str) -> str:
 
 
 def demo_data(n_prompts: int, seed: int) -> tuple[list[str], list[str], list[dict]]:
-    """The bench's train and test prompts (`demo_tasks.sample_prompts(n, seed)`, split as a
+    """The bench's train and test prompts (`families.sample_prompts(n, seed)`, split as a
     project does) and the crowd's demonstrations of every non-test prompt: (train, test, demos)."""
-    prompts = demo_tasks.sample_prompts(n_prompts, seed=seed)
+    prompts = families.sample_prompts(n_prompts, seed=seed)
     train = [p for p in prompts if _split(p) == "train"]
     test = [p for p in prompts if _split(p) == "test"]
     rng = random.Random(seed)
@@ -204,9 +206,7 @@ def main() -> None:
 
     reward_fns = {
         "zero": lambda ps, ts: [0.0] * len(ts),
-        "gold": lambda ps, ts: [
-            demo_tasks.judge(p, t).quality for p, t in zip(ps, ts, strict=True)
-        ],
+        "gold": lambda ps, ts: [families.judge(p, t).quality for p, t in zip(ps, ts, strict=True)],
     }
     value_dir = None
     if args.zero_value_head:
@@ -245,9 +245,9 @@ def main() -> None:
     by_family: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for new_row, old_row in zip(new, old, strict=True):
         for prompt, a, b in zip(test, new_row, old_row, strict=True):
-            family = by_family[demo_tasks.family_of(prompt) or "other"]
-            family[0] += demo_tasks.judge(prompt, b).quality
-            family[1] += demo_tasks.judge(prompt, a).quality
+            family = by_family[families.family_of(prompt) or "other"]
+            family[0] += families.judge(prompt, b).quality
+            family[1] += families.judge(prompt, a).quality
             family[2] += 1
     history = result["history"]
     print(f"\n# bench/loop_offline.py {args.tag}: {vars(args)}")

@@ -26,11 +26,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.loop_offline import _messages, demo_data, ranking_data  # noqa: E402
-from training import demo_tasks, reward, sample  # noqa: E402
-from training.common import chunks, to_device  # noqa: E402
-from training.config import RewardConfig, SampleConfig  # noqa: E402
-from training.data import collate_sft, encode_demonstrations  # noqa: E402
-from training.modeling import RewardModel, autocast, load_tokenizer  # noqa: E402
+from training.demo import families  # noqa: E402
+from training.engine import reward, sample  # noqa: E402
+from training.engine.config import RewardConfig, SampleConfig  # noqa: E402
+from training.engine.data import chunks, collate_sft, encode_demonstrations  # noqa: E402
+from training.engine.lm import load_tokenizer  # noqa: E402
+from training.engine.precision import autocast, to_device  # noqa: E402
+from training.engine.reward_model import RewardModel  # noqa: E402
 
 
 def _pearson(x: list[float], y: list[float]) -> float:
@@ -76,7 +78,7 @@ def main() -> None:
     )["samples"]  # fmt: skip
     probe_prompts = [test[s["prompt_index"]] for s in answers]
     probe_texts = [s["completion"] for s in answers]
-    gold = [demo_tasks.judge(p, t).quality for p, t in zip(probe_prompts, probe_texts, strict=True)]
+    gold = [families.judge(p, t).quality for p, t in zip(probe_prompts, probe_texts, strict=True)]
 
     rankings_for = cache(
         lambda k, rank_samples: ranking_data(out, sft_model, train, k, rank_samples, args.seed)

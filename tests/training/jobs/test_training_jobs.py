@@ -18,7 +18,7 @@ from django.test import Client
 
 from labeling.models import ModelVersion
 from tests.factories import ModelVersionFactory, submitted_demonstration
-from tests.training.tiny import build_tiny_model
+from tests.training.engine.toy_model import build_toy_model
 from tests.worker import database_url, purge_queues, start_worker, wait_until
 from training import storage
 from training.models import RunMetric, RunStatus, TrainingRun
@@ -31,7 +31,7 @@ def tiny_base(project, tmp_path):
     """A random 2-layer GPT-2 registered as the project's base model (under MODEL_ROOT)."""
     name = f"test-tiny-{uuid.uuid4().hex[:8]}"
     target = settings.MODEL_ROOT / name
-    build_tiny_model(tmp_path / "tiny")
+    build_toy_model(tmp_path / "tiny")
     shutil.copytree(tmp_path / "tiny", target)
     yield ModelVersionFactory(project=project, name=name, kind="base", path=name)
     shutil.rmtree(target, ignore_errors=True)
