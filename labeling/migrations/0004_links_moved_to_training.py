@@ -1,5 +1,5 @@
 """labeling no longer points into training: the run a model version came from and the run that
-sampled a completion are stored by the training app now (its migration 0003 copied the rows)."""
+sampled a completion are stored by the training app now (its migration 0004 copied the rows)."""
 
 from django.db import migrations
 
@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
         ("labeling", "0003_comparison"),
         # The rows are copied before the columns go; after this, labeling depends on nothing of
         # training's.
-        ("training", "0003_runs_own_their_links"),
+        ("training", "0004_copy_links"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("labeling", "0004_links_moved_to_training"),
-        ("training", "0003_runs_own_their_links"),
+        ("training", "0005_round_steps_only"),
     ]
 
     operations = [
