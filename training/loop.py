@@ -3,7 +3,8 @@ transaction: a round's next step starts exactly when its current step's run succ
 failed or cancelled step stops the round with its reason, losing nothing.
 
 Every transition of a run's status is here (runs.py starts runs and records progress):
-queued → running (claim) → succeeded | failed | cancelled, or back to queued for a retry.
+queued → running (claim) → succeeded | failed | cancelled, or back to queued for a retry; and
+the cancel of a whole round.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from labeling.errors import Conflict, NotFound
 from labeling.models import Project
 
 from . import dispatch, rounds, runs, storage
-from .models import RunStatus, TrainingRun
+from .models import Round, RoundStatus, RunStatus, TrainingRun
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
@@ -120,3 +121,25 @@ def run_cancel(*, run_id: int, project: Project, now: datetime) -> TrainingRun:
         if run.status == RunStatus.QUEUED:
             _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled by an admin.")
         return run
+
+
+def round_cancel(*, project: Project, number: int, now: datetime) -> Round:
+    """Stop a running round and each of its unfinished runs (a queued one now, a running one at
+    its next step). The round is marked first, so its steps' closing does not advance it; the
+    runs, data and models it made so far stay."""
+    with transaction.atomic():
+        round_ = Round.objects.select_for_update().filter(project=project, number=number).first()
+        if round_ is None:
+            raise NotFound("No such round.")
+        if round_.status != RoundStatus.RUNNING:
+            raise Conflict(f"The round already {round_.status}.")
+        round_.status = RoundStatus.CANCELLED
+        round_.error = "Cancelled by an admin."
+        round_.finished_at = now
+        round_.save(update_fields=["status", "error", "finished_at"])
+        unfinished = TrainingRun.objects.filter(round_step__round=round_).exclude(
+            status__in=TERMINAL
+        )
+        for run_id in unfinished.order_by("pk").values_list("pk", flat=True):
+            run_cancel(run_id=run_id, project=project, now=now)
+        return round_

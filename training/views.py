@@ -146,9 +146,19 @@ def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         "round": round_,
         "stages": selectors.round_steps(round_=round_),
         "live": round_.status == RoundStatus.RUNNING,
+        "is_admin": membership.allows(Role.ADMIN),
     }
     template = "training/round_detail.html#live" if request.htmx else "training/round_detail.html"
     return render(request, template, context)
+
+
+@page_view
+@require_POST
+def round_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    membership = _membership(request, slug, Role.ADMIN)
+    with contextlib.suppress(Conflict):  # already finished: the page shows its final state
+        loop.round_cancel(project=membership.project, number=number, now=timezone.now())
+    return redirect("round-detail", slug=slug, number=number)
 
 
 @page_view

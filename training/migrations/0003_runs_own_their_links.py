@@ -4,7 +4,6 @@ ordered recipe of steps.
 - `TrainingRun.model_version` replaces `labeling.ModelVersion.training_run`;
 - `RunSample` (run → completion) replaces `labeling.Completion.sampling_run`;
 - `RoundStep` (round, position, role, run) replaces `Round.reward_run`, `.ppo_run`, `.sample_runs`;
-- `RoundStatus.CANCELLED` is gone: nothing ever set it.
 
 Schema, data and removal are three migrations (0003 adds, 0004 copies the rows while
 labeling's old columns still exist, 0005 and labeling 0004 drop the old fields): PostgreSQL

@@ -1,5 +1,4 @@
-"""A round's runs are its steps now (copied by 0004): the three fixed links go, and so does
-the unused CANCELLED status."""
+"""A round's runs are its steps now (copied by 0004): the three fixed links go."""
 
 from django.db import migrations, models
 
@@ -11,16 +10,6 @@ class Migration(migrations.Migration):
         migrations.RemoveField(model_name="round", name="ppo_run"),
         migrations.RemoveField(model_name="round", name="reward_run"),
         migrations.RemoveField(model_name="round", name="sample_runs"),
-        migrations.RemoveConstraint(model_name="round", name="round_status_valid"),
-        migrations.AlterField(
-            model_name="round",
-            name="status",
-            field=models.CharField(choices=[("running", "Running"), ("succeeded", "Succeeded"), ("failed", "Failed")], default="running", max_length=16),
-        ),
-        migrations.AddConstraint(
-            model_name="round",
-            constraint=models.CheckConstraint(condition=models.Q(("status__in", ["running", "succeeded", "failed"])), name="round_status_valid"),
-        ),
         migrations.AlterField(
             model_name="trainingrun",
             name="config",

@@ -167,3 +167,33 @@ def test_the_gate_fails_closed_when_a_metric_is_missing():
         gate=rounds.DEFAULT_GATE,
     )
     assert verdict["passed"] is False and verdict["checks"]["kl"]["ok"] is False
+
+
+def test_cancelling_a_round_stops_its_running_step_and_frees_the_project(
+    project, personas, setup, settings, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    _succeed(round_.reward_run, now, settings)
+    ppo = Round.objects.get(pk=round_.pk).ppo_run
+    loop.run_claim(run_id=ppo.pk, worker="w", now=now)  # PPO is running on a worker
+
+    loop.round_cancel(project=project, number=round_.number, now=now)
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.CANCELLED and round_.error == "Cancelled by an admin."
+    ppo.refresh_from_db()
+    assert ppo.cancel_requested and ppo.status == RunStatus.RUNNING  # stops at its next step
+    loop.run_mark_cancelled(run_id=ppo.pk, now=now)  # what the worker then does
+    assert Round.objects.get(pk=round_.pk).status == RoundStatus.CANCELLED  # not "failed"
+    assert round_.reward_run.model_version is not None  # what it made stays
+    with pytest.raises(Conflict):
+        loop.round_cancel(project=project, number=round_.number, now=now)
+    assert rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+
+
+def test_cancelling_a_round_whose_step_is_queued_cancels_that_run_now(
+    project, personas, setup, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    loop.round_cancel(project=project, number=round_.number, now=now)
+    assert round_.reward_run.status == RunStatus.CANCELLED
+    assert Round.objects.get(pk=round_.pk).status == RoundStatus.CANCELLED

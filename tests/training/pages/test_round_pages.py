@@ -100,3 +100,18 @@ def test_lineage_shows_the_run_config_and_exact_rows_a_model_was_trained_on(proj
     assert f"rankings: 1 row, ids {run.dataset['rankings'][0]}" in html and "sft-0" in html
     # The config it ran with, defaults included: the learning rate nobody typed is there.
     assert f"<td><code>lr</code></td><td><code>{RewardConfig.lr}</code></td>" in html
+
+
+def test_an_admin_cancels_a_running_round_from_its_page(project, personas, sft):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    _client(personas.admin).post(f"/p/{project.slug}/rounds/", form)
+    page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
+    assert b"Cancel round" in page.content
+    assert _client(personas.reviewer).post(f"/p/{project.slug}/rounds/1/cancel/").status_code == 403
+    assert _client(personas.outsider).post(f"/p/{project.slug}/rounds/1/cancel/").status_code == 404
+    response = _client(personas.admin).post(f"/p/{project.slug}/rounds/1/cancel/")
+    assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
+    assert Round.objects.get().status == "cancelled"
+    page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
+    assert b"Cancel round" not in page.content and b"Cancelled by an admin." in page.content
