@@ -37,6 +37,7 @@ from .models import (
     Role,
     Task,
 )
+from .sql import statements
 
 FLAG_LABELS = dict(FLAG_CHOICES)
 
@@ -50,21 +51,19 @@ def membership_require(
 ) -> Membership:
     """The caller's membership with at least `role`: not a member → 404, lower role → 403.
 
-    One hand-written query (labeling/sql.py): every API call and page of a project starts here.
+    One hand-written query (statements.MEMBERSHIP): every API call and page of a project starts
+    here.
     """
     if project_id is not None:
-        where, key, name = "m.project_id = %s", project_id, "il_member_by_id"
+        where, key, name = statements.MEMBERSHIP_BY_ID, project_id, "il_member_by_id"
     elif slug is not None:
-        where, key, name = "p.slug = %s", slug, "il_member_by_slug"
+        where, key, name = statements.MEMBERSHIP_BY_SLUG, slug, "il_member_by_slug"
     else:
         raise NotFound("No such project.")
-    row = sql.one(
-        f"SELECT {sql.columns(Membership, 'm')}, {sql.columns(Project, 'p')}"  # noqa: S608
-        " FROM labeling_membership m JOIN labeling_project p ON p.id = m.project_id"
-        f" WHERE m.user_id = %s AND {where}",
-        [user_id, key],
-        name=name,
+    query = statements.MEMBERSHIP.format(
+        membership=sql.columns(Membership, "m"), project=sql.columns(Project, "p"), where=where
     )
+    row = sql.one(query, [user_id, key], name=name)
     if row is None:
         raise NotFound("No such project.")
     n = len(Membership._meta.concrete_fields)
@@ -360,15 +359,11 @@ def memberships_for_user(*, user_id: int) -> QuerySet[Membership]:
 def lease_task(*, lease_id: int, rows: list[tuple] | None = None) -> dict[str, Any]:
     """What a labeler is asked to do under a lease, as the API answers it (LeaseTaskSerializer's
     shape): the prompt, the outputs in this labeler's order (never their model), the flags asked,
-    the draft of a demonstration. One hand-written query (queue.LEASE_TASK), a row per output of
-    the task: `next` is the labeler loop's hot path. `rows` are that query's rows when the claim
-    read them already (queue.Claimed).
+    the draft of a demonstration. One hand-written query (statements.LEASE_TASK), a row per output
+    of the task: `next` is the labeler loop's hot path. `rows` are that query's rows when the
+    claim read them already (queue.Claimed).
     """
-    found = rows or sql.rows(
-        queue.LEASE_TASK.format(lease="labeling_lease", where="WHERE l.id = %s"),
-        [lease_id],
-        name="il_lease_task",
-    )
+    found = rows or sql.rows(statements.LEASE_TASK_BY_ID, [lease_id], name="il_lease_task")
     if not found:
         raise NotFound("No such lease.")
     lease_pk, status, expires_at, task_id, shown_order, kind, prompt_id, messages = found[0][:8]

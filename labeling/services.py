@@ -39,6 +39,7 @@ from .models import (
     TaskCompletion,
     Winner,
 )
+from .sql import statements
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 MAX_NOTES_CHARS = 5000
@@ -457,26 +458,8 @@ def ranking_submit(
         return ranking, True
 
 
-_RANKING_INSERT = (
-    "INSERT INTO labeling_ranking (task_id, labeler_id, lease_id, none_acceptable, notes,"
-    " time_spent_ms, shown_order, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-    " RETURNING id"
-)
-_ENTRIES_INSERT = (
-    "INSERT INTO labeling_rankingentry (ranking_id, completion_id, rank, likert, flags)"
-    " VALUES {values} RETURNING id, ranking_id"
-)
-# PostgreSQL: the ranking, its entries and the lease's close in one statement (data-modifying
-# WITH). The entries take the new ranking's id from its RETURNING; the foreign keys are checked
-# at the end of the statement, when the ranking row exists.
-_RANKING_SUBMIT_PG = f"""
-    WITH r AS ({_RANKING_INSERT}),
-         u AS (UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s)
-    {_ENTRIES_INSERT}"""  # noqa: S608
-
-
 def _ranking_insert(ranking: Ranking, entries: list[EntryInput], *, now: datetime) -> bool:
-    """INSERT the ranking and its entries with hand-written statements (labeling/sql.py), and
+    """INSERT the ranking and its entries with hand-written statements (labeling/sql/), and
     leave them on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read.
 
     On PostgreSQL the same statement sets the lease to submitted; returns whether it did.
@@ -506,16 +489,16 @@ def _ranking_insert(ranking: Ranking, entries: list[EntryInput], *, now: datetim
     if one_pass:
         placeholders = ", ".join(["((SELECT id FROM r), %s, %s, %s, %s)"] * len(rows))
         found = sql.rows(
-            _RANKING_SUBMIT_PG.format(values=placeholders),
+            statements.RANKING_SUBMIT_PG.format(values=placeholders),
             [*head, sql.ts(now), ranking.lease_id, *(v for row in values for v in row)],
             name=f"il_ranking_submit_{len(rows)}",
         )
         ranking.pk = found[0][1]
     else:
-        ranking.pk = sql.one(_RANKING_INSERT, head, name="il_ranking_insert")[0]
+        ranking.pk = sql.value(statements.RANKING_INSERT, head, name="il_ranking_insert")
         placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
         found = sql.rows(
-            _ENTRIES_INSERT.format(values=placeholders),
+            statements.ENTRIES_INSERT.format(values=placeholders),
             [v for row in values for v in (ranking.pk, *row)],
             name=f"il_entries_{len(rows)}",
         )

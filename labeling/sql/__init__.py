@@ -96,6 +96,14 @@ def one(
         return cursor.fetchone()
 
 
+def value(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> Any:
+    """The first column of the one row a statement always returns (a COUNT, an INSERT's
+    RETURNING id)."""
+    with connection.cursor() as cursor:
+        _execute(cursor, query, params, name)
+        return cursor.fetchone()[0]
+
+
 def rows(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         _execute(cursor, query, params, name)
