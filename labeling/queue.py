@@ -22,12 +22,12 @@ from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import sql
-from .errors import Conflict, NotFound
-from .models import Lease, Membership, Project, Role, Task
+from . import access, sql
+from .errors import Conflict
+from .models import Lease, Project, Task
 from .sql import statements
 
 
@@ -162,21 +162,6 @@ def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> L
     return Lease.objects.select_related("task__prompt", "task__project").get(pk=claimed.lease_id)
 
 
-def get_own_lease(*, lease_id: int, user_id: int) -> Lease:
-    """The user's lease, in a project they still belong to; anyone else's is a 404."""
-    lease = (
-        Lease.objects.select_related("task__project", "task__prompt")
-        .filter(pk=lease_id, user_id=user_id)
-        .filter(
-            Exists(Membership.objects.filter(project=OuterRef("task__project"), user_id=user_id))
-        )
-        .first()
-    )
-    if lease is None:
-        raise NotFound("No such lease.")
-    return lease
-
-
 def _lock_own_lease(*, lease_id: int, user_id: int, lock_task: bool = False) -> Lease:
     """The user's lease, row-locked (and its task's row too with `lock_task`), with its task and
     the project settings the queue and the submits read (any other project field loads on access,
@@ -186,11 +171,8 @@ def _lock_own_lease(*, lease_id: int, user_id: int, lock_task: bool = False) -> 
         task=sql.columns(Task, "t"),
         lock=sql.lock("FOR UPDATE OF l, t" if lock_task else "FOR UPDATE OF l"),
     )
-    params = [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN]
     name = "il_lock_lease_task" if lock_task else "il_lock_lease"
-    row = sql.one(query, params, name=name)
-    if row is None:
-        raise NotFound("No such lease.")
+    row = access.own_lease_row(query, lease_id=lease_id, user_id=user_id, name=name)
     n_lease, n_task = len(Lease._meta.concrete_fields), len(Task._meta.concrete_fields)
     lease = sql.instance(Lease, row[:n_lease])
     task = sql.instance(Task, row[n_lease : n_lease + n_task])

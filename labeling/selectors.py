@@ -21,8 +21,9 @@ from django.db.models import (
     QuerySet,
 )
 
-from . import queue, sql
-from .errors import Forbidden, NotFound
+from . import access, queue, sql
+from .access import membership_require  # noqa: F401 - for labeling/views/runs.py until it moves
+from .errors import NotFound
 from .models import (
     FLAG_CHOICES,
     Completion,
@@ -40,38 +41,6 @@ from .models import (
 from .sql import statements
 
 FLAG_LABELS = dict(FLAG_CHOICES)
-
-
-def membership_require(
-    *,
-    user_id: int,
-    project_id: int | None = None,
-    slug: str | None = None,
-    role: str = Role.LABELER,
-) -> Membership:
-    """The caller's membership with at least `role`: not a member → 404, lower role → 403.
-
-    One hand-written query (statements.MEMBERSHIP): every API call and page of a project starts
-    here.
-    """
-    if project_id is not None:
-        where, key, name = statements.MEMBERSHIP_BY_ID, project_id, "il_member_by_id"
-    elif slug is not None:
-        where, key, name = statements.MEMBERSHIP_BY_SLUG, slug, "il_member_by_slug"
-    else:
-        raise NotFound("No such project.")
-    query = statements.MEMBERSHIP.format(
-        membership=sql.columns(Membership, "m"), project=sql.columns(Project, "p"), where=where
-    )
-    row = sql.one(query, [user_id, key], name=name)
-    if row is None:
-        raise NotFound("No such project.")
-    n = len(Membership._meta.concrete_fields)
-    membership = sql.instance(Membership, row[:n])
-    membership.project = sql.instance(Project, row[n:])
-    if not membership.allows(role):
-        raise Forbidden(f"This needs the {role} role in {membership.project.name}.")
-    return membership
 
 
 def projects_for_user(*, user_id: int) -> QuerySet[Project]:
@@ -255,11 +224,6 @@ def labeler_agreement(*, project: Project) -> dict:
 # --- pages ---------------------------------------------------------------------------------
 
 
-def can_create_project(*, user_id: int, is_staff: bool) -> bool:
-    """Staff, or anyone who already administers a project, may start a new one."""
-    return is_staff or Membership.objects.filter(user_id=user_id, role=Role.ADMIN).exists()
-
-
 @dataclass(frozen=True)
 class ShownCompletion:
     label: str
@@ -277,21 +241,13 @@ class LeasePage:
 
 
 def lease_page(*, lease_id: int, user_id: int) -> LeasePage:
-    """Everything the task page shows, for the lease owner only (404 otherwise); 3 queries.
+    """Everything the task page shows, for the lease owner only (access.lease_require: 404
+    otherwise); 3 queries.
 
     Completions come in the lease's shown_order with letters A, B, C...; the model that wrote
     each is not loaded, so a template cannot leak it.
     """
-    lease = (
-        Lease.objects.select_related("task__project", "task__prompt")
-        .filter(pk=lease_id, user_id=user_id)
-        .filter(
-            Exists(Membership.objects.filter(project=OuterRef("task__project"), user_id=user_id))
-        )
-        .first()
-    )
-    if lease is None:
-        raise NotFound("No such lease.")
+    lease = access.lease_require(lease_id=lease_id, user_id=user_id)
     project = lease.task.project
     completions: list[ShownCompletion] = []
     draft_text = ""

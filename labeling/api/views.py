@@ -32,7 +32,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import exports, queue, selectors, services
+from labeling import access, exports, queue, selectors, services
 from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
 from . import serializers as s
@@ -91,12 +91,12 @@ class QueueView(ApiView):
 
 
 def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
-    return selectors.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
+    return access.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
 
 
 def _own_lease(request: Request, lease_id: int) -> None:
     """Someone else's lease is a 404 before anything about the body is said."""
-    queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+    access.lease_require(lease_id=lease_id, user_id=request.user.pk)
 
 
 def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str, Any]:
@@ -257,7 +257,7 @@ class LeaseDetailView(QueueView):
         summary="One of my leases: the task it holds, as `next` answered",
     )
     def get(self, request: Request, lease_id: int) -> Response:
-        queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+        access.lease_require(lease_id=lease_id, user_id=request.user.pk)
         return Response(selectors.lease_task(lease_id=lease_id))
 
 
