@@ -1,7 +1,7 @@
 """labeling/stats.py against hand-computed values and simulations with known answers. No DB.
 
-Runs without Django too: pytest tests/test_stats.py -p no:django --noconftest (tests/conftest.py
-imports the Django models, so it must be skipped when the Django plugin is off).
+Runs without Django too: pytest tests/labeling/test_stats.py -p no:django --noconftest
+(tests/conftest.py imports the Django models, so it must be skipped when the Django plugin is off).
 """
 
 from __future__ import annotations

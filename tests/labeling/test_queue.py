@@ -9,8 +9,7 @@ import pytest
 from labeling import queue, services
 from labeling.errors import Conflict, Invalid, NotFound
 from labeling.models import Demonstration, Lease, Ranking, Task
-
-from .factories import PromptFactory, demonstration_task, member, ranking_task
+from tests.factories import PromptFactory, demonstration_task, member, ranking_task
 
 pytestmark = pytest.mark.django_db
 

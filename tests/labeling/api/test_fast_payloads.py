@@ -20,8 +20,8 @@ from labeling import queue, services, sql
 from labeling.api import serializers as s
 from labeling.models import FLAG_CODES, MAX_K, DemonstrationDraft, Lease, Ranking, Task
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
+from tests.factories import demonstration_task, ranking_task
 
-from ..factories import demonstration_task, ranking_task
 from .conftest import entries_for
 
 pytestmark = pytest.mark.django_db
