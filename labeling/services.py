@@ -14,9 +14,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 
-from . import queue, sql
+from . import queue
 from .errors import Conflict, Invalid
 from .imports import PromptRow, RankingTaskRow
 from .models import (
@@ -39,7 +39,6 @@ from .models import (
     TaskCompletion,
     Winner,
 )
-from .sql import statements
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 MAX_NOTES_CHARS = 5000
@@ -453,66 +452,18 @@ def ranking_submit(
             shown_order=lease.shown_order,
             created_at=now,
         )
-        lease_row_written = _ranking_insert(ranking, parsed, now=now)
-        queue.mark_submitted(lease=lease, now=now, lease_row_written=lease_row_written)
+        rows = [
+            RankingEntry(
+                ranking=ranking,
+                completion_id=e.completion,
+                rank=e.rank,
+                likert=e.likert,
+                flags=list(e.flags),
+            )
+            for e in parsed
+        ]
+        queue.insert_ranking(lease=lease, ranking=ranking, entries=rows, now=now)
         return ranking, True
-
-
-def _ranking_insert(ranking: Ranking, entries: list[EntryInput], *, now: datetime) -> bool:
-    """INSERT the ranking and its entries with hand-written statements (labeling/sql/), and
-    leave them on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read.
-
-    On PostgreSQL the same statement sets the lease to submitted; returns whether it did.
-    """
-    head = [
-        ranking.task_id,
-        ranking.labeler_id,
-        ranking.lease_id,
-        ranking.none_acceptable,
-        ranking.notes,
-        ranking.time_spent_ms,
-        sql.json_in(ranking.shown_order),
-        sql.ts(ranking.created_at),
-    ]
-    rows = [
-        RankingEntry(
-            ranking=ranking,
-            completion_id=e.completion,
-            rank=e.rank,
-            likert=e.likert,
-            flags=list(e.flags),
-        )
-        for e in entries
-    ]
-    values = [(row.completion_id, row.rank, row.likert, sql.json_in(row.flags)) for row in rows]
-    one_pass = sql.postgres() and bool(rows)
-    if one_pass:
-        placeholders = ", ".join(["((SELECT id FROM r), %s, %s, %s, %s)"] * len(rows))
-        found = sql.rows(
-            statements.RANKING_SUBMIT_PG.format(values=placeholders),
-            [*head, sql.ts(now), ranking.lease_id, *(v for row in values for v in row)],
-            name=f"il_ranking_submit_{len(rows)}",
-        )
-        ranking.pk = found[0][1]
-    else:
-        ranking.pk = sql.value(statements.RANKING_INSERT, head, name="il_ranking_insert")
-        placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
-        found = sql.rows(
-            statements.ENTRIES_INSERT.format(values=placeholders),
-            [v for row in values for v in (ranking.pk, *row)],
-            name=f"il_entries_{len(rows)}",
-        )
-    ranking._state.adding = False
-    for row, (pk, _) in zip(rows, sorted(found), strict=True):
-        row.pk = pk
-        row._state.adding = False
-    rows.sort(key=lambda row: (row.rank, row.pk))  # RankingEntry.Meta.ordering
-    # As prefetch_related leaves it: a queryset whose results are already known (built bare:
-    # a .filter() would compile a query nobody runs).
-    result = QuerySet(model=RankingEntry)
-    result._result_cache, result._prefetch_done = rows, True
-    ranking._prefetched_objects_cache = {"entries": result}
-    return one_pass
 
 
 # --- blind pairwise evaluation -------------------------------------------------------------
