@@ -12,9 +12,9 @@ from .review import labeler_agreement
 
 
 def comparison_records(*, project: Project) -> list:
-    """Every blind A/B judgement as a plain stats.Comparison (model names, lengths in characters)."""
+    """Every blind A/B judgement as a plain stats.PairVerdict (model names, lengths in characters)."""
     from ..models import Comparison as ComparisonRow
-    from ..stats import Comparison
+    from ..stats import PairVerdict
 
     rows = (
         ComparisonRow.objects.filter(task__project=project)
@@ -22,7 +22,7 @@ def comparison_records(*, project: Project) -> list:
         .order_by("pk")
     )
     return [
-        Comparison(
+        PairVerdict(
             model_a=r.a_completion.model_version.name,
             model_b=r.b_completion.model_version.name,
             winner=r.winner,

@@ -6,12 +6,12 @@ membership, labeling/access.py).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from itertools import combinations
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
+from .. import stats
 from ..models import Demonstration, Lease, Membership, Project, Ranking, RankingEntry, Role, Task
 
 
@@ -79,51 +79,14 @@ def labeler_counts(*, project: Project, now: datetime) -> list[dict]:
     ]
 
 
-def _preferences(ranks: dict[int, int]) -> dict[tuple[int, int], int]:
-    """For each unordered completion pair (a<b): +1 if a ranked better, -1 if b, ties omitted."""
-    out = {}
-    for a, b in combinations(sorted(ranks), 2):
-        if ranks[a] != ranks[b]:
-            out[(a, b)] = 1 if ranks[a] < ranks[b] else -1
-    return out
-
-
 def labeler_agreement(*, project: Project) -> dict:
-    """Pairwise agreement on shared ranking tasks (InstructGPT reports 72.6% among labelers).
-
-    For two labelers who ranked the same task, every completion pair both ordered strictly counts
-    once: agreed if they put it the same way round. Returns overall, per labeler pair and per
-    labeler (a labeler's agreement with everybody else).
-    """
-    by_task: dict[int, dict[int, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    """Pairwise agreement of labelers on the project's shared ranking tasks
+    (stats.pairwise_agreement): overall, per labeler pair, per labeler, and how many completion
+    pairs were compared, as a dict of Agreement's fields."""
     entries = RankingEntry.objects.filter(ranking__task__project=project).values_list(
         "ranking__task_id", "ranking__labeler_id", "completion_id", "rank"
     )
-    for task_id, labeler_id, completion_id, rank in entries.iterator(chunk_size=5000):
-        by_task[task_id][labeler_id][completion_id] = rank
-    pair_tot: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    per_labeler: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    agreed = total = 0
-    for labelers in by_task.values():
-        if len(labelers) < 2:
-            continue
-        prefs = {lab: _preferences(r) for lab, r in labelers.items()}
-        for a, b in combinations(sorted(prefs), 2):
-            shared = prefs[a].keys() & prefs[b].keys()
-            same = sum(1 for p in shared if prefs[a][p] == prefs[b][p])
-            pair_tot[(a, b)][0] += same
-            pair_tot[(a, b)][1] += len(shared)
-            for lab in (a, b):
-                per_labeler[lab][0] += same
-                per_labeler[lab][1] += len(shared)
-            agreed += same
-            total += len(shared)
-    return {
-        "overall": agreed / total if total else None,
-        "comparisons": total,
-        "pairs": {k: v[0] / v[1] for k, v in pair_tot.items() if v[1]},
-        "per_labeler": {k: v[0] / v[1] for k, v in per_labeler.items() if v[1]},
-    }
+    return asdict(stats.pairwise_agreement(entries.iterator(chunk_size=5000)))
 
 
 def demonstrations_for_review(*, project: Project) -> QuerySet[Demonstration]:
