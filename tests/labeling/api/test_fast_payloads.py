@@ -1,8 +1,9 @@
 """The labeler loop's hand-written SQL answers exactly what the serializers define.
 
-`next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql.py);
-LeaseTaskSerializer and RankingSerializer stay the definition (and the OpenAPI schema). Each test
-compares the fast answer with the serializer's output over a fresh ORM read of the same rows.
+`next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql/,
+labeling/api/fast.py); LeaseTaskSerializer and RankingSerializer stay the definition (and the
+OpenAPI schema). Each test compares the fast answer with the serializer's output over a fresh ORM
+read of the same rows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 
 from labeling import queue, services, sql
+from labeling.api import fast
 from labeling.api import serializers as s
 from labeling.models import FLAG_CODES, MAX_K, DemonstrationDraft, Lease, Ranking, Task
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
@@ -184,14 +186,14 @@ def test_the_fast_ranking_body_check_accepts_only_what_the_serializer_accepts_al
     answered = declined_valid = 0
     for _ in range(4000):
         body = _random_body(rng)
-        fast = s.ranking_submit_fast(body)
+        fast_data = fast.ranking_submit_fast(body)
         serializer = s.RankingSubmitSerializer(data=body)
-        if fast is not None:
+        if fast_data is not None:
             answered += 1
             assert serializer.is_valid(), (body, serializer.errors)
             expected = dict(serializer.validated_data)
             expected["entries"] = [dict(e) for e in expected["entries"]]
-            assert fast == expected, body
+            assert fast_data == expected, body
         elif serializer.is_valid():
             declined_valid += 1  # e.g. "7" for 7: the serializer converts it, the fast path defers
     assert answered > 200 and declined_valid > 0
