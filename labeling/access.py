@@ -31,6 +31,7 @@ def membership_require(
     role: str = Role.LABELER,
 ) -> Membership:
     """The caller's membership with at least `role`: not a member → 404, lower role → 403."""
+    key: int | str
     if project_id is not None:
         where, key, name = statements.MEMBERSHIP_BY_ID, project_id, "il_member_by_id"
     elif slug is not None:

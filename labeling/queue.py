@@ -296,9 +296,10 @@ def insert_ranking(
     entries.sort(key=lambda entry: (entry.rank, entry.pk))  # RankingEntry.Meta.ordering
     # As prefetch_related leaves it: a queryset whose results are already known (built bare:
     # a .filter() would compile a query nobody runs).
-    result = QuerySet(model=RankingEntry)
-    result._result_cache, result._prefetch_done = entries, True
-    ranking._prefetched_objects_cache = {"entries": result}
+    result: QuerySet[RankingEntry] = QuerySet(model=RankingEntry)
+    # Django's own private state, which the stubs do not declare.
+    result._result_cache, result._prefetch_done = entries, True  # type: ignore[attr-defined]
+    ranking._prefetched_objects_cache = {"entries": result}  # type: ignore[attr-defined]
     mark_submitted(lease=lease, now=now, lease_row_written=one_pass)
 
 

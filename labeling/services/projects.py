@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from ..errors import Invalid
 from ..models import FLAG_CODES, Membership, Project, Role
+
+if TYPE_CHECKING:
+    # The account model the foreign keys point to (settings.AUTH_USER_MODEL, Django's default).
+    from django.contrib.auth.models import User
 
 
 def project_create(
     *,
     name: str,
     slug: str,
-    creator: AbstractBaseUser,
+    creator: User,
     guidelines: str = "",
     k: int = 4,
     overlap: int = 1,
@@ -47,7 +51,7 @@ def project_create(
         return project
 
 
-def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+def membership_set(*, project: Project, user: User, role: str) -> Membership:
     if role not in Role.values:
         raise Invalid(f"Unknown role {role!r}.")
     with transaction.atomic():
