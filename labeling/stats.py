@@ -1,5 +1,4 @@
-"""The statistics reviewers read: win rates, Bradley–Terry ratings, reward-model accuracy, metadata,
-labeler agreement.
+"""The statistics reviewers read: win rates, Bradley–Terry ratings, metadata, labeler agreement.
 
 Plain records in, small frozen dataclasses out; stdlib + numpy only, so every number here can be
 checked from a shell or a test without a database. Selectors turn rows into these records.
@@ -16,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -32,7 +30,6 @@ SCALE, BASE, INIT_RATING = 400.0, 10.0, 1000.0
 # (4000 Elo). Negligible against a few comparisons' likelihood, but it keeps a model that won
 # everything finite (the unpenalised MLE does not exist then) and pins the free shift to mean 0.
 L2 = 0.01
-Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)
@@ -78,15 +75,6 @@ class Rating:
     low: float  # 95% bootstrap interval
     high: float
     n: int  # comparisons the model took part in
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    n: int
-    correct: float  # score ties count half
-    rate: float | None
-    low: float | None  # 95% Wilson interval
-    high: float | None
 
 
 def win_rate(
@@ -234,33 +222,6 @@ def _fit_logistic(
         if np.max(np.abs(size * step)) < 1e-10:
             break
     return coefs
-
-
-def reward_model_accuracy(pairs: Iterable[tuple[float, float]]) -> Accuracy:
-    """Share of (score_chosen, score_rejected) pairs the reward model orders like the labeler.
-
-    Pairs are the strictly ordered pairs of held-out rankings (InstructGPT §5, reward-model
-    validation accuracy, https://arxiv.org/abs/2203.02155); a score tie counts half. The 95%
-    interval is Wilson's score interval (Wilson 1927; recommended over the Wald interval by
-    Brown, Cai & DasGupta 2001, "Interval Estimation for a Binomial Proportion").
-    """
-    n, correct = 0, 0.0
-    for chosen, rejected in pairs:
-        n += 1
-        correct += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
-    if n == 0:
-        return Accuracy(0, 0.0, None, None, None)
-    rate = correct / n
-    low, high = wilson_interval(rate=rate, n=n)
-    return Accuracy(n, correct, rate, low, high)
-
-
-def wilson_interval(*, rate: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion `rate` observed over `n` trials (Wilson 1927)."""
-    denominator = 1 + z * z / n
-    centre = (rate + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
 
 
 def metadata_rates(

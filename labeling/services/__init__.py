@@ -27,7 +27,6 @@ from .prompts import (
 from .submits import (
     MAX_NOTES_CHARS,
     MAX_TIME_SPENT_MS,
-    EntryInput,
     comparison_submit,
     demonstration_draft_save,
     demonstration_submit,
@@ -37,7 +36,6 @@ from .submits import (
 __all__ = [
     "MAX_NOTES_CHARS",
     "MAX_TIME_SPENT_MS",
-    "EntryInput",
     "ImportResult",
     "comparison_submit",
     "comparison_task_create",

@@ -97,13 +97,12 @@ def _validate_entries(
     parsed: list[EntryInput] = []
     for i, raw in enumerate(entries):
         where = f"entry {i + 1}"
-        if not isinstance(raw, dict | EntryInput):
+        if not isinstance(raw, dict):
             errors.append(f"{where} must be an object")
             continue
-        item = raw if isinstance(raw, dict) else raw.__dict__
         values = {}
         for key, low, high in (("completion", 1, 2**63 - 1), ("rank", 1, k), ("likert", 1, 7)):
-            value = item.get(key)
+            value = raw.get(key)
             if isinstance(value, bool) or not isinstance(value, int):
                 errors.append(f'{where}: "{key}" must be a whole number')
                 break
@@ -112,7 +111,7 @@ def _validate_entries(
                 break
             values[key] = value
         else:
-            flags = item.get("flags", ())
+            flags = raw.get("flags", ())
             if not isinstance(flags, list | tuple) or not all(isinstance(f, str) for f in flags):
                 errors.append(f'{where}: "flags" must be a list of flag codes')
                 continue

@@ -19,8 +19,6 @@ from labeling.stats import (
     metadata_rates,
     pairwise_agreement,
     preferences,
-    reward_model_accuracy,
-    wilson_interval,
     win_rate,
 )
 
@@ -204,37 +202,6 @@ def test_bradley_terry_rejects_an_anchor_that_was_not_compared():
 def test_bradley_terry_of_no_comparisons_is_empty():
     assert bradley_terry([]) == []
     assert bradley_terry([], length_controlled=True, anchor="sft") == []
-
-
-# --- reward_model_accuracy ------------------------------------------------------------------
-
-
-def test_wilson_interval_by_hand():
-    # 8 of 10, z = 1.96: centre = (0.8 + 0.1921)/1.3841 = 0.7168,
-    # half = 1.96/1.3841 · sqrt(0.016 + 0.009604) = 0.2266 → (0.4902, 0.9433).
-    low, high = wilson_interval(rate=0.8, n=10, z=1.96)
-    assert low == pytest.approx(0.4902, abs=1e-4)
-    assert high == pytest.approx(0.9433, abs=1e-4)
-
-
-def test_reward_model_accuracy_counts_score_ties_half():
-    pairs = [(2.0, 1.0), (0.5, -0.5), (1.0, 1.0), (-1.0, 0.0)]  # right, right, tie, wrong
-    result = reward_model_accuracy(pairs)
-    assert (result.n, result.correct, result.rate) == (4, 2.5, 0.625)
-    assert (result.low, result.high) == pytest.approx(wilson_interval(rate=0.625, n=4))
-    assert 0 < result.low < 0.625 < result.high < 1
-
-
-def test_reward_model_accuracy_interval_stays_inside_0_1_at_the_extremes():
-    perfect = reward_model_accuracy([(1.0, 0.0)] * 5)
-    assert perfect.rate == 1.0
-    assert 0 < perfect.low < 1 and perfect.high == pytest.approx(1.0)
-
-
-def test_reward_model_accuracy_of_no_pairs_is_none():
-    assert reward_model_accuracy([]) == reward_model_accuracy(iter(()))
-    result = reward_model_accuracy([])
-    assert (result.n, result.rate, result.low, result.high) == (0, None, None, None)
 
 
 # --- metadata -------------------------------------------------------------------------------
