@@ -14,6 +14,7 @@ import random
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 
@@ -216,3 +217,34 @@ def test_next_with_a_bad_body_is_a_400_with_the_serializers_errors(
     assert not serializer.is_valid()
     assert response.json() == json.loads(JSONRenderer().render(serializer.errors))
     assert not Lease.objects.exists()
+
+
+# `next` + the ranking submit once each statement is prepared: the labeler loop's round trips.
+# In a test each transaction is a savepoint (SAVEPOINT and RELEASE are counted where production
+# runs BEGIN and COMMIT, which Django does not log): 13 on PostgreSQL as docs/architecture.md says;
+# SQLite runs the claim's answer and the submit's lease update as statements of their own.
+STATEMENTS_PER_ANNOTATION = {"postgresql": 13, "sqlite": 16}
+
+
+def test_an_annotation_runs_a_fixed_number_of_statements(project, personas, client_for):
+    for _ in range(3):
+        ranking_task(project)
+    alice = client_for(personas.alice)
+
+    def annotate() -> None:
+        lease = alice.post(
+            f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
+        ).json()
+        entries = [
+            {"completion": c["id"], "rank": i + 1, "likert": 4}
+            for i, c in enumerate(lease["completions"])
+        ]
+        submitted = alice.post(
+            f"/api/v1/leases/{lease['lease_id']}/ranking/", {"entries": entries}, format="json"
+        )
+        assert submitted.status_code == 201
+
+    annotate()  # prepares the statements on this connection (PostgreSQL)
+    with CaptureQueriesContext(connection) as statements:
+        annotate()
+    assert len(statements) == STATEMENTS_PER_ANNOTATION[connection.vendor]
