@@ -265,7 +265,7 @@ def test_shown_order_is_a_stored_permutation_of_the_tasks_completions(project, p
 
 
 def test_each_labeler_gets_an_order_of_their_own(project, now):
-    """The database shuffles the outputs as it copies them onto the lease (queue._LEASE_INSERT).
+    """The database shuffles the outputs as it copies them onto the lease (statements.LEASE_INSERT).
     Tried: 24 labelers on one K=4 task; the chance that a fair shuffle gives all of them the
     same order is (1/24)^23, so a copy without the shuffle is what this catches."""
     project.overlap = 24
