@@ -404,7 +404,7 @@ def main() -> None:
         qb = families.judge(c.task.prompt.text, c.b_completion.text).quality
         winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
         a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
-        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.Comparison(
+        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.PairVerdict(
             model_a=a, model_b=b, winner=winner, len_a=len(c.a_completion.text),
             len_b=len(c.b_completion.text), prompt_id=c.task.prompt_id, labeler_id=0,
         )  # fmt: skip

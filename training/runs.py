@@ -17,6 +17,7 @@ from django.db import transaction
 
 from labeling import services
 from labeling.errors import Invalid, NotFound
+from labeling.imports import CompletionRow
 from labeling.models import Completion, ModelVersion, Project, Prompt
 
 from . import dispatch, stages, storage
@@ -144,20 +145,21 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
         by_prompt.setdefault(sample["prompt_id"], []).append(sample)
     for prompt_id, samples in by_prompt.items():
         prompt = prompts[prompt_id]
-        completions = Completion.objects.bulk_create(
-            Completion(
-                prompt=prompt,
-                model_version=run.base_model,
-                # A byte-level tokenizer can decode a NUL, which PostgreSQL text cannot hold: the
-                # insert failed and the run died with "worker lost" after 3 attempts.
-                text=s["completion"].replace("\x00", "\ufffd"),
-                temperature=s["provenance"].get("temperature"),
-                top_p=s["provenance"].get("top_p"),
-                max_tokens=s["provenance"].get("max_new_tokens"),
-                seed=s["provenance"].get("seed"),
-                finished=s["provenance"].get("finished_with_eos"),
-            )
-            for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
+        completions = services.completions_create(
+            prompt=prompt,
+            model_version=run.base_model,
+            rows=[
+                CompletionRow(
+                    text=s["completion"],
+                    model=run.base_model.name,
+                    temperature=s["provenance"].get("temperature"),
+                    top_p=s["provenance"].get("top_p"),
+                    max_tokens=s["provenance"].get("max_new_tokens"),
+                    seed=s["provenance"].get("seed"),
+                    finished=s["provenance"].get("finished_with_eos"),
+                )
+                for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
+            ],
         )
         RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in completions)
         if not run.dataset.get("create_tasks", True):

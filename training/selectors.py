@@ -97,7 +97,7 @@ def training_run_of(version: ModelVersion) -> TrainingRun | None:
 # --- evaluation dashboard ------------------------------------------------------------------
 
 
-def comparison_records(*, project: Project) -> list[stats.Comparison]:
+def comparison_records(*, project: Project) -> list[stats.PairVerdict]:
     """Every blind A/B judgement as a plain stats record (model names, lengths in characters)."""
     rows = (
         Comparison.objects.filter(task__project=project)
@@ -105,7 +105,7 @@ def comparison_records(*, project: Project) -> list[stats.Comparison]:
         .order_by("pk")
     )
     return [
-        stats.Comparison(
+        stats.PairVerdict(
             model_a=r.a_completion.model_version.name,
             model_b=r.b_completion.model_version.name,
             winner=r.winner,

@@ -32,9 +32,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import exports, queue, selectors, services
+from labeling import access, exports, queue, selectors, services
 from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
+from . import fast
 from . import serializers as s
 
 ERRORS = {
@@ -91,12 +92,12 @@ class QueueView(ApiView):
 
 
 def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
-    return selectors.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
+    return access.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
 
 
 def _own_lease(request: Request, lease_id: int) -> None:
     """Someone else's lease is a 404 before anything about the body is said."""
-    queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+    access.lease_require(lease_id=lease_id, user_id=request.user.pk)
 
 
 def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str, Any]:
@@ -235,7 +236,7 @@ class NextView(QueueView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         membership = _member(request, project_id)
-        data = s.next_fast(request.data)
+        data = fast.next_fast(request.data)
         if data is None:
             data = _valid(s.NextSerializer, request)
         claimed = queue.claim(
@@ -257,7 +258,7 @@ class LeaseDetailView(QueueView):
         summary="One of my leases: the task it holds, as `next` answered",
     )
     def get(self, request: Request, lease_id: int) -> Response:
-        queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+        access.lease_require(lease_id=lease_id, user_id=request.user.pk)
         return Response(selectors.lease_task(lease_id=lease_id))
 
 
@@ -349,7 +350,7 @@ class RankingSubmitView(QueueView):
         summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        data = s.ranking_submit_fast(request.data)
+        data = fast.ranking_submit_fast(request.data)
         if data is None:
             data = _valid_for_lease(s.RankingSubmitSerializer, request, lease_id)
         ranking, created = services.ranking_submit(
@@ -360,7 +361,8 @@ class RankingSubmitView(QueueView):
             **data,
         )
         return Response(
-            s.ranking_data(ranking, labeler=request.user.username),  # the caller's: service checked
+            # The labeler is the caller: the service checked the lease is theirs.
+            fast.ranking_data(ranking, labeler=request.user.username),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

@@ -257,17 +257,15 @@ def make_crowd(
 
 
 def measured_agreement(rankings_by_labeler: dict[str, dict[int, list[int]]]) -> float | None:
-    """Pooled pairwise agreement of {labeler: {item: ranks}}, counted as the selector counts it."""
-    agreed = total = 0
-    for a, b in combinations(sorted(rankings_by_labeler), 2):
-        shared = rankings_by_labeler[a].keys() & rankings_by_labeler[b].keys()
-        for item in shared:
-            ranks_a, ranks_b = rankings_by_labeler[a][item], rankings_by_labeler[b][item]
-            for x, y in combinations(range(len(ranks_a)), 2):
-                if ranks_a[x] != ranks_a[y] and ranks_b[x] != ranks_b[y]:
-                    total += 1
-                    agreed += (ranks_a[x] < ranks_a[y]) == (ranks_b[x] < ranks_b[y])
-    return agreed / total if total else None
+    """Pooled pairwise agreement of {labeler: {item: ranks}}, as the platform counts it
+    (labeling.stats.pairwise_agreement: item = task, position in `ranks` = completion)."""
+    rows = [
+        (item, labeler, position, rank)
+        for labeler, (_, by_item) in enumerate(sorted(rankings_by_labeler.items()))
+        for item, ranks in by_item.items()
+        for position, rank in enumerate(ranks)
+    ]
+    return stats.pairwise_agreement(rows).overall
 
 
 def gold_win_rate(
@@ -281,5 +279,5 @@ def gold_win_rate(
         for i, (prompt, a, b) in enumerate(zip(prompts, new_row, old_row, strict=True)):
             qa, qb = judge(prompt, a).quality, judge(prompt, b).quality
             winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
-            records.append(stats.Comparison("new", "old", winner, len(a), len(b), i, 0))
+            records.append(stats.PairVerdict("new", "old", winner, len(a), len(b), i, 0))
     return stats.win_rate(records, model="new", baseline="old", n_boot=2000)

@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 
 from labeling import queue, services
 from labeling.models import Demonstration, Lease, Ranking, RankingEntry
+from tests.factories import demonstration_task, ranking_task
 
-from ..factories import demonstration_task, ranking_task
 from .conftest import jsonl
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from drf_spectacular.validation import validate_schema
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from ..factories import demonstration_task
+from tests.factories import demonstration_task
 
 pytestmark = pytest.mark.django_db
 

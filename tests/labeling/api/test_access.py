@@ -8,8 +8,8 @@ import pytest
 
 from labeling import queue, services
 from labeling.models import Demonstration, Lease, Membership, Ranking, Role
+from tests.factories import demonstration_task, ranking_task
 
-from ..factories import demonstration_task, ranking_task
 from .conftest import entries_for, jsonl
 
 pytestmark = pytest.mark.django_db
@@ -265,7 +265,7 @@ def test_the_last_admin_can_be_neither_removed_nor_demoted(project, personas, cl
 
 
 def test_an_admin_adds_a_member_who_can_then_work(project, personas, client_for):
-    from ..factories import UserFactory, demonstration_task
+    from tests.factories import UserFactory, demonstration_task
 
     UserFactory(username="newcomer")
     demonstration_task(project)

@@ -8,8 +8,7 @@ from rest_framework.test import APIClient
 
 from labeling import queue
 from labeling.models import Task
-
-from ..factories import demonstration_task, ranking_task
+from tests.factories import demonstration_task, ranking_task
 
 
 @pytest.fixture

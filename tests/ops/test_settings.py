@@ -19,7 +19,7 @@ from instructloop.settings import DEV_SECRET_KEY
 # Each case sets its own environment, so one pass of ./dev test is enough.
 pytestmark = pytest.mark.embedded
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "labels.example.com"
 
 

@@ -9,8 +9,7 @@ import pytest
 from labeling import queue, services
 from labeling.errors import Conflict, Invalid, NotFound
 from labeling.models import Demonstration, Lease, Ranking, Task
-
-from .factories import PromptFactory, demonstration_task, member, ranking_task
+from tests.factories import PromptFactory, demonstration_task, member, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -266,7 +265,7 @@ def test_shown_order_is_a_stored_permutation_of_the_tasks_completions(project, p
 
 
 def test_each_labeler_gets_an_order_of_their_own(project, now):
-    """The database shuffles the outputs as it copies them onto the lease (queue._LEASE_INSERT).
+    """The database shuffles the outputs as it copies them onto the lease (statements.LEASE_INSERT).
     Tried: 24 labelers on one K=4 task; the chance that a fair shuffle gives all of them the
     same order is (1/24)^23, so a copy without the shuffle is what this catches."""
     project.overlap = 24

@@ -8,8 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from labeling.models import Completion, Prompt, Task
-
-from ..factories import PromptFactory
+from tests.factories import PromptFactory
 
 pytestmark = pytest.mark.django_db
 

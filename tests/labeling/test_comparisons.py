@@ -11,8 +11,7 @@ from rest_framework.test import APIClient
 from labeling import queue, services
 from labeling.errors import Invalid
 from labeling.models import Comparison, Split, Task
-
-from .factories import CompletionFactory, ModelVersionFactory, PromptFactory, member
+from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, member
 
 pytestmark = pytest.mark.django_db
 

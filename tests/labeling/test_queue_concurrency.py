@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from labeling import queue, services
 from labeling.models import Demonstration, Lease, Ranking, RankingEntry, Task
-
-from .factories import ProjectFactory, UserFactory, demonstration_task, member, ranking_task
+from tests.factories import ProjectFactory, UserFactory, demonstration_task, member, ranking_task
 
 pytestmark = pytest.mark.postgres_only
 

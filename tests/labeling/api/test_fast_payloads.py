@@ -1,8 +1,9 @@
 """The labeler loop's hand-written SQL answers exactly what the serializers define.
 
-`next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql.py);
-LeaseTaskSerializer and RankingSerializer stay the definition (and the OpenAPI schema). Each test
-compares the fast answer with the serializer's output over a fresh ORM read of the same rows.
+`next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql/,
+labeling/api/fast.py); LeaseTaskSerializer and RankingSerializer stay the definition (and the
+OpenAPI schema). Each test compares the fast answer with the serializer's output over a fresh ORM
+read of the same rows.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import random
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 
 from labeling import queue, services, sql
+from labeling.api import fast
 from labeling.api import serializers as s
 from labeling.models import FLAG_CODES, MAX_K, DemonstrationDraft, Lease, Ranking, Task
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
+from tests.factories import demonstration_task, ranking_task
 
-from ..factories import demonstration_task, ranking_task
 from .conftest import entries_for
 
 pytestmark = pytest.mark.django_db
@@ -184,14 +187,14 @@ def test_the_fast_ranking_body_check_accepts_only_what_the_serializer_accepts_al
     answered = declined_valid = 0
     for _ in range(4000):
         body = _random_body(rng)
-        fast = s.ranking_submit_fast(body)
+        fast_data = fast.ranking_submit_fast(body)
         serializer = s.RankingSubmitSerializer(data=body)
-        if fast is not None:
+        if fast_data is not None:
             answered += 1
             assert serializer.is_valid(), (body, serializer.errors)
             expected = dict(serializer.validated_data)
             expected["entries"] = [dict(e) for e in expected["entries"]]
-            assert fast == expected, body
+            assert fast_data == expected, body
         elif serializer.is_valid():
             declined_valid += 1  # e.g. "7" for 7: the serializer converts it, the fast path defers
     assert answered > 200 and declined_valid > 0
@@ -214,3 +217,34 @@ def test_next_with_a_bad_body_is_a_400_with_the_serializers_errors(
     assert not serializer.is_valid()
     assert response.json() == json.loads(JSONRenderer().render(serializer.errors))
     assert not Lease.objects.exists()
+
+
+# `next` + the ranking submit once each statement is prepared: the labeler loop's round trips.
+# In a test each transaction is a savepoint (SAVEPOINT and RELEASE are counted where production
+# runs BEGIN and COMMIT, which Django does not log): 13 on PostgreSQL as docs/architecture.md says;
+# SQLite runs the claim's answer and the submit's lease update as statements of their own.
+STATEMENTS_PER_ANNOTATION = {"postgresql": 13, "sqlite": 16}
+
+
+def test_an_annotation_runs_a_fixed_number_of_statements(project, personas, client_for):
+    for _ in range(3):
+        ranking_task(project)
+    alice = client_for(personas.alice)
+
+    def annotate() -> None:
+        lease = alice.post(
+            f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
+        ).json()
+        entries = [
+            {"completion": c["id"], "rank": i + 1, "likert": 4}
+            for i, c in enumerate(lease["completions"])
+        ]
+        submitted = alice.post(
+            f"/api/v1/leases/{lease['lease_id']}/ranking/", {"entries": entries}, format="json"
+        )
+        assert submitted.status_code == 201
+
+    annotate()  # prepares the statements on this connection (PostgreSQL)
+    with CaptureQueriesContext(connection) as statements:
+        annotate()
+    assert len(statements) == STATEMENTS_PER_ANNOTATION[connection.vendor]

@@ -96,6 +96,14 @@ def one(
         return cursor.fetchone()
 
 
+def value(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> Any:
+    """The first column of the one row a statement always returns (a COUNT, an INSERT's
+    RETURNING id)."""
+    with connection.cursor() as cursor:
+        _execute(cursor, query, params, name)
+        return cursor.fetchone()[0]
+
+
 def rows(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         _execute(cursor, query, params, name)
@@ -129,4 +137,6 @@ def instance(model: type[M], values: Sequence[Any]) -> M:
         elif isinstance(field, BooleanField) and value is not None:
             value = bool(value)
         decoded.append(value)
-    return model.from_db(DEFAULT_DB_ALIAS, None, decoded)
+    # No field names: Django reads them only when some columns are missing (deferred ones), and
+    # `values` holds every concrete field (the zip above is strict).
+    return model.from_db(DEFAULT_DB_ALIAS, None, decoded)  # type: ignore[arg-type]

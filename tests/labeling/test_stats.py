@@ -1,7 +1,7 @@
 """labeling/stats.py against hand-computed values and simulations with known answers. No DB.
 
-Runs without Django too: pytest tests/test_stats.py -p no:django --noconftest (tests/conftest.py
-imports the Django models, so it must be skipped when the Django plugin is off).
+Runs without Django too: pytest tests/labeling/test_stats.py -p no:django --noconftest
+(tests/conftest.py imports the Django models, so it must be skipped when the Django plugin is off).
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 
 from labeling.stats import (
-    Comparison,
+    Agreement,
+    PairVerdict,
     bradley_terry,
     mean_likert,
     metadata_rates,
-    reward_model_accuracy,
-    wilson_interval,
+    pairwise_agreement,
+    preferences,
     win_rate,
 )
 
 
 def judged(model_a, model_b, winner, *, prompt_id=1, len_a=100, len_b=100, labeler_id=1):
-    return Comparison(model_a, model_b, winner, len_a, len_b, prompt_id, labeler_id)
+    return PairVerdict(model_a, model_b, winner, len_a, len_b, prompt_id, labeler_id)
 
 
 def simulate(true_ratings, n, *, seed, lengths=None, length_bias=0.0, tie_share=0.0):
@@ -47,7 +48,7 @@ def simulate(true_ratings, n, *, seed, lengths=None, length_bias=0.0, tie_share=
         else:
             winner = "a" if rng.random() < 1 / (1 + math.exp(-logit)) else "b"
         comparisons.append(
-            Comparison(str(model_a), str(model_b), winner, len_a, len_b, i % 300, i % 7)
+            PairVerdict(str(model_a), str(model_b), winner, len_a, len_b, i % 300, i % 7)
         )
     return comparisons
 
@@ -56,10 +57,10 @@ def by_model(ratings):
     return {r.model: r for r in ratings}
 
 
-# --- Comparison -----------------------------------------------------------------------------
+# --- PairVerdict -----------------------------------------------------------------------------
 
 
-def test_comparison_rejects_an_unknown_winner():
+def test_a_pair_verdict_rejects_an_unknown_winner():
     with pytest.raises(ValueError, match="winner"):
         judged("sft", "ppo", "draw")
 
@@ -203,37 +204,6 @@ def test_bradley_terry_of_no_comparisons_is_empty():
     assert bradley_terry([], length_controlled=True, anchor="sft") == []
 
 
-# --- reward_model_accuracy ------------------------------------------------------------------
-
-
-def test_wilson_interval_by_hand():
-    # 8 of 10, z = 1.96: centre = (0.8 + 0.1921)/1.3841 = 0.7168,
-    # half = 1.96/1.3841 · sqrt(0.016 + 0.009604) = 0.2266 → (0.4902, 0.9433).
-    low, high = wilson_interval(rate=0.8, n=10, z=1.96)
-    assert low == pytest.approx(0.4902, abs=1e-4)
-    assert high == pytest.approx(0.9433, abs=1e-4)
-
-
-def test_reward_model_accuracy_counts_score_ties_half():
-    pairs = [(2.0, 1.0), (0.5, -0.5), (1.0, 1.0), (-1.0, 0.0)]  # right, right, tie, wrong
-    result = reward_model_accuracy(pairs)
-    assert (result.n, result.correct, result.rate) == (4, 2.5, 0.625)
-    assert (result.low, result.high) == pytest.approx(wilson_interval(rate=0.625, n=4))
-    assert 0 < result.low < 0.625 < result.high < 1
-
-
-def test_reward_model_accuracy_interval_stays_inside_0_1_at_the_extremes():
-    perfect = reward_model_accuracy([(1.0, 0.0)] * 5)
-    assert perfect.rate == 1.0
-    assert 0 < perfect.low < 1 and perfect.high == pytest.approx(1.0)
-
-
-def test_reward_model_accuracy_of_no_pairs_is_none():
-    assert reward_model_accuracy([]) == reward_model_accuracy(iter(()))
-    result = reward_model_accuracy([])
-    assert (result.n, result.rate, result.low, result.high) == (0, None, None, None)
-
-
 # --- metadata -------------------------------------------------------------------------------
 
 
@@ -272,3 +242,47 @@ def test_mean_likert_per_model_with_counts():
 def test_metadata_of_no_rows_is_empty():
     assert metadata_rates([]) == {}
     assert mean_likert([]) == {}
+
+
+# --- labeler agreement -----------------------------------------------------------------------
+
+
+def test_preferences_order_each_pair_once_and_leave_ties_out():
+    assert preferences({10: 1, 11: 2, 12: 2}) == {(10, 11): 1, (10, 12): 1}
+    assert preferences({7: 1, 5: 3}) == {(5, 7): -1}
+    assert preferences({1: 2, 2: 2}) == {}
+
+
+def test_pairwise_agreement_against_hand_counted_pairs():
+    """Task 1: labelers 1, 2, 3 on outputs 10-12; task 2: labelers 1 and 2 on 20-21; task 3: one
+    labeler only, so it compares nothing. Rows in no particular order, as a query returns them."""
+    rows = [
+        (2, 2, 21, 1), (1, 1, 10, 1), (1, 2, 12, 3), (1, 3, 10, 1), (3, 3, 30, 1),
+        (1, 1, 11, 2), (1, 2, 10, 2), (1, 3, 11, 1), (1, 1, 12, 3), (1, 2, 11, 1),
+        (1, 3, 12, 2), (2, 1, 20, 1), (2, 1, 21, 2), (2, 2, 20, 2), (3, 3, 31, 2),
+    ]  # fmt: skip
+    # Task 1: 1 vs 2 agree on (10,12) and (11,12), not (10,11): 2 of 3. Labeler 3 tied 10 and
+    # 11, so against 1 and against 2 only (10,12) and (11,12) count: 2 of 2 each.
+    # Task 2: 1 vs 2 disagree on (20,21): 0 of 1.
+    agreement = pairwise_agreement(rows)
+    assert agreement.comparisons == 3 + 2 + 2 + 1
+    assert agreement.overall == pytest.approx(6 / 8)
+    assert agreement.pairs == pytest.approx({(1, 2): 2 / 4, (1, 3): 1.0, (2, 3): 1.0})
+    assert agreement.per_labeler == pytest.approx({1: 4 / 6, 2: 4 / 6, 3: 4 / 4})
+
+
+def test_pairwise_agreement_of_nothing_compared_is_none():
+    assert pairwise_agreement([]) == Agreement(
+        overall=None, comparisons=0, pairs={}, per_labeler={}
+    )
+    both_tied = [(1, 1, 10, 1), (1, 1, 11, 1), (1, 2, 10, 2), (1, 2, 11, 1)]
+    agreement = pairwise_agreement(both_tied)
+    assert (agreement.overall, agreement.comparisons, agreement.pairs) == (None, 0, {})
+
+
+def test_two_labelers_who_rank_alike_agree_fully_and_opposite_not_at_all():
+    same = [(1, lab, c, r) for lab in (1, 2) for c, r in ((10, 1), (11, 2), (12, 3))]
+    assert pairwise_agreement(same).overall == 1.0
+    flipped = [(1, 1, c, r) for c, r in ((10, 1), (11, 2), (12, 3))]
+    flipped += [(1, 2, c, 4 - r) for c, r in ((10, 1), (11, 2), (12, 3))]
+    assert pairwise_agreement(flipped).overall == 0.0

@@ -170,7 +170,7 @@ def test_a_bad_demonstration_is_a_400_and_writes_nothing(personas, alice_leases,
 def test_a_bad_ranking_is_a_400_and_writes_nothing(
     project, personas, alice_leases, client_for, make_entries
 ):
-    from ..factories import CompletionFactory
+    from tests.factories import CompletionFactory
 
     other = CompletionFactory(prompt__project=project).pk
     response = client_for(personas.alice).post(
