@@ -168,11 +168,11 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "instructloop.sqlite3",
+            "NAME": str(VAR_DIR / "instructloop.sqlite3"),
             "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not Django's in-memory default, so a Celery worker started by a test
             # (tests/worker.py) opens the same test database.
-            "TEST": {"NAME": VAR_DIR / "test_instructloop.sqlite3"},
+            "TEST": {"NAME": str(VAR_DIR / "test_instructloop.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -239,7 +239,7 @@ class Task(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
     overlap = models.PositiveSmallIntegerField(help_text="How many labelers must answer it.")
     priority = models.SmallIntegerField(default=0, help_text="Higher is served first.")
-    completions = models.ManyToManyField(
+    completions: models.ManyToManyField[Completion, TaskCompletion] = models.ManyToManyField(
         Completion, through="TaskCompletion", related_name="tasks", blank=True
     )
     done = models.BooleanField(default=False, help_text="All overlap slots submitted.")

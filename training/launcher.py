@@ -37,6 +37,7 @@ from django.db import connection
 from django.utils import timezone
 
 from labeling import exports
+from labeling.errors import Invalid
 from labeling.models import Prompt
 
 from . import loop, runs, stages, storage
@@ -80,10 +81,12 @@ class Job:
 def job_for(run: TrainingRun) -> Job:
     """The run's resolved config with the server's paths, and its frozen rows as records."""
     stage = stages.stage(run.kind)
-    models = {"base": run.base_model, "reward": run.reward_model}
-    paths = {
-        field: storage.model_path(models[source]) for field, source in stage.model_paths.items()
-    }
+    paths = {}
+    for field, source in stage.model_paths.items():
+        version = run.base_model if source == "base" else run.reward_model
+        if version is None:  # run_start refuses this; a row written by hand may not
+            raise Invalid(f"The {run.kind} run {run.pk} has no {source} model.")
+        paths[field] = storage.model_path(version)
     run_dir = storage.run_dir(run)
     config = {**run.config, **paths, "output_dir": str(run_dir)}
     return Job(kind=run.kind, config=config, data=_records(run), run_dir=run_dir)

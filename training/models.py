@@ -43,7 +43,7 @@ class TrainingRun(models.Model):
         default=dict, help_text="Exactly which rows it trains on: ids of demonstrations/rankings."
     )
     base_model = models.ForeignKey(
-        "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "labeling.ModelVersion", on_delete=models.PROTECT, related_name="+"
     )
     reward_model = models.ForeignKey(
         "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

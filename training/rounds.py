@@ -132,14 +132,14 @@ def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> d
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
-def _start_sampling(round_: Round, now: datetime) -> None:
+def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> None:
     """The new and the previous policy sample train prompts (K between them) and test prompts."""
     project, config = round_.project, round_.config
     k_new = math.ceil(project.k / 2)
     plans = [
-        (round_.new_policy, Split.TRAIN, k_new),
+        (new_policy, Split.TRAIN, k_new),
         (round_.policy, Split.TRAIN, project.k - k_new),
-        (round_.new_policy, Split.TEST, 1),
+        (new_policy, Split.TEST, 1),
         (round_.policy, Split.TEST, 1),
     ]
     has_test = Prompt.objects.filter(project=project, split=Split.TEST).exists()
@@ -176,6 +176,7 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
         if len(group) == project.k and len({c.text for c in group}) == project.k:
             ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
             tasks += 1
+    assert round_.new_policy is not None  # set when the PPO step succeeded
     comparisons = evaluation_tasks_create(
         project=project, model_a=round_.new_policy, model_b=round_.policy
     )
@@ -216,7 +217,9 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
             metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
             gate=round_.config["gate"],
         )
-        round_.new_policy = run.model_version
+        new_policy = run.model_version
+        assert new_policy is not None  # a succeeded PPO run registered exactly one version
+        round_.new_policy = new_policy
         round_.gate = verdict
         if not verdict["passed"]:
             round_.save(update_fields=["new_policy", "gate"])
@@ -225,6 +228,6 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
             return
         round_.stage = RoundStage.SAMPLE
         round_.save(update_fields=["new_policy", "gate", "stage"])
-        _start_sampling(round_, now)
+        _start_sampling(round_, new_policy, now)
     elif not round_.runs(StepRole.SAMPLE).exclude(status=RunStatus.SUCCEEDED).exists():
         _finish_sampling(round_, now)

@@ -107,21 +107,22 @@ def outputs_store(run: TrainingRun, result: dict[str, Any]) -> None:
     """What a succeeded run leaves behind: exactly one model version, or its samples in the
     queue. Called inside the transaction that closes the run; a redelivered finish stores
     nothing twice."""
-    if stages.stage(run.kind).model_kind is None:
+    model_kind = stages.stage(run.kind).model_kind
+    if model_kind is None:
         _add_samples(run, result)
     else:
-        _register_model(run, result)
+        _register_model(run, result, model_kind)
 
 
-def _register_model(run: TrainingRun, result: dict[str, Any]) -> ModelVersion:
-    if run.model_version_id is not None:
+def _register_model(run: TrainingRun, result: dict[str, Any], kind: str) -> ModelVersion:
+    if run.model_version is not None:
         return run.model_version
     produced = Path(result.get("model_dir") or Path(result["output_dir"]) / "model")
     metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
     version = ModelVersion.objects.create(
         project=run.project,
         name=f"{run.kind}-run-{run.pk}",
-        kind=stages.stage(run.kind).model_kind,
+        kind=kind,
         path=storage.model_publish(run=run, produced=produced),
         parent=run.base_model,
         metrics=metrics,

@@ -82,7 +82,7 @@ def _sample_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Stage:
     kind: str
-    config_class: type  # the engine's frozen config dataclass
+    config_class: type[Any]  # the engine's frozen config dataclass (its from_dict checks)
     snapshot: Snapshot  # exactly which rows the run uses, frozen when it starts
     requires: str  # the snapshot key that must not be empty
     model_paths: dict[str, str]  # config field -> "base" or "reward": the model version it loads
