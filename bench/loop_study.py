@@ -455,8 +455,8 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main() -> None:
-    args = parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     logging.disable_progress_bar()
     args.out = args.out or tempfile.mkdtemp(prefix="instructloop-loop-study-")
     Path(args.out).mkdir(parents=True, exist_ok=True)
