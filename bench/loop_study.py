@@ -195,14 +195,14 @@ def heldout_answers(
     return rows
 
 
-def train_reward_model(world: World, args: argparse.Namespace) -> tuple[Path, Path, list]:
+def train_reward_model(world: World, args: argparse.Namespace) -> tuple[Path, Path]:
     """The reward model on the SFT samples' rankings (and, --after TAG, on a second round's):
-    (its folder, the policy PPO starts from, the first round's tasks)."""
+    (its model folder, the policy PPO starts from)."""
     tasks, rankings = ranking_data(world, args.k, args.rank_samples, args.seed)
     epochs = "" if args.rm_epochs == 1 else f"-e{args.rm_epochs}"
     rm_dir = world.out / f"rm-k{args.k}-{args.rank_samples}-lr{args.rm_lr}{epochs}"
     start = world.sft
-    if getattr(args, "after", None):
+    if args.after:
         start = world.out / args.after / "model"
         more = round_rankings(world, start, args.k, tasks, args.seed)
         print(f"round 2: {len(more) // 2} ranking tasks from {args.after} and SFT", flush=True)
@@ -215,7 +215,7 @@ def train_reward_model(world: World, args: argparse.Namespace) -> tuple[Path, Pa
     )  # fmt: skip
     print(f"{len(rankings) // 2} ranking tasks, {len(rankings)} rankings; RM held-out pair accuracy "
           f"{result['metrics']['val/pair_accuracy']:.3f}", flush=True)  # fmt: skip
-    return rm_dir / "model", start, tasks
+    return rm_dir / "model", start
 
 
 def train_ppo(world: World, args: argparse.Namespace, *, start: Path, rm: Path, reward_name: str,
@@ -255,7 +255,7 @@ def run_ppo(args: argparse.Namespace) -> None:
     world = build_world(args)
     times["sft"] = time.monotonic() - t0
     started = time.monotonic()
-    rm, start, _ = train_reward_model(world, args)
+    rm, start = train_reward_model(world, args)
     times["rankings + reward model"] = time.monotonic() - started
     started, cpu_started = time.monotonic(), time.process_time()
     result = train_ppo(world, args, start=start, rm=rm, reward_name=args.reward, tag=args.tag)
@@ -301,7 +301,7 @@ def run_ceiling(args: argparse.Namespace) -> None:
     if unknown := set(wanted) - set(REWARDS):
         sys.exit(f"unknown rewards {sorted(unknown)}; choose from {', '.join(REWARDS)}")
     world = build_world(args)
-    rm, start, _ = train_reward_model(world, args)
+    rm, start = train_reward_model(world, args)
     k, temperature = args.eval_k, args.eval_temperature
     old = heldout_answers(world, world.sft, world.out, "eval-sft", k, temperature)
     rows = []
@@ -447,7 +447,7 @@ def parser() -> argparse.ArgumentParser:
     add_training_options(ceiling, episodes=4096, batch_size=16, kl_coef=0.02, ptx=0.0)
     ceiling.add_argument("--tag", default="ceiling", help="PPO folders are TAG-REWARD under --out")
     ceiling.add_argument("--rewards", default="gold,rm,the", help=f"of {', '.join(REWARDS)}")
-    ceiling.set_defaults(run=run_ceiling)
+    ceiling.set_defaults(run=run_ceiling, after=None)
     probe = modes.add_parser("rm-probe", help="reward-model variants, no PPO", formatter_class=defaults)  # fmt: skip
     add_world_options(probe)
     probe.add_argument("variants", nargs="+", metavar="VARIANT", help="e.g. lr=3e-4,epochs=3")
