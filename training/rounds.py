@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Hashable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from django.db import transaction
 from django.db.models import Max
@@ -132,13 +133,44 @@ def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> d
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
+class _Sample(Protocol):
+    @property
+    def prompt_id(self) -> Hashable: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+_SampleT = TypeVar("_SampleT", bound=_Sample)
+
+
+def ranking_sample_counts(k: int) -> tuple[int, int]:
+    """How many of a mixed ranking task's `k` outputs the new and the previous policy sample."""
+    k_new = math.ceil(k / 2)
+    return k_new, k - k_new
+
+
+def mixed_ranking_groups(samples: Iterable[_SampleT], *, k: int) -> list[list[_SampleT]]:
+    """Both policies' samples of the train prompts, in sample order, grouped by prompt in order
+    of first appearance: the groups of exactly `k` different texts, each one mixed ranking task
+    (a prompt with a missing sample or a repeated answer gives none)."""
+    by_prompt: dict[Hashable, list[_SampleT]] = defaultdict(list)
+    for sample in samples:
+        by_prompt[sample.prompt_id].append(sample)
+    return [
+        group
+        for group in by_prompt.values()
+        if len(group) == k and len({s.text for s in group}) == k
+    ]
+
+
 def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> None:
     """The new and the previous policy sample train prompts (K between them) and test prompts."""
     project, config = round_.project, round_.config
-    k_new = math.ceil(project.k / 2)
+    k_new, k_previous = ranking_sample_counts(project.k)
     plans = [
         (new_policy, Split.TRAIN, k_new),
-        (round_.policy, Split.TRAIN, project.k - k_new),
+        (round_.policy, Split.TRAIN, k_previous),
         (new_policy, Split.TEST, 1),
         (round_.policy, Split.TEST, 1),
     ]
@@ -165,17 +197,13 @@ def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> N
 def _finish_sampling(round_: Round, now: datetime) -> None:
     """Mix both policies' train samples into ranking tasks; A/B tasks between them on test prompts."""
     project = round_.project
-    by_prompt: dict[int, list[Completion]] = defaultdict(list)
     completions = Completion.objects.filter(
         run_sample__run__in=round_.runs(StepRole.SAMPLE), prompt__split=Split.TRAIN
     )
-    for c in completions.select_related("prompt").order_by("pk"):
-        by_prompt[c.prompt_id].append(c)
-    tasks = 0
-    for group in by_prompt.values():
-        if len(group) == project.k and len({c.text for c in group}) == project.k:
-            ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
-            tasks += 1
+    groups = mixed_ranking_groups(completions.select_related("prompt").order_by("pk"), k=project.k)
+    for group in groups:
+        ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
+    tasks = len(groups)
     assert round_.new_policy is not None  # set when the PPO step succeeded
     comparisons = evaluation_tasks_create(
         project=project, model_a=round_.new_policy, model_b=round_.policy
