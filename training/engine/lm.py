@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -22,6 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
 
 PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
@@ -167,10 +167,9 @@ def _lm_head_is_plain(model: PreTrainedModel) -> bool:
 def trunk_hidden_states(
     trunk: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int = 0
 ) -> torch.Tensor:
-    """Final hidden states of a trunk at positions start.. (GPT-2 skips the last block's work on
-    the positions before).  # (batch, seq - start, hidden)"""
+    """Final hidden states of a trunk at positions start..  # (batch, seq - start, hidden)"""
     positions = position_ids_from_mask(attention_mask)
-    if gpt2.supports(trunk):
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the last block only from `start` on
         _, hidden = gpt2.run_trunk(trunk, input_ids, attention_mask.bool(), positions, read=start)
         return hidden
     outputs = trunk(
@@ -205,23 +204,17 @@ def response_hidden_states(
     response_mask: torch.Tensor,
 ) -> torch.Tensor:
     """Final hidden states at the positions that predict the response tokens where response_mask
-    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order. GPT-2 computes
-    only the real tokens those positions see: no prompt or response padding, nothing after each
-    row's last read position.
+    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order.
     input_ids, attention_mask: (batch, >= prompt_length + T - 1); response_mask: (batch, T).
     # (response_mask.sum(), hidden)"""
     response_mask = response_mask.bool()
-    length, width = input_ids.shape[1], response_mask.shape[1]
-    if gpt2.supports(trunk):
-        read = F.pad(response_mask, (prompt_length - 1, length - prompt_length + 1 - width))
-        # A read position sees the real tokens up to itself: those after a row's last are unused.
-        last_read = prompt_length - 2 + response_mask.sum(1, keepdim=True)  # (batch, 1)
-        columns = torch.arange(length, device=input_ids.device)
-        keep = (attention_mask.bool() & (columns <= last_read)) | read
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the real tokens those positions see, packed
         positions = position_ids_from_mask(attention_mask)
-        return gpt2.run_trunk_packed(trunk, input_ids, keep, positions, read)
+        return gpt2.response_hidden_states(
+            trunk, input_ids, attention_mask, positions, prompt_length, response_mask
+        )
     hidden = trunk_hidden_states(trunk, input_ids, attention_mask, prompt_length - 1)
-    return hidden[:, :width][response_mask]
+    return hidden[:, : response_mask.shape[1]][response_mask]
 
 
 def response_logits(

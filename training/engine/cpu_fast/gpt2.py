@@ -1,6 +1,7 @@
 """Fast paths for GPT-2 that drive the model's own modules (same weights, same arithmetic) without
-work whose result is never read. Every other architecture uses its Hugging Face forward; tests hold
-each path to the HF one.
+work whose result is never read: a CPU fast path, taken where `cpu_fast.gpt2_applies(model)`.
+Every other architecture, and every model off the CPU, uses its Hugging Face forward;
+tests/training/engine/cpu_fast/test_gpt2.py holds each path to the plain one.
 
 - `Decoder`: sampling with a cache preallocated for the whole generation and the attention mask
   written in place, so a decoding step is only arithmetic.
@@ -8,7 +9,7 @@ each path to the HF one.
   whose hidden states are read (the others need only their keys and values): a reward model reads
   one position per sequence (about a fifth of a 4-layer trunk's work saved), SFT and PPO the
   response positions (the prompt's share of the last block saved).
-- `run_trunk_packed` (PPO's log-probs and values): the same on the real tokens only, packed into
+- `run_trunk_packed` (PPO's log-probs and values, reward scores): the same on the real tokens, packed into
   one (tokens, embd) matrix for every per-token op, with attention in the padded layout.
 Where they run the model's pieces themselves (packed trunk, decoding), attention is two batched
 matmuls (SDPA's CPU kernel costs more than the arithmetic at these sizes) and GPT-2's tanh GELU is
@@ -296,6 +297,75 @@ def run_trunk_packed(
     residual = hidden[read_rows] + attend(attention, query, key, value, read_at)
     residual = residual + _mlp(last_block.mlp, last_block.ln_2(residual))
     return trunk.ln_f(residual)
+
+
+def response_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """`lm.response_hidden_states` (the positions that predict the response tokens where the bool
+    response_mask is set, row-major) computed on the real tokens those positions see only: no
+    prompt or response padding, nothing after each row's last read position.
+    input_ids, attention_mask, positions: (batch, >= prompt_length + T - 1); response_mask:
+    (batch, T).  # (response_mask.sum(), embd)"""
+    length, width = input_ids.shape[1], response_mask.shape[1]
+    read = F.pad(response_mask, (prompt_length - 1, length - prompt_length + 1 - width))
+    # A read position sees the real tokens up to itself: those after a row's last are unused.
+    last_read = prompt_length - 2 + response_mask.sum(1, keepdim=True)  # (batch, 1)
+    columns = torch.arange(length, device=input_ids.device)
+    keep = (attention_mask.bool() & (columns <= last_read)) | read
+    return run_trunk_packed(trunk, input_ids, keep, positions, read)
+
+
+def last_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    last_index: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden state of each row at `last_index` (a reward model's last real token), on the
+    real tokens only (packed): no prompt or response padding is computed.
+    input_ids, attention_mask, positions: (batch, len); last_index: (batch,).  # (batch, embd)"""
+    read = F.one_hot(last_index, input_ids.shape[1]).bool()
+    return run_trunk_packed(trunk, input_ids, attention_mask.bool() | read, positions, read)
+
+
+def shared_prompt_last_hidden_states(
+    trunk: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompt_positions: torch.Tensor,
+    completion_ids: torch.Tensor,
+    key_is_real: torch.Tensor,
+    completion_positions: torch.Tensor,
+    prompt_index: torch.Tensor,
+    last_index: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden state at each completion's `last_index` when completions share prompts: each
+    prompt goes through the trunk once and its keys and values (gradients flow through them)
+    serve all its completions; the last block runs at the read position only.
+    prompt_*: (prompts, P); completion_ids, completion_positions: (completions, T); key_is_real:
+    (completions, P + T); prompt_index, last_index: (completions,).  # (completions, embd)"""
+    prompt_kv, _ = run_trunk(trunk, prompt_ids, prompt_mask.bool(), prompt_positions)
+    _, last_hidden = run_trunk(
+        trunk,
+        completion_ids,
+        key_is_real,
+        completion_positions,
+        # Each completion's copy of its prompt's keys and values; run_trunk puts them before the
+        # completion's own with a cat, whose backward slices the gradient.
+        past=[
+            tuple(contiguous_grad(t.index_select(0, prompt_index)) for t in layer)
+            for layer in prompt_kv
+        ],
+        read=last_index,
+    )
+    return last_hidden
 
 
 class Decoder:
