@@ -1,15 +1,13 @@
-"""Shared loop pieces."""
+"""Learning-rate warmup and gradient clipping."""
 
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 import torch
 
-from training.engine.cpu_fast.threads import SideBySide
-from training.engine.optim import clip_grad
+from training.engine.optim import clip_grad, warmup_factor
 
 
 def gradients(scale: float) -> list[torch.nn.Parameter]:
@@ -44,53 +42,6 @@ def test_clip_grad_off_only_measures_and_a_nan_norm_reaches_the_gradients():
     assert torch.isnan(parameters[2].grad).all()
 
 
-def test_side_by_side_runs_the_second_piece_on_another_thread_with_one_intra_op_thread_each(
-    two_threads,
-):
-    seen = {}
-
-    def record(name):
-        def work():
-            seen[name] = (threading.get_ident(), torch.get_num_threads())
-            return name
-
-        return work
-
-    with SideBySide(torch.device("cpu")).running() as side:
-        assert torch.get_num_threads() == 1
-        assert side(record("a"), record("b")) == ("a", "b")
-        with side.alone():
-            assert torch.get_num_threads() == 2  # sampling gets the whole CPU back
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == 2  # restored
-    assert seen["a"][0] == threading.get_ident() != seen["b"][0]
-    assert seen["a"][1] == seen["b"][1] == 1
-
-
-@pytest.mark.parametrize(("device", "threads"), [("cpu", 1), ("meta", 2)])
-def test_side_by_side_runs_in_order_on_one_thread_or_off_the_cpu(two_threads, device, threads):
-    torch.set_num_threads(threads)
-    order = []
-    with SideBySide(torch.device(device)).running() as side:
-        assert torch.get_num_threads() == threads
-        side(lambda: order.append(threading.get_ident()), lambda: order.append("second"))
-    assert order == [threading.get_ident(), "second"]
-
-
-def test_side_by_side_reraises_either_sides_error_and_still_waits_for_the_other(two_threads):
-    finished = threading.Event()
-
-    def slow_ok():
-        finished.wait(0.05)
-        finished.set()
-
-    def fails():
-        raise ValueError("boom")
-
-    with SideBySide(torch.device("cpu")).running() as side:
-        with pytest.raises(ValueError, match="boom"):
-            side(fails, slow_ok)
-        assert finished.is_set()  # the helper thread's work was waited for, not abandoned
-        with pytest.raises(ValueError, match="boom"):
-            side(lambda: None, fails)
-    assert torch.get_num_threads() == 2
+def test_warmup_is_linear_from_the_first_step_then_flat():
+    assert [warmup_factor(step, 4) for step in (1, 2, 4, 5, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert warmup_factor(1, 0) == 1.0
