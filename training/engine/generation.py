@@ -35,7 +35,7 @@ class _HFDecoder:
     def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
         self.model = model
         self.cache = DynamicCache(config=model.config)
-        self.attention_mask: torch.Tensor | None = None
+        self.attention_mask: torch.Tensor  # set by prefill
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         self.attention_mask = attention_mask

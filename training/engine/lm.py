@@ -8,7 +8,7 @@ code when loaded).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 Prompt = str | list[dict[str, str]]
+M = TypeVar("M", bound=nn.Module)
 
 
 # --- model state ----------------------------------------------------------------------------------
@@ -84,7 +85,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 
 def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+    embeddings = cast(nn.Embedding, model.get_input_embeddings())  # typed as a plain Module
+    if embeddings.num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -116,10 +118,11 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     model = load_pretrained(AutoModelForCausalLM, path)
     fit_embeddings(model, tokenizer)
-    return model.to(device)
+    # transformers wraps PreTrainedModel.to in a decorator whose type drops `self`.
+    return model.to(device)  # type: ignore[arg-type]
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: M) -> M:
     model.eval()
     model.requires_grad_(False)
     return model
@@ -143,7 +146,9 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     """Prompt text up to where the assistant's reply starts."""
     messages = as_messages(prompt)
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # tokenize=False: the rendered text (the return type covers every mode)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return cast(str, text)
     turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
     return turns + "Assistant: "
 
@@ -154,6 +159,12 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions count real tokens only: a left-padded prompt gets the positions it had in SFT."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def trunk_of(model: PreTrainedModel) -> PreTrainedModel:
+    """A causal LM's trunk (GPT2Model under GPT2LMHeadModel); transformers types `base_model` as
+    a plain Module."""
+    return cast(PreTrainedModel, model.base_model)
 
 
 def _lm_head_is_plain(model: PreTrainedModel) -> bool:
@@ -192,7 +203,7 @@ def logits_at(
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         return logits.logits[:, start:end]
-    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
     return model.get_output_embeddings()(hidden[:, : end - start])
 
 
@@ -232,7 +243,7 @@ def response_logits(
         logits = logits_at(model, input_ids, attention_mask, start, start + width)
         return logits[response_mask.bool()]
     hidden = response_hidden_states(
-        model.base_model, input_ids, attention_mask, prompt_length, response_mask
+        trunk_of(model), input_ids, attention_mask, prompt_length, response_mask
     )
     return model.get_output_embeddings()(hidden)
 
@@ -246,7 +257,7 @@ def hidden_where(
     """Final hidden states (what the output projection reads) at the positions where `select` is
     true, for models whose logits are a plain projection.  # (n_selected, hidden)"""
     start = int(select.any(0).nonzero()[0])  # the first position any row reads
-    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
     return hidden[select[:, start:]]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from training.engine import checkpoint
 from training.engine.config import SFTConfig
@@ -47,7 +48,7 @@ from training.engine.precision import (
 from training.engine.progress import ProgressFn, last_value
 
 
-def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean cross-entropy of the response tokens, logits computed only where they count."""
     targets = batch["labels"][:, 1:]  # position i predicts token i + 1
     predicts_response = torch.zeros_like(batch["labels"], dtype=torch.bool)
@@ -63,7 +64,7 @@ def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
 
 
 def backward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: Amp, share: float = 1.0
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], amp: Amp, share: float = 1.0
 ) -> float:
     """Backpropagate share x the batch's response loss; return share x the loss (a part of a
     batch is weighted by its share of the batch's response tokens)."""
@@ -75,7 +76,7 @@ def backward(
 
 @torch.inference_mode()
 def validation_loss(
-    model: torch.nn.Module, examples: list[Example], batch_size: int, pad_token_id: int, amp: Amp
+    model: PreTrainedModel, examples: list[Example], batch_size: int, pad_token_id: int, amp: Amp
 ) -> float:
     """Token-mean response loss over the held-out demonstrations."""
     model.eval()
