@@ -2,9 +2,10 @@
 
 Why not `model.generate`: on a small model on CPU its per-step bookkeeping (logits processors,
 stopping criteria, cache objects, mask building) costs more than the forward itself, and PPO needs
-to know exactly which temperature it sampled with. For GPT-2 the loop drives the model's own
-modules with a preallocated cache (`gpt2.Decoder`); any other architecture goes through its HF
-forward with a `DynamicCache` (`_HFDecoder`). Both give the logits a full forward gives (tested).
+to know exactly which temperature it sampled with. On CPU, for GPT-2, the loop drives the model's
+own modules with a preallocated cache (`cpu_fast.gpt2.Decoder`); any other architecture or device
+goes through its HF forward with a `DynamicCache` (`_HFDecoder`). Both give the logits a full
+forward gives (tests/training/engine/cpu_fast/test_gpt2.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 
+from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
 from training.engine.lm import position_ids_from_mask
 from training.engine.losses import at_temperature
@@ -33,7 +35,7 @@ class _HFDecoder:
     def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
         self.model = model
         self.cache = DynamicCache(config=model.config)
-        self.attention_mask: torch.Tensor | None = None
+        self.attention_mask: torch.Tensor  # set by prefill
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         self.attention_mask = attention_mask
@@ -58,7 +60,7 @@ class _HFDecoder:
 
 
 def make_decoder(model: PreTrainedModel, batch: int, max_length: int) -> gpt2.Decoder | _HFDecoder:
-    if gpt2.supports(model):
+    if cpu_fast.gpt2_applies(model):  # cpu_fast: a preallocated cache, GPT-2's modules by hand
         return gpt2.Decoder(model, batch, max_length)
     return _HFDecoder(model, batch, max_length)
 

@@ -8,10 +8,9 @@ code when loaded).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -22,12 +21,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
 
 PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 Prompt = str | list[dict[str, str]]
+M = TypeVar("M", bound=nn.Module)
 
 
 # --- model state ----------------------------------------------------------------------------------
@@ -84,7 +85,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 
 def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+    embeddings = cast(nn.Embedding, model.get_input_embeddings())  # typed as a plain Module
+    if embeddings.num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
@@ -116,10 +118,11 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     model = load_pretrained(AutoModelForCausalLM, path)
     fit_embeddings(model, tokenizer)
-    return model.to(device)
+    # transformers wraps PreTrainedModel.to in a decorator whose type drops `self`.
+    return model.to(device)  # type: ignore[arg-type]
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: M) -> M:
     model.eval()
     model.requires_grad_(False)
     return model
@@ -143,7 +146,9 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     """Prompt text up to where the assistant's reply starts."""
     messages = as_messages(prompt)
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # tokenize=False: the rendered text (the return type covers every mode)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return cast(str, text)
     turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
     return turns + "Assistant: "
 
@@ -154,6 +159,12 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions count real tokens only: a left-padded prompt gets the positions it had in SFT."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def trunk_of(model: PreTrainedModel) -> PreTrainedModel:
+    """A causal LM's trunk (GPT2Model under GPT2LMHeadModel); transformers types `base_model` as
+    a plain Module."""
+    return cast(PreTrainedModel, model.base_model)
 
 
 def _lm_head_is_plain(model: PreTrainedModel) -> bool:
@@ -167,10 +178,9 @@ def _lm_head_is_plain(model: PreTrainedModel) -> bool:
 def trunk_hidden_states(
     trunk: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int = 0
 ) -> torch.Tensor:
-    """Final hidden states of a trunk at positions start.. (GPT-2 skips the last block's work on
-    the positions before).  # (batch, seq - start, hidden)"""
+    """Final hidden states of a trunk at positions start..  # (batch, seq - start, hidden)"""
     positions = position_ids_from_mask(attention_mask)
-    if gpt2.supports(trunk):
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the last block only from `start` on
         _, hidden = gpt2.run_trunk(trunk, input_ids, attention_mask.bool(), positions, read=start)
         return hidden
     outputs = trunk(
@@ -193,7 +203,7 @@ def logits_at(
         positions = position_ids_from_mask(attention_mask)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
         return logits.logits[:, start:end]
-    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
     return model.get_output_embeddings()(hidden[:, : end - start])
 
 
@@ -205,23 +215,17 @@ def response_hidden_states(
     response_mask: torch.Tensor,
 ) -> torch.Tensor:
     """Final hidden states at the positions that predict the response tokens where response_mask
-    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order. GPT-2 computes
-    only the real tokens those positions see: no prompt or response padding, nothing after each
-    row's last read position.
+    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order.
     input_ids, attention_mask: (batch, >= prompt_length + T - 1); response_mask: (batch, T).
     # (response_mask.sum(), hidden)"""
     response_mask = response_mask.bool()
-    length, width = input_ids.shape[1], response_mask.shape[1]
-    if gpt2.supports(trunk):
-        read = F.pad(response_mask, (prompt_length - 1, length - prompt_length + 1 - width))
-        # A read position sees the real tokens up to itself: those after a row's last are unused.
-        last_read = prompt_length - 2 + response_mask.sum(1, keepdim=True)  # (batch, 1)
-        columns = torch.arange(length, device=input_ids.device)
-        keep = (attention_mask.bool() & (columns <= last_read)) | read
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the real tokens those positions see, packed
         positions = position_ids_from_mask(attention_mask)
-        return gpt2.run_trunk_packed(trunk, input_ids, keep, positions, read)
+        return gpt2.response_hidden_states(
+            trunk, input_ids, attention_mask, positions, prompt_length, response_mask
+        )
     hidden = trunk_hidden_states(trunk, input_ids, attention_mask, prompt_length - 1)
-    return hidden[:, :width][response_mask]
+    return hidden[:, : response_mask.shape[1]][response_mask]
 
 
 def response_logits(
@@ -239,7 +243,7 @@ def response_logits(
         logits = logits_at(model, input_ids, attention_mask, start, start + width)
         return logits[response_mask.bool()]
     hidden = response_hidden_states(
-        model.base_model, input_ids, attention_mask, prompt_length, response_mask
+        trunk_of(model), input_ids, attention_mask, prompt_length, response_mask
     )
     return model.get_output_embeddings()(hidden)
 
@@ -253,7 +257,7 @@ def hidden_where(
     """Final hidden states (what the output projection reads) at the positions where `select` is
     true, for models whose logits are a plain projection.  # (n_selected, hidden)"""
     start = int(select.any(0).nonzero()[0])  # the first position any row reads
-    hidden = trunk_hidden_states(model.base_model, input_ids, attention_mask, start)
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
     return hidden[select[:, start:]]
 
 

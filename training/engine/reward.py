@@ -168,7 +168,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             model, encoded, cfg.batch_size, tokenizer.pad_token_id, amp
         )
         with torch.no_grad():
-            model.head.bias += bias_shift
+            model.head.bias.add_(bias_shift)
 
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer))

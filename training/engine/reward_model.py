@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -20,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
 from training.engine.lm import (
     fit_embeddings,
@@ -73,21 +73,16 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scalar score per sequence, read at its last real token.  # (batch,)"""
-        if gpt2.supports(self.trunk):
-            # Real tokens only (packed): no prompt or response padding is computed.
-            read = F.one_hot(last_real_index(attention_mask), input_ids.shape[1]).bool()
-            last_hidden = gpt2.run_trunk_packed(
-                self.trunk,
-                input_ids,
-                attention_mask.bool() | read,
-                position_ids_from_mask(attention_mask),
-                read,
+        last_index = last_real_index(attention_mask)
+        if cpu_fast.gpt2_applies(self.trunk):  # cpu_fast: real tokens only, packed
+            positions = position_ids_from_mask(attention_mask)
+            last_hidden = gpt2.last_hidden_states(
+                self.trunk, input_ids, attention_mask, positions, last_index
             )
             return self._head(last_hidden)
-        hidden = self._hidden(input_ids, attention_mask)
+        hidden = self._hidden(input_ids, attention_mask)  # (batch, seq, hidden)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last_hidden = hidden[rows, last_real_index(attention_mask)]  # (batch, hidden)
-        return self._head(last_hidden)
+        return self._head(hidden[rows, last_index])
 
     def score_completions(
         self,
@@ -107,22 +102,17 @@ class RewardModel(nn.Module):
         completion_positions = prompt_lengths.unsqueeze(1) + steps
         key_is_real = torch.cat([prompt_mask[prompt_index], completion_mask], dim=1).bool()
         last_index = completion_mask.sum(1) - 1
-        if gpt2.supports(self.trunk):
-            prompt_kv, _ = gpt2.run_trunk(
-                self.trunk, prompt_ids, prompt_mask.bool(), position_ids_from_mask(prompt_mask)
-            )
-            _, last_hidden = gpt2.run_trunk(
+        if cpu_fast.gpt2_applies(self.trunk):  # cpu_fast: the last block at the read position only
+            last_hidden = gpt2.shared_prompt_last_hidden_states(
                 self.trunk,
+                prompt_ids,
+                prompt_mask,
+                position_ids_from_mask(prompt_mask),
                 completion_ids,
                 key_is_real,
                 completion_positions,
-                # Each completion's copy of its prompt's keys and values; run_trunk puts them before
-                # the completion's own with a cat, whose backward slices the gradient.
-                past=[
-                    tuple(gpt2.contiguous_grad(t.index_select(0, prompt_index)) for t in layer)
-                    for layer in prompt_kv
-                ],
-                read=last_index,
+                prompt_index,
+                last_index,
             )
             return self._head(last_hidden)
         prompt_out = self.trunk(

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.engine import checkpoint
+from training.engine import checkpoint, rollout
 from training.engine.config import SampleConfig
-from training.engine.data import chunks, collate_prompts, encode_prompts, prompt_of
-from training.engine.generation import sample
+from training.engine.data import chunks, encode_prompts, prompt_of
 from training.engine.lm import disable_dropout, freeze, load_causal_lm, load_tokenizer
 from training.engine.precision import (
     autocast,
     resolve_device,
     resolve_dtype,
     seed_everything,
-    to_device,
 )
 from training.engine.progress import ProgressFn
 
@@ -66,7 +65,7 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         return {**result, "samples": _read_samples(samples_path)}
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
     tokenizer = load_tokenizer(cfg.model_path)
     model = freeze(load_causal_lm(cfg.model_path, tokenizer, device))
     disable_dropout(model)
@@ -82,22 +81,18 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         batch_jobs = batches[number]
         seed = cfg.seed * 1_000_003 + number
         generator = torch.Generator(device).manual_seed(seed)
-        prompts = to_device(
-            collate_prompts([prompt_ids[i] for i, _ in batch_jobs], tokenizer.pad_token_id), device
+        _, generation = rollout.generate(
+            model,
+            tokenizer,
+            [prompt_ids[i] for i, _ in batch_jobs],
+            device=device,
+            amp=amp,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            generator=generator,
         )
-        with autocast(device, dtype):
-            generation = sample(
-                model,
-                prompts["input_ids"],
-                prompts["attention_mask"],
-                max_new_tokens=cfg.max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                generator=generator,
-            )
-        texts = tokenizer.batch_decode(generation.tokens, skip_special_tokens=True)
+        texts = rollout.decode(tokenizer, generation.tokens)
         lengths = generation.response_mask.sum(1).tolist()
         finished = generation.finished.tolist()
         lines = []

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from training.engine import checkpoint
 from training.engine.config import SFTConfig
+from training.engine.cpu_fast import fused_ce, halves
 from training.engine.cpu_fast.threads import SideBySide
 from training.engine.data import (
     Example,
@@ -26,7 +28,6 @@ from training.engine.data import (
     steps_per_epoch,
 )
 from training.engine.lm import (
-    bias_free_head,
     draws_random_numbers,
     hidden_where,
     load_causal_lm,
@@ -34,7 +35,7 @@ from training.engine.lm import (
     logits_where,
     save_causal_lm,
 )
-from training.engine.losses import IGNORE_INDEX, linear_cross_entropy, sft_loss
+from training.engine.losses import IGNORE_INDEX, sft_loss
 from training.engine.optim import clip_grad, set_lr, warmup_factor
 from training.engine.precision import (
     Amp,
@@ -47,64 +48,35 @@ from training.engine.precision import (
 from training.engine.progress import ProgressFn, last_value
 
 
-def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token-mean cross-entropy of the response tokens, logits computed only where they count
-    (fused with the output projection when that is a plain fp32 matmul)."""
+def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean cross-entropy of the response tokens, logits computed only where they count."""
     targets = batch["labels"][:, 1:]  # position i predicts token i + 1
     predicts_response = torch.zeros_like(batch["labels"], dtype=torch.bool)
     predicts_response[:, :-1] = targets != IGNORE_INDEX  # (batch, seq)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    weight = bias_free_head(model)
-    if weight is not None and not torch.is_autocast_enabled(ids.device.type):
+    labels = targets[targets != IGNORE_INDEX]  # (n_response_tokens,)
+    # cpu_fast: the output projection fused with the loss, when it is a plain fp32 matmul.
+    if (weight := fused_ce.head_weight(model, ids.device)) is not None:
         hidden = hidden_where(model, ids, mask, predicts_response)  # (n_response_tokens, embd)
-        return linear_cross_entropy(hidden, weight, targets[targets != IGNORE_INDEX])
-    logits = logits_where(model, ids, mask, predicts_response)
-    return sft_loss(logits, targets[targets != IGNORE_INDEX])  # logits: (n_response_tokens, vocab)
-
-
-def half_batches(batch: dict[str, torch.Tensor]) -> list[tuple[dict[str, torch.Tensor], float]]:
-    """The batch's rows in two halves of similar work (sorted by length, dealt alternately), each
-    cut to its own longest row, with its share of the batch's response tokens: the share-weighted
-    sum of the halves' token-mean losses is the batch's. One part (the whole batch, share 1) when
-    a half would hold no response token."""
-    counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1)  # (batch,) response tokens per row
-    lengths = batch["attention_mask"].sum(1)  # right-padded: the row's real length
-    order = lengths.argsort(descending=True, stable=True)
-    halves = (order[0::2], order[1::2])
-    tokens = [int(counts[rows].sum()) for rows in halves]
-    if len(order) < 2 or 0 in tokens:
-        return [(batch, 1.0)]
-    parts = []
-    for rows, n in zip(halves, tokens, strict=True):
-        width = int(lengths[rows].max())
-        half = {name: tensor[rows, :width] for name, tensor in batch.items()}
-        parts.append((half, n / sum(tokens)))
-    return parts
+        return fused_ce.linear_cross_entropy(hidden, weight, labels)
+    logits = logits_where(model, ids, mask, predicts_response)  # (n_response_tokens, vocab)
+    return sft_loss(logits, labels)
 
 
 def backward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: Amp, side: SideBySide | None
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], amp: Amp, share: float = 1.0
 ) -> float:
-    """Backpropagate the batch's response loss; return the loss. With `side` (a multi-core CPU)
-    the two `half_batches` run side by side, one core each, and their share-weighted gradients
-    accumulate into the same .grad: a sum of two terms, exact in either order."""
-    parts = half_batches(batch) if side is not None else [(batch, 1.0)]
-
-    def part(rows: dict[str, torch.Tensor], share: float) -> float:
-        with amp():
-            loss = response_loss(model, rows)
-        (loss if share == 1.0 else share * loss).backward()
-        return share * loss.item()
-
-    if len(parts) == 1:
-        return part(*parts[0])
-    first, second = side(partial(part, *parts[0]), partial(part, *parts[1]))
-    return first + second
+    """Backpropagate share x the batch's response loss; return share x the loss (a part of a
+    batch is weighted by its share of the batch's response tokens)."""
+    with amp():
+        loss = response_loss(model, batch)
+    (loss if share == 1.0 else share * loss).backward()
+    return share * loss.item()
 
 
 @torch.inference_mode()
 def validation_loss(
-    model: torch.nn.Module, examples: list[Example], batch_size: int, pad_token_id: int, amp: Amp
+    model: PreTrainedModel, examples: list[Example], batch_size: int, pad_token_id: int, amp: Amp
 ) -> float:
     """Token-mean response loss over the held-out demonstrations."""
     model.eval()
@@ -160,7 +132,10 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
             set_lr(optimizer, lr)
 
             optimizer.zero_grad(set_to_none=True)
-            loss = backward(model, batch, amp, side if side.enabled else None)
+            if side.enabled:  # cpu_fast: the batch's two halves side by side, one core each
+                loss = halves.backward_in_halves(batch, partial(backward, model, amp=amp), side)
+            else:
+                loss = backward(model, batch, amp)
             grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
             optimizer.step()
 

@@ -47,3 +47,21 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def reward_model_dir(sft_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward model trained briefly from the SFT model on rankings that prefer "banana"."""
+    from tests.training.engine.toy_model import banana_rankings, demonstrations
+    from training.engine import reward
+    from training.engine.config import RewardConfig
+
+    cfg = RewardConfig(
+        model_path=str(sft_model_dir),
+        output_dir=str(tmp_path_factory.mktemp("rm-run")),
+        max_steps=10,
+        batch_size=8,
+        lr=1e-3,
+    )
+    data = {"rankings": banana_rankings(80), "demonstrations": demonstrations(16)}
+    return Path(reward.run(cfg, data)["model_dir"])

@@ -15,7 +15,6 @@ from training.engine.losses import (
     gae,
     kl_k3,
     kl_penalty,
-    linear_cross_entropy,
     logprobs_from_logits,
     masked_mean,
     masked_whiten,
@@ -202,39 +201,6 @@ def test_sft_loss_ignores_prompt_and_pad_labels():
     keep = labels != IGNORE_INDEX
     expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     assert sft_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
-
-
-def test_linear_cross_entropy_by_hand():
-    # logits = hidden @ weight.T = [[1, 0, 0], [0, 2, 0]]; labels 0 and 2.
-    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
-    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], requires_grad=True)
-    loss = linear_cross_entropy(hidden, weight, torch.tensor([0, 2]))
-    first = math.log(math.e + 2) - 1  # -log softmax([1, 0, 0])[0]
-    second = math.log(math.exp(2) + 2)  # -log softmax([0, 2, 0])[2]
-    assert loss.item() == pytest.approx((first + second) / 2, rel=1e-6)
-    loss.backward()
-    # d loss / d logits = (softmax - one_hot) / 2; d loss / d hidden = that @ weight.
-    p = math.e / (math.e + 2)
-    q = math.exp(2) / (math.exp(2) + 2)
-    expected = torch.tensor([[(p - 1) / 2, (1 - p) / 2 / 2], [(1 - q) / 2 / 2, q / 2]])
-    torch.testing.assert_close(hidden.grad, expected)
-
-
-def test_linear_cross_entropy_equals_the_plain_projection_and_loss_with_gradients():
-    generator = torch.Generator().manual_seed(4)
-    labels = torch.randint(50, (37,), generator=generator)
-    results = []
-    for fused in (True, False):
-        hidden = torch.randn(37, 16, generator=torch.Generator().manual_seed(5)).requires_grad_()
-        weight = torch.randn(50, 16, generator=torch.Generator().manual_seed(6)).requires_grad_()
-        if fused:
-            loss = linear_cross_entropy(hidden, weight, labels)
-        else:
-            loss = sft_loss(hidden @ weight.T, labels)
-        loss.backward()
-        results.append((loss.detach(), hidden.grad, weight.grad))
-    for fused, plain in zip(*results, strict=True):
-        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-7)
 
 
 def test_padding_is_masked_out_of_every_loss():

@@ -1,6 +1,7 @@
 """Fast paths for GPT-2 that drive the model's own modules (same weights, same arithmetic) without
-work whose result is never read. Every other architecture uses its Hugging Face forward; tests hold
-each path to the HF one.
+work whose result is never read: a CPU fast path, taken where `cpu_fast.gpt2_applies(model)`.
+Every other architecture, and every model off the CPU, uses its Hugging Face forward;
+tests/training/engine/cpu_fast/test_gpt2.py holds each path to the plain one.
 
 - `Decoder`: sampling with a cache preallocated for the whole generation and the attention mask
   written in place, so a decoding step is only arithmetic.
@@ -8,7 +9,7 @@ each path to the HF one.
   whose hidden states are read (the others need only their keys and values): a reward model reads
   one position per sequence (about a fifth of a 4-layer trunk's work saved), SFT and PPO the
   response positions (the prompt's share of the last block saved).
-- `run_trunk_packed` (PPO's log-probs and values): the same on the real tokens only, packed into
+- `run_trunk_packed` (PPO's log-probs and values, reward scores): the same on the real tokens, packed into
   one (tokens, embd) matrix for every per-token op, with attention in the padded layout.
 Where they run the model's pieces themselves (packed trunk, decoding), attention is two batched
 matmuls (SDPA's CPU kernel costs more than the arithmetic at these sizes) and GPT-2's tanh GELU is
@@ -20,12 +21,21 @@ the bmm attention and the sigmoid GELU measured no faster.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast, overload
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.activations import GELUTanh, NewGELUActivation
+from transformers.models.gpt2.modeling_gpt2 import (
+    GPT2MLP,
+    GPT2Attention,
+    GPT2Block,
+    GPT2LMHeadModel,
+    GPT2Model,
+)
+from transformers.pytorch_utils import Conv1D
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (batch, head, seq, head_dim) x 2
 
@@ -40,13 +50,23 @@ def supports(model: PreTrainedModel) -> bool:
     )
 
 
+def _trunk(model: PreTrainedModel) -> GPT2Model:
+    """The GPT2Model the caller checked with `supports`."""
+    return cast(GPT2Model, model)
+
+
+def _blocks(trunk: GPT2Model) -> Sequence[GPT2Block]:
+    """The trunk's blocks (transformers types its ModuleList's items as plain Modules)."""
+    return cast(Sequence[GPT2Block], trunk.h)
+
+
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     batch, length, width = x.shape
     return x.view(batch, length, heads, width // heads).transpose(1, 2)  # (batch, head, len, dim)
 
 
 def _attend(
-    attention: torch.nn.Module,
+    attention: GPT2Attention,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -62,8 +82,31 @@ def _attend(
     return attention.resid_dropout(attention.c_proj(attended))
 
 
+@overload
 def run_trunk(
-    trunk: PreTrainedModel,
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    key_is_real: torch.Tensor,
+    positions: torch.Tensor,
+    past: KeyValues | None = None,
+    read: None = None,
+) -> tuple[KeyValues, None]: ...
+
+
+@overload
+def run_trunk(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    key_is_real: torch.Tensor,
+    positions: torch.Tensor,
+    past: KeyValues | None = None,
+    *,
+    read: int | torch.Tensor,
+) -> tuple[KeyValues, torch.Tensor]: ...
+
+
+def run_trunk(
+    model: PreTrainedModel,
     input_ids: torch.Tensor,
     key_is_real: torch.Tensor,
     positions: torch.Tensor,
@@ -80,8 +123,9 @@ def run_trunk(
     Returns (keys and values of every layer, past included; the final hidden states read or None):
     (batch, len - start, embd) or (batch, embd).
     """
+    trunk = _trunk(model)
     heads, width = trunk.config.n_head, trunk.config.n_embd
-    dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
+    dropout = _blocks(trunk)[0].attn.attn_dropout.p if trunk.training else 0.0
     batch, length = input_ids.shape
     past_length = 0 if past is None else past[0][0].shape[2]
     hidden = trunk.drop(trunk.wte(input_ids) + trunk.wpe(positions))  # (batch, len, embd)
@@ -101,7 +145,7 @@ def run_trunk(
         key_values.append((key, value))
 
     key_values: KeyValues = []
-    *blocks, last_block = trunk.h
+    *blocks, last_block = _blocks(trunk)
     for layer, block in enumerate(blocks):
         attention = block.attn
         query, key, value = attention.c_attn(block.ln_1(hidden)).split(width, dim=2)
@@ -196,14 +240,14 @@ class _GeluTanh(torch.autograd.Function):
 _SIGMOID_GELU_MAX_ELEMENTS = 2**18
 
 
-def _linear(x: torch.Tensor, conv: torch.nn.Module) -> torch.Tensor:
+def _linear(x: torch.Tensor, conv: Conv1D) -> torch.Tensor:
     """A Conv1D (x @ weight + bias) on rows as a matmul and an in-place bias add: addmm first
     broadcasts the bias into its output, a pass that costs more than the add for wide outputs.
     # (rows, out)"""
     return torch.mm(x, conv.weight).add_(conv.bias)
 
 
-def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _mlp(mlp: GPT2MLP, x: torch.Tensor) -> torch.Tensor:
     """GPT2MLP's forward (Conv1D, activation, Conv1D, dropout) with the tanh GELU as `_GeluTanh`
     where that is the faster one.  # like x"""
     rows = x.reshape(-1, x.shape[-1])
@@ -215,7 +259,7 @@ def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _attend_heads(
-    attention: torch.nn.Module,
+    attention: GPT2Attention,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -233,7 +277,7 @@ def _attend_heads(
 
 
 def run_trunk_packed(
-    trunk: PreTrainedModel,
+    model: PreTrainedModel,
     input_ids: torch.Tensor,
     keep: torch.Tensor,
     positions: torch.Tensor,
@@ -248,9 +292,10 @@ def run_trunk_packed(
     whose final hidden states are returned, a subset of keep; positions: (batch, len).
     Returns (read positions in row-major order, embd): the hidden states `run_trunk` gives there.
     """
+    trunk = _trunk(model)
     heads, width = trunk.config.n_head, trunk.config.n_embd
     head_dim = width // heads
-    dropout = trunk.h[0].attn.attn_dropout.p if trunk.training else 0.0
+    dropout = _blocks(trunk)[0].attn.attn_dropout.p if trunk.training else 0.0
     batch, length = input_ids.shape
     kept = keep.flatten().nonzero().squeeze(1)  # (tokens,) flat index of each packed row
     read_rows = read.flatten()[kept].nonzero().squeeze(1)  # (reads,) packed rows that are read
@@ -266,21 +311,27 @@ def run_trunk_packed(
     bias = bias.masked_fill_(~mask, float("-inf")).expand(heads, batch, length, length)
     bias = bias.reshape(heads * batch, length, length)  # shared by every layer
 
-    def scatter(rows: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    def scatter(rows: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Packed rows (n, k * embd) at flat positions `at` -> k x (head * batch, len, head_dim),
         zeros elsewhere."""
         rows = rows.view(rows.shape[0], -1, head_dim).transpose(0, 1)  # (k * head, n, head_dim)
         full = rows.new_zeros(rows.shape[0], batch * length, head_dim).index_copy_(1, at, rows)
         return full.view(-1, heads * batch, length, head_dim).unbind(0)
 
-    def attend(attention: torch.nn.Module, query, key, value, at: torch.Tensor) -> torch.Tensor:
+    def attend(
+        attention: GPT2Attention,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        at: torch.Tensor,
+    ) -> torch.Tensor:
         """Attention output (after c_proj) at the packed rows of flat positions `at`. # (n, embd)"""
         attended = _attend_heads(attention, query, key, value, bias, dropout)
         attended = attended.view(heads, batch * length, head_dim).index_select(1, at)
         attended = attended.transpose(0, 1).reshape(-1, width)
         return attention.resid_dropout(attention.c_proj(attended))
 
-    *blocks, last_block = trunk.h
+    *blocks, last_block = _blocks(trunk)
     for block in blocks:
         attention = block.attn
         query, key, value = scatter(_linear(block.ln_1(hidden), attention.c_attn), kept)
@@ -298,19 +349,92 @@ def run_trunk_packed(
     return trunk.ln_f(residual)
 
 
+def response_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """`lm.response_hidden_states` (the positions that predict the response tokens where the bool
+    response_mask is set, row-major) computed on the real tokens those positions see only: no
+    prompt or response padding, nothing after each row's last read position.
+    input_ids, attention_mask, positions: (batch, >= prompt_length + T - 1); response_mask:
+    (batch, T).  # (response_mask.sum(), embd)"""
+    length, width = input_ids.shape[1], response_mask.shape[1]
+    read = F.pad(response_mask, (prompt_length - 1, length - prompt_length + 1 - width))
+    # A read position sees the real tokens up to itself: those after a row's last are unused.
+    last_read = prompt_length - 2 + response_mask.sum(1, keepdim=True)  # (batch, 1)
+    columns = torch.arange(length, device=input_ids.device)
+    keep = (attention_mask.bool() & (columns <= last_read)) | read
+    return run_trunk_packed(trunk, input_ids, keep, positions, read)
+
+
+def last_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    last_index: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden state of each row at `last_index` (a reward model's last real token), on the
+    real tokens only (packed): no prompt or response padding is computed.
+    input_ids, attention_mask, positions: (batch, len); last_index: (batch,).  # (batch, embd)"""
+    read = F.one_hot(last_index, input_ids.shape[1]).bool()
+    return run_trunk_packed(trunk, input_ids, attention_mask.bool() | read, positions, read)
+
+
+def shared_prompt_last_hidden_states(
+    trunk: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompt_positions: torch.Tensor,
+    completion_ids: torch.Tensor,
+    key_is_real: torch.Tensor,
+    completion_positions: torch.Tensor,
+    prompt_index: torch.Tensor,
+    last_index: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden state at each completion's `last_index` when completions share prompts: each
+    prompt goes through the trunk once and its keys and values (gradients flow through them)
+    serve all its completions; the last block runs at the read position only.
+    prompt_*: (prompts, P); completion_ids, completion_positions: (completions, T); key_is_real:
+    (completions, P + T); prompt_index, last_index: (completions,).  # (completions, embd)"""
+    prompt_kv, _ = run_trunk(trunk, prompt_ids, prompt_mask.bool(), prompt_positions)
+    _, last_hidden = run_trunk(
+        trunk,
+        completion_ids,
+        key_is_real,
+        completion_positions,
+        # Each completion's copy of its prompt's keys and values; run_trunk puts them before the
+        # completion's own with a cat, whose backward slices the gradient.
+        past=[
+            (
+                contiguous_grad(key.index_select(0, prompt_index)),
+                contiguous_grad(value.index_select(0, prompt_index)),
+            )
+            for key, value in prompt_kv
+        ],
+        read=last_index,
+    )
+    return last_hidden
+
+
 class Decoder:
     """Sampling state for one batch: GPT-2's modules driven with a cache preallocated for the whole
     generation and the attention mask written in place: per step only the arithmetic is left."""
 
     def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
-        self.trunk, self.lm_head = model.transformer, model.lm_head
-        config = model.config
+        lm = cast(GPT2LMHeadModel, model)  # the caller checked `supports`
+        self.trunk, self.lm_head = lm.transformer, lm.lm_head
+        config = lm.config
         self.heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
         # Keys and values of a layer side by side, so that one copy writes both.
         self.shape = (config.n_layer, 2, batch, self.heads, max_length, self.head_dim)
         self.cache: torch.Tensor | None = None  # (layer, key/value, batch, head, max_len, head_dim)
-        device = model.lm_head.weight.device
+        device = lm.lm_head.weight.device
         self.key_is_real = torch.ones(batch, max_length, dtype=torch.bool, device=device)
         self.length = 0
 
@@ -337,12 +461,13 @@ class Decoder:
         return self._forward(tokens.unsqueeze(-1), self.positions, None)
 
     def _step_attention(
-        self, attention: torch.nn.Module, query: torch.Tensor, layer: int, end: int
+        self, attention: GPT2Attention, query: torch.Tensor, cached: torch.Tensor, end: int
     ) -> torch.Tensor:
-        """One new query per row over the cache, as two batched matmuls (SDPA's CPU kernel costs
-        more than the arithmetic at one query).  # (batch, 1, embd), after c_proj"""
+        """One new query per row over the layer's cached keys and values (2, batch, head, end,
+        head_dim), as two batched matmuls (SDPA's CPU kernel costs more than the arithmetic at
+        one query).  # (batch, 1, embd), after c_proj"""
         batch = query.shape[0]
-        keys, values = self.cache[layer, :, :, :, :end].flatten(1, 2).unbind(0)  # views
+        keys, values = cached.flatten(1, 2).unbind(0)  # views
         query = query.reshape(-1, 1, self.head_dim)  # (batch * head, 1, head_dim)
         scores = torch.baddbmm(
             self.bias[:, :, :end], query, keys.transpose(1, 2), alpha=attention.scaling
@@ -357,17 +482,18 @@ class Decoder:
         batch, length = input_ids.shape
         start, end = self.length, self.length + length
         hidden = self.trunk.wte(input_ids) + self.trunk.wpe(positions)  # (batch, length, embd)
-        for layer, block in enumerate(self.trunk.h):
+        for layer, block in enumerate(_blocks(self.trunk)):
             attention = block.attn
             qkv = attention.c_attn(block.ln_1(hidden))
             qkv = qkv.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if self.cache is None:
                 self.cache = qkv.new_empty(self.shape)
             self.cache[layer, :, :, :, start:end] = qkv[1:]  # keys and values, one copy
+            cached = self.cache[layer, :, :, :, :end]  # (2, batch, head, end, head_dim), a view
             if mask is None:  # a decoding step
-                attended = self._step_attention(attention, qkv[0], layer, end)
+                attended = self._step_attention(attention, qkv[0], cached, end)
             else:
-                keys, values = self.cache[layer, :, :, :, :end].unbind(0)
+                keys, values = cached.unbind(0)
                 attended = _attend(attention, qkv[0], keys, values, mask, 0.0)
             hidden = hidden + attended
             hidden = hidden + _mlp(block.mlp, block.ln_2(hidden))

@@ -1,4 +1,5 @@
-"""Two independent pieces of work side by side on a multi-core CPU (`SideBySide`)."""
+"""Two independent pieces of work side by side on a multi-core CPU (`SideBySide`): a CPU fast
+path, off on other devices and with INSTRUCTLOOP_CPU_FAST=0."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
+
+from training.engine import cpu_fast
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -28,7 +31,7 @@ class SideBySide:
         """allowed=False: always in order (e.g. work that draws random numbers, whose order
         between two threads would vary run to run)."""
         self.threads = torch.get_num_threads()
-        self.enabled = allowed and device.type == "cpu" and self.threads >= 2
+        self.enabled = allowed and cpu_fast.enabled(device) and self.threads >= 2
         self._pool: ThreadPoolExecutor | None = None
 
     @contextmanager

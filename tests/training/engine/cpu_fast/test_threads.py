@@ -1,47 +1,22 @@
-"""Shared loop pieces."""
+"""Two pieces of work side by side (cpu_fast/threads.py): how SideBySide runs them, and PPO's
+policy and value passes side by side against the plain path, in order on one thread each
+(losses within rel 1e-5, gradients within rtol 1e-4 or 1e-6 of the largest entry)."""
 
 from __future__ import annotations
 
-import math
 import threading
+from functools import partial
 
 import pytest
 import torch
 
+from tests.training.engine.helpers import CPU, assert_close_gradients, gradients, update_batch
+from training.engine import ppo
+from training.engine.config import PPOConfig
 from training.engine.cpu_fast.threads import SideBySide
-from training.engine.optim import clip_grad
-
-
-def gradients(scale: float) -> list[torch.nn.Parameter]:
-    generator = torch.Generator().manual_seed(0)
-    parameters = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((3, 4), (5,), (2, 2, 2))]
-    for p in parameters:
-        p.grad = scale * torch.randn(p.shape, generator=generator)
-    return parameters
-
-
-@pytest.mark.parametrize("scale", [0.01, 10.0])
-def test_clip_grad_is_torchs_clip_grad_norm(scale):
-    ours, theirs = gradients(scale), gradients(scale)
-    theirs[1].grad = None  # a parameter without a gradient is skipped
-    ours[1].grad = None
-    norm = clip_grad(ours, 1.0)
-    expected = torch.nn.utils.clip_grad_norm_([p for p in theirs if p.grad is not None], 1.0)
-    assert norm == pytest.approx(expected.item(), rel=1e-6)
-    for p, q in zip(ours, theirs, strict=True):
-        if q.grad is not None:
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0)
-
-
-def test_clip_grad_off_only_measures_and_a_nan_norm_reaches_the_gradients():
-    parameters = gradients(10.0)
-    before = [p.grad.clone() for p in parameters]
-    norm = clip_grad(parameters, 0.0)
-    assert norm == pytest.approx(torch.cat([g.flatten() for g in before]).norm().item(), rel=1e-6)
-    assert all(torch.equal(p.grad, g) for p, g in zip(parameters, before, strict=True))
-    parameters[0].grad[0, 0] = float("nan")
-    assert math.isnan(clip_grad(parameters, 1.0))
-    assert torch.isnan(parameters[2].grad).all()
+from training.engine.lm import load_causal_lm, load_tokenizer
+from training.engine.precision import autocast
+from training.engine.reward_model import RewardModel
 
 
 def test_side_by_side_runs_the_second_piece_on_another_thread_with_one_intra_op_thread_each(
@@ -94,3 +69,31 @@ def test_side_by_side_reraises_either_sides_error_and_still_waits_for_the_other(
         with pytest.raises(ValueError, match="boom"):
             side(lambda: None, fails)
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.slow
+def test_ppo_policy_and_value_side_by_side_give_the_plain_losses_and_gradients(
+    sft_model_dir, fast_paths, two_threads
+):
+    """`backward_part` with the policy's and the value model's passes on two threads, one
+    intra-op thread each, against the plain path: the passes in order."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    batch = update_batch(tokenizer)
+    cfg = PPOConfig(policy_path="p", output_dir="o", temperature=0.7)
+    amp = partial(autocast, CPU, torch.float32)
+    results = []
+    for on in (True, False):
+        fast_paths(on)
+        policy.zero_grad(set_to_none=True)
+        value_model.zero_grad(set_to_none=True)
+        with SideBySide(CPU).running() as side:
+            assert (side._pool is not None) == on  # really on two threads, or really in order
+            stats = ppo.backward_part(
+                policy, value_model, batch, torch.arange(8), 1.0, cfg, amp, side=side
+            )
+        results.append((stats, gradients(policy, value_model)))
+    (side_stats, side_grads), (plain_stats, plain_grads) = results
+    assert side_stats == pytest.approx(plain_stats, rel=1e-5, abs=1e-7)
+    assert_close_gradients(side_grads, plain_grads)
