@@ -163,7 +163,7 @@ class ModelKind(models.TextChoices):
     BASE = "base", "Base"
     SFT = "sft", "SFT policy"
     REWARD = "reward", "Reward model"
-    POLICY = "policy", "PPO policy"
+    POLICY = "policy", "Policy (PPO or DPO)"
     EXTERNAL = "external", "External (imported completions)"
 
 

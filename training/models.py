@@ -23,6 +23,7 @@ class RunKind(models.TextChoices):
     REWARD = "reward", "Reward model"
     PPO = "ppo", "PPO"
     SAMPLE = "sample", "Sampling"
+    DPO = "dpo", "DPO (from rankings, no reward model)"
 
 
 class TrainingRun(models.Model):

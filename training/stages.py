@@ -20,7 +20,14 @@ from typing import Any
 
 from labeling.errors import Invalid
 from labeling.models import Demonstration, ModelKind, Project, Prompt, Ranking, Split
-from training.engine.config import ConfigError, PPOConfig, RewardConfig, SampleConfig, SFTConfig
+from training.engine.config import (
+    ConfigError,
+    DPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SampleConfig,
+    SFTConfig,
+)
 
 from .models import RunKind
 
@@ -66,6 +73,10 @@ def _reward_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
         .values_list("pk", flat=True)
     )
     return {"rankings": rankings, "demonstrations": _demonstration_ids(project)}
+
+
+def _dpo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {"rankings": _reward_rows(project, options)["rankings"]}
 
 
 def _ppo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +151,14 @@ STAGES: dict[str, Stage] = {
         model_kind=ModelKind.POLICY,
         options=frozenset({"split", "max_prompts"}),
         needs_reward_model=True,
+    ),
+    RunKind.DPO: Stage(
+        kind=RunKind.DPO,
+        config_class=DPOConfig,
+        snapshot=_dpo_rows,
+        requires="rankings",
+        model_paths={"model_path": "base"},
+        model_kind=ModelKind.POLICY,
     ),
     RunKind.SAMPLE: Stage(
         kind=RunKind.SAMPLE,

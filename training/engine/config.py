@@ -160,6 +160,30 @@ class RewardConfig(_Common):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DPOConfig(_Common):
+    model_path: str  # the policy to tune (usually SFT); it is also the frozen reference
+    beta: float = 0.1  # strength of the implicit KL to the reference (Rafailov et al.; TRL: 0.1)
+    label_smoothing: float = 0.0  # assumed share of flipped preference labels (0 = plain DPO)
+    lr: float = 1e-6  # AdamW learning rate (TRL's DPO default)
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 8  # rankings per optimizer step; all of a ranking's pairs train together
+    epochs: int = 1  # passes over the training rankings (ignored when max_steps is set)
+    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
+    max_length: int = 512  # prompt + completion tokens kept per completion
+    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
+    eval_every: int = 50  # evaluate every N steps (and at the end)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.beta > 0, f"beta must be > 0, not {self.beta}", "beta")
+        _require(0 <= self.label_smoothing < 0.5,
+                 f"label_smoothing must be in [0, 0.5), not {self.label_smoothing}",
+                 "label_smoothing")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
 class PPOConfig(_Common):
     policy_path: str  # SFT model: initialises the policy and is the frozen KL reference
     reward_model_path: str | None = (

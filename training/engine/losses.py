@@ -202,3 +202,33 @@ def explained_variance(
 ) -> torch.Tensor:
     """1 - Var[R - V] / Var[R]: 1 is a perfect value function, 0 no better than a constant."""
     return 1 - masked_var(returns - values, mask) / masked_var(returns, mask).clamp(min=1e-8)
+
+
+def preference_pairs(ranks: list[int]) -> list[tuple[int, int]]:
+    """(better, worse) index pairs of one ranking: every C(K,2) pair, ties dropped (rank 1 is
+    best), as InstructGPT's reward model and DPO both train on them."""
+    return [
+        (i, j) if ranks[i] < ranks[j] else (j, i)
+        for i in range(len(ranks))
+        for j in range(i + 1, len(ranks))
+        if ranks[i] != ranks[j]
+    ]
+
+
+def dpo_loss(
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair DPO loss (Rafailov et al. 2023, eq. 7, https://arxiv.org/abs/2305.18290) and the
+    implicit reward margin. A log-ratio is log pi(y|x) - log pi_ref(y|x), summed over the
+    response tokens. With label_smoothing e > 0 the labels are taken as flipped with
+    probability e (conservative DPO, as TRL's "sigmoid" loss):
+    -(1 - e) log sigmoid(beta m) - e log sigmoid(-beta m), m = chosen - rejected.
+    # (pairs,), (pairs,)"""
+    margins = beta * (chosen_logratios - rejected_logratios)
+    losses = -(1 - label_smoothing) * F.logsigmoid(margins) - label_smoothing * F.logsigmoid(
+        -margins
+    )
+    return losses, margins
