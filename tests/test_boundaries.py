@@ -97,10 +97,17 @@ django.setup()
 from django.urls import get_resolver
 get_resolver().url_patterns
 skip = ("training.engine", "training.demo", "labeling.migrations", "training.migrations")
-for package in ("labeling", "training"):
-    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
-        if not info.name.startswith(skip):
-            importlib.import_module(info.name)
+
+def walk(package):  # pkgutil.walk_packages would import the skipped packages to look inside
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
+        if info.name.startswith(skip):
+            continue
+        importlib.import_module(info.name)
+        if info.ispkg:
+            walk(info.name)
+
+walk("labeling")
+walk("training")
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers"})))
 """
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "instructloop.settings"}
