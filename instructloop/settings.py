@@ -218,6 +218,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Labeling queue, imports and training-ready exports for the InstructGPT loop.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A labeler's handle for an output (labeling/blinding.py), one name wherever it appears.
+    "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
 }
 
 # Celery: Redis in production and tests; a filesystem broker for the embedded default.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeling import selectors
+from labeling import blinding, selectors
 from labeling.models import FLAG_CODES, MAX_K, Ranking, TaskKind
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 
@@ -20,6 +20,12 @@ from . import serializers as s
 
 _ENTRY_KEYS = frozenset(s.RankingEntryInputSerializer().fields)
 _RANKING_KEYS = frozenset(s.RankingSubmitSerializer().fields)
+_SLOTS = frozenset(blinding.SLOTS)
+
+
+def _slot(value: Any) -> bool:
+    """A slot letter, as RankingEntryInputSerializer's ChoiceField takes it unchanged."""
+    return type(value) is str and value in _SLOTS  # noqa: E721
 
 
 def _plain_int(value: Any, low: int, high: int | None = None) -> bool:
@@ -65,7 +71,7 @@ def ranking_submit_fast(data: Any) -> dict[str, Any] | None:
             return None
         flags = entry.get("flags", [])
         if not (
-            _plain_int(entry.get("completion"), 1)
+            _slot(entry.get("completion"))
             and _plain_int(entry.get("rank"), 1, MAX_K)
             and _plain_int(entry.get("likert"), 1, 7)
             and isinstance(flags, list)
@@ -99,9 +105,11 @@ def ranking_submit_fast(data: Any) -> dict[str, Any] | None:
 
 
 def ranking_data(ranking: Ranking, *, labeler: str) -> dict[str, Any]:
-    """`RankingSerializer(ranking).data` written out by hand for the submit answer, the labeler
-    loop's hot path (a ModelSerializer builds its fields anew on every call); the schema and the
-    tests keep the serializer as the definition (tests/labeling/api/test_fast_payloads.py)."""
+    """`LabelerRankingSerializer(ranking).data` written out by hand for the submit answer, the
+    labeler loop's hot path (a ModelSerializer builds its fields anew on every call); the schema
+    and the tests keep the serializer as the definition (tests/labeling/api/test_fast_payloads.py).
+    Outputs by slot letter, as the labeler submitted them: no completion ids."""
+    slots = blinding.slots(ranking.shown_order)
     return {
         "id": ranking.pk,
         "lease_id": ranking.lease_id,
@@ -109,12 +117,16 @@ def ranking_data(ranking: Ranking, *, labeler: str) -> dict[str, Any]:
         "prompt_id": ranking.task.prompt_id,
         "labeler": labeler,
         "entries": [
-            {"completion": e.completion_id, "rank": e.rank, "likert": e.likert, "flags": e.flags}
+            {
+                "completion": slots[e.completion_id],
+                "rank": e.rank,
+                "likert": e.likert,
+                "flags": e.flags,
+            }
             for e in ranking.entries.all()
         ],
         "none_acceptable": ranking.none_acceptable,
         "notes": ranking.notes,
         "time_spent_ms": ranking.time_spent_ms,
-        "shown_order": ranking.shown_order,
         "created_at": selectors.iso_datetime(ranking.created_at),
     }

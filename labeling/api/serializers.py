@@ -3,8 +3,10 @@
 Request serializers only check types and shapes; the rules live in labeling/services/ and
 labeling/queue.py. Every request serializer rejects fields it does not know, so a body that tries
 to set `labeler`, `project`, `status`, `is_gold` or `model_version` is a 400 (BAD-INPUTS 6).
-Response serializers never name the model that wrote a completion shown to a labeler. They are the
-definition and the OpenAPI schema of the payloads labeling/api/fast.py writes by hand.
+Response serializers never name the model that wrote a completion shown to a labeler, nor give a
+labeler a completion id: a labeler names outputs by their slot letters (labeling/blinding.py).
+They are the definition and the OpenAPI schema of the payloads labeling/api/fast.py writes by
+hand.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from labeling import imports, selectors
+from labeling import blinding, imports, selectors
+from labeling.blinding import SLOTS
 from labeling.errors import TooLarge
 from labeling.models import (
     FLAG_CODES,
@@ -134,13 +137,20 @@ class PromptSerializer(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
 
 
+SLOT_HELP = (
+    "The output's slot letter in this lease (A, B, C, ...: its place in this labeler's shuffled"
+    " order), never a completion id; a ranking names outputs by it."
+)
+
+
 class ShownCompletionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.ChoiceField(choices=SLOTS, help_text=SLOT_HELP)
     text = serializers.CharField()
 
 
 class LeaseTaskSerializer(serializers.Serializer):
-    """What a labeler is asked to do: the prompt, and for rankings the K outputs in their order."""
+    """What a labeler is asked to do: the prompt, and for rankings the K outputs in their order,
+    each by its slot letter."""
 
     lease_id = serializers.IntegerField(source="id")
     status = serializers.CharField()
@@ -155,7 +165,9 @@ class LeaseTaskSerializer(serializers.Serializer):
 
     @extend_schema_field(ShownCompletionSerializer(many=True))
     def get_completions(self, lease: Lease) -> list[dict[str, Any]]:
-        return [{"id": pk, "text": text} for pk, text in selectors.shown_completions(lease=lease)]
+        return [
+            {"id": slot, "text": text} for slot, text in selectors.shown_completions(lease=lease)
+        ]
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_draft(self, lease: Lease) -> str | None:
@@ -200,7 +212,15 @@ class DemonstrationSerializer(serializers.ModelSerializer):
 
 
 class RankingEntryInputSerializer(StrictSerializer):
-    completion = serializers.IntegerField(min_value=1)
+    completion = serializers.ChoiceField(
+        choices=SLOTS,
+        help_text=SLOT_HELP,
+        error_messages={
+            "invalid_choice": (
+                'Name each output by the letter it was shown with (A, B, ...), not "{input}".'
+            )
+        },
+    )
     rank = serializers.IntegerField(min_value=1, max_value=MAX_K)
     likert = serializers.IntegerField(min_value=1, max_value=7)
     flags = serializers.ListField(
@@ -223,6 +243,8 @@ class RankingEntrySerializer(serializers.Serializer):
 
 
 class RankingSerializer(serializers.ModelSerializer):
+    """A ranking as reviewers read it: outputs by completion id, and the order they were shown."""
+
     labeler = serializers.CharField(source="labeler.username")
     prompt_id = serializers.IntegerField(source="task.prompt_id")
     entries = RankingEntrySerializer(many=True)
@@ -243,6 +265,51 @@ class RankingSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class LabelerRankingEntrySerializer(serializers.Serializer):
+    completion = serializers.ChoiceField(choices=SLOTS, help_text=SLOT_HELP)
+    rank = serializers.IntegerField()
+    likert = serializers.IntegerField()
+    flags = serializers.ListField(child=serializers.CharField())
+
+
+class LabelerRankingSerializer(serializers.ModelSerializer):
+    """A ranking as its labeler reads it back (the submit's answer, their own list): outputs by
+    the slot letters they ranked them under, no completion ids (labeling/blinding.py)."""
+
+    labeler = serializers.CharField(source="labeler.username")
+    prompt_id = serializers.IntegerField(source="task.prompt_id")
+    entries = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Ranking
+        fields = [
+            "id",
+            "lease_id",
+            "task_id",
+            "prompt_id",
+            "labeler",
+            "entries",
+            "none_acceptable",
+            "notes",
+            "time_spent_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(LabelerRankingEntrySerializer(many=True))
+    def get_entries(self, ranking: Ranking) -> list[dict[str, Any]]:
+        slots = blinding.slots(ranking.shown_order)
+        return [
+            {
+                "completion": slots[e.completion_id],
+                "rank": e.rank,
+                "likert": e.likert,
+                "flags": e.flags,
+            }
+            for e in ranking.entries.all()
+        ]
 
 
 # --- imports and reports --------------------------------------------------------------------
@@ -381,7 +448,9 @@ class ComparisonSubmitSerializer(StrictSerializer):
 
 
 class ComparisonSerializer(serializers.ModelSerializer):
-    """What the evaluator submitted: sides by completion id, never the model names."""
+    """What the evaluator submitted, as they read it back: the winning side's letter, never the
+    sides' completion ids (ids follow creation order, and a round samples the new policy first:
+    labeling/blinding.py) nor their models."""
 
     labeler = serializers.CharField(source="labeler.username")
 
@@ -392,8 +461,6 @@ class ComparisonSerializer(serializers.ModelSerializer):
             "lease_id",
             "task_id",
             "labeler",
-            "a_completion_id",
-            "b_completion_id",
             "winner",
             "notes",
             "time_spent_ms",

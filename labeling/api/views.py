@@ -21,7 +21,12 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import generics, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
@@ -343,11 +348,12 @@ class RankingSubmitView(QueueView):
         tags=["queue"],
         request=s.RankingSubmitSerializer,
         responses={
-            201: s.RankingSerializer,
-            200: OpenApiResponse(s.RankingSerializer, description="Already submitted."),
+            201: s.LabelerRankingSerializer,
+            200: OpenApiResponse(s.LabelerRankingSerializer, description="Already submitted."),
             **LEASE_ERRORS,
         },
-        summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
+        summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output,"
+        " each output named by its slot letter from `next`",
     )
     def post(self, request: Request, lease_id: int) -> Response:
         data = fast.ranking_submit_fast(request.data)
@@ -510,15 +516,33 @@ class DemonstrationListView(generics.ListAPIView):
 
 
 class RankingListView(generics.ListAPIView):
-    """Rankings in the project: a labeler's own, or all of them for reviewers."""
+    """Rankings in the project: a labeler's own, by slot letter (no completion ids, which would
+    let them correlate outputs across tasks: labeling/blinding.py); all of them, by completion
+    id, for reviewers."""
 
     serializer_class = s.RankingSerializer
     queryset = Ranking.objects.none()
 
     def get_queryset(self):
-        membership = _member(self.request, self.kwargs["project_id"])
-        return selectors.rankings_visible(membership=membership)
+        self.membership = _member(self.request, self.kwargs["project_id"])
+        return selectors.rankings_visible(membership=self.membership)
 
-    @extend_schema(tags=["submissions"])
+    def get_serializer_class(self) -> type:
+        membership = getattr(self, "membership", None)  # set by get_queryset; none for the schema
+        if membership is not None and not membership.allows(Role.REVIEWER):
+            return s.LabelerRankingSerializer
+        return s.RankingSerializer
+
+    @extend_schema(
+        tags=["submissions"],
+        responses=PolymorphicProxySerializer(
+            component_name="RankingAsSeen",
+            serializers=[s.RankingSerializer, s.LabelerRankingSerializer],
+            resource_type_field_name=None,
+            many=True,
+        ),
+        description="Reviewers get every ranking with completion ids (Ranking); a labeler gets"
+        " their own, each output by its slot letter (LabelerRanking).",
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

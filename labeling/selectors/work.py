@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count, Exists, F, OuterRef
 
 from .. import access, queue, sql
+from ..blinding import SLOTS
 from ..errors import NotFound
 from ..models import (
     FLAG_CHOICES,
@@ -92,8 +93,11 @@ def counts_today(*, user_id: int, now: datetime) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class ShownCompletion:
+    """An output as its labeler sees it: its slot letter (the handle the page submits, see
+    labeling/blinding.py) and its text; never its id or model."""
+
     label: str
-    completion: Completion
+    text: str
 
 
 @dataclass(frozen=True)
@@ -110,20 +114,17 @@ def lease_page(*, lease_id: int, user_id: int) -> LeasePage:
     """Everything the task page shows, for the lease owner only (access.lease_require: 404
     otherwise); 3 queries.
 
-    Completions come in the lease's shown_order with letters A, B, C...; the model that wrote
-    each is not loaded, so a template cannot leak it.
+    Completions come in the lease's shown_order with their slot letters A, B, C...; only their
+    text reaches the template, not their id nor the model that wrote them, so it cannot leak
+    either (labeling/blinding.py).
     """
     lease = access.lease_require(lease_id=lease_id, user_id=user_id)
     project = lease.task.project
     completions: list[ShownCompletion] = []
     draft_text = ""
     if lease.task.kind in (Task.Kind.RANKING, Task.Kind.COMPARISON):
-        by_id = {
-            c.pk: c for c in Completion.objects.filter(pk__in=lease.shown_order).only("pk", "text")
-        }
         completions = [
-            ShownCompletion(label=chr(ord("A") + i), completion=by_id[cid])
-            for i, cid in enumerate(lease.shown_order)
+            ShownCompletion(label=slot, text=text) for slot, text in shown_completions(lease=lease)
         ]
     else:
         draft_text = (
@@ -144,7 +145,8 @@ def lease_page(*, lease_id: int, user_id: int) -> LeasePage:
 
 def lease_task(*, lease_id: int, rows: list[tuple] | None = None) -> dict[str, Any]:
     """What a labeler is asked to do under a lease, as the API answers it (LeaseTaskSerializer's
-    shape): the prompt, the outputs in this labeler's order (never their model), the flags asked,
+    shape): the prompt, the outputs in this labeler's order by slot letter (never their id nor
+    their model: labeling/blinding.py), the flags asked,
     the draft of a demonstration. One hand-written query (statements.LEASE_TASK), a row per output
     of the task: `next` is the labeler loop's hot path. `rows` are that query's rows when the
     claim read them already (queue.Claimed).
@@ -163,7 +165,8 @@ def lease_task(*, lease_id: int, rows: list[tuple] | None = None) -> dict[str, A
         "task_id": task_id,
         "prompt": {"id": prompt_id, "messages": sql.json_out(messages)},
         "completions": [
-            {"id": pk, "text": texts[pk]} for pk in sql.json_out(shown_order) if pk in texts
+            {"id": slot, "text": texts[pk]}
+            for slot, pk in zip(SLOTS, sql.json_out(shown_order), strict=False)
         ],
         "flags": sql.json_out(flags),
         "k": k,
@@ -177,7 +180,8 @@ def iso_datetime(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def shown_completions(*, lease: Lease) -> list[tuple[int, str]]:
-    """(id, text) of the lease's completions in the order its labeler sees them, never the model."""
+def shown_completions(*, lease: Lease) -> list[tuple[str, str]]:
+    """(slot letter, text) of the lease's completions in the order its labeler sees them, never
+    their id nor their model."""
     texts = dict(Completion.objects.filter(pk__in=lease.shown_order).values_list("pk", "text"))
-    return [(pk, texts[pk]) for pk in lease.shown_order if pk in texts]
+    return [(slot, texts[pk]) for slot, pk in zip(SLOTS, lease.shown_order, strict=False)]

@@ -3,14 +3,14 @@ judgements. Each validates its input, then locks the lease through queue.py and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
-from .. import queue
+from .. import blinding, queue
 from ..errors import Invalid
 from ..models import (
     MAX_RESPONSE_CHARS,
@@ -84,15 +84,19 @@ def demonstration_draft_save(*, lease_id: int, user_id: int, text: str, now: dat
 
 @dataclass(frozen=True)
 class EntryInput:
-    completion: int
+    completion: int  # the completion id its slot letter stands for in this lease
     rank: int
     likert: int
     flags: tuple[str, ...] = ()
 
 
 def _validate_entries(
-    entries: Iterable[Any], *, completion_ids: set[int], k: int, asked_flags: set[str]
+    entries: Sequence[Any], *, shown_order: Sequence[int], k: int, asked_flags: set[str]
 ) -> list[EntryInput]:
+    """The entries with their slot letters mapped to the lease's completion ids (blinding.py):
+    every output of the task exactly once, each named by the letter the labeler was shown."""
+    ids = blinding.completion_ids(shown_order)
+    letters = blinding.slot_names(len(ids))
     errors: list[str] = []
     parsed: list[EntryInput] = []
     for i, raw in enumerate(entries):
@@ -100,8 +104,14 @@ def _validate_entries(
         if not isinstance(raw, dict):
             errors.append(f"{where} must be an object")
             continue
+        slot = raw.get("completion")
+        if not isinstance(slot, str) or slot not in ids:
+            errors.append(
+                f'{where}: "completion" must be the letter of one of the outputs shown, {letters}'
+            )
+            continue
         values = {}
-        for key, low, high in (("completion", 1, 2**63 - 1), ("rank", 1, k), ("likert", 1, 7)):
+        for key, low, high in (("rank", 1, k), ("likert", 1, 7)):
             value = raw.get(key)
             if isinstance(value, bool) or not isinstance(value, int):
                 errors.append(f'{where}: "{key}" must be a whole number')
@@ -121,20 +131,18 @@ def _validate_entries(
                     f"{where}: flag(s) not asked in this project: {', '.join(sorted(unknown))}"
                 )
                 continue
-            parsed.append(EntryInput(flags=tuple(sorted(set(flags))), **values))
+            parsed.append(
+                EntryInput(completion=ids[slot], flags=tuple(sorted(set(flags))), **values)
+            )
     if errors:
         raise Invalid("The ranking is not valid.", details=[{"error": e} for e in errors])
-    given = [e.completion for e in parsed]
-    if len(set(given)) != len(given):
-        raise Invalid("A completion appears twice in the ranking.")
-    if set(given) != completion_ids:
-        missing, foreign = completion_ids - set(given), set(given) - completion_ids
-        problems = []
-        if missing:
-            problems.append(f"missing completion(s) {sorted(missing)}")
-        if foreign:
-            problems.append(f"completion(s) {sorted(foreign)} are not in this task")
-        raise Invalid("Rank every completion of the task, and only those: " + "; ".join(problems))
+    given = [raw["completion"] for raw in entries]
+    twice = sorted({slot for slot in given if given.count(slot) > 1})
+    if twice:
+        raise Invalid(f"Output(s) {', '.join(twice)} appear more than once in the ranking.")
+    missing = [slot for slot in ids if slot not in given]
+    if missing:
+        raise Invalid(f"Rank every output of the task ({letters}); missing: {', '.join(missing)}.")
     return parsed
 
 
@@ -150,7 +158,9 @@ def ranking_submit(
 ) -> tuple[Ranking, bool]:
     """Store a ranking: a rank (1 = best, ties allowed), a 1-7 rating and flags per completion.
 
-    Returns (ranking, created); a repeated submit returns the first ranking with created=False.
+    Each entry names its output by the slot letter the labeler was shown ({"completion": "A",
+    "rank": 1, "likert": 6, "flags": [...]}), never by completion id (labeling/blinding.py); the
+    letters are mapped to the lease's completions under its lock. Returns (ranking, created); a repeated submit returns the first ranking with created=False.
     """
     if not isinstance(none_acceptable, bool):
         raise Invalid("none_acceptable must be true or false.")
@@ -167,10 +177,10 @@ def ranking_submit(
         if lease.status == Lease.Status.SUBMITTED:
             return Ranking.objects.get(lease=lease), False
         project = task.project
-        # What the labeler was shown is the task's outputs (the claim copied them, shuffled).
-        completion_ids = set(lease.shown_order)
+        # What the labeler was shown is the task's outputs (the claim copied them, shuffled),
+        # named by their slot letters in that order.
         parsed = _validate_entries(
-            entries, completion_ids=completion_ids, k=project.k, asked_flags=set(project.flags)
+            entries, shown_order=lease.shown_order, k=project.k, asked_flags=set(project.flags)
         )
         ranking = Ranking(
             task=task,

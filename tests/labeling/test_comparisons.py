@@ -110,12 +110,15 @@ def test_an_evaluator_never_learns_which_model_is_which_through_the_api(
         "ppo-1 says", ""
     )
     assert "model" not in task.json()["completions"][0]
+    # Sides by letter: a completion id would tell which side was sampled first (blinding.py).
+    assert [c["id"] for c in task.json()["completions"]] == ["A", "B"]
     done = client.post(
         f"/api/v1/leases/{task.json()['lease_id']}/comparison/",
         {"winner": "both_bad"},
         format="json",
     )
     assert done.status_code == 201 and "model" not in done.content.decode()
+    assert not any("completion" in key for key in done.json())
     assert Comparison.objects.get().winner == "both_bad"
 
 

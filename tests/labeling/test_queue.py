@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.errors import Conflict, Invalid, NotFound
 from labeling.models import Demonstration, Lease, Ranking, Task
 from tests.factories import PromptFactory, demonstration_task, member, ranking_task
@@ -15,10 +16,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _entries(task, ranks=(1, 2, 3, 4)):
-    ids = list(task.task_completions.values_list("completion_id", flat=True))
+    """A ranking of the task's outputs, each named by its slot letter in the lease."""
     return [
-        {"completion": c, "rank": r, "likert": 4, "flags": []}
-        for c, r in zip(ids, ranks, strict=True)
+        {"completion": slot, "rank": r, "likert": 4, "flags": []}
+        for slot, r in zip(SLOTS[: task.task_completions.count()], ranks, strict=True)
     ]
 
 
@@ -223,7 +224,8 @@ def test_duplicate_missing_or_foreign_completions_are_rejected(project, personas
     missing = good[:3]
     foreign_id = other.task_completions.first().completion_id
     foreign = [*good[:3], dict(good[3], completion=foreign_id)]
-    for entries in (duplicate, missing, foreign):
+    beyond = [*good[:3], dict(good[3], completion="E")]  # a slot this K=4 task does not have
+    for entries in (duplicate, missing, foreign, beyond):
         with pytest.raises(Invalid):
             services.ranking_submit(
                 lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now

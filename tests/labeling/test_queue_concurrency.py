@@ -10,6 +10,7 @@ from django.test import TransactionTestCase
 from django.utils import timezone
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.models import Demonstration, Lease, Ranking, RankingEntry, Task
 from tests.factories import ProjectFactory, UserFactory, demonstration_task, member, ranking_task
 
@@ -125,8 +126,8 @@ class ConcurrentClaimTests(TransactionTestCase):
 
             def submit(lease, user):
                 entries = [
-                    {"completion": c, "rank": r, "likert": 4, "flags": []}
-                    for r, c in enumerate(lease.shown_order, 1)
+                    {"completion": slot, "rank": r, "likert": 4, "flags": []}
+                    for r, slot in enumerate(SLOTS[: len(lease.shown_order)], 1)
                 ]
                 services.ranking_submit(
                     lease_id=lease.pk, user_id=user.pk, entries=entries, now=now

@@ -7,6 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import queue
+from labeling.blinding import SLOTS
 from labeling.models import Task
 from tests.factories import demonstration_task, ranking_task
 
@@ -43,10 +44,11 @@ def alice_leases(project, personas, now):
 
 
 def entries_for(lease, ranks, likert=4, flags=()):
-    """Ranking entries in the lease's shown order, with the given ranks."""
+    """Ranking entries in the lease's shown order, each output by its slot letter, with the
+    given ranks."""
     return [
-        {"completion": c, "rank": r, "likert": likert, "flags": list(flags)}
-        for c, r in zip(lease.shown_order, ranks, strict=True)
+        {"completion": slot, "rank": r, "likert": likert, "flags": list(flags)}
+        for slot, r in zip(SLOTS, ranks, strict=False)
     ]
 
 

@@ -138,6 +138,39 @@ def test_a_labeler_lists_only_their_own_submissions_and_a_reviewer_lists_all(
         assert labelers(personas.reviewer, what) == ["alice_labeler", "bob_labeler"]
 
 
+def test_a_labeler_reads_their_own_rankings_by_slot_letter_and_a_reviewer_by_completion_id(
+    project, personas, client_for, now
+):
+    """Completion ids would let a labeler correlate outputs across tasks (labeling/blinding.py);
+    reviewers are not blind."""
+    ranking_task(project)
+    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    services.ranking_submit(
+        lease_id=lease.pk,
+        user_id=personas.alice.pk,
+        entries=entries_for(lease, [2, 1, 4, 3]),
+        now=now,
+    )
+    url = f"/api/v1/projects/{project.pk}/rankings/"
+    [own] = client_for(personas.alice).get(url).json()["results"]
+    assert [(e["completion"], e["rank"]) for e in own["entries"]] == [
+        ("B", 1),
+        ("A", 2),
+        ("D", 3),
+        ("C", 4),
+    ]
+    assert "shown_order" not in own
+    [full] = client_for(personas.reviewer).get(url).json()["results"]
+    a, b, c, d = lease.shown_order
+    assert [(e["completion"], e["rank"]) for e in full["entries"]] == [
+        (b, 1),
+        (a, 2),
+        (d, 3),
+        (c, 4),
+    ]
+    assert full["shown_order"] == lease.shown_order
+
+
 def test_a_labeler_sees_only_their_own_projects(project, personas, client_for):
     mine = client_for(personas.alice).get("/api/v1/projects/").json()["results"]
     theirs = client_for(personas.outsider).get("/api/v1/projects/").json()["results"]

@@ -1,8 +1,8 @@
 """The labeler loop's hand-written SQL answers exactly what the serializers define.
 
 `next`, the lease detail and the ranking submit build their JSON from SQL rows (labeling/sql/,
-labeling/api/fast.py); LeaseTaskSerializer and RankingSerializer stay the definition (and the
-OpenAPI schema). Each test compares the fast answer with the serializer's output over a fresh ORM
+labeling/api/fast.py); LeaseTaskSerializer and LabelerRankingSerializer stay the definition (and
+the OpenAPI schema). Each test compares the fast answer with the serializer's output over a fresh ORM
 read of the same rows.
 """
 
@@ -76,7 +76,7 @@ def test_the_ranking_submit_answer_is_the_serializers_view_of_the_stored_rows(
     first = client_for(personas.alice).post(url, body, format="json")
     assert first.status_code == 201
     stored = Ranking.objects.select_related("labeler", "task").get(pk=first.json()["id"])
-    assert first.json() == dict(s.RankingSerializer(stored).data)
+    assert first.json() == dict(s.LabelerRankingSerializer(stored).data)
     assert first.json()["notes"] == "tie for first"
     replay = client_for(personas.alice).post(url, body, format="json")
     assert (replay.status_code, replay.json()) == (200, first.json())
@@ -139,7 +139,7 @@ def test_a_prepared_statement_is_prepared_again_on_a_new_connection():
 
 # Per field: values the serializer takes as they are, then values it converts or refuses.
 _VALUES = {
-    "completion": ([1, 7, 10**12], [0, -3, "7", 7.0, True, None]),
+    "completion": (["A", "D", "I"], ["J", "a", "", "AB", 1, 7, 10**12, "7", True, None, ["A"]]),
     "rank": ([1, 2, MAX_K], [MAX_K + 1, 0, "1", 1.5, False]),
     "likert": ([1, 4, 7], [8, 0, "5", None]),
     "flags": (
@@ -236,7 +236,7 @@ def test_an_annotation_runs_a_fixed_number_of_statements(project, personas, clie
             f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
         ).json()
         entries = [
-            {"completion": c["id"], "rank": i + 1, "likert": 4}
+            {"completion": c["id"], "rank": i + 1, "likert": 4}  # the slot letter
             for i, c in enumerate(lease["completions"])
         ]
         submitted = alice.post(

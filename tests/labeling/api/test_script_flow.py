@@ -8,7 +8,7 @@ from itertools import combinations
 import pytest
 from rest_framework.test import APIClient
 
-from labeling import queue, services
+from labeling import blinding, queue, services
 from labeling.models import Demonstration, Lease, Ranking, RankingEntry
 from tests.factories import demonstration_task, ranking_task
 
@@ -71,10 +71,13 @@ def test_a_script_logs_in_labels_a_demonstration_and_a_ranking_and_exports_them(
     assert offered.status_code == 200
     task = offered.json()
     lease = Lease.objects.get(pk=task["lease_id"])
-    assert [c["id"] for c in task["completions"]] == lease.shown_order
+    # Each output by its slot letter in this labeler's shuffled order, never its id.
+    shown = [c["id"] for c in task["completions"]]
+    assert shown == ["A", "B", "C", "D"]
+    text_of = dict(rank_task.completions.values_list("pk", "text"))
+    assert [c["text"] for c in task["completions"]] == [text_of[pk] for pk in lease.shown_order]
     assert all(set(c) == {"id", "text"} for c in task["completions"])
     assert not any(name in json.dumps(task) for name in model_names)
-    shown = [c["id"] for c in task["completions"]]
     ranks = [1, 2, 2, 3]  # the 2nd and 3rd shown tie
     ranked = script.post(
         f"/api/v1/leases/{task['lease_id']}/ranking/",
@@ -108,11 +111,11 @@ def test_a_script_logs_in_labels_a_demonstration_and_a_ranking_and_exports_them(
         [*demo_task.prompt.messages, {"role": "assistant", "content": "A helpful answer."}]
     ]
 
-    rank_of = dict(zip(shown, ranks, strict=True))
-    text_of = dict(rank_task.completions.values_list("pk", "text"))
+    # Reviewers are not blind: the exports speak completion ids.
+    rank_of = dict(zip(lease.shown_order, ranks, strict=True))
     expected_pairs = sorted(
         (text_of[a], text_of[b]) if rank_of[a] < rank_of[b] else (text_of[b], text_of[a])
-        for a, b in combinations(shown, 2)
+        for a, b in combinations(lease.shown_order, 2)
         if rank_of[a] != rank_of[b]
     )
     pairs = jsonl(reviewer.get(f"/api/v1/projects/{project.pk}/export/preferences/"))
@@ -133,7 +136,7 @@ def test_a_script_logs_in_labels_a_demonstration_and_a_ranking_and_exports_them(
         c: ["hallucination"] if r == 3 else [] for c, r in rank_of.items()
     }
     assert set(raw["model_versions"]) == model_names
-    assert raw["shown_order"] == shown
+    assert raw["shown_order"] == lease.shown_order
     assert raw["notes"] == "two were equally good" and raw["time_spent_ms"] == 90_000
     assert raw["none_acceptable"] is False
 
@@ -168,11 +171,13 @@ def test_progress_agreement_and_labelers_report_the_submitted_work(
     for labeler, ranks in ((personas.alice, [1, 2, 3, 4]), (personas.bob, [1, 2, 4, 3])):
         lease = queue.claim_next(user_id=labeler.pk, project=project, kind="ranking", now=now)
         ids = list(task.task_completions.values_list("completion_id", flat=True))
+        slot_of = blinding.slots(lease.shown_order)  # each labeler has an order of their own
         services.ranking_submit(
             lease_id=lease.pk,
             user_id=labeler.pk,
             entries=[
-                {"completion": c, "rank": r, "likert": 4} for c, r in zip(ids, ranks, strict=True)
+                {"completion": slot_of[c], "rank": r, "likert": 4}
+                for c, r in zip(ids, ranks, strict=True)
             ],
             now=now,
         )

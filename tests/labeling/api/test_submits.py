@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from labeling import queue
-from labeling.models import Demonstration, Lease, Ranking, RankingEntry
+from labeling.models import Completion, Demonstration, Lease, Ranking, RankingEntry
 
 from .conftest import entries_for
 
@@ -123,7 +123,10 @@ def test_asking_twice_for_next_gives_back_the_same_lease(
     url = f"/api/v1/projects/{project.pk}/next/"
     again = alice.post(url, {"kind": "ranking"}, format="json").json()
     assert again["lease_id"] == alice_leases.ranking.pk
-    assert [c["id"] for c in again["completions"]] == alice_leases.ranking.shown_order
+    texts = dict(Completion.objects.values_list("pk", "text"))
+    assert [(c["id"], c["text"]) for c in again["completions"]] == [
+        (slot, texts[pk]) for slot, pk in zip("ABCD", alice_leases.ranking.shown_order, strict=True)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -146,40 +149,95 @@ def test_a_bad_demonstration_is_a_400_and_writes_nothing(personas, alice_leases,
     assert Demonstration.objects.count() == 0
 
 
+def _entry(slot, rank=1, likert=4, **extra):
+    return {"completion": slot, "rank": rank, "likert": likert, **extra}
+
+
 @pytest.mark.parametrize(
-    "make_entries",
+    ("make_entries", "says"),
     [
-        lambda ids, other: [{"completion": ids[0], "rank": 1, "likert": 4}] * 4,
-        lambda ids, other: [{"completion": c, "rank": 1, "likert": 4} for c in ids[:3]],
-        lambda ids, other: [{"completion": c, "rank": 10, "likert": 4} for c in ids],
-        lambda ids, other: [{"completion": c, "rank": 1, "likert": 8} for c in ids],
-        lambda ids, other: [{"completion": c, "rank": 1, "likert": 4} for c in [*ids[:3], other]],
-        lambda ids, other: [
-            {"completion": c, "rank": 1, "likert": 4, "flags": ["nope"]} for c in ids
-        ],
+        (lambda ids, other: [_entry("A")] * 4, "A appear more than once"),
+        (lambda ids, other: [_entry("A"), _entry("B"), _entry("C"), _entry("B")], "B appear"),
+        (lambda ids, other: [_entry(s) for s in "ABC"], "missing: D"),
+        (lambda ids, other: [_entry(s, rank=5) for s in "ABCD"], '"rank" must be between 1 and 4'),
+        (lambda ids, other: [_entry(s, likert=8) for s in "ABCD"], "less than or equal to 7"),
+        (lambda ids, other: [*[_entry(s) for s in "ABC"], _entry("E")], "A, B, C or D"),
+        (lambda ids, other: [*[_entry(s) for s in "ABC"], _entry("d")], 'not "d"'),
+        (lambda ids, other: [_entry(c) for c in ids], "by the letter it was shown with"),
+        (lambda ids, other: [*[_entry(s) for s in "ABC"], _entry(other)], "letter it was shown"),
+        (
+            lambda ids, other: [*[_entry(s) for s in "ABC"], _entry(str(ids[3]))],
+            "letter it was shown",
+        ),
+        (lambda ids, other: [_entry(s, flags=["nope"]) for s in "ABCD"], "not asked"),
     ],
     ids=[
-        "duplicate",
-        "missing",
+        "same-slot-four-times",
+        "a-slot-twice",
+        "missing-slot",
         "rank-range",
         "likert-range",
-        "foreign-completion",
+        "unknown-slot",
+        "lowercase-slot",
+        "completion-ids-instead-of-slots",
+        "foreign-completion-id",
+        "completion-id-as-text",
         "unknown-flag",
     ],
 )
-def test_a_bad_ranking_is_a_400_and_writes_nothing(
-    project, personas, alice_leases, client_for, make_entries
+def test_a_bad_ranking_is_a_400_that_says_why_and_writes_nothing(
+    project, personas, alice_leases, client_for, make_entries, says
 ):
+    """Outputs are named by slot letter (labeling/blinding.py): an unknown, repeated or missing
+    letter, or a completion id where a letter belongs, is a 400; nothing is stored and the
+    lease stays open for a corrected submit."""
     from tests.factories import CompletionFactory
 
     other = CompletionFactory(prompt__project=project).pk
-    response = client_for(personas.alice).post(
-        f"/api/v1/leases/{alice_leases.ranking.pk}/ranking/",
-        {"entries": make_entries(alice_leases.ranking.shown_order, other)},
-        format="json",
-    )
+    lease = alice_leases.ranking
+    url = f"/api/v1/leases/{lease.pk}/ranking/"
+    alice = client_for(personas.alice)
+    response = alice.post(url, {"entries": make_entries(lease.shown_order, other)}, format="json")
     assert response.status_code == 400
-    assert Ranking.objects.count() == 0
+    assert says in repr(response.json()), response.json()
+    assert Ranking.objects.count() == 0 and RankingEntry.objects.count() == 0
+    assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
+    fixed = alice.post(url, {"entries": entries_for(lease, [1, 2, 3, 4])}, format="json")
+    assert fixed.status_code == 201
+
+
+def test_a_ranking_by_slot_letters_is_stored_against_the_completions_shown_under_them(
+    personas, alice_leases, client_for
+):
+    lease = alice_leases.ranking
+    body = {
+        "entries": [
+            _entry("C", rank=1, likert=7),
+            _entry("A", rank=2, likert=5),
+            _entry("D", rank=2, likert=5),
+            _entry("B", rank=3, likert=1, flags=["hallucination"]),
+        ]
+    }
+    answer = client_for(personas.alice).post(
+        f"/api/v1/leases/{lease.pk}/ranking/", body, format="json"
+    )
+    assert answer.status_code == 201
+    a, b, c, d = lease.shown_order
+    stored = {e.completion_id: (e.rank, e.likert, e.flags) for e in RankingEntry.objects.all()}
+    assert stored == {
+        c: (1, 7, []),
+        a: (2, 5, []),
+        d: (2, 5, []),
+        b: (3, 1, ["hallucination"]),
+    }
+    # The answer speaks the labeler's letters back, and no completion id.
+    assert [(e["completion"], e["rank"]) for e in answer.json()["entries"]] == [
+        ("C", 1),
+        ("A", 2),
+        ("D", 2),
+        ("B", 3),
+    ]
+    assert "shown_order" not in answer.json()
 
 
 @pytest.mark.parametrize("field", ["labeler", "project", "status", "is_gold", "model_version"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -175,13 +176,14 @@ def test_skip_gives_the_task_back_and_goes_to_the_next(project, personas, now):
     assert lease.skip_reason == "The prompt is unclear: ambiguous"
 
 
-def _ranking_post(lease, ranks, likerts, flags=None):
+def _ranking_post(lease, ranks, likerts, flags=None, names="ABCD"):
+    """The ranking form's fields, each output by its slot letter (or by `names`)."""
     data = {"time_spent_ms": "1234", "notes": ""}
-    for i, cid in enumerate(lease.shown_order):
-        data[f"rank-{cid}"] = str(ranks[i])
-        data[f"likert-{cid}"] = str(likerts[i])
+    for i, name in enumerate(names[: len(lease.shown_order)]):
+        data[f"rank-{name}"] = str(ranks[i])
+        data[f"likert-{name}"] = str(likerts[i])
         if flags and flags[i]:
-            data[f"flags-{cid}"] = flags[i]
+            data[f"flags-{name}"] = flags[i]
     return data
 
 
@@ -194,8 +196,14 @@ def test_ranking_page_shows_letters_in_shown_order_and_no_model_names(project, p
     assert positions == sorted(positions)
     for letter in "ABCD":
         assert f'data-label="{letter}"' in html
+        assert f'name="rank-{letter}"' in html and f'name="likert-{letter}"' in html
     for name in task.completions.values_list("model_version__name", flat=True):
         assert name not in html
+    # No completion id in the markup (labeling/blinding.py): every per-output field is named by a
+    # letter (tests/labeling/test_blinding.py checks every attribute statistically).
+    assert "data-cid" not in html
+    named = re.findall(r'name="(?:rank|likert|flags)-([^"]*)"', html)
+    assert set(named) == set("ABCD")
 
 
 def test_ranking_page_runs_a_constant_number_of_queries(
@@ -234,10 +242,46 @@ def test_a_ranking_without_a_likert_is_400_and_nothing_is_written(project, perso
     ranking_task(project)
     lease = _claim(project, personas.alice, Task.Kind.RANKING, now)
     data = _ranking_post(lease, [1, 2, 3, 4], [7, 5, 5, 1])
-    data[f"likert-{lease.shown_order[0]}"] = ""
+    data["likert-A"] = ""
     response = _client(personas.alice).post(f"/leases/{lease.pk}/ranking/", data)
     assert response.status_code == 400
     assert not Ranking.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda data, ids: data.update({"rank-E": "1", "likert-E": "4"}), "not in this task (E)"),
+        (lambda data, ids: [data.pop(f"{w}-D") for w in ("rank", "likert")], "required"),
+        (
+            lambda data, ids: data.update(
+                {
+                    f"{w}-{cid}": data.pop(f"{w}-{slot}")
+                    for w in ("rank", "likert")
+                    for slot, cid in zip("ABCD", ids, strict=True)
+                }
+            ),
+            "not in this task",
+        ),  # fmt: skip
+        (lambda data, ids: data.update({"rank-B": ["2", "3"]}), "Sent more than once: rank-B"),
+    ],
+    ids=["unknown-slot", "missing-slot", "completion-ids-instead-of-slots", "a-slot-twice"],
+)
+def test_a_ranking_form_naming_outputs_wrongly_is_400_and_nothing_is_written(
+    project, personas, now, change, says
+):
+    ranking_task(project)
+    lease = _claim(project, personas.alice, Task.Kind.RANKING, now)
+    data = _ranking_post(lease, [1, 2, 3, 4], [7, 5, 4, 1])
+    change(data, lease.shown_order)
+    client = _client(personas.alice)
+    response = client.post(f"/leases/{lease.pk}/ranking/", data)
+    assert response.status_code == 400
+    assert says in response.content.decode()
+    assert not Ranking.objects.exists()
+    assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
+    fixed = _ranking_post(lease, [1, 2, 3, 4], [7, 5, 4, 1])
+    assert client.post(f"/leases/{lease.pk}/ranking/", fixed).status_code == 302
 
 
 def test_a_flag_the_project_does_not_ask_is_rejected(project, personas, now):

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.models import Task
 from tests.factories import demonstration_task, ranking_task
 
@@ -22,8 +23,8 @@ def _rank(project, user, now):
     task = ranking_task(project)
     lease = queue.claim_next(user_id=user.pk, project=project, kind=Task.Kind.RANKING, now=now)
     entries = [
-        {"completion": cid, "rank": i + 1, "likert": 7 - i, "flags": []}
-        for i, cid in enumerate(lease.shown_order)
+        {"completion": slot, "rank": i + 1, "likert": 7 - i, "flags": []}
+        for i, slot in enumerate(SLOTS[: len(lease.shown_order)])
     ]
     services.ranking_submit(lease_id=lease.pk, user_id=user.pk, entries=entries, now=now)
     return task

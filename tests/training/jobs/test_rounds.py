@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.errors import Conflict, Invalid
 from labeling.models import Prompt, Split, Task
 from tests.factories import ModelVersionFactory, PromptFactory, ranking_task
@@ -24,7 +25,7 @@ def setup(project, personas, settings, tmp_path, now):
     lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
     entries = [
         {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
-        for i, c in enumerate(lease.shown_order)
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
     ]
     services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
     train = [PromptFactory(project=project, split=Split.TRAIN) for _ in range(3)]

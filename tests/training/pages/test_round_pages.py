@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from tests.factories import ModelVersionFactory, ranking_task
 from training import stages
 from training.engine.config import RewardConfig
@@ -22,7 +23,7 @@ def sft(project, personas, settings, tmp_path, now):
     lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
     entries = [
         {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-        for i, c in enumerate(lease.shown_order)
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
     ]
     services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
     return ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
