@@ -43,14 +43,14 @@ def test_a_dpo_run_goes_through_the_platform_like_every_kind_and_registers_a_pol
             user_id=personas.alice.pk, project=project, kind="ranking", now=now
         )
         by_id = {c.pk: c.text for c in lease.task.completions.all()}
-        entries = [
+        entries = [  # the labeler names each output by its slot letter (A, B, ...)
             {
-                "completion": cid,
+                "completion": chr(ord("A") + slot),
                 "rank": 1 if "banana" in by_id[cid] else 2,
                 "likert": 4,
                 "flags": [],
             }
-            for cid in lease.shown_order
+            for slot, cid in enumerate(lease.shown_order)
         ]
         services.ranking_submit(
             lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now
