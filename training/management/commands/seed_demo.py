@@ -18,12 +18,13 @@ from django.db import transaction
 from labeling import services
 from labeling.imports import messages_hash, parse_prompts, parse_ranking_tasks
 from labeling.models import ModelVersion, Project, Prompt, Role, Task
+from training import storage
 from training.demo import families
 
 SLUG = "demo"
 PROMPTS = 40
 RANKING_TASKS = 8
-TINY_BASE = "tiny-base"  # under settings.MODEL_ROOT; `python -m training.demo.base_model` builds it
+TINY_BASE = "tiny-base"  # under the model root; `python -m training.demo.base_model` builds it
 
 # (username, password, project role, Django superuser)
 ACCOUNTS = [
@@ -121,7 +122,7 @@ class Command(BaseCommand):
         if project.base_model_id != base.pk:
             project.base_model = base
             project.save(update_fields=["base_model"])
-        path = settings.MODEL_ROOT / TINY_BASE
+        path = storage.model_root() / TINY_BASE
         if not path.is_dir():
             self.stdout.write(
                 f"Note: {path} does not exist yet; build it with "
