@@ -7,111 +7,15 @@ over the HTTP API → SFT on the worker → the SFT policy samples 8 per prompt 
 queue (the first K=4 distinct make a task) → simulated labelers rank (overlap 2, so agreement is
 measured) → round 1: reward model, PPO from SFT, gate, and the PPO and SFT policies sample every
 train prompt (2 + 2, at T=1) into mixed, blinded ranking tasks and the held-out prompts into A/B
-tasks → simulated labelers rank those → round 2 from the round-1 policy: a reward model on every
-ranking so far, PPO, gate, sampling (InstructGPT's iterated collection) → simulated labelers judge
-the blind A/B pairs, the last policy against SFT among them. Prints, for each round's policy, the
-win rate over SFT (simulated evaluators, and by the gold quality function itself) with 95%
-intervals, the reward model's held-out accuracy beside the labelers' agreement ceiling, the
-round's final KL (to the policy it started from) and the wall time of every stage.
+tasks → the crowd ranks those → each later round starts from the previous round's policy, its
+reward model on every ranking so far → simulated labelers judge the blind A/B pairs, each
+round's policy against SFT among them. Prints, for each round's policy, the win rate over SFT
+(simulated evaluators, and the gold quality function) with 95% intervals, the reward model's
+held-out accuracy beside the labelers' agreement ceiling, the round's final KL (to the policy it
+started from) and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
-
-Since session 5 the default is two rounds of 8,192 PPO episodes each (the same PPO budget as one
-round of 16,384 before). Through the platform, 2026-12-03, a 2-vCPU AMD EPYC; seeds 0-2 on one
-core (taskset -c 1, OMP_NUM_THREADS=1, --reuse-base) with an offline study on the other:
-
-    seed  gold win rate over SFT: round 1 -> round 2      SFT -> round 1 -> round 2 quality  RM acc r1 / r2 / agr.  KL r1, r2  total
-    0     0.746 [0.693, 0.799] -> 0.758 [0.705, 0.811]   0.551 -> 0.799 -> 0.814           0.670 / 0.673 / 0.738  1.07, 0.39  754 s
-    1     0.702 [0.647, 0.758] -> 0.715 [0.660, 0.767]   0.477 -> 0.696 -> 0.728           0.633 / 0.677 / 0.726  1.54, 0.76  778 s
-    2     0.697 [0.643, 0.747] -> 0.727 [0.673, 0.780]   0.588 -> 0.795 -> 0.830           0.659 / 0.694 / 0.728  1.47, 0.52  797 s
-    3     0.696 [0.644, 0.745] -> 0.724 [0.672, 0.773]   0.536 -> 0.767 -> 0.833           0.633 / 0.669 / 0.730  1.44, 0.75  791 s *
-
-* from nothing on both cores, no taskset: the base model's build (168 s) included; the whole loop
-  takes 13.2 minutes, within the 20 asked.
-
-The second round improves on the first on every seed (+0.012, +0.013, +0.030, +0.028; mean
-0.710 -> 0.731), but offline it is level with one round of all 16,384 episodes (bench/loop_offline.py,
-4 answers per test prompt; seed 0: 8,192 episodes 0.714, 16,384 in one round 0.738, 8,192 then
---after with 8,192 more 0.734; seed 1: 0.697, 0.714, 0.722). Two rounds are the default because
-the bench then runs the loop as the platform is meant to be run, for the same PPO budget, and
-shows each round's gain. The 0.75 asked is met on seed 0 only. No better: beta 0.02 in the
-second round (offline, seeds 0 and 1: 0.724 and 0.715). A third round (`--rounds 3`, one core
-each, --reuse-base; SFT and round 1 differ from the runs above as the crowd races over HTTP):
-seed 1 0.736 -> 0.776 [0.724, 0.825] after round 3 (gold quality 0.754 -> 0.792 -> 0.811), seed 2
-0.680 -> 0.723 [0.670, 0.777] (0.764 -> 0.852 -> 0.851), in 1,239 s and 1,126 s on one core: over
-the 20 minutes from nothing on one core, and still one seed of two. (Those two runs stopped at
-printing round 2, which then had no A/B tasks against SFT; since fixed, their figures were read
-from the databases they left.)
-What bounds it is the tiny policy's knowledge: the misses are wrong facts ("the opposite of sad
-is clean", "8 plus 3 is 13", "is 7 bigger than 3? No."), which neither the reward model (from the
-same SFT weights) nor PPO can supply. A base model pretrained twice as long (2,600 steps, greedy
-quality 0.79 instead of 0.53) makes the SFT baseline stronger, not the win: offline seed 0, 8,192
-episodes, 0.620 (W/T/L 177/301/50: mostly ties with an SFT answer already right).
-
-Session 4, one round of 16,384 episodes (`--rounds 1 --ppo-episodes 16384`; reward model lr 3e-4
-for 3 epochs, beta 0.05):
-
-    flags beyond those defaults       seed  gold win rate          SFT->PPO quality  RM acc / agr.  KL   total
-    (none)                            0     0.735 [0.678, 0.788]   0.547 -> 0.836    0.658 / 0.729  2.1  720 s
-    --prompts 3000                    0     0.755 [0.715, 0.795]   0.465 -> 0.840    0.633 / 0.735  1.5  857 s
-    --prompts 3000 --sft-steps 300    0     0.730 [0.692, 0.767]   0.549 -> 0.874    0.678 / 0.730  1.4  865 s
-    --prompts 3000 --sft-steps 300    1     0.713 [0.670, 0.755]   0.576 -> 0.900    0.627 / 0.734  1.7  906 s
-
-The 0.755 is not a pass: with 3,000 prompts 150 SFT steps see less than one epoch of the 2,700
-demonstrations, so its SFT baseline is weaker (0.465); with the SFT steps scaled to the same ~1.8
-epochs (300), the baseline is back at 0.549 and the win rate at 0.730 although the PPO policy is
-better (0.874). (A one-round run on this session's VM, seed 0: 0.682 [0.621, 0.742].)
-
-Session 3's defaults (reward lr 1e-3, 1 epoch, beta 0.2), pinned to one core
-(taskset -c 1, OMP_NUM_THREADS=1; --seed picks the prompts and the crowd, and SFT differs run to
-run as the crowd's demonstrations race over HTTP):
-
-    PPO episodes  seed  gold win rate          simulated  RM acc / agreement  KL    total (round)
-    16,384        0     0.701 [0.644, 0.758]   0.669      0.572 / 0.738       2.0   537 s (455 s)
-    16,384        1     0.715 [0.663, 0.767]   0.689      0.611 / 0.744       2.3   679 s (448 s)
-    16,384        2     0.723 [0.670, 0.777]   0.695      0.627 / 0.723       1.8   606 s (509 s)
-     8,192        1     0.684 [0.632, 0.736]   0.609      0.611 / 0.729       1.2   359 s (276 s)
-     8,192        2     0.753 [0.703, 0.803]   0.698      0.627 / 0.724       1.3   397 s (302 s)
-     8,192        0     0.670 [0.610, 0.727]   0.648      0.632 / 0.725       1.0   514 s, 2 shared cores
-
-The 8,192-episode run of seed 2 drew a weak SFT policy (mean gold quality 0.46 on the held-out
-prompts; 0.49-0.54 in the others, 0.54 in the 16,384-episode run of the same seed), so its 0.753
-is the draw, not the setting. What carries the win: 8 SFT samples per prompt with the first 4 distinct
-ranked (~1,000 tasks instead of ~130), PPO batch 64, beta 0.2 and PPO-ptx 1.0. Without ptx the
-policy reward-hacks this reward model (gold 0.375 at beta 0.2; KL 12 at beta 0.05). Most of the
-gain is ptx continuing SFT on the demonstrations: offline (bench/loop_offline.py, seed 0's data,
-4 answers per held-out prompt) zero reward with the same PPO-ptx reaches 0.695 at 16,384 episodes
-where the reward model reaches 0.721 (0.660 at 8,192); the reward model's score of the policy's
-samples hardly rises during PPO (its scores correlate 0.21 with the gold quality). Even the gold
-judge as the reward (8,192 episodes, with ptx) reaches only 0.702 there: the tiny policy is a
-bound too (compare stays near a coin flip). No better: 24,576 episodes (0.709), K=8 rankings
-(0.718), a zero-initialised value head (8,192 episodes: 0.684 vs 0.660), lr 2e-4 with beta 0.1
-and ptx batch 16 (0.689, entropy collapsed to 0.09). bench/loop_ceiling.py: PPO without ptx
-against the gold judge itself reaches ~0.63-0.68.
-
-Offline study, 2026-11-29 (bench/loop_offline.py, 16,384 episodes, PPO-ptx 1.0, one AMD EPYC
-core; gold win rate, first answer per test prompt / all 4 answers with the 95% interval of the
-latter; seed 0 has 132 test prompts):
-
-    reward                                          beta   first  all 4                 KL
-    gold judge, value head at 0 (seed 0)            0.02   0.761  0.756 [0.718, 0.792]  2.2
-    gold judge, value head at 0 (seed 1)            0.02   0.730  0.743 [0.704, 0.780]  2.1
-    RM lr 1e-3, 1 epoch (val pair acc 0.594)        0.05   0.723  0.723 [0.683, 0.761]  1.9
-    RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.05   0.708  0.721 [0.684, 0.758]  2.1
-    RM lr 3e-4, 3 epochs (val pair acc 0.691)       0.02   0.701  0.713 [0.669, 0.756]  1.9
-    RM lr 1e-3, 1 epoch (seed 1, val acc 0.624)     0.05   0.706  0.712 [0.679, 0.747]  1.9
-    RM lr 1e-3, PPO trained at T=0.7 (seed 0)     0.05   0.723  0.721 [0.679, 0.759]  2.0
-    gold judge, PPO trained at T=0.7 (seed 0)     0.02   0.705  0.720 [0.676, 0.759]  1.9
-
-Even a perfect reward model, with the KL penalty no longer drowning it (beta 0.02), reaches 0.75
-on one seed of two (seed 1, 163 test prompts: 0.730 / 0.743, where the RM gets 0.712): its
-answers' mean gold quality is ~0.82-0.89 and ties count half (an oracle wins ~0.84). On seed 0 every reward-model run lands at
-0.70-0.72, whatever beta (0.02, 0.05; 0.2 gave 0.721 before) and even with a clearly better reward
-model (bench/rm_probe.py: lr 3e-4 for 3 epochs raises the held-out pair accuracy from 0.594 to
-0.691 and the within-prompt agreement with the gold judge on the SFT answers from 0.62 to 0.72,
-but not the win rate). So 0.75 within the loop's budget would need a reward model close to the
-gold judge on the policy's own samples, and even that is not reliably enough; better accuracy on
-SFT samples alone does not move PPO. The defaults stay as they are.
+Results, with the commands that produced them: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -125,10 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import reset_database  # noqa: E402
+
 STAGES: list[tuple[str, float]] = []
 
 
@@ -143,19 +49,6 @@ def stage(name: str):
             print(f"    {name}: {STAGES[-1][1]:.1f} s", flush=True)
 
     return _Timer()
-
-
-def _reset_database(url: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(url)
-    conn = psycopg2.connect(parsed._replace(path="/postgres").geturl())
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        name = parsed.path.lstrip("/")
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
 
 
 def _wait_run(run_id: int, timeout: float = 1800) -> object:
@@ -252,10 +145,10 @@ def main() -> None:
         DATABASE_URL=db_url, CELERY_BROKER_URL=broker, INSTRUCTLOOP_VAR_DIR=str(var_dir),
         DJANGO_SETTINGS_MODULE="instructloop.settings", DEBUG="0", LOG_LEVEL="WARNING",
     )  # fmt: skip
-    _reset_database(db_url)
+    reset_database(db_url)
 
     with stage("build the tiny base model"):
-        from training.tiny import ensure_tiny_model
+        from training.demo.base_model import ensure_tiny_model
 
         target = var_dir / "models" / "tiny-base"
         cached = ROOT / "var" / "models" / "tiny-base"
@@ -273,14 +166,17 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from labeling import imports, rounds, runs, selectors, services, stats
-    from labeling.management.commands.simulate_labelers import (
+    from labeling import imports, selectors, services, stats
+    from labeling.models import Comparison, ModelVersion, Prompt, Split
+    from training import rounds, runs
+    from training import selectors as training_selectors
+    from training.demo import families
+    from training.demo.crowd import make_crowd
+    from training.demo.http_crowd import run_crowd
+    from training.management.commands.simulate_labelers import (
         calibration_rankings,
         simulated_tokens,
     )
-    from labeling.models import Comparison, ModelVersion, Prompt, Split
-    from labeling.simulation import make_crowd, run_crowd
-    from training import demo_tasks
 
     call_command("migrate", verbosity=0)
     admin = get_user_model().objects.create_user("loop-admin", password=None, is_staff=True)
@@ -289,7 +185,7 @@ def main() -> None:
         guidelines="Answer exactly what is asked, briefly, then stop.",
     )  # fmt: skip
     lines = "\n".join(
-        json.dumps({"prompt": p}) for p in demo_tasks.sample_prompts(args.prompts, seed=args.seed)
+        json.dumps({"prompt": p}) for p in families.sample_prompts(args.prompts, seed=args.seed)
     )
     rows = imports.parse_prompts("prompts.jsonl", lines.encode(), max_bytes=50_000_000)
     services.prompts_import(project=project, rows=rows, source="bench")
@@ -394,27 +290,27 @@ def main() -> None:
     from labeling.models import Ranking, Task
     from training.models import RunMetric
 
-    comparisons = selectors.comparison_records(project=project)
+    comparisons = training_selectors.comparison_records(project=project)
     gold = {}  # one gold judgement per (prompt, pair of models): the A/B pairs the crowd saw
     for c in Comparison.objects.filter(task__project=project).select_related(
         "task__prompt", "a_completion__model_version", "b_completion__model_version"
     ):
-        qa = demo_tasks.judge(c.task.prompt.text, c.a_completion.text).quality
-        qb = demo_tasks.judge(c.task.prompt.text, c.b_completion.text).quality
+        qa = families.judge(c.task.prompt.text, c.a_completion.text).quality
+        qb = families.judge(c.task.prompt.text, c.b_completion.text).quality
         winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
         a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
-        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.Comparison(
+        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.PairVerdict(
             model_a=a, model_b=b, winner=winner, len_a=len(c.a_completion.text),
             len_b=len(c.b_completion.text), prompt_id=c.task.prompt_id, labeler_id=0,
         )  # fmt: skip
 
     def quality(version: ModelVersion) -> float:
         texts = version.completions.filter(prompt__split=Split.TEST).select_related("prompt")
-        scores = [demo_tasks.judge(c.prompt.text, c.text).quality for c in texts]
+        scores = [families.judge(c.prompt.text, c.text).quality for c in texts]
         return sum(scores) / max(len(scores), 1)
 
     agreement = selectors.labeler_agreement(project=project)
-    rm_accuracy = {r["model"]: r["val_pair_accuracy"] for r in selectors.reward_model_accuracies(project=project)}  # fmt: skip
+    rm_accuracy = {r["model"]: r["val_pair_accuracy"] for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
     ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
     print("\n# bench/closed_loop.py results")
     print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "

@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import reset_database  # noqa: E402
+
 
 @dataclass
 class Stats:
@@ -39,20 +41,6 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     submitted_ids: list[int] = field(default_factory=list)
     empty: int = 0
-
-
-def _reset_database(url: str) -> None:
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    import psycopg2
-
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
 
 
 def _setup(env: dict[str, str], *, labelers: int, tasks: int, overlap: int, k: int) -> list[str]:
@@ -231,7 +219,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def run_one(args: argparse.Namespace, labelers: int) -> None:
     url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/il_bench")
-    _reset_database(url)
+    reset_database(url)
     env = {
         **os.environ,
         "DATABASE_URL": url,

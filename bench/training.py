@@ -114,7 +114,7 @@ class Timer:
 
 def prompt_of_length(tokenizer, rng: random.Random, tokens: int) -> str:
     """A prompt whose formatted form is exactly `tokens` tokens long."""
-    from training.data import encode_prompts
+    from training.engine.data import encode_prompts
 
     words: list[str] = []
     while True:
@@ -125,9 +125,9 @@ def prompt_of_length(tokenizer, rng: random.Random, tokens: int) -> str:
 
 
 def bench_sft(model: str, out: str, steps: int) -> dict:
-    from training.config import SFTConfig
-    from training.modeling import load_tokenizer
-    from training.sft import run
+    from training.engine.config import SFTConfig
+    from training.engine.lm import load_tokenizer
+    from training.engine.sft import run
 
     rng = random.Random(0)
     tokenizer = load_tokenizer(model)
@@ -152,8 +152,8 @@ def bench_sft(model: str, out: str, steps: int) -> dict:
 
 
 def bench_reward(model: str, out: str, steps: int) -> dict:
-    from training.config import RewardConfig
-    from training.reward import run
+    from training.engine.config import RewardConfig
+    from training.engine.reward import run
 
     rng = random.Random(0)
     rankings = [
@@ -192,7 +192,7 @@ def random_copy(model: str, out: str) -> str:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from training.modeling import load_tokenizer
+    from training.engine.lm import load_tokenizer
 
     torch.manual_seed(0)
     fresh = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
@@ -203,9 +203,11 @@ def random_copy(model: str, out: str) -> str:
 
 
 def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length: bool) -> dict:
-    from training.config import PPOConfig
-    from training.modeling import RewardModel, load_tokenizer, resolve_device
-    from training.ppo import run
+    from training.engine.config import PPOConfig
+    from training.engine.lm import load_tokenizer
+    from training.engine.ppo import run
+    from training.engine.precision import resolve_device
+    from training.engine.reward_model import RewardModel
 
     if full_length:
         model = random_copy(model, out)
@@ -257,8 +259,7 @@ def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) 
     import torch
     from transformers.utils import logging
 
-    from training.common import peak_memory_mb
-    from training.modeling import resolve_device
+    from training.engine.precision import peak_memory_mb, resolve_device
 
     logging.disable_progress_bar()
     torch.set_num_threads(threads)

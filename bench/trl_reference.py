@@ -1,28 +1,21 @@
-"""TRL's own throughput on the work of bench/training.py, measured on this machine, so that the two
-can be compared side by side (absolute figures do not carry across machines).
+"""TRL's own throughput on the work of bench/training.py, on this machine, to compare side by side.
 
-Set up a separate venv (never install trl into the project's own), the CPU torch wheel first:
+In a separate venv (never install trl into the project's own), the CPU torch wheel first:
 
-    python3 -m venv /tmp/trl-venv
-    /tmp/trl-venv/bin/pip install torch==2.13.0
+    python3 -m venv /tmp/trl-venv && /tmp/trl-venv/bin/pip install torch==2.13.0
     /tmp/trl-venv/bin/pip install trl==1.12.0 transformers==5.24.0 -c <(echo torch==2.13.0)
     /tmp/trl-venv/bin/python bench/trl_reference.py [--stages sft,reward,ppo] [--steps N]
 
-Model: a randomly initialised GPT-2 with var/models/tiny-base's config and tokenizer (4 layers,
-128 wide, 4 heads, SDPA attention), fp32, `--threads` torch threads (default 2). Shapes:
-  SFT     SFTTrainer, batch 16 x 128 tokens (32 prompt + 96 completion; loss on the completion)
-  reward  RewardTrainer, 48 pairs per step (8 rankings x 6 pairs in our bench), each side
-          32 prompt + 32 completion tokens
-  PPO     trl.experimental.ppo.PPOTrainer (TRL 1.12), 16 prompts of 16 tokens x 32 new tokens
-          (no stop token: every response is the full 32 tokens, like our PPO32 stage), 4 PPO
-          epochs, one minibatch of 16; reward and value models are GPT-2 sequence classifiers
-          (num_labels=1) on the same config
-TRL gets its fastest honest settings: no gradient checkpointing, no bf16/fp16, no gradient
-accumulation, no logging/eval/saving/sample generations, report_to="none", no dataloader workers;
-the data comes pre-tokenized at exact lengths, so no padding. The first `--warmup` steps are not
-timed; throughput = work per step / the median wall time between consecutive `on_step_end` calls
-("per CPU-s": / the median step's process CPU time). TRL's PPO loop calls gc.collect() twice per
-step, hard-coded; --ppo-skip-gc turns those into no-ops to show their cost (no longer stock TRL).
+Model: a randomly initialised GPT-2 with var/models/tiny-base's config and tokenizer, fp32,
+`--threads` torch threads (default 2). SFT: SFTTrainer, batch 16 x 128 tokens (loss on the 96
+completion tokens). Reward: RewardTrainer, 48 pairs per step, each side 32 prompt + 32 completion
+tokens. PPO: trl.experimental.ppo.PPOTrainer, 16 prompts of 16 tokens x 32 new tokens (no stop
+token, like our PPO32 stage), 4 PPO epochs, one minibatch of 16; reward and value models are
+GPT-2 sequence classifiers on the same config. TRL gets its fastest honest settings (no gradient
+checkpointing, bf16/fp16, accumulation, logging, eval, saving or dataloader workers; the data
+pre-tokenized at exact lengths). Prints each stage's throughput: work per step / the median wall
+time between `on_step_end` calls after --warmup steps ("per CPU-s": / its process CPU time).
+--ppo-skip-gc turns TRL PPO's two hard-coded gc.collect() per step into no-ops (not stock TRL).
 """
 
 from __future__ import annotations
@@ -41,25 +34,16 @@ import warnings
 from itertools import pairwise
 from pathlib import Path
 
-try:
-    import datasets
-    import torch
-    import transformers
-    import trl
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        PrinterCallback,
-        TrainerCallback,
-    )
-except ImportError as missing:
-    sys.exit(
-        f"trl or one of its dependencies is missing ({missing}); pip install trl==1.12.0 in a separate venv: python3 -m venv /tmp/trl-venv && "
-        "/tmp/trl-venv/bin/pip install torch==2.13.0 && /tmp/trl-venv/bin/pip install trl==1.12.0 "
-        "transformers==5.24.0 -c <(echo torch==2.13.0)  (see this file's docstring)"
-    )
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PrinterCallback,
+    TrainerCallback,
+)
 
 MODEL = Path(__file__).resolve().parent.parent / "var/models/tiny-base"
 # Settings shared by every trainer: fp32, no checkpointing, nothing but the training steps.
@@ -128,6 +112,7 @@ def models(model_dir: Path):
 
 
 def bench_sft(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
+    import datasets
     from trl import SFTConfig, SFTTrainer
 
     policy, _ = models(model_dir)
@@ -159,6 +144,7 @@ def bench_sft(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> 
 
 
 def bench_reward(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) -> str:
+    import datasets
     from trl import RewardConfig, RewardTrainer
 
     _, scorer = models(model_dir)
@@ -191,6 +177,7 @@ def bench_reward(model_dir: Path, tokenizer, out: str, steps: int, warmup: int) 
 def bench_ppo(
     model_dir: Path, tokenizer, out: str, steps: int, warmup: int, skip_gc: bool = False
 ) -> str:
+    import datasets
     from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer
 
     policy, scorer = models(model_dir)
@@ -263,6 +250,15 @@ def main() -> None:
         help="no-op TRL's per-step gc.collect() (not stock TRL)",
     )
     args = parser.parse_args()
+    try:
+        import datasets
+        import trl
+    except ImportError as missing:
+        sys.exit(
+            f"trl or one of its dependencies is missing ({missing}); pip install trl==1.12.0 in a separate venv: python3 -m venv /tmp/trl-venv && "
+            "/tmp/trl-venv/bin/pip install torch==2.13.0 && /tmp/trl-venv/bin/pip install trl==1.12.0 "
+            "transformers==5.24.0 -c <(echo torch==2.13.0)  (see this file's docstring)"
+        )
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO lives in trl.experimental in 1.12
     warnings.filterwarnings("ignore", category=FutureWarning)  # gradient_checkpointing's rename

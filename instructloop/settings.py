@@ -168,11 +168,11 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "instructloop.sqlite3",
+            "NAME": str(VAR_DIR / "instructloop.sqlite3"),
             "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not Django's in-memory default, so a Celery worker started by a test
             # (tests/worker.py) opens the same test database.
-            "TEST": {"NAME": VAR_DIR / "test_instructloop.sqlite3"},
+            "TEST": {"NAME": str(VAR_DIR / "test_instructloop.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -218,6 +218,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Labeling queue, imports and training-ready exports for the InstructGPT loop.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # A labeler's handle for an output (labeling/blinding.py), one name wherever it appears.
+    "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
 }
 
 # Celery: Redis in production and tests; a filesystem broker for the embedded default.
@@ -256,6 +258,14 @@ CELERY_TASK_ROUTES = {
 # The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
 # beat job below puts the run back on the queue and it resumes from its last checkpoint.
 TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+# How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child
+# process `python -m training.engine KIND --run-dir DIR` (a crash or OOM-kill of the engine then
+# fails the run and leaves the worker standing).
+TRAINING_LAUNCHER = os.environ.get("INSTRUCTLOOP_LAUNCHER", "inprocess").strip().lower()
+if TRAINING_LAUNCHER not in {"inprocess", "subprocess"}:
+    raise ImproperlyConfigured(
+        f"INSTRUCTLOOP_LAUNCHER={TRAINING_LAUNCHER!r} must be 'inprocess' or 'subprocess'"
+    )
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {
         "task": "labeling.tasks.expire_stale_leases",

@@ -7,11 +7,13 @@ from typing import Any
 from django import forms
 from django.contrib.auth.validators import UnicodeUsernameValidator
 
+from . import blinding
 from .models import DEFAULT_FLAGS, FLAG_CHOICES, MAX_K, MAX_RESPONSE_CHARS, Role, Winner
 from .selectors import LeasePage
 from .services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 
 LIKERT_CHOICES = [("", "—")] + [(str(i), str(i)) for i in range(1, 8)]
+PER_OUTPUT_FIELDS = ("rank", "likert", "flags")  # RankingForm's `<field>-<slot letter>`
 SKIP_REASONS = [
     ("unclear", "The prompt is unclear"),
     ("expertise", "Needs expertise I do not have"),
@@ -105,8 +107,9 @@ class DemonstrationForm(forms.Form):
 class RankingForm(forms.Form):
     """One rank select, one Likert select and the asked flags per completion, as shown.
 
-    Field names carry the completion id (the labeler sees only letters). Works as a plain
-    <form>; the page's script only fills the same fields from the keyboard or drag and drop.
+    Field names carry the output's slot letter (`rank-A`, `likert-A`, `flags-A`), never its id:
+    labeling/blinding.py. Works as a plain <form>; the page's script only fills the same fields
+    from the keyboard or drag and drop.
     """
 
     none_acceptable = forms.BooleanField(required=False, label="None of these is acceptable")
@@ -123,40 +126,66 @@ class RankingForm(forms.Form):
         k = len(page.completions)
         rank_choices = [(str(r), str(r)) for r in range(1, k + 1)]
         for position, shown in enumerate(page.completions, start=1):
-            cid = shown.completion.pk
-            self.fields[f"rank-{cid}"] = forms.TypedChoiceField(
-                choices=rank_choices, coerce=int, initial=position, label=f"Rank of {shown.label}"
+            slot = shown.label
+            self.fields[f"rank-{slot}"] = forms.TypedChoiceField(
+                choices=rank_choices, coerce=int, initial=position, label=f"Rank of {slot}"
             )
-            self.fields[f"likert-{cid}"] = forms.TypedChoiceField(
-                choices=LIKERT_CHOICES, coerce=int, label=f"Rating of {shown.label} (1-7)"
+            self.fields[f"likert-{slot}"] = forms.TypedChoiceField(
+                choices=LIKERT_CHOICES, coerce=int, label=f"Rating of {slot} (1-7)"
             )
-            self.fields[f"flags-{cid}"] = forms.MultipleChoiceField(
+            self.fields[f"flags-{slot}"] = forms.MultipleChoiceField(
                 choices=page.flags,
                 required=False,
                 widget=forms.CheckboxSelectMultiple,
-                label=f"Flags for {shown.label}",
+                label=f"Flags for {slot}",
             )
+
+    def clean(self) -> dict[str, Any]:
+        """Per-output fields for outputs this lease does not show (a completion id in place of a
+        letter, as a page from before slot letters posts, or a letter beyond K), and a rank or
+        rating sent twice for one output, are errors: never silently dropped."""
+        cleaned = super().clean()
+        slots = {shown.label for shown in self.page.completions}
+        unknown, twice = set(), set()
+        for key in self.data:
+            what, _, slot = key.partition("-")
+            if what not in PER_OUTPUT_FIELDS or not slot:
+                continue
+            if slot not in slots:
+                unknown.add(slot)
+            elif what != "flags" and len(self.data.getlist(key)) > 1:
+                twice.add(key)
+        if unknown:
+            names = ", ".join(sorted(unknown)[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise forms.ValidationError(
+                f"This form names outputs that are not in this task ({names}); outputs are named"
+                f" by their letters, {blinding.slot_names(len(slots))}. Reload the page."
+            )
+        if twice:
+            raise forms.ValidationError(f"Sent more than once: {', '.join(sorted(twice))}.")
+        return cleaned
 
     def cards(self) -> list[dict[str, Any]]:
         """Per shown completion: its letter, text and bound fields, for the template."""
         return [
             {
                 "label": shown.label,
-                "completion": shown.completion,
-                "rank": self[f"rank-{shown.completion.pk}"],
-                "likert": self[f"likert-{shown.completion.pk}"],
-                "flags": self[f"flags-{shown.completion.pk}"],
+                "text": shown.text,
+                "rank": self[f"rank-{shown.label}"],
+                "likert": self[f"likert-{shown.label}"],
+                "flags": self[f"flags-{shown.label}"],
             }
             for shown in self.page.completions
         ]
 
     def entries(self) -> list[dict[str, Any]]:
+        """The ranking as services.ranking_submit takes it: each output by its slot letter."""
         return [
             {
-                "completion": shown.completion.pk,
-                "rank": self.cleaned_data[f"rank-{shown.completion.pk}"],
-                "likert": self.cleaned_data[f"likert-{shown.completion.pk}"],
-                "flags": list(self.cleaned_data[f"flags-{shown.completion.pk}"]),
+                "completion": shown.label,
+                "rank": self.cleaned_data[f"rank-{shown.label}"],
+                "likert": self.cleaned_data[f"likert-{shown.label}"],
+                "flags": list(self.cleaned_data[f"flags-{shown.label}"]),
             }
             for shown in self.page.completions
         ]

@@ -1,7 +1,7 @@
 """Parse and validate uploaded prompt and ranking-task files.
 
 Every bad line is reported with its number; the caller imports nothing when any line is bad.
-No ORM here: the output is plain rows that services.py writes.
+No ORM here: the output is plain rows that services/prompts.py writes.
 """
 
 from __future__ import annotations

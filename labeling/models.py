@@ -163,7 +163,7 @@ class ModelKind(models.TextChoices):
     BASE = "base", "Base"
     SFT = "sft", "SFT policy"
     REWARD = "reward", "Reward model"
-    POLICY = "policy", "PPO policy"
+    POLICY = "policy", "Policy (PPO or DPO)"
     EXTERNAL = "external", "External (imported completions)"
 
 
@@ -178,14 +178,6 @@ class ModelVersion(models.Model):
     path = models.CharField(max_length=500, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
-    )
-    training_run = models.OneToOneField(
-        "training.TrainingRun",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="model_version",
-        help_text="The run that produced it: one run registers exactly one version.",
     )
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -213,9 +205,6 @@ class Completion(models.Model):
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
     finished = models.BooleanField(null=True, help_text="Ended with EOS (None: unknown).")
-    sampling_run = models.ForeignKey(
-        "training.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -250,7 +239,7 @@ class Task(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
     overlap = models.PositiveSmallIntegerField(help_text="How many labelers must answer it.")
     priority = models.SmallIntegerField(default=0, help_text="Higher is served first.")
-    completions = models.ManyToManyField(
+    completions: models.ManyToManyField[Completion, TaskCompletion] = models.ManyToManyField(
         Completion, through="TaskCompletion", related_name="tasks", blank=True
     )
     done = models.BooleanField(default=False, help_text="All overlap slots submitted.")

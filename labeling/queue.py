@@ -1,4 +1,5 @@
-"""The labeling queue: claim, heartbeat, reclaim, skip, and the lease check before a submit.
+"""The labeling queue: claim, heartbeat, reclaim, skip, lock for submit, insert ranking, mark
+submitted.
 
 Every lock rule lives here.
 
@@ -22,24 +23,19 @@ from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import sql
-from .errors import Conflict, NotFound
-from .models import Lease, Membership, Project, Role, Task
-
-# Lets a transaction's commit return before its WAL reaches disk (PostgreSQL only). Only for
-# lease bookkeeping (claim, heartbeat): if the server crashes in that instant the lease is gone
-# and the labeler claims again; nothing they entered is lost. Submits never use this: they commit
-# durably. Saves one fsync per claim, the largest single cost of the labeler loop.
-_COMMIT_MAY_LAG = "SET LOCAL synchronous_commit TO OFF"
+from . import access, sql
+from .errors import Conflict
+from .models import Lease, Project, Ranking, RankingEntry, Task
+from .sql import statements
 
 
 def _lease_commit_may_lag() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_COMMIT_MAY_LAG)
+    """Lease bookkeeping may commit before its WAL is on disk (statements.COMMIT_MAY_LAG)."""
+    if sql.postgres():
+        sql.run(statements.COMMIT_MAY_LAG)
 
 
 def _holding(now: datetime) -> Q:
@@ -66,69 +62,10 @@ def slots_taken(now: datetime) -> Coalesce:
     return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
 
 
-# The claim, as SQL (labeling/sql.py says why). `_HOLDING` is `_holding` above, per lease row h.
-_HOLDING = "(h.status = 'submitted' OR (h.status = 'active' AND h.expires_at > %s))"
-_HELD = """
-    SELECT l.id FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
-    WHERE l.user_id = %s AND t.project_id = %s AND t.kind = %s
-      AND l.status = 'active' AND l.expires_at > %s
-    ORDER BY l.created_at, l.id LIMIT 1"""
-# Open tasks of the kind with a free slot that this user has not finished, skipped or written the
-# prompt of; `mine` is the user's own (expired, still active) lease on it, if any. NOT IN, not
-# NOT EXISTS: PostgreSQL hashes the user's finished tasks once per query instead of probing per
-# task, so a labeler deep into the queue does not re-scan everything they already did.
-_CANDIDATE = """
-    SELECT t.id, t.overlap,
-           (SELECT m.id FROM labeling_lease m WHERE m.task_id = t.id AND m.user_id = %s) AS mine
-    FROM labeling_task t JOIN labeling_prompt p ON p.id = t.prompt_id
-    WHERE t.project_id = %s AND t.kind = %s AND NOT t.done {tried}
-      AND (p.submitted_by_id IS NULL OR p.submitted_by_id <> %s)
-      AND t.id NOT IN (SELECT m.task_id FROM labeling_lease m
-                       WHERE m.user_id = %s AND m.status <> 'active')
-      AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
-    ORDER BY t.priority DESC, t.id
-    LIMIT 1{lock}"""
-# The task's held slots.
-_TAKEN = f"SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {_HOLDING}"  # noqa: S608
-# The lease, inserted only if the task still has a free slot: the count runs in this statement,
-# after the candidate statement took the task's row lock, so it sees every claim committed before
-# (READ COMMITTED: a statement's snapshot is taken when it starts). The labeler's order of the
-# outputs is shuffled by the database as it copies them (none for a demonstration).
-_SHUFFLED_OUTPUTS = {
-    "postgresql": """COALESCE((SELECT json_agg(tc.completion_id ORDER BY random())
-                              FROM labeling_taskcompletion tc WHERE tc.task_id = %s), '[]')::jsonb""",
-    "sqlite": """(SELECT json_group_array(completion_id) FROM (
-                    SELECT tc.completion_id FROM labeling_taskcompletion tc
-                    WHERE tc.task_id = %s ORDER BY random()))""",
-}
-_LEASE_INSERT = f"""
-    INSERT INTO labeling_lease (task_id, user_id, status, shown_order, created_at, expires_at,
-                                heartbeat_at, submitted_at, skip_reason)
-    SELECT %s, %s, 'active', {{shuffled}}, %s, %s, %s, NULL, ''
-    WHERE ({_TAKEN}) < %s
-    RETURNING {{returning}}"""  # noqa: S608
-
-# What a labeler is asked to do under a lease, a row per output of its task (selectors.lease_task
-# turns the rows into the API's answer). `{lease}` is the lease relation: the table, or on
-# PostgreSQL the claim's INSERT ... RETURNING, so that a claim and its answer are one statement.
-LEASE_TASK_COLUMNS = "id, status, expires_at, task_id, shown_order"
-LEASE_TASK = """
-    SELECT l.id, l.status, l.expires_at, l.task_id, l.shown_order, t.kind, p.id, p.messages,
-           pr.flags, pr.k,
-           (SELECT d.text FROM labeling_demonstrationdraft d WHERE d.lease_id = l.id),
-           c.id, c.text
-    FROM {lease} l
-    JOIN labeling_task t ON t.id = l.task_id
-    JOIN labeling_prompt p ON p.id = t.prompt_id
-    JOIN labeling_project pr ON pr.id = t.project_id
-    LEFT JOIN labeling_taskcompletion tc ON tc.task_id = t.id
-    LEFT JOIN labeling_completion c ON c.id = tc.completion_id
-    {where}"""
-
-
 @dataclass(frozen=True)
 class Claimed:
-    """A claim's lease, and the rows of LEASE_TASK for it when the claim read them already."""
+    """A claim's lease, and the rows of statements.LEASE_TASK for it when the claim read them
+    already."""
 
     lease_id: int
     task_rows: list[tuple] | None = None
@@ -141,9 +78,9 @@ def _candidate(
 
     Without `wait` rows another claimer holds are skipped, so claimers spread over tasks.
     """
-    query = _CANDIDATE.format(
+    query = statements.CANDIDATE.format(
         tried=f"AND t.id NOT IN ({sql.placeholders(len(tried))})" if tried else "",
-        holding=_HOLDING,
+        holding=statements.HOLDING,
         lock=sql.lock("FOR UPDATE OF t" if wait else "FOR UPDATE OF t SKIP LOCKED"),
     )
     params = [user_id, project_id, kind, *sorted(tried), user_id, user_id, sql.ts(now)]
@@ -162,7 +99,7 @@ def claim(
     """
     with transaction.atomic():
         params = [user_id, project_id, kind, sql.ts(now)]
-        held = sql.one(_HELD, params, name="il_held", pg_first=_COMMIT_MAY_LAG)
+        held = sql.one(statements.HELD, params, name="il_held", pg_first=statements.COMMIT_MAY_LAG)
         if held is not None:
             return Claimed(held[0])
         tried: set[int] = set()
@@ -181,13 +118,10 @@ def claim(
             expires_at = sql.ts(now + timedelta(seconds=lease_seconds))
             if mine is not None:  # the user's own expired lease: re-activate it in place
                 # Re-count under the row lock: the candidate's count ran before we held it.
-                if sql.one(_TAKEN, [task_id, sql.ts(now)])[0] >= overlap:
+                if sql.value(statements.TAKEN, [task_id, sql.ts(now)]) >= overlap:
                     tried.add(task_id)
                     continue
-                sql.run(
-                    "UPDATE labeling_lease SET expires_at = %s, heartbeat_at = %s WHERE id = %s",
-                    [expires_at, sql.ts(now), mine],
-                )
+                sql.run(statements.LEASE_REACTIVATE, [expires_at, sql.ts(now), mine])
                 return Claimed(mine)
             claimed = _insert_lease(
                 task_id=task_id, user_id=user_id, overlap=overlap, now=now, expires_at=expires_at
@@ -202,17 +136,16 @@ def _insert_lease(
     *, task_id: int, user_id: int, overlap: int, now: datetime, expires_at: Any
 ) -> Claimed | None:
     vendor = connection.vendor
-    insert = _LEASE_INSERT.format(
-        shuffled=_SHUFFLED_OUTPUTS[vendor],
-        returning=LEASE_TASK_COLUMNS if vendor == "postgresql" else "id",
+    insert = statements.LEASE_INSERT.format(
+        shuffled=statements.SHUFFLED_OUTPUTS[vendor],
+        returning=statements.LEASE_TASK_COLUMNS if vendor == "postgresql" else "id",
     )
     params = [task_id, user_id, task_id, sql.ts(now), expires_at, sql.ts(now)]
     params += [task_id, sql.ts(now), overlap]
     if vendor != "postgresql":
         row = sql.one(insert, params, name="il_lease_insert")
         return None if row is None else Claimed(row[0])
-    query = f"WITH l AS ({insert}) " + LEASE_TASK.format(lease="l", where="")
-    rows = sql.rows(query, params, name="il_lease_claim")
+    rows = sql.rows(statements.LEASE_CLAIM.format(insert=insert), params, name="il_lease_claim")
     return Claimed(rows[0][0], rows) if rows else None
 
 
@@ -230,46 +163,17 @@ def claim_next(*, user_id: int, project: Project, kind: str, now: datetime) -> L
     return Lease.objects.select_related("task__prompt", "task__project").get(pk=claimed.lease_id)
 
 
-def get_own_lease(*, lease_id: int, user_id: int) -> Lease:
-    """The user's lease, in a project they still belong to; anyone else's is a 404."""
-    lease = (
-        Lease.objects.select_related("task__project", "task__prompt")
-        .filter(pk=lease_id, user_id=user_id)
-        .filter(
-            Exists(Membership.objects.filter(project=OuterRef("task__project"), user_id=user_id))
-        )
-        .first()
-    )
-    if lease is None:
-        raise NotFound("No such lease.")
-    return lease
-
-
-_LOCK_OWN_LEASE = """
-    SELECT {lease}, {task}, pr.k, pr.flags, pr.lease_seconds
-    FROM labeling_lease l
-    JOIN labeling_task t ON t.id = l.task_id
-    JOIN labeling_project pr ON pr.id = t.project_id
-    WHERE l.id = %s AND l.user_id = %s
-      AND EXISTS (SELECT 1 FROM labeling_membership m
-                  WHERE m.project_id = t.project_id AND m.user_id = %s AND m.role IN (%s, %s, %s))
-    {lock}"""
-
-
 def _lock_own_lease(*, lease_id: int, user_id: int, lock_task: bool = False) -> Lease:
     """The user's lease, row-locked (and its task's row too with `lock_task`), with its task and
     the project settings the queue and the submits read (any other project field loads on access,
     as a deferred field does)."""
-    query = _LOCK_OWN_LEASE.format(
+    query = statements.OWN_LEASE_LOCK.format(
         lease=sql.columns(Lease, "l"),
         task=sql.columns(Task, "t"),
         lock=sql.lock("FOR UPDATE OF l, t" if lock_task else "FOR UPDATE OF l"),
     )
-    params = [lease_id, user_id, user_id, Role.LABELER, Role.REVIEWER, Role.ADMIN]
     name = "il_lock_lease_task" if lock_task else "il_lock_lease"
-    row = sql.one(query, params, name=name)
-    if row is None:
-        raise NotFound("No such lease.")
+    row = access.own_lease_row(query, lease_id=lease_id, user_id=user_id, name=name)
     n_lease, n_task = len(Lease._meta.concrete_fields), len(Task._meta.concrete_fields)
     lease = sql.instance(Lease, row[:n_lease])
     task = sql.instance(Task, row[n_lease : n_lease + n_task])
@@ -347,30 +251,68 @@ def lock_for_submit(*, lease_id: int, user_id: int, now: datetime, lock_task: bo
     return lease
 
 
-# Marks the task done once every slot is submitted. It runs after lock_for_submit took the task's
-# row lock, so its count (a snapshot taken when this statement starts) sees every submit of the
-# task that committed before; and the submit after ours waits for our lock and then sees ours.
-_TASK_DONE = """
-    UPDATE labeling_task SET done = %s
-    WHERE id = %s AND NOT done
-      AND (SELECT COUNT(*) FROM labeling_lease WHERE task_id = %s AND status = 'submitted')
-          >= overlap"""
+def insert_ranking(
+    *, lease: Lease, ranking: Ranking, entries: list[RankingEntry], now: datetime
+) -> None:
+    """Insert the ranking and its entries and close the lease (mark_submitted). The caller holds
+    lock_for_submit's locks and has validated the entries.
+
+    Hand-written statements, the labeler loop's hot path: on PostgreSQL one statement inserts the
+    ranking and its entries and sets the lease to submitted (statements.RANKING_SUBMIT_PG).
+    The rows are left on `ranking` (ids set, `entries` prefetched) so the answer needs no re-read.
+    """
+    head = [
+        ranking.task_id,
+        ranking.labeler_id,
+        ranking.lease_id,
+        ranking.none_acceptable,
+        ranking.notes,
+        ranking.time_spent_ms,
+        sql.json_in(ranking.shown_order),
+        sql.ts(ranking.created_at),
+    ]
+    values = [(e.completion_id, e.rank, e.likert, sql.json_in(e.flags)) for e in entries]
+    one_pass = sql.postgres() and bool(entries)
+    if one_pass:
+        placeholders = ", ".join(["((SELECT id FROM r), %s, %s, %s, %s)"] * len(entries))
+        found = sql.rows(
+            statements.RANKING_SUBMIT_PG.format(values=placeholders),
+            [*head, sql.ts(now), ranking.lease_id, *(v for row in values for v in row)],
+            name=f"il_ranking_submit_{len(entries)}",
+        )
+        ranking.pk = found[0][1]
+    else:
+        ranking.pk = sql.value(statements.RANKING_INSERT, head, name="il_ranking_insert")
+        placeholders = ", ".join(["(%s, %s, %s, %s, %s)"] * len(entries))
+        found = sql.rows(
+            statements.ENTRIES_INSERT.format(values=placeholders),
+            [v for row in values for v in (ranking.pk, *row)],
+            name=f"il_entries_{len(entries)}",
+        )
+    ranking._state.adding = False
+    for entry, (pk, _) in zip(entries, sorted(found), strict=True):
+        entry.pk = pk
+        entry._state.adding = False
+    entries.sort(key=lambda entry: (entry.rank, entry.pk))  # RankingEntry.Meta.ordering
+    # As prefetch_related leaves it: a queryset whose results are already known (built bare:
+    # a .filter() would compile a query nobody runs).
+    result: QuerySet[RankingEntry] = QuerySet(model=RankingEntry)
+    # Django's own private state, which the stubs do not declare.
+    result._result_cache, result._prefetch_done = entries, True  # type: ignore[attr-defined]
+    ranking._prefetched_objects_cache = {"entries": result}  # type: ignore[attr-defined]
+    mark_submitted(lease=lease, now=now, lease_row_written=one_pass)
 
 
 def mark_submitted(*, lease: Lease, now: datetime, lease_row_written: bool = False) -> None:
     """Close the lease and mark the task done when every slot is in. The caller holds the lease's
     and the task's row locks (lock_for_submit); `lease_row_written` when its own statement already
-    set the lease's row to submitted (services._ranking_insert on PostgreSQL)."""
+    set the lease's row to submitted (insert_ranking on PostgreSQL)."""
     lease.status = Lease.Status.SUBMITTED
     lease.submitted_at = now
     if not lease_row_written:
-        sql.run(
-            "UPDATE labeling_lease SET status = 'submitted', submitted_at = %s WHERE id = %s",
-            [sql.ts(now), lease.pk],
-            name="il_lease_submitted",
-        )
+        sql.run(statements.LEASE_SUBMITTED, [sql.ts(now), lease.pk], name="il_lease_submitted")
     if not lease.task.done:
-        sql.run(_TASK_DONE, [True, lease.task_id, lease.task_id], name="il_task_done")
+        sql.run(statements.TASK_DONE, [True, lease.task_id, lease.task_id], name="il_task_done")
 
 
 def release_stale(*, now: datetime, older_than: timedelta) -> int:

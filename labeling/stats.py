@@ -1,4 +1,4 @@
-"""The statistics reviewers read: win rates, Bradley–Terry ratings, reward-model accuracy, metadata.
+"""The statistics reviewers read: win rates, Bradley–Terry ratings, metadata, labeler agreement.
 
 Plain records in, small frozen dataclasses out; stdlib + numpy only, so every number here can be
 checked from a shell or a test without a database. Selectors turn rows into these records.
@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
+from itertools import combinations
 from typing import Literal
 
 import numpy as np
 
-Winner = Literal["a", "b", "tie", "both_bad"]
-WINNERS = ("a", "b", "tie", "both_bad")
+# Which side of a blind pairwise judgement won. Not labeling.models.Winner (the database's choices
+# for the same four values): this module takes plain records and knows no Django.
+Outcome = Literal["a", "b", "tie", "both_bad"]
+OUTCOMES = ("a", "b", "tie", "both_bad")
 
 # Elo scale as in Chatbot Arena: rating = 400·log10(odds) + 1000.
 SCALE, BASE, INIT_RATING = 400.0, 10.0, 1000.0
@@ -28,24 +30,24 @@ SCALE, BASE, INIT_RATING = 400.0, 10.0, 1000.0
 # (4000 Elo). Negligible against a few comparisons' likelihood, but it keeps a model that won
 # everything finite (the unpenalised MLE does not exist then) and pins the free shift to mean 0.
 L2 = 0.01
-Z95 = NormalDist().inv_cdf(0.975)
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """One blind pairwise judgement: which of two models' answers to one prompt was better."""
+class PairVerdict:
+    """One blind pairwise judgement: which of two models' answers to one prompt was better (the
+    plain record of a labeling.models.Comparison row, or of a simulated judge's verdict)."""
 
     model_a: str
     model_b: str
-    winner: Winner  # "both_bad" is scored as a tie everywhere here
+    winner: Outcome  # "both_bad" is scored as a tie everywhere here
     len_a: int  # answer lengths, for the length-controlled ratings
     len_b: int
     prompt_id: int
     labeler_id: int
 
     def __post_init__(self) -> None:
-        if self.winner not in WINNERS:
-            raise ValueError(f"winner must be one of {WINNERS}, not {self.winner!r}")
+        if self.winner not in OUTCOMES:
+            raise ValueError(f"winner must be one of {OUTCOMES}, not {self.winner!r}")
 
     @property
     def score_a(self) -> float:
@@ -75,17 +77,8 @@ class Rating:
     n: int  # comparisons the model took part in
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    n: int
-    correct: float  # score ties count half
-    rate: float | None
-    low: float | None  # 95% Wilson interval
-    high: float | None
-
-
 def win_rate(
-    comparisons: Iterable[Comparison],
+    comparisons: Iterable[PairVerdict],
     *,
     model: str,
     baseline: str,
@@ -130,7 +123,7 @@ def win_rate(
 
 
 def bradley_terry(
-    comparisons: Sequence[Comparison],
+    comparisons: Sequence[PairVerdict],
     *,
     anchor: str | None = None,
     n_boot: int = 200,
@@ -231,33 +224,6 @@ def _fit_logistic(
     return coefs
 
 
-def reward_model_accuracy(pairs: Iterable[tuple[float, float]]) -> Accuracy:
-    """Share of (score_chosen, score_rejected) pairs the reward model orders like the labeler.
-
-    Pairs are the strictly ordered pairs of held-out rankings (InstructGPT §5, reward-model
-    validation accuracy, https://arxiv.org/abs/2203.02155); a score tie counts half. The 95%
-    interval is Wilson's score interval (Wilson 1927; recommended over the Wald interval by
-    Brown, Cai & DasGupta 2001, "Interval Estimation for a Binomial Proportion").
-    """
-    n, correct = 0, 0.0
-    for chosen, rejected in pairs:
-        n += 1
-        correct += 1.0 if chosen > rejected else 0.5 if chosen == rejected else 0.0
-    if n == 0:
-        return Accuracy(0, 0.0, None, None, None)
-    rate = correct / n
-    low, high = wilson_interval(rate=rate, n=n)
-    return Accuracy(n, correct, rate, low, high)
-
-
-def wilson_interval(*, rate: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion `rate` observed over `n` trials (Wilson 1927)."""
-    denominator = 1 + z * z / n
-    centre = (rate + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
-
-
 def metadata_rates(
     rows: Iterable[tuple[str, int, Sequence[str]]], *, flags: Sequence[str] = ()
 ) -> dict[str, dict[str, float]]:
@@ -289,3 +255,63 @@ def mean_likert(rows: Iterable[tuple[str, int, Sequence[str]]]) -> dict[str, tup
         totals[model][0] += likert
         totals[model][1] += 1
     return {model: (total / n, n) for model, (total, n) in totals.items()}
+
+
+# --- labeler agreement ----------------------------------------------------------------------
+
+# One ranked output: (task id, labeler id, completion id, rank), rank 1 the best, ties allowed.
+RankRow = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    overall: float | None  # agreed / compared over every labeler pair; None when nothing compared
+    comparisons: int  # completion pairs compared, summed over the labeler pairs of every task
+    pairs: dict[tuple[int, int], float]  # per labeler pair (a < b): their agreement
+    per_labeler: dict[int, float]  # per labeler: their agreement with everybody else
+
+
+def preferences(ranks: Mapping[int, int]) -> dict[tuple[int, int], int]:
+    """For each unordered completion pair (a<b): +1 if a ranked better, -1 if b, ties omitted."""
+    out = {}
+    for a, b in combinations(sorted(ranks), 2):
+        if ranks[a] != ranks[b]:
+            out[(a, b)] = 1 if ranks[a] < ranks[b] else -1
+    return out
+
+
+def pairwise_agreement(rows: Iterable[RankRow]) -> Agreement:
+    """Pairwise agreement of labelers on shared ranking tasks (InstructGPT reports 72.6 ± 1.5%
+    among its training labelers: Ouyang et al. 2022, §3.4, https://arxiv.org/abs/2203.02155).
+
+    For two labelers who ranked the same task, every completion pair both ordered strictly counts
+    once: agreed if they put it the same way round; a pair either of them tied is left out. The
+    counts are pooled over tasks (a task with more shared pairs weighs more), overall, per
+    labeler pair and per labeler (a labeler's agreement with everybody else).
+    """
+    by_task: dict[int, dict[int, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    for task_id, labeler_id, completion_id, rank in rows:
+        by_task[task_id][labeler_id][completion_id] = rank
+    pair_tot: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])  # [agreed, compared]
+    per_labeler: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    agreed = total = 0
+    for labelers in by_task.values():
+        if len(labelers) < 2:
+            continue
+        prefs = {lab: preferences(r) for lab, r in labelers.items()}
+        for a, b in combinations(sorted(prefs), 2):
+            shared = prefs[a].keys() & prefs[b].keys()
+            same = sum(1 for p in shared if prefs[a][p] == prefs[b][p])
+            pair_tot[(a, b)][0] += same
+            pair_tot[(a, b)][1] += len(shared)
+            for lab in (a, b):
+                per_labeler[lab][0] += same
+                per_labeler[lab][1] += len(shared)
+            agreed += same
+            total += len(shared)
+    return Agreement(
+        overall=agreed / total if total else None,
+        comparisons=total,
+        pairs={k: v[0] / v[1] for k, v in pair_tot.items() if v[1]},
+        per_labeler={k: v[0] / v[1] for k, v in per_labeler.items() if v[1]},
+    )

@@ -40,7 +40,6 @@ urlpatterns = [
     ),
     # Reviewers
     path("p/<slug:slug>/review/", pages.review, name="review"),
-    path("p/<slug:slug>/review/dashboard/", pages.review_dashboard, name="review_dashboard"),
     path(
         "p/<slug:slug>/review/demonstrations/",
         pages.review_demonstrations,

@@ -1,54 +1,18 @@
+"""The root of the test tree. It imports no Django: the Django fixtures (tests/django_fixtures.py)
+are loaded only when pytest-django is active, so `pytest tests/training/engine -p no:django`
+collects and runs without Django settings or a database."""
+
 from __future__ import annotations
 
 import pytest
-from django.utils import timezone
-
-from labeling.models import Role
-
-from .factories import ProjectFactory, member
-from .worker import celery_worker  # noqa: F401 - a fixture for every test module
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_stray_connections_at_teardown(django_db_setup, django_db_blocker):
-    """Live-server and worker threads can leave a session open; the test DB is then not dropped."""
-    yield
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with django_db_blocker.unblock(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    if not pluginmanager.has_plugin("django"):
+        # pyproject's DJANGO_SETTINGS_MODULE is pytest-django's; without it, known and unused.
+        parser.addini("DJANGO_SETTINGS_MODULE", "read by pytest-django (not active)")
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    # PBKDF2 at production strength costs ~0.3 s a user; tests make hundreds of users.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def now():
-    return timezone.now()
-
-
-@pytest.fixture
-def project(db):
-    return ProjectFactory(k=4, overlap=1)
-
-
-@pytest.fixture
-def personas(project):
-    """Named people: admin, reviewer, two labelers, and an outsider with a project of their own."""
-
-    class P:
-        admin = member(project, "ada_admin", Role.ADMIN)
-        reviewer = member(project, "rita_reviewer", Role.REVIEWER)
-        alice = member(project, "alice_labeler")
-        bob = member(project, "bob_labeler")
-        other_project = ProjectFactory()
-        outsider = member(other_project, "oscar_outsider", Role.ADMIN)
-
-    return P
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("django"):
+        config.pluginmanager.import_plugin("tests.django_fixtures")

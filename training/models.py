@@ -1,4 +1,7 @@
-"""Training runs: the database row is the truth about a job (status, config, data, progress)."""
+"""Training runs and rounds: the database row is the truth about a job (status, config, data,
+progress, what it produced). The labeling app knows nothing of these tables: every link between a
+run and the human side (the model version it registered, the completions it sampled) is stored
+here, pointing into labeling."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ class RunKind(models.TextChoices):
     REWARD = "reward", "Reward model"
     PPO = "ppo", "PPO"
     SAMPLE = "sample", "Sampling"
+    DPO = "dpo", "DPO (from rankings, no reward model)"
 
 
 class TrainingRun(models.Model):
@@ -31,12 +35,16 @@ class TrainingRun(models.Model):
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    config = models.JSONField(default=dict)
+    config = models.JSONField(
+        default=dict,
+        help_text="The resolved config it runs with: every setting, defaults included (not the"
+        " server-set paths).",
+    )
     dataset = models.JSONField(
         default=dict, help_text="Exactly which rows it trains on: ids of demonstrations/rankings."
     )
     base_model = models.ForeignKey(
-        "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "labeling.ModelVersion", on_delete=models.PROTECT, related_name="+"
     )
     reward_model = models.ForeignKey(
         "labeling.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -50,6 +58,14 @@ class TrainingRun(models.Model):
     total_steps = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    model_version = models.OneToOneField(
+        "labeling.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="training_run",
+        help_text="The version it registered: one run registers exactly one version.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -96,6 +112,18 @@ class RunMetric(models.Model):
         return f"{self.name}={self.value} at step {self.step} of run {self.run_id}"
 
 
+class RunSample(models.Model):
+    """A completion a sampling run produced: its provenance, on the machine side."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="samples")
+    completion = models.OneToOneField(
+        "labeling.Completion", on_delete=models.CASCADE, related_name="run_sample"
+    )
+
+    def __str__(self) -> str:
+        return f"completion {self.completion_id} sampled by run {self.run_id}"
+
+
 class RoundStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
@@ -113,8 +141,9 @@ class RoundStage(models.TextChoices):
 class Round(models.Model):
     """One turn of the loop: reward model on all rankings so far → PPO → samples back in the queue.
 
-    Each stage is a TrainingRun; the round advances when a stage's run succeeds, and stops with
-    the stage's reason when one fails (the runs, data and models made so far stay).
+    A round is an ordered recipe of steps, each a TrainingRun (RoundStep); it advances when a
+    step's run succeeds, and stops with the step's reason when one fails (the runs, data and
+    models made so far stay).
     """
 
     Status = RoundStatus
@@ -131,17 +160,6 @@ class Round(models.Model):
         help_text="Start policy.",
     )
     config = models.JSONField(default=dict, help_text="Per-stage overrides and the gate.")
-    reward_run = models.OneToOneField(
-        TrainingRun,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="round_as_reward",
-    )
-    ppo_run = models.OneToOneField(
-        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="round_as_ppo"
-    )
-    sample_runs = models.ManyToManyField(TrainingRun, blank=True, related_name="rounds_sampling")
     new_policy = models.ForeignKey(
         "labeling.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -166,3 +184,46 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"round {self.number} of {self.project_id} ({self.status}, {self.stage})"
+
+    def runs(self, role: str) -> models.QuerySet[TrainingRun]:
+        """The runs of this round's steps in `role`, in recipe order."""
+        return TrainingRun.objects.filter(round_step__round=self, round_step__role=role).order_by(
+            "round_step__position"
+        )
+
+    @property
+    def reward_run(self) -> TrainingRun | None:
+        return self.runs(StepRole.REWARD).first()
+
+    @property
+    def ppo_run(self) -> TrainingRun | None:
+        return self.runs(StepRole.PPO).first()
+
+
+class StepRole(models.TextChoices):
+    REWARD = "reward", "Reward model"
+    PPO = "ppo", "PPO"
+    SAMPLE = "sample", "Sampling"
+
+
+class RoundStep(models.Model):
+    """One step of a round's recipe: the run that did it and the role it played there."""
+
+    Role = StepRole
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="round_step")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "position"], name="round_step_position"),
+            models.CheckConstraint(
+                condition=Q(role__in=StepRole.values), name="round_step_role_valid"
+            ),
+        ]
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"step {self.position} ({self.role}) of round {self.round_id}: run {self.run_id}"

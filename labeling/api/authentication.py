@@ -1,7 +1,7 @@
 """Token authentication in one hand-written query.
 
 DRF's TokenAuthentication, with the lookup of the token and its user as one SQL statement
-(labeling/sql.py says why): every call of the labeler loop pays for it. Same answers: an unknown
+(statements.TOKEN_USER; labeling/sql/ says why): every call of the labeler loop pays for it. Same answers: an unknown
 token or an inactive user is a 401 with DRF's messages.
 """
 
@@ -14,18 +14,19 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
 from labeling import sql
+from labeling.sql import statements
 
 
 class SqlTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple:
         User = get_user_model()  # noqa: N806
-        row = sql.one(
-            f"SELECT {sql.columns(Token, 't')}, {sql.columns(User, 'u')}"  # noqa: S608
-            f" FROM {Token._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id"
-            " WHERE t.key = %s",
-            [key],
-            name="il_token_user",
+        query = statements.TOKEN_USER.format(
+            token=sql.columns(Token, "t"),
+            user=sql.columns(User, "u"),
+            token_table=Token._meta.db_table,
+            user_table=User._meta.db_table,
         )
+        row = sql.one(query, [key], name="il_token_user")
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         n = len(Token._meta.concrete_fields)

@@ -1,9 +1,12 @@
 """Request and response shapes of the JSON API.
 
-Request serializers only check types and shapes; the rules live in labeling/services.py and
+Request serializers only check types and shapes; the rules live in labeling/services/ and
 labeling/queue.py. Every request serializer rejects fields it does not know, so a body that tries
 to set `labeler`, `project`, `status`, `is_gold` or `model_version` is a 400 (BAD-INPUTS 6).
-Response serializers never name the model that wrote a completion shown to a labeler.
+Response serializers never name the model that wrote a completion shown to a labeler, nor give a
+labeler a completion id: a labeler names outputs by their slot letters (labeling/blinding.py).
+They are the definition and the OpenAPI schema of the payloads labeling/api/fast.py writes by
+hand.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from labeling import imports, selectors
+from labeling import blinding, imports, selectors
+from labeling.blinding import SLOTS
 from labeling.errors import TooLarge
 from labeling.models import (
     FLAG_CODES,
@@ -133,13 +137,20 @@ class PromptSerializer(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
 
 
+SLOT_HELP = (
+    "The output's slot letter in this lease (A, B, C, ...: its place in this labeler's shuffled"
+    " order), never a completion id; a ranking names outputs by it."
+)
+
+
 class ShownCompletionSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.ChoiceField(choices=SLOTS, help_text=SLOT_HELP)
     text = serializers.CharField()
 
 
 class LeaseTaskSerializer(serializers.Serializer):
-    """What a labeler is asked to do: the prompt, and for rankings the K outputs in their order."""
+    """What a labeler is asked to do: the prompt, and for rankings the K outputs in their order,
+    each by its slot letter."""
 
     lease_id = serializers.IntegerField(source="id")
     status = serializers.CharField()
@@ -154,7 +165,9 @@ class LeaseTaskSerializer(serializers.Serializer):
 
     @extend_schema_field(ShownCompletionSerializer(many=True))
     def get_completions(self, lease: Lease) -> list[dict[str, Any]]:
-        return [{"id": pk, "text": text} for pk, text in selectors.shown_completions(lease=lease)]
+        return [
+            {"id": slot, "text": text} for slot, text in selectors.shown_completions(lease=lease)
+        ]
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_draft(self, lease: Lease) -> str | None:
@@ -199,7 +212,15 @@ class DemonstrationSerializer(serializers.ModelSerializer):
 
 
 class RankingEntryInputSerializer(StrictSerializer):
-    completion = serializers.IntegerField(min_value=1)
+    completion = serializers.ChoiceField(
+        choices=SLOTS,
+        help_text=SLOT_HELP,
+        error_messages={
+            "invalid_choice": (
+                'Name each output by the letter it was shown with (A, B, ...), not "{input}".'
+            )
+        },
+    )
     rank = serializers.IntegerField(min_value=1, max_value=MAX_K)
     likert = serializers.IntegerField(min_value=1, max_value=7)
     flags = serializers.ListField(
@@ -214,86 +235,6 @@ class RankingSubmitSerializer(StrictSerializer):
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_SPENT_MS, default=0)
 
 
-_ENTRY_KEYS = frozenset(RankingEntryInputSerializer().fields)
-_RANKING_KEYS = frozenset(RankingSubmitSerializer().fields)
-
-
-def _plain_int(value: Any, low: int, high: int | None = None) -> bool:
-    return (
-        type(value) is int and value >= low and (high is None or value <= high)  # noqa: E721
-    )
-
-
-def _plain_text(value: Any, max_length: int, *, allow_blank: bool) -> bool:
-    """Text DRF's CharField would take unchanged: no NUL or lone surrogate, no edge whitespace."""
-    return (
-        isinstance(value, str)
-        and len(value) <= max_length
-        and (allow_blank or value != "")
-        and value == value.strip()
-        and "\x00" not in value
-        and not any("\ud800" <= ch <= "\udfff" for ch in value)
-    )
-
-
-def next_fast(data: Any) -> dict[str, Any] | None:
-    """NextSerializer's validated_data for a body of exactly {"kind": <a task kind>}, without its
-    field copies; None for anything else, which the serializer then judges."""
-    if isinstance(data, dict) and data.keys() == {"kind"} and data["kind"] in TaskKind.values:
-        return {"kind": data["kind"]}
-    return None
-
-
-def ranking_submit_fast(data: Any) -> dict[str, Any] | None:
-    """RankingSubmitSerializer's validated_data for a body every value of which is already of its
-    plain type and in range; None for anything else, which the serializer then judges and
-    answers (the labeler loop's hot path: the nested serializer deep-copies its fields for every
-    entry, the largest single cost of a submit). tests/api/test_fast_payloads.py checks the two
-    agree."""
-    if not isinstance(data, dict) or not data.keys() <= _RANKING_KEYS or "entries" not in data:
-        return None
-    entries = data["entries"]
-    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_K:
-        return None
-    parsed = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not entry.keys() <= _ENTRY_KEYS:
-            return None
-        flags = entry.get("flags", [])
-        if not (
-            _plain_int(entry.get("completion"), 1)
-            and _plain_int(entry.get("rank"), 1, MAX_K)
-            and _plain_int(entry.get("likert"), 1, 7)
-            and isinstance(flags, list)
-            and len(flags) <= len(FLAG_CODES)
-            and all(_plain_text(f, 64, allow_blank=False) for f in flags)
-        ):
-            return None
-        parsed.append(
-            {
-                "completion": entry["completion"],
-                "rank": entry["rank"],
-                "likert": entry["likert"],
-                "flags": list(flags),
-            }
-        )
-    none_acceptable = data.get("none_acceptable", False)
-    notes = data.get("notes", "")
-    time_spent_ms = data.get("time_spent_ms", 0)
-    if not (
-        type(none_acceptable) is bool  # noqa: E721
-        and _plain_text(notes, MAX_NOTES_CHARS, allow_blank=True)
-        and _plain_int(time_spent_ms, 0, MAX_TIME_SPENT_MS)
-    ):
-        return None
-    return {
-        "entries": parsed,
-        "none_acceptable": none_acceptable,
-        "notes": notes,
-        "time_spent_ms": time_spent_ms,
-    }
-
-
 class RankingEntrySerializer(serializers.Serializer):
     completion = serializers.IntegerField(source="completion_id")
     rank = serializers.IntegerField()
@@ -301,29 +242,9 @@ class RankingEntrySerializer(serializers.Serializer):
     flags = serializers.ListField(child=serializers.CharField())
 
 
-def ranking_data(ranking: Ranking, *, labeler: str) -> dict[str, Any]:
-    """`RankingSerializer(ranking).data` written out by hand for the submit answer, the labeler
-    loop's hot path (a ModelSerializer builds its fields anew on every call); the schema and the
-    tests keep the serializer as the definition (tests/api/test_fast_payloads.py)."""
-    return {
-        "id": ranking.pk,
-        "lease_id": ranking.lease_id,
-        "task_id": ranking.task_id,
-        "prompt_id": ranking.task.prompt_id,
-        "labeler": labeler,
-        "entries": [
-            {"completion": e.completion_id, "rank": e.rank, "likert": e.likert, "flags": e.flags}
-            for e in ranking.entries.all()
-        ],
-        "none_acceptable": ranking.none_acceptable,
-        "notes": ranking.notes,
-        "time_spent_ms": ranking.time_spent_ms,
-        "shown_order": ranking.shown_order,
-        "created_at": selectors.iso_datetime(ranking.created_at),
-    }
-
-
 class RankingSerializer(serializers.ModelSerializer):
+    """A ranking as reviewers read it: outputs by completion id, and the order they were shown."""
+
     labeler = serializers.CharField(source="labeler.username")
     prompt_id = serializers.IntegerField(source="task.prompt_id")
     entries = RankingEntrySerializer(many=True)
@@ -344,6 +265,51 @@ class RankingSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class LabelerRankingEntrySerializer(serializers.Serializer):
+    completion = serializers.ChoiceField(choices=SLOTS, help_text=SLOT_HELP)
+    rank = serializers.IntegerField()
+    likert = serializers.IntegerField()
+    flags = serializers.ListField(child=serializers.CharField())
+
+
+class LabelerRankingSerializer(serializers.ModelSerializer):
+    """A ranking as its labeler reads it back (the submit's answer, their own list): outputs by
+    the slot letters they ranked them under, no completion ids (labeling/blinding.py)."""
+
+    labeler = serializers.CharField(source="labeler.username")
+    prompt_id = serializers.IntegerField(source="task.prompt_id")
+    entries = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Ranking
+        fields = [
+            "id",
+            "lease_id",
+            "task_id",
+            "prompt_id",
+            "labeler",
+            "entries",
+            "none_acceptable",
+            "notes",
+            "time_spent_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(LabelerRankingEntrySerializer(many=True))
+    def get_entries(self, ranking: Ranking) -> list[dict[str, Any]]:
+        slots = blinding.slots(ranking.shown_order)
+        return [
+            {
+                "completion": slots[e.completion_id],
+                "rank": e.rank,
+                "likert": e.likert,
+                "flags": e.flags,
+            }
+            for e in ranking.entries.all()
+        ]
 
 
 # --- imports and reports --------------------------------------------------------------------
@@ -482,7 +448,9 @@ class ComparisonSubmitSerializer(StrictSerializer):
 
 
 class ComparisonSerializer(serializers.ModelSerializer):
-    """What the evaluator submitted: sides by completion id, never the model names."""
+    """What the evaluator submitted, as they read it back: the winning side's letter, never the
+    sides' completion ids (ids follow creation order, and a round samples the new policy first:
+    labeling/blinding.py) nor their models."""
 
     labeler = serializers.CharField(source="labeler.username")
 
@@ -493,8 +461,6 @@ class ComparisonSerializer(serializers.ModelSerializer):
             "lease_id",
             "task_id",
             "labeler",
-            "a_completion_id",
-            "b_completion_id",
             "winner",
             "notes",
             "time_spent_ms",

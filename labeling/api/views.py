@@ -21,7 +21,12 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import generics, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
@@ -32,9 +37,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import exports, queue, selectors, services
+from labeling import access, exports, queue, selectors, services
 from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
+from . import fast
 from . import serializers as s
 
 ERRORS = {
@@ -91,12 +97,12 @@ class QueueView(ApiView):
 
 
 def _member(request: Request, project_id: int, role: str = Role.LABELER) -> Membership:
-    return selectors.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
+    return access.membership_require(user_id=request.user.pk, project_id=project_id, role=role)
 
 
 def _own_lease(request: Request, lease_id: int) -> None:
     """Someone else's lease is a 404 before anything about the body is said."""
-    queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+    access.lease_require(lease_id=lease_id, user_id=request.user.pk)
 
 
 def _valid(serializer_class: type, request: Request, **context: Any) -> dict[str, Any]:
@@ -235,7 +241,7 @@ class NextView(QueueView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         membership = _member(request, project_id)
-        data = s.next_fast(request.data)
+        data = fast.next_fast(request.data)
         if data is None:
             data = _valid(s.NextSerializer, request)
         claimed = queue.claim(
@@ -257,7 +263,7 @@ class LeaseDetailView(QueueView):
         summary="One of my leases: the task it holds, as `next` answered",
     )
     def get(self, request: Request, lease_id: int) -> Response:
-        queue.get_own_lease(lease_id=lease_id, user_id=request.user.pk)
+        access.lease_require(lease_id=lease_id, user_id=request.user.pk)
         return Response(selectors.lease_task(lease_id=lease_id))
 
 
@@ -342,14 +348,15 @@ class RankingSubmitView(QueueView):
         tags=["queue"],
         request=s.RankingSubmitSerializer,
         responses={
-            201: s.RankingSerializer,
-            200: OpenApiResponse(s.RankingSerializer, description="Already submitted."),
+            201: s.LabelerRankingSerializer,
+            200: OpenApiResponse(s.LabelerRankingSerializer, description="Already submitted."),
             **LEASE_ERRORS,
         },
-        summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output",
+        summary="Submit the ranking: rank (1 = best, ties allowed), 1-7 rating, flags per output,"
+        " each output named by its slot letter from `next`",
     )
     def post(self, request: Request, lease_id: int) -> Response:
-        data = s.ranking_submit_fast(request.data)
+        data = fast.ranking_submit_fast(request.data)
         if data is None:
             data = _valid_for_lease(s.RankingSubmitSerializer, request, lease_id)
         ranking, created = services.ranking_submit(
@@ -360,7 +367,8 @@ class RankingSubmitView(QueueView):
             **data,
         )
         return Response(
-            s.ranking_data(ranking, labeler=request.user.username),  # the caller's: service checked
+            # The labeler is the caller: the service checked the lease is theirs.
+            fast.ranking_data(ranking, labeler=request.user.username),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -508,15 +516,33 @@ class DemonstrationListView(generics.ListAPIView):
 
 
 class RankingListView(generics.ListAPIView):
-    """Rankings in the project: a labeler's own, or all of them for reviewers."""
+    """Rankings in the project: a labeler's own, by slot letter (no completion ids, which would
+    let them correlate outputs across tasks: labeling/blinding.py); all of them, by completion
+    id, for reviewers."""
 
     serializer_class = s.RankingSerializer
     queryset = Ranking.objects.none()
 
     def get_queryset(self):
-        membership = _member(self.request, self.kwargs["project_id"])
-        return selectors.rankings_visible(membership=membership)
+        self.membership = _member(self.request, self.kwargs["project_id"])
+        return selectors.rankings_visible(membership=self.membership)
 
-    @extend_schema(tags=["submissions"])
+    def get_serializer_class(self) -> type:
+        membership = getattr(self, "membership", None)  # set by get_queryset; none for the schema
+        if membership is not None and not membership.allows(Role.REVIEWER):
+            return s.LabelerRankingSerializer
+        return s.RankingSerializer
+
+    @extend_schema(
+        tags=["submissions"],
+        responses=PolymorphicProxySerializer(
+            component_name="RankingAsSeen",
+            serializers=[s.RankingSerializer, s.LabelerRankingSerializer],
+            resource_type_field_name=None,
+            many=True,
+        ),
+        description="Reviewers get every ranking with completion ids (Ranking); a labeler gets"
+        " their own, each output by its slot letter (LabelerRanking).",
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

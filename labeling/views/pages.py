@@ -1,7 +1,7 @@
 """Full pages for labelers, reviewers and admins. Thin: parse, one domain call, render.
 
-Every page is scoped by selectors.membership_require (not a member → 404, lower role → 403) or
-by the lease owner check in the queue (someone else's lease → 404).
+Every page is scoped by labeling/access.py: membership_require (not a member → 404, lower role →
+403) or the own-lease rule (someone else's lease → 404).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import queue, selectors, services
+from .. import access, queue, selectors, services
 from ..errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from ..forms import (
     ComparisonForm,
@@ -63,7 +63,7 @@ def page_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
 
 def _membership(request: HttpRequest, slug: str, role: str = Role.LABELER):
-    return selectors.membership_require(user_id=request.user.pk, slug=slug, role=role)
+    return access.membership_require(user_id=request.user.pk, slug=slug, role=role)
 
 
 def _error_page(request: HttpRequest, exc: DomainError) -> HttpResponse:
@@ -241,7 +241,7 @@ def lease_reclaim(request: HttpRequest, lease_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @page_view
 def project_new(request: HttpRequest) -> HttpResponse:
-    if not selectors.can_create_project(user_id=request.user.pk, is_staff=request.user.is_staff):
+    if not access.can_create_project(user_id=request.user.pk, is_staff=request.user.is_staff):
         raise PermissionDenied("Only staff and project admins create projects.")
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -436,16 +436,6 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
     ]
     context = {"project": project, "counts": counts, "agreement": agreement, "pairs": pairs}
     return render(request, "labeling/review.html", context)
-
-
-@require_GET
-@page_view
-def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _membership(request, slug, Role.REVIEWER).project
-    dashboard = selectors.evaluation_dashboard(
-        project=project, baseline=request.GET.get("baseline")
-    )
-    return render(request, "labeling/dashboard.html", {"project": project, "d": dashboard})
 
 
 def _paginated(request: HttpRequest, template: str, project, queryset) -> HttpResponse:

@@ -9,7 +9,8 @@
   if (!form || !list) return;
   const message = document.getElementById("rank-message");
   const cards = () => Array.from(list.querySelectorAll(".rank-card"));
-  const select = (card, what) => form.elements[what + "-" + card.dataset.cid];
+  // Fields are named by the card's slot letter (rank-A, likert-A, flags-A), never a database id.
+  const select = (card, what) => form.elements[what + "-" + card.dataset.label];
   let flagMode = null;
 
   function ordinal(n) {

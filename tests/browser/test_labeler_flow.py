@@ -97,6 +97,12 @@ def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
     page.wait_for_url("**/leases/*/")
     lease = Lease.objects.get(user=labeler, task=task)
     letter_to_cid = dict(zip("ABCD", lease.shown_order, strict=True))
+    # The page names outputs by slot letter only: no completion id in a field or on a card.
+    names = page.eval_on_selector_all(
+        "#task-form [name*='-']", "els => els.map(e => e.name.split('-').slice(1).join('-'))"
+    )
+    assert set(names) == set("ABCD")
+    assert page.locator("[data-cid]").count() == 0
 
     # Cards start A, B, C, D. j focuses the first card, then moves down.
     page.keyboard.press("j")  # A

@@ -1,0 +1,121 @@
+"""The bench scripts start (their --help), import only platform names that exist, keep their
+docstrings short (results live in docs/benchmarks.md), and the loop study runs every mode."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Subprocesses of their own, independent of the database and broker: one pass of ./dev test.
+pytestmark = pytest.mark.embedded
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCH = REPO_ROOT / "bench"
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
+FIRST_PARTY = {"bench", "instructloop", "labeling", "training"}
+
+
+def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_the_bench_holds_the_scripts_the_docs_name():
+    assert [p.name for p in SCRIPTS] == [
+        "closed_loop.py", "labeler_loop.py", "loop_study.py", "training.py", "trl_reference.py"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_the_script_prints_its_usage(script):
+    done = _python(str(script), "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {script.name}")
+
+
+@pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
+def test_the_docstring_says_what_and_how_in_at_most_20_lines(script):
+    first = ast.parse(script.read_text()).body[0]
+    assert isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+    assert isinstance(first.value.value, str)
+    assert first.end_lineno is not None and first.end_lineno - first.lineno + 1 <= 20
+
+
+def _platform_imports(script: Path) -> list[tuple[str, str | None]]:
+    """(module, name) of every import from this repository, at any depth (closed_loop imports the
+    platform inside main, after django.setup(), where --help does not reach)."""
+    found: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in FIRST_PARTY:
+                found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, None) for a in node.names if a.name.split(".")[0] in FIRST_PARTY]
+    return found
+
+
+RESOLVE = """
+import importlib, json, sys
+import django
+django.setup()
+missing = []
+for module, name in json.loads(sys.stdin.read()):
+    try:
+        imported = importlib.import_module(module)
+        if name and not hasattr(imported, name):
+            importlib.import_module(f"{module}.{name}")
+    except ImportError as error:
+        missing.append(f"{module}.{name or ''}: {error}")
+print(json.dumps(missing))
+"""
+
+
+def test_every_platform_name_a_script_imports_exists():
+    wanted = sorted({pair for script in SCRIPTS for pair in _platform_imports(script)}, key=str)
+    assert ("training.rounds", "mixed_ranking_groups") in wanted
+    done = subprocess.run(
+        [sys.executable, "-c", RESOLVE], cwd=REPO_ROOT, capture_output=True, text=True,
+        input=json.dumps(wanted), timeout=300,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "instructloop.settings"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+SMOKE = """
+import sys
+import torch
+torch.set_num_threads(1)
+from bench.loop_study import main
+world = ["--out", sys.argv[1], "--model", sys.argv[2], "--prompts", "60", "--sft-steps", "2",
+         "--rank-samples", "4"]
+ppo = ["--episodes", "16", "--batch-size", "16", "--eval-k", "2"]
+main(["ppo", *world, *ppo])
+main(["ppo", *world, *ppo, "--after", "ppo", "--tag", "round-2", "--reward", "the"])
+main(["ceiling", *world, *ppo, "--rewards", "gold,rm,the", "--zero-value-head"])
+main(["rm-probe", *world, "lr=3e-4,epochs=2", "init=base,k=3"])
+"""
+
+
+@pytest.mark.slow
+def test_the_loop_study_runs_every_mode_on_a_toy_model(tmp_path):
+    from tests.training.engine.toy_model import build_toy_model
+
+    model = build_toy_model(tmp_path / "toy-model", dropout=0.0)
+    done = _python("-c", SMOKE, str(tmp_path / "study"), str(model), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.count("gold win rate over SFT, first answer per test prompt:") == 2
+    assert "round 2: " in out and "ranking tasks from ppo and SFT" in out
+    assert "oracle win rate" in out and all(f"\n{r} " in out for r in ("gold", "rm", "the"))
+    assert "lr=3e-4,epochs=2: " in out and "init=base,k=3: " in out
+    assert {"sft", "ppo", "round-2", "ceiling-gold", "ceiling-rm", "ceiling-the"} <= {
+        p.name for p in (tmp_path / "study").iterdir()
+    }

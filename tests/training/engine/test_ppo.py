@@ -1,0 +1,174 @@
+"""PPO on the toy model on CPU."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from tests.training.engine.helpers import (
+    CPU,
+    causal_lm_parameters,
+    reward_model_parameters,
+    unchanged,
+    update_batch,
+)
+from tests.training.engine.toy_model import demonstrations, questions
+from training.engine import ppo
+from training.engine.config import PPOConfig
+from training.engine.lm import load_causal_lm, load_tokenizer
+from training.engine.precision import autocast
+from training.engine.reward_model import RewardModel
+from training.engine.rollout import Rollout
+
+pytestmark = pytest.mark.slow  # trains a model on CPU
+
+
+def mentions_banana(prompts: list[str], responses: list[str]) -> list[float]:
+    return [float("banana" in response) for response in responses]
+
+
+def test_ppo_changes_every_trainable_parameter_of_policy_and_value_model(
+    sft_model_dir, reward_model_dir, tmp_path
+):
+    cfg = PPOConfig(
+        policy_path=str(sft_model_dir),
+        reward_model_path=str(reward_model_dir),
+        output_dir=str(tmp_path),
+        total_episodes=16,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=8,
+        lr=1e-3,
+        value_lr=1e-3,
+        ptx_coef=0.5,
+        ptx_batch_size=4,
+    )
+    data = {"prompts": questions(16), "demonstrations": demonstrations(16)}
+    result = ppo.run(cfg, data)
+
+    before = causal_lm_parameters(sft_model_dir, sft_model_dir)
+    after = causal_lm_parameters(result["model_dir"], result["model_dir"])
+    assert unchanged(before, after) == []
+    tokenizer = load_tokenizer(sft_model_dir)
+    value_before = RewardModel.from_pretrained(reward_model_dir, tokenizer, CPU)
+    value_after = RewardModel.from_pretrained(result["value_model_dir"], tokenizer, CPU)
+    assert (
+        unchanged(reward_model_parameters(value_before), reward_model_parameters(value_after)) == []
+    )
+    assert "loss/ptx" in result["history"][-1]
+
+
+def test_ppo_raises_reward_on_a_programmatic_reward_while_kl_stays_bounded(sft_model_dir, tmp_path):
+    cfg = PPOConfig(
+        policy_path=str(sft_model_dir),
+        output_dir=str(tmp_path),
+        total_episodes=16 * 10,
+        batch_size=16,
+        mini_batch_size=8,
+        max_new_tokens=16,
+        lr=5e-4,
+        value_lr=5e-4,
+    )
+    result = ppo.run(cfg, {"prompts": questions(64, seed=5)}, reward_fn=mentions_banana)
+    history = result["history"]
+    scores = [entry["reward/score"] for entry in history]
+    start, end = sum(scores[:2]) / 2, sum(scores[-3:]) / 3
+    assert end > start + 0.4, scores
+    kls = sorted(entry["kl/k1"] for entry in history)  # nats per response
+    assert kls[len(kls) // 2] < 10
+    assert kls[-1] < 50
+    for name in (
+        "kl/k3",
+        "policy/entropy",
+        "policy/clipfrac",
+        "policy/approx_kl",
+        "loss/value",
+        "value/explained_variance",
+        "response/length",
+        "response/eos_rate",
+        "time/generation",
+    ):
+        assert name in history[-1]
+
+
+def test_the_score_lands_on_the_last_response_token_and_missing_eos_is_penalised():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    zeros = torch.zeros(2, 4)
+    rollout = Rollout(
+        query_responses=torch.zeros(2, 6, dtype=torch.long),
+        attention_mask=torch.ones(2, 6, dtype=torch.long),
+        responses=torch.zeros(2, 4, dtype=torch.long),
+        response_mask=mask,
+        finished=torch.tensor([True, False]),
+        prompt_length=2,
+        logprobs=torch.full((2, 4), -1.0),
+        ref_logprobs=torch.full((2, 4), -1.5),
+        values=zeros,
+        scores=torch.tensor([2.0, 2.0]),
+        entropy=zeros,
+    )
+    rewards, kl = ppo.token_rewards(rollout, kl_coef=0.1, missing_eos_penalty=1.0)
+    assert kl.tolist() == [[0.5, 0.5, 0.5, 0.0], [0.5, 0.5, 0.5, 0.5]]
+    assert rewards[0].tolist() == pytest.approx([-0.05, -0.05, -0.05 + 2.0, 0.0])
+    assert rewards[1].tolist() == pytest.approx([-0.05, -0.05, -0.05, -0.05 + 2.0 - 1.0])
+
+
+def test_ppo_needs_exactly_one_source_of_reward(sft_model_dir, tmp_path):
+    cfg = PPOConfig(policy_path=str(sft_model_dir), output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="exactly one"):
+        ppo.run(cfg, {"prompts": questions(4)})
+
+
+def test_a_reward_function_sees_the_users_prompt_and_the_decoded_response(sft_model_dir, tmp_path):
+    seen = []
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        seen.extend(zip(prompts, responses, strict=True))
+        return [0.0] * len(responses)
+
+    cfg = PPOConfig(
+        policy_path=str(sft_model_dir),
+        output_dir=str(tmp_path),
+        total_episodes=4,
+        batch_size=4,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        max_new_tokens=12,
+    )
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What now?"}]
+    ppo.run(cfg, {"prompts": ["What does the cat do?", {"prompt": chat}] * 2}, reward_fn=judge)
+    assert sorted({prompt for prompt, _ in seen}) == ["What does the cat do?", "What now?"]
+    assert all(
+        "<|endoftext|>" not in response and "<|pad|>" not in response for _, response in seen
+    )
+
+
+def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_dir):
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    value_model = RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU)
+    batch = update_batch(tokenizer)
+    mask = batch.response_mask
+    cfg = PPOConfig(policy_path="p", output_dir="o")
+    amp = partial(autocast, CPU, torch.float32)
+    minibatch = torch.arange(8)
+
+    def gradients(parts):
+        policy.zero_grad()
+        value_model.zero_grad()
+        stats = [ppo.backward_part(policy, value_model, batch, p, s, cfg, amp) for p, s in parts]
+        grads = [p.grad.clone() for p in [*policy.parameters(), *value_model.parameters()]]
+        return grads, {name: sum(s[name] for s in stats) for name in stats[0]}
+
+    assert len(ppo.length_parts(minibatch, mask.sum(1), split=False)) == 1
+    parts = ppo.length_parts(minibatch, mask.sum(1))
+    assert len(parts) == 2
+    assert sum(share for _, share in parts) == pytest.approx(1.0)
+    split_grads, split_stats = gradients(parts)
+    whole_grads, whole_stats = gradients([(minibatch, 1.0)])
+    for split, whole in zip(split_grads, whole_grads, strict=True):
+        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
+    assert split_stats == pytest.approx(whole_stats, rel=1e-5)

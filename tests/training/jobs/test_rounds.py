@@ -1,0 +1,200 @@
+"""Rounds: reward model → PPO → gate → mixed samples and blind A/B tasks; a failed stage stops it."""
+
+from __future__ import annotations
+
+import pytest
+
+from labeling import queue, services
+from labeling.blinding import SLOTS
+from labeling.errors import Conflict, Invalid
+from labeling.models import Prompt, Split, Task
+from tests.factories import ModelVersionFactory, PromptFactory, ranking_task
+from training import loop, rounds, storage
+from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(project, personas, settings, tmp_path, now):
+    settings.MODEL_ROOT = tmp_path / "models"
+    settings.RUN_ROOT = tmp_path / "runs"
+    (settings.MODEL_ROOT / "sft").mkdir(parents=True)
+    sft = ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
+    task = ranking_task(project)
+    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    entries = [
+        {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
+    ]
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    train = [PromptFactory(project=project, split=Split.TRAIN) for _ in range(3)]
+    test = [PromptFactory(project=project, split=Split.TEST) for _ in range(2)]
+    return {"sft": sft, "task": task, "train": train, "test": test}
+
+
+def _succeed(run: TrainingRun, now, settings, *, metrics=None, samples=None):
+    loop.run_claim(run_id=run.pk, worker="w", now=now)
+    for name, value in (metrics or {}).items():
+        RunMetric.objects.create(run=run, step=1, name=name, value=value)
+    if samples is not None:
+        result = {"output_dir": "x", "samples": samples}
+    else:
+        model_dir = storage.run_dir(run) / "model"
+        model_dir.mkdir(parents=True)
+        (model_dir / "model.safetensors").write_bytes(b"weights")
+        result = {"output_dir": str(model_dir.parent)}
+    loop.run_succeed(run_id=run.pk, worker="w", result=result, now=now)
+
+
+def _samples(run: TrainingRun):
+    return [
+        {"prompt_id": pid, "sample_index": j, "completion": f"run {run.pk} answer {j} to {pid}",
+         "provenance": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "seed": j, "finished_with_eos": True}}
+        for pid in run.dataset["prompts"] for j in range(run.config["k"])
+    ]  # fmt: skip
+
+
+GOOD = {"response/eos_rate": 0.9, "kl/k1": 2.0, "response/length": 20.0}
+
+
+def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
+    project, personas, setup, settings, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    assert round_.stage == RoundStage.REWARD and round_.reward_run.kind == "reward"
+    _succeed(round_.reward_run, now, settings)
+    round_.refresh_from_db()
+    assert round_.stage == RoundStage.PPO
+    assert round_.ppo_run.reward_model == round_.reward_run.model_version
+    assert round_.ppo_run.base_model_id == setup["sft"].pk
+    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    round_.refresh_from_db()
+    assert round_.stage == RoundStage.SAMPLE and round_.gate["passed"]
+    sample_runs = list(round_.runs("sample"))
+    assert [(r.base_model_id, r.config["k"]) for r in sample_runs] == [
+        (round_.new_policy_id, 2), (setup["sft"].pk, 2), (round_.new_policy_id, 1), (setup["sft"].pk, 1)
+    ]  # fmt: skip
+    for run in sample_runs:
+        _succeed(run, now, settings, samples=_samples(run))
+        assert round_.__class__.objects.get(pk=round_.pk).status == (
+            RoundStatus.SUCCEEDED if run == sample_runs[-1] else RoundStatus.RUNNING
+        )
+    ranking_tasks = Task.objects.filter(kind="ranking").exclude(pk=setup["task"].pk)
+    train_prompts = Prompt.objects.filter(project=project, split=Split.TRAIN).count()
+    assert (
+        ranking_tasks.count() == train_prompts == 4
+    )  # one per train prompt, K=4 from both policies
+    for task in ranking_tasks:
+        models = {tc.completion.model_version_id for tc in task.task_completions.all()}
+        assert models == {round_.new_policy_id, setup["sft"].pk}
+    assert Task.objects.filter(kind="comparison").count() == 2  # one per test prompt
+
+
+def test_rank_sample_settings_apply_to_the_ranking_samples_only(
+    project, personas, setup, settings, now
+):
+    # Samples to rank at temperature 1.0 (varied outputs), blind A/B samples at 0.7: the round's
+    # "sample" settings reach every sampling run, "rank_sample" overrides them on train prompts.
+    round_ = rounds.round_start(
+        project=project, policy=setup["sft"], created_by=personas.admin,
+        config={"sample": {"temperature": 0.7, "max_new_tokens": 24},
+                "rank_sample": {"temperature": 1.0}, "max_prompts": 2, "eval_prompts": 1},
+    )  # fmt: skip
+    _succeed(round_.reward_run, now, settings)
+    round_.refresh_from_db()
+    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    by_split = [
+        (set(Prompt.objects.filter(pk__in=r.dataset["prompts"]).values_list("split", flat=True)),
+         r.config["temperature"], r.config["max_new_tokens"], len(r.dataset["prompts"]))
+        for r in round_.runs("sample")
+    ]  # fmt: skip
+    assert by_split == [
+        ({"train"}, 1.0, 24, 2), ({"train"}, 1.0, 24, 2), ({"test"}, 0.7, 24, 1), ({"test"}, 0.7, 24, 1)
+    ]  # fmt: skip
+    with pytest.raises(Invalid, match="Unknown round settings: rank_samples"):
+        rounds.round_start(
+            project=project, policy=setup["sft"], created_by=personas.admin,
+            config={"rank_samples": {"temperature": 1.0}},
+        )  # fmt: skip
+
+
+def test_a_policy_that_fails_the_gate_never_reaches_the_queue(
+    project, personas, setup, settings, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    _succeed(round_.reward_run, now, settings)
+    round_.refresh_from_db()
+    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "response/eos_rate": 0.1})
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.FAILED and "eos_rate" in round_.error
+    assert round_.gate["checks"]["eos_rate"]["ok"] is False and round_.new_policy is not None
+    assert not round_.runs("sample").exists()
+
+
+def test_a_failed_stage_stops_the_round_with_its_reason_and_keeps_what_was_made(
+    project, personas, setup, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    loop.run_claim(run_id=round_.reward_run.pk, worker="w", now=now)
+    loop.run_fail(
+        run_id=round_.reward_run.pk,
+        worker="w",
+        error="Traceback...\nValueError: no rankings",
+        retry=False,
+        now=now,
+    )
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.FAILED
+    assert "reward stage" in round_.error and "ValueError: no rankings" in round_.error
+    assert TrainingRun.objects.get(pk=round_.reward_run.pk).status == RunStatus.FAILED
+
+
+def test_only_one_round_runs_at_a_time_and_cancelling_its_stage_stops_it(
+    project, personas, setup, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    with pytest.raises(Conflict):
+        rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    loop.run_cancel(run_id=round_.reward_run.pk, project=project, now=now)
+    assert Round.objects.get(pk=round_.pk).status == RoundStatus.FAILED
+    second = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    assert second.number == 2
+
+
+def test_the_gate_fails_closed_when_a_metric_is_missing():
+    verdict = rounds.gate_check(
+        metrics={"response/eos_rate": 0.9, "kl/k1": None, "response/length": 10.0},
+        gate=rounds.DEFAULT_GATE,
+    )
+    assert verdict["passed"] is False and verdict["checks"]["kl"]["ok"] is False
+
+
+def test_cancelling_a_round_stops_its_running_step_and_frees_the_project(
+    project, personas, setup, settings, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    _succeed(round_.reward_run, now, settings)
+    ppo = Round.objects.get(pk=round_.pk).ppo_run
+    loop.run_claim(run_id=ppo.pk, worker="w", now=now)  # PPO is running on a worker
+
+    loop.round_cancel(project=project, number=round_.number, now=now)
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.CANCELLED and round_.error == "Cancelled by an admin."
+    ppo.refresh_from_db()
+    assert ppo.cancel_requested and ppo.status == RunStatus.RUNNING  # stops at its next step
+    loop.run_mark_cancelled(run_id=ppo.pk, now=now)  # what the worker then does
+    assert Round.objects.get(pk=round_.pk).status == RoundStatus.CANCELLED  # not "failed"
+    assert round_.reward_run.model_version is not None  # what it made stays
+    with pytest.raises(Conflict):
+        loop.round_cancel(project=project, number=round_.number, now=now)
+    assert rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+
+
+def test_cancelling_a_round_whose_step_is_queued_cancels_that_run_now(
+    project, personas, setup, now
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    loop.round_cancel(project=project, number=round_.number, now=now)
+    assert round_.reward_run.status == RunStatus.CANCELLED
+    assert Round.objects.get(pk=round_.pk).status == RoundStatus.CANCELLED

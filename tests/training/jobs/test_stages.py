@@ -1,0 +1,146 @@
+"""A run's or round's settings are checked by the stage's own config class when it starts.
+
+Before this, a typo in a round's PPO settings failed the PPO run after the reward model had
+trained; a string where a number belongs failed in the worker. Now each is refused up front,
+naming the key, and nothing is created or queued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from django.test import Client
+
+from labeling.errors import Invalid
+from tests.factories import ModelVersionFactory, submitted_demonstration
+from training import rounds, runs, stages
+from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig
+from training.models import Round, RunKind, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def base(project, settings, tmp_path):
+    settings.MODEL_ROOT = tmp_path / "models"
+    settings.RUN_ROOT = tmp_path / "runs"
+    (settings.MODEL_ROOT / "base").mkdir(parents=True)
+    return ModelVersionFactory(project=project, name="base", kind="sft", path="base")
+
+
+@pytest.fixture
+def demo(project, personas, now):
+    return submitted_demonstration(project, personas.alice, "An answer.", now)
+
+
+def _start(project, personas, base, config, kind="sft"):
+    return runs.run_start(
+        project=project, kind=kind, config=config, created_by=personas.admin, base_model=base
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "why"),
+    [
+        ({"lrr": 1e-4}, "lrr", "unknown"),
+        ({"lr": "fast"}, "lr", "must be a number"),
+        ({"batch_size": 2.5}, "batch_size", "whole number"),
+        ({"batch_size": True}, "batch_size", "whole number"),
+        ({"max_steps": "10"}, "max_steps", "whole number"),
+        ({"device": "tpu"}, "device", "device"),
+        ({"checkpoint_every": -1}, "checkpoint_every", ">= 0"),
+        ({"output_dir": "/etc"}, "output_dir", "set by the server"),
+    ],
+)
+def test_a_bad_setting_is_refused_at_start_naming_its_key(
+    project, personas, base, demo, config, key, why
+):
+    with pytest.raises(Invalid) as refused:
+        _start(project, personas, base, config)
+    assert key in refused.value.message and why in refused.value.message
+    assert [d["key"] for d in refused.value.details] == [key]
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_setting_the_class_refuses_in_combination_names_its_keys(project, personas, base):
+    with pytest.raises(Invalid) as refused:
+        stages.stage(RunKind.PPO).resolve({"batch_size": 12, "mini_batch_size": 8})
+    assert {d["key"] for d in refused.value.details} == {"batch_size", "mini_batch_size"}
+
+
+def test_the_run_stores_its_resolved_config_every_default_included(project, personas, base, demo):
+    run = _start(project, personas, base, {"lr": 1e-3, "max_steps": 4})
+    expected = {
+        f.name: f.default for f in dataclasses.fields(SFTConfig) if f.name not in stages.SERVER_KEYS
+    }
+    assert run.config == {**expected, "lr": 1e-3, "max_steps": 4}
+    assert SFTConfig.from_dict({**run.config, "model_path": "m", "output_dir": "o"}).lr == 1e-3
+
+
+def test_every_stage_resolves_its_defaults_with_no_server_key_left():
+    for kind, config_class in [
+        (RunKind.SFT, SFTConfig), (RunKind.REWARD, RewardConfig),
+        (RunKind.PPO, PPOConfig), (RunKind.SAMPLE, SampleConfig),
+    ]:  # fmt: skip
+        resolved = stages.stage(kind).resolve({})
+        assert not stages.SERVER_KEYS & set(resolved)
+        assert set(resolved) == {f.name for f in dataclasses.fields(config_class)} - (
+            stages.SERVER_KEYS
+        )
+
+
+def test_a_typo_in_a_rounds_ppo_settings_is_refused_before_the_reward_model_trains(
+    project, personas, base, demo
+):
+    for config, key in [
+        ({"ppo": {"kl_coeff": 0.1}}, "kl_coeff"),
+        ({"reward": {"epochs": "three"}}, "epochs"),
+        ({"sample": {"temperature": 0}}, "temperature"),
+        ({"rank_sample": {"top_k": 5}}, "top_k"),
+    ]:
+        with pytest.raises(Invalid) as refused:
+            rounds.round_start(
+                project=project, policy=base, created_by=personas.admin, config=config
+            )
+        assert key in refused.value.message, config
+    assert not Round.objects.exists() and not TrainingRun.objects.exists()
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_run_form_shows_a_refused_json_setting_on_the_form(project, personas, base, demo):
+    url = f"/p/{project.slug}/runs/"
+    response = _client(personas.admin).post(
+        url, {"kind": "sft", "base_model": base.pk, "settings": '{"warmup": 10}'}
+    )
+    assert response.status_code == 400 and b"warmup" in response.content
+    response = _client(personas.admin).post(
+        url, {"kind": "sft", "base_model": base.pk, "lr": "0.001", "settings": '{"lr": 0.01}'}
+    )
+    assert response.status_code == 400 and b"lr is set twice" in response.content
+    response = _client(personas.admin).post(
+        url, {"kind": "sft", "base_model": base.pk, "settings": "[1, 2]"}
+    )
+    assert response.status_code == 400 and b"JSON object" in response.content
+    assert not TrainingRun.objects.exists()
+    response = _client(personas.admin).post(
+        url, {"kind": "sft", "base_model": base.pk, "settings": '{"warmup_steps": 10}'}
+    )
+    assert response.status_code == 302
+    assert TrainingRun.objects.get().config["warmup_steps"] == 10
+
+
+def test_the_round_form_refuses_a_typo_in_a_steps_settings(project, personas, base, demo):
+    form = {"policy": base.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    url = f"/p/{project.slug}/rounds/"
+    response = _client(personas.admin).post(url, {**form, "settings": '{"ppo": {"kl_coeff": 1}}'})
+    assert response.status_code == 400 and b"kl_coeff" in response.content
+    response = _client(personas.admin).post(url, {**form, "settings": '{"dpo": {}}'})
+    assert response.status_code == 400 and b"Unknown step(s) dpo" in response.content
+    assert not Round.objects.exists()

@@ -1,0 +1,118 @@
+"""Round screens: start a round (admin), follow its stages, read a model version's lineage."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from labeling import queue, services
+from labeling.blinding import SLOTS
+from tests.factories import ModelVersionFactory, ranking_task
+from training import stages
+from training.engine.config import RewardConfig
+from training.models import Round
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sft(project, personas, settings, tmp_path, now):
+    settings.MODEL_ROOT = tmp_path / "models"
+    (settings.MODEL_ROOT / "sft").mkdir(parents=True)
+    ranking_task(project)
+    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    entries = [
+        {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
+    ]
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    return ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft):
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/rounds/",
+        {
+            "policy": sft.pk,
+            "max_prompts": 8,
+            "min_eos_rate": 0.6,
+            "max_kl": 10,
+            "max_mean_length": 64,
+            "reward_steps": 5,
+            "sample_temperature": 0.7,
+            "rank_temperature": 1.0,
+        },
+    )
+    round_ = Round.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
+    assert round_.config["gate"] == {"min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0}
+    # The reward step's run stores its resolved config: what was asked, and every default.
+    assert round_.reward_run.config == {**stages.stage("reward").resolve({}), "max_steps": 5}
+    assert round_.config["sample"] == {"temperature": 0.7}
+    assert round_.config["rank_sample"] == {"temperature": 1.0}
+    page = _client(personas.reviewer).get(f"/p/{project.slug}/rounds/1/")
+    assert (
+        page.status_code == 200
+        and b"Reward model" in page.content
+        and b'hx-trigger="every 3s"' in page.content
+    )
+    fragment = _client(personas.reviewer).get(
+        f"/p/{project.slug}/rounds/1/", headers={"HX-Request": "true"}
+    )
+    assert b"<html" not in fragment.content
+
+
+def test_rounds_are_for_reviewers_to_read_and_admins_to_start(project, personas, sft):
+    assert _client(personas.alice).get(f"/p/{project.slug}/rounds/").status_code == 403
+    assert _client(personas.outsider).get(f"/p/{project.slug}/rounds/").status_code == 404
+    assert (
+        _client(personas.reviewer)
+        .post(f"/p/{project.slug}/rounds/", {"policy": sft.pk})
+        .status_code
+        == 403
+    )
+    assert not Round.objects.exists()
+
+
+def test_lineage_shows_the_run_config_and_exact_rows_a_model_was_trained_on(project, personas, sft):
+    _client(personas.admin).post(
+        f"/p/{project.slug}/rounds/",
+        {
+            "policy": sft.pk,
+            "max_prompts": 8,
+            "min_eos_rate": 0.5,
+            "max_kl": 25,
+            "max_mean_length": 512,
+        },
+    )
+    run = Round.objects.get().reward_run
+    rm = ModelVersionFactory(project=project, name="rm-1", kind="reward", path="", parent=sft)
+    run.model_version = rm
+    run.save(update_fields=["model_version"])
+    page = _client(personas.reviewer).get(f"/p/{project.slug}/models/{rm.pk}/")
+    html = page.content.decode()
+    assert page.status_code == 200 and f"run {run.pk}" in html
+    assert f"rankings: 1 row, ids {run.dataset['rankings'][0]}" in html and "sft-0" in html
+    # The config it ran with, defaults included: the learning rate nobody typed is there.
+    assert f"<td><code>lr</code></td><td><code>{RewardConfig.lr}</code></td>" in html
+
+
+def test_an_admin_cancels_a_running_round_from_its_page(project, personas, sft):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    _client(personas.admin).post(f"/p/{project.slug}/rounds/", form)
+    page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
+    assert b"Cancel round" in page.content
+    assert _client(personas.reviewer).post(f"/p/{project.slug}/rounds/1/cancel/").status_code == 403
+    assert _client(personas.outsider).post(f"/p/{project.slug}/rounds/1/cancel/").status_code == 404
+    response = _client(personas.admin).post(f"/p/{project.slug}/rounds/1/cancel/")
+    assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
+    assert Round.objects.get().status == "cancelled"
+    page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
+    assert b"Cancel round" not in page.content and b"Cancelled by an admin." in page.content

@@ -1,0 +1,115 @@
+"""Training-run pages: who sees them, launching, live fragment, cancel."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from labeling.models import Demonstration, Lease, ModelVersion
+from tests.factories import ModelVersionFactory, demonstration_task
+from training import stages
+from training.models import RunStatus, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def base(project, settings, tmp_path):
+    settings.MODEL_ROOT = tmp_path / "models"
+    (settings.MODEL_ROOT / "tiny-base").mkdir(parents=True)
+    return ModelVersionFactory(project=project, name="tiny-base", kind="base", path="tiny-base")
+
+
+def _client(user, *, csrf=False) -> Client:
+    client = Client(enforce_csrf_checks=csrf)
+    client.force_login(user)
+    return client
+
+
+def _demonstration(project, labeler, now):
+    task = demonstration_task(project)
+    lease = Lease.objects.create(task=task, user=labeler, status="submitted", created_at=now,
+                                 expires_at=now, heartbeat_at=now, submitted_at=now)  # fmt: skip
+    return Demonstration.objects.create(task=task, prompt=task.prompt, labeler=labeler, lease=lease,
+                                        text="A good answer.", created_at=now)  # fmt: skip
+
+
+def test_runs_page_is_for_reviewers_and_admins_only(project, personas, base):
+    url = f"/p/{project.slug}/runs/"
+    assert _client(personas.outsider).get(url).status_code == 404
+    assert _client(personas.alice).get(url).status_code == 403
+    assert _client(personas.reviewer).get(url).status_code == 200
+    page = _client(personas.admin).get(url)
+    assert page.status_code == 200 and b"Launch a run" in page.content
+
+
+def test_a_reviewer_cannot_launch_a_run(project, personas, base):
+    response = _client(personas.reviewer).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk}
+    )
+    assert response.status_code == 403
+    assert not TrainingRun.objects.exists()
+
+
+def test_launching_without_data_explains_why_and_creates_nothing(project, personas, base):
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk}
+    )
+    assert response.status_code == 400 and b"no data to train on" in response.content
+    assert not TrainingRun.objects.exists()
+
+
+def test_launching_an_sft_run_snapshots_the_demonstrations_and_enqueues_after_commit(
+    project, personas, base, now, django_capture_on_commit_callbacks
+):
+    demo = _demonstration(project, personas.alice, now)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = _client(personas.admin).post(
+            f"/p/{project.slug}/runs/",
+            {"kind": "sft", "base_model": base.pk, "max_steps": 3, "batch_size": 2},
+        )
+    run = TrainingRun.objects.get()
+    assert (
+        response.status_code == 302 and response["Location"] == f"/p/{project.slug}/runs/{run.pk}/"
+    )
+    assert run.dataset == {"demonstrations": [demo.pk]}
+    assert run.config == {**stages.stage("sft").resolve({}), "max_steps": 3, "batch_size": 2}
+    assert len(callbacks) == 1  # the Celery message goes out only when the transaction commits
+
+
+def test_the_live_fragment_polls_while_running_and_shows_curves(project, personas, base):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
+                                     step=2, total_steps=4)  # fmt: skip
+    run.metric_points.create(step=1, name="train/loss", value=2.0)
+    run.metric_points.create(step=2, name="train/loss", value=1.0)
+    run.metric_points.create(step=1, name="custom/thing", value=3.0)
+    url = f"/p/{project.slug}/runs/{run.pk}/"
+    fragment = _client(personas.reviewer).get(url, headers={"HX-Request": "true"})
+    assert b"<html" not in fragment.content
+    assert (
+        b'hx-trigger="every 2s"' in fragment.content and fragment.content.count(b"<polyline") == 2
+    )
+    full = _client(personas.reviewer).get(url)
+    assert b"<html" in full.content and b"Cancel run" not in full.content
+
+
+def test_an_admin_cancels_a_queued_run_from_the_browser_with_csrf(project, personas, base):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    client = _client(personas.admin, csrf=True)
+    assert client.post(f"/p/{project.slug}/runs/{run.pk}/cancel/").status_code == 403  # no token
+    page = client.get(f"/p/{project.slug}/runs/{run.pk}/")
+    token = page.cookies["csrftoken"].value
+    response = client.post(f"/p/{project.slug}/runs/{run.pk}/cancel/", HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 302
+    assert TrainingRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_a_run_of_another_project_is_not_found(project, personas, base):
+    foreign = TrainingRun.objects.create(project=personas.other_project, kind="sft",
+                                         base_model=ModelVersionFactory(project=personas.other_project))  # fmt: skip
+    assert _client(personas.admin).get(f"/p/{project.slug}/runs/{foreign.pk}/").status_code == 404
+    assert (
+        _client(personas.admin).post(f"/p/{project.slug}/runs/{foreign.pk}/cancel/").status_code
+        == 404
+    )
+    assert ModelVersion.objects.filter(project=project).count() == 1

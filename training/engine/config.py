@@ -1,0 +1,249 @@
+"""Frozen configs for the four training stages.
+
+`from_dict` is the one way in from plain data (a run row, a job file, a form): it refuses an
+unknown key, a value of the wrong type and a value the class cannot run with, each as a
+`ConfigError` naming its keys, so a bad setting is caught when a run starts, not in the worker.
+`asdict(cfg)` is what a run row stores: every field, defaults included. Defaults follow InstructGPT (Ouyang et al. 2022, appendix C) scaled down to small models, and
+the PPO ones "The N+ implementation details of RLHF with PPO" (Huang et al. 2024,
+https://arxiv.org/abs/2403.17031).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Self
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; `keys` names the settings at fault."""
+
+    def __init__(self, message: str, keys: Iterable[str]) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
+
+
+def _require(ok: bool, message: str, *keys: str) -> None:
+    if not ok:
+        raise ConfigError(message, keys)
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _accepts(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """(whether `value` fits the field's annotation, the value as stored: an int for a float
+    field becomes a float). bool is not a number here, though Python says it is an int."""
+    if isinstance(annotation, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None:
+            return type(None) in options, None
+        return next(
+            (found for found in (_accepts(value, a) for a in options if a is not type(None))
+             if found[0]),
+            (False, value),
+        )  # fmt: skip
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, annotation), value
+
+
+def _describe(annotation: Any) -> str:
+    if isinstance(annotation, types.UnionType):
+        kinds = [_KINDS[a] for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(kinds) + " (or null)"
+    return _KINDS[annotation]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Common:
+    output_dir: str  # run directory: checkpoints/ and model/ are written under it
+    seed: int = 0  # seeds torch, the data order and sampling
+    checkpoint_every: int = 50  # save a resumable checkpoint every N optimizer steps (0 = never)
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "float32" or "bfloat16"
+
+    def __post_init__(self) -> None:
+        _require(self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}",
+                 "device")  # fmt: skip
+        _require(
+            self.dtype in DTYPES, f"dtype must be one of {DTYPES}, not {self.dtype!r}", "dtype"
+        )
+        _require(self.checkpoint_every >= 0, "checkpoint_every must be >= 0", "checkpoint_every")
+        for name in ("batch_size", "max_length", "epochs", "eval_every", "max_new_tokens",
+                     "max_prompt_length", "mini_batch_size", "ppo_epochs", "total_episodes",
+                     "ptx_batch_size", "ptx_max_length"):  # fmt: skip
+            value = getattr(self, name, 1)
+            _require(value >= 1, f"{name} must be at least 1, not {value}", name)
+        max_steps = getattr(self, "max_steps", None)
+        _require(max_steps is None or max_steps >= 1, "max_steps must be at least 1", "max_steps")
+        for name in ("lr", "value_lr", "weight_decay", "warmup_steps", "grad_clip", "kl_coef",
+                     "ptx_coef", "vf_coef"):  # fmt: skip
+            value = getattr(self, name, 0)
+            _require(value >= 0, f"{name} must be >= 0, not {value}", name)
+        fraction = getattr(self, "val_fraction", 0.0)
+        _require(
+            0 <= fraction < 1, f"val_fraction must be in [0, 1), not {fraction}", "val_fraction"
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build a config from plain data, refusing unknown keys, wrong types and values the
+        class cannot run with (ConfigError, naming the keys)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
+                f" the settings are {', '.join(sorted(fields))}",
+                unknown,
+            )
+        missing = sorted(
+            name
+            for name, f in fields.items()
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and name not in values
+        )
+        _require(not missing, f"missing required settings {', '.join(missing)}", *missing)
+        hints = typing.get_type_hints(cls)
+        checked = {}
+        for name, value in values.items():
+            ok, checked[name] = _accepts(value, hints[name])
+            _require(ok, f"{name} must be {_describe(hints[name])}, not {value!r}", name)
+        return cls(**checked)
+
+
+def asdict(cfg: _Common) -> dict[str, Any]:
+    """Plain-data form of a config (round-trips through `from_dict`)."""
+    return dataclasses.asdict(cfg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SFTConfig(_Common):
+    model_path: str  # base causal LM: a local directory or a hub name (safetensors weights only)
+    lr: float = 2e-5  # AdamW learning rate (constant after warmup)
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 16  # demonstrations per optimizer step
+    epochs: int = 1  # passes over the training split (ignored when max_steps is set)
+    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
+    max_length: int = 512  # prompt + response tokens kept per example (prompt cut from the left)
+    val_fraction: float = 0.1  # share of demonstrations held out for validation loss
+    eval_every: int = 50  # compute validation loss every N steps (and at the end)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardConfig(_Common):
+    model_path: str  # trunk init, usually the SFT model (InstructGPT initialises the RM from SFT)
+    lr: float = 9e-6  # AdamW learning rate
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 8  # rankings per optimizer step; each ranking is one batch element
+    epochs: int = 1  # InstructGPT trains one epoch: the RM overfits after that
+    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
+    max_length: int = 512  # prompt + completion tokens kept per completion
+    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
+    eval_every: int = 50  # evaluate every N steps (and at the end)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+    normalize_on_demonstrations: bool = True  # set the bias so demonstrations score mean 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPOConfig(_Common):
+    model_path: str  # the policy to tune (usually SFT); it is also the frozen reference
+    beta: float = 0.1  # strength of the implicit KL to the reference (Rafailov et al.; TRL: 0.1)
+    label_smoothing: float = 0.0  # assumed share of flipped preference labels (0 = plain DPO)
+    lr: float = 1e-6  # AdamW learning rate (TRL's DPO default)
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 8  # rankings per optimizer step; all of a ranking's pairs train together
+    epochs: int = 1  # passes over the training rankings (ignored when max_steps is set)
+    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
+    max_length: int = 512  # prompt + completion tokens kept per completion
+    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
+    eval_every: int = 50  # evaluate every N steps (and at the end)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.beta > 0, f"beta must be > 0, not {self.beta}", "beta")
+        _require(0 <= self.label_smoothing < 0.5,
+                 f"label_smoothing must be in [0, 0.5), not {self.label_smoothing}",
+                 "label_smoothing")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class PPOConfig(_Common):
+    policy_path: str  # SFT model: initialises the policy and is the frozen KL reference
+    reward_model_path: str | None = (
+        None  # trained RewardModel dir (also initialises the value model)
+    )
+    value_model_path: str | None = None  # value model init when it differs from reward_model_path
+    lr: float = 1e-5  # policy learning rate (Adam)
+    value_lr: float = 1e-5  # value model learning rate
+    adam_eps: float = 1e-5  # lm-human-preferences uses eps=1e-5, not torch's 1e-8
+    total_episodes: int = 1024  # prompts to roll out in total; steps = total_episodes // batch_size
+    batch_size: int = 16  # rollouts (prompts) per PPO step
+    mini_batch_size: int = 16  # rollouts per gradient step inside a PPO epoch
+    ppo_epochs: int = 4  # optimisation passes over each rollout batch
+    max_prompt_length: int = 256  # prompt tokens kept (cut from the left)
+    max_new_tokens: int = 32  # response length cap
+    temperature: float = 1.0  # sampling temperature; log-probs are taken at the same temperature
+    kl_coef: float = 0.02  # beta: per-token KL penalty to the SFT reference (InstructGPT uses 0.02)
+    missing_eos_penalty: float = 1.0  # subtracted from the score of a response that never emits EOS
+    gamma: float = 1.0  # GAE discount
+    lam: float = 0.95  # GAE lambda
+    cliprange: float = 0.2  # policy ratio clip
+    cliprange_value: float = 0.2  # value prediction clip around the rollout values
+    vf_coef: float = 0.1  # value loss weight (policy and value models are separate, so only scales)
+    whiten_advantages: bool = True  # normalise advantages per batch
+    grad_clip: float = 1.0  # clip each model's global gradient norm to this (0 = off)
+    ptx_coef: float = 0.0  # gamma_ptx: weight of the SFT loss on demonstrations (PPO-ptx); 0 = off
+    ptx_batch_size: int = 8  # demonstrations per gradient step when ptx_coef > 0
+    ptx_max_length: int = 512  # prompt + response tokens per ptx demonstration
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(
+            self.batch_size % self.mini_batch_size == 0,
+            f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size"
+            f" ({self.mini_batch_size})",
+            "batch_size", "mini_batch_size",
+        )  # fmt: skip
+        _require(self.temperature > 0, "temperature must be > 0 (log-probs divide by it)",
+                 "temperature")  # fmt: skip
+        _require(
+            self.total_episodes >= self.batch_size,
+            f"total_episodes ({self.total_episodes}) must be at least batch_size"
+            f" ({self.batch_size}): PPO takes total_episodes // batch_size steps",
+            "total_episodes", "batch_size",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleConfig(_Common):
+    model_path: str  # model to sample from (a policy or SFT directory)
+    k: int = 4  # completions per prompt (labelers rank K = 2..9; 1 for plain evaluation samples)
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling mass (1.0 = off)
+    max_new_tokens: int = 128  # completion length cap
+    max_prompt_length: int = 256  # prompt tokens kept (cut from the left)
+    batch_size: int = 16  # sequences generated together
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.k >= 1, f"k must be at least 1, not {self.k}", "k")
+        _require(self.temperature > 0, f"temperature must be > 0, not {self.temperature}",
+                 "temperature")  # fmt: skip
+        _require(0 < self.top_p <= 1, f"top_p must be in (0, 1], not {self.top_p}", "top_p")

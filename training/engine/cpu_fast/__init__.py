@@ -1,0 +1,38 @@
+"""The CPU fast paths, behind one switch: on for CPU, off on CUDA and any other device.
+
+Each shortcut does the plain path's arithmetic with less work where a small model on a few CPU
+cores spends its time (Python and op overheads, padding, threads that wait), and each has a
+parity test against the plain path (tests/training/engine/cpu_fast/):
+- `gpt2`: a hand-written GPT-2 trunk (the last block only where it is read; real tokens only,
+  packed) and decoder (a preallocated KV cache);
+- `threads`: two independent pieces of work side by side, one core each;
+- `halves`: SFT's batch in two halves of similar length, side by side;
+- `fused_ce`: SFT's output projection fused with the cross-entropy;
+- `first_pass`: PPO's first gradient step through the rollout's own policy and value forwards.
+They are measured and tuned for CPU only; on a GPU the plain path runs (the packed trunk, for one,
+would build a (heads * batch, len, len) attention bias in GPU memory for every forward).
+
+INSTRUCTLOOP_CPU_FAST=0 turns every shortcut off, on any device: tests and benchmarks compare
+the two paths with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import PreTrainedModel
+
+from training.engine.cpu_fast import gpt2
+
+SWITCH = "INSTRUCTLOOP_CPU_FAST"
+
+
+def enabled(device: torch.device) -> bool:
+    """Whether work on `device` may take a CPU fast path."""
+    return device.type == "cpu" and os.environ.get(SWITCH) != "0"
+
+
+def gpt2_applies(model: PreTrainedModel) -> bool:
+    """Whether `model` (a GPT-2 LM or trunk) runs through the hand-written GPT-2 paths."""
+    return enabled(model.device) and gpt2.supports(model)

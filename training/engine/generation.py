@@ -1,0 +1,122 @@
+"""A small sampling loop with a KV cache, for PPO rollouts and for samples sent to labelers.
+
+Why not `model.generate`: on a small model on CPU its per-step bookkeeping (logits processors,
+stopping criteria, cache objects, mask building) costs more than the forward itself, and PPO needs
+to know exactly which temperature it sampled with. On CPU, for GPT-2, the loop drives the model's
+own modules with a preallocated cache (`cpu_fast.gpt2.Decoder`); any other architecture or device
+goes through its HF forward with a `DynamicCache` (`_HFDecoder`). Both give the logits a full
+forward gives (tests/training/engine/cpu_fast/test_gpt2.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel
+
+from training.engine import cpu_fast
+from training.engine.cpu_fast import gpt2
+from training.engine.lm import position_ids_from_mask
+from training.engine.losses import at_temperature
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (batch, new) sampled ids; pad after EOS
+    response_mask: torch.Tensor  # (batch, new) 1 up to and including EOS
+    finished: torch.Tensor  # (batch,) bool: the response ended with EOS
+
+
+class _HFDecoder:
+    """Any causal LM through its own forward and a DynamicCache."""
+
+    def __init__(self, model: PreTrainedModel, batch: int, max_length: int) -> None:
+        self.model = model
+        self.cache = DynamicCache(config=model.config)
+        self.attention_mask: torch.Tensor  # set by prefill
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = attention_mask
+        self.positions = position_ids_from_mask(attention_mask)[:, -1:]
+        return self._forward(input_ids, position_ids_from_mask(attention_mask))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.attention_mask = F.pad(self.attention_mask, (0, 1), value=1)
+        self.positions = self.positions + 1
+        return self._forward(tokens.unsqueeze(-1), self.positions)
+
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return outputs.logits[:, -1]  # (batch, vocab)
+
+
+def make_decoder(model: PreTrainedModel, batch: int, max_length: int) -> gpt2.Decoder | _HFDecoder:
+    if cpu_fast.gpt2_applies(model):  # cpu_fast: a preallocated cache, GPT-2's modules by hand
+        return gpt2.Decoder(model, batch, max_length)
+    return _HFDecoder(model, batch, max_length)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus sampling (Holtzman et al. 2019): keep the fewest tokens whose mass reaches top_p."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    sorted_probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from `probs` by inverting the CDF at a uniform draw: one random number per
+    row instead of torch.multinomial's slower CPU kernel. A token of probability 0 has a flat
+    stretch of CDF and cannot be picked (searchsorted returns the first index whose CDF > u)."""
+    cdf = probs.cumsum(-1)  # (batch, vocab)
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    token = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(-1)
+    return token.clamp(max=probs.shape[-1] - 1)
+
+
+@torch.inference_mode()
+def sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Generation:
+    """Sample continuations of left-padded prompts. Stops early once every row has emitted EOS."""
+    batch = input_ids.shape[0]
+    decoder = make_decoder(model, batch, input_ids.shape[1] + max_new_tokens)
+    logits = decoder.prefill(input_ids, attention_mask)
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        logits = at_temperature(logits, temperature)  # (batch, vocab)
+        if top_p < 1.0:
+            logits = _top_p_filter(logits, top_p)
+        token = _draw(torch.softmax(logits, dim=-1), generator)
+        token = token.masked_fill(finished, pad_token_id)
+        tokens.append(token)
+        finished = finished | (token == eos_token_id)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break
+        logits = decoder.step(token)
+    new_tokens = torch.stack(tokens, dim=1)  # (batch, new)
+    # A token is part of the response if no EOS came strictly before it.
+    is_eos = (new_tokens == eos_token_id).long()
+    eos_before = is_eos.cumsum(1) - is_eos
+    response_mask = (eos_before == 0).long()
+    return Generation(new_tokens, response_mask, finished)

@@ -1,0 +1,285 @@
+"""Causal LMs every stage shares: loading, saving, chat formatting, and the forwards that compute
+logits and hidden states only where they are read.
+
+Safety: weights load only from safetensors and never with remote code (pickle weights can run
+code when loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from training.engine import cpu_fast
+from training.engine.cpu_fast import gpt2
+
+PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+Prompt = str | list[dict[str, str]]
+M = TypeVar("M", bound=nn.Module)
+
+
+# --- model state ----------------------------------------------------------------------------------
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off: PPO's ratio and KL must compare deterministic functions (Huang et al. 2024)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def draws_random_numbers(model: nn.Module) -> bool:
+    """Whether a training-mode forward is random: a Dropout with p > 0, or an attention dropout
+    rate that the architecture applies as a float (Llama-style `attention_dropout`). Two threads
+    drawing from torch's one generator would make such a step irreproducible."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            return True
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate > 0:
+            return True
+    return False
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def check_safetensors_weights(path: str | Path) -> None:
+    """Refuse a local model directory whose weights exist only as pickle files."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return  # a hub name: `use_safetensors=True` makes transformers refuse pickle weights there
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"{directory} holds only pickle weights ({', '.join(pickles)}); they can run code when "
+            "loaded, so they are refused. Convert the model to safetensors first."
+        )
+    raise FileNotFoundError(f"{directory} has no *.safetensors weights")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """Tokenizer with an EOS and a pad distinct from it (a pad equal to EOS would mask out EOS)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer at {path} has no EOS token; responses must end with one")
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    embeddings = cast(nn.Embedding, model.get_input_embeddings())  # typed as a plain Module
+    if embeddings.num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+
+
+def _load_config(path: str | Path) -> PretrainedConfig:
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    if getattr(config, "activation_function", None) == "gelu_new":
+        # The same tanh-approximated GELU as one fused kernel instead of seven elementwise ops
+        # (about a quarter of a small GPT-2's training time on CPU).
+        config.activation_function = "gelu_pytorch_tanh"
+    return config
+
+
+def load_pretrained(auto_class: Any, path: str | Path) -> PreTrainedModel:
+    check_safetensors_weights(path)
+    return auto_class.from_pretrained(
+        str(path),
+        config=_load_config(path),
+        trust_remote_code=False,
+        use_safetensors=True,
+        dtype=torch.float32,
+        attn_implementation="sdpa",
+    )
+
+
+def load_causal_lm(
+    path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+) -> PreTrainedModel:
+    model = load_pretrained(AutoModelForCausalLM, path)
+    fit_embeddings(model, tokenizer)
+    # transformers wraps PreTrainedModel.to in a decorator whose type drops `self`.
+    return model.to(device)  # type: ignore[arg-type]
+
+
+def freeze(model: M) -> M:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def save_causal_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+
+
+# --- chat formatting ------------------------------------------------------------------------------
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)
+
+
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
+    """Prompt text up to where the assistant's reply starts."""
+    messages = as_messages(prompt)
+    if tokenizer.chat_template:
+        # tokenize=False: the rendered text (the return type covers every mode)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return cast(str, text)
+    turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
+    return turns + "Assistant: "
+
+
+# --- causal LM forwards ---------------------------------------------------------------------------
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions count real tokens only: a left-padded prompt gets the positions it had in SFT."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def trunk_of(model: PreTrainedModel) -> PreTrainedModel:
+    """A causal LM's trunk (GPT2Model under GPT2LMHeadModel); transformers types `base_model` as
+    a plain Module."""
+    return cast(PreTrainedModel, model.base_model)
+
+
+def _lm_head_is_plain(model: PreTrainedModel) -> bool:
+    # Models that scale or soft-cap logits after the output projection need their own forward.
+    config = model.config
+    return not (
+        getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
+    )
+
+
+def trunk_hidden_states(
+    trunk: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int = 0
+) -> torch.Tensor:
+    """Final hidden states of a trunk at positions start..  # (batch, seq - start, hidden)"""
+    positions = position_ids_from_mask(attention_mask)
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the last block only from `start` on
+        _, hidden = gpt2.run_trunk(trunk, input_ids, attention_mask.bool(), positions, read=start)
+        return hidden
+    outputs = trunk(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
+    )
+    return outputs.last_hidden_state[:, start:]
+
+
+def logits_at(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    start: int,
+    end: int,
+) -> torch.Tensor:
+    """Next-token logits for positions start..end-1 only: the output projection is most of a small
+    model's FLOPs, so it is applied only where a loss or log-prob is read.
+    # (batch, end - start, vocab)"""
+    if not _lm_head_is_plain(model):
+        positions = position_ids_from_mask(attention_mask)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        return logits.logits[:, start:end]
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
+    return model.get_output_embeddings()(hidden[:, : end - start])
+
+
+def response_hidden_states(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states at the positions that predict the response tokens where response_mask
+    is set (prompt_length - 1 + t for token t), in row-major (episode, token) order.
+    input_ids, attention_mask: (batch, >= prompt_length + T - 1); response_mask: (batch, T).
+    # (response_mask.sum(), hidden)"""
+    response_mask = response_mask.bool()
+    if cpu_fast.gpt2_applies(trunk):  # cpu_fast: the real tokens those positions see, packed
+        positions = position_ids_from_mask(attention_mask)
+        return gpt2.response_hidden_states(
+            trunk, input_ids, attention_mask, positions, prompt_length, response_mask
+        )
+    hidden = trunk_hidden_states(trunk, input_ids, attention_mask, prompt_length - 1)
+    return hidden[:, : response_mask.shape[1]][response_mask]
+
+
+def response_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_length: int,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Next-token logits predicting the response tokens where response_mask is set, row-major:
+    the output projection runs on real response tokens only.  # (response_mask.sum(), vocab)"""
+    if not _lm_head_is_plain(model):
+        width = response_mask.shape[1]
+        start = prompt_length - 1
+        logits = logits_at(model, input_ids, attention_mask, start, start + width)
+        return logits[response_mask.bool()]
+    hidden = response_hidden_states(
+        trunk_of(model), input_ids, attention_mask, prompt_length, response_mask
+    )
+    return model.get_output_embeddings()(hidden)
+
+
+def hidden_where(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    select: torch.Tensor,
+) -> torch.Tensor:
+    """Final hidden states (what the output projection reads) at the positions where `select` is
+    true, for models whose logits are a plain projection.  # (n_selected, hidden)"""
+    start = int(select.any(0).nonzero()[0])  # the first position any row reads
+    hidden = trunk_hidden_states(trunk_of(model), input_ids, attention_mask, start)
+    return hidden[select[:, start:]]
+
+
+def logits_where(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    select: torch.Tensor,
+) -> torch.Tensor:
+    """Next-token logits at the positions where `select` is true.  # (n_selected, vocab)"""
+    if not _lm_head_is_plain(model):
+        positions = position_ids_from_mask(attention_mask)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+        return logits.logits[select]
+    hidden = hidden_where(model, input_ids, attention_mask, select)
+    return model.get_output_embeddings()(hidden)
+
+
+def bias_free_head(model: PreTrainedModel) -> torch.Tensor | None:
+    """The weight of the output projection when the logits are exactly hidden @ weight.T (no
+    bias, scaling or soft-capping), else None.  # (vocab, hidden)"""
+    head = model.get_output_embeddings()
+    if not _lm_head_is_plain(model) or type(head) is not nn.Linear or head.bias is not None:
+        return None
+    return head.weight

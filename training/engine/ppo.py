@@ -1,0 +1,547 @@
+"""PPO against the reward model with a per-token KL penalty to the SFT model (InstructGPT step 3).
+
+The recipe of lm-human-preferences (Ziegler et al. 2019) as reproduced in
+https://github.com/vwxyzjn/lm-human-preference-details and "The N+ implementation details of RLHF
+with PPO" (Huang et al. 2024):
+  - policy and frozen reference both start as the SFT model; the value model starts as the reward
+    model (trunk + head) and is a separate network;
+  - dropout is off everywhere, so log-probs and values are deterministic functions of the weights;
+  - log-probs are taken at the sampling temperature (logits / T);
+  - reward per token = -beta * (log pi - log ref), plus the RM score at the last response token; a
+    response that never emits EOS has a fixed penalty subtracted from its score;
+  - GAE (gamma = 1, lambda = 0.95), advantages whitened per batch, clipped policy and value losses,
+    4 PPO epochs over each rollout batch;
+  - optional PPO-ptx: gamma_ptx * SFT loss on demonstrations added to each gradient step
+    (InstructGPT).
+data: {"prompts": [prompt or {"prompt": ...}, ...], "demonstrations": [...] (for PPO-ptx)}
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.engine import checkpoint, cpu_fast
+from training.engine.config import PPOConfig
+from training.engine.cpu_fast import first_pass as reuse_first_pass
+from training.engine.cpu_fast.first_pass import FirstPass
+from training.engine.cpu_fast.threads import SideBySide, in_order
+from training.engine.data import (
+    Example,
+    batch_for_step,
+    collate_sft,
+    encode_demonstrations,
+    encode_prompts,
+    prompt_of,
+    user_text,
+)
+from training.engine.lm import (
+    disable_dropout,
+    freeze,
+    load_causal_lm,
+    load_tokenizer,
+    save_causal_lm,
+)
+from training.engine.losses import (
+    explained_variance,
+    gae,
+    kl_k3,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
+from training.engine.optim import clip_grad
+from training.engine.precision import (
+    Amp,
+    autocast,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+    to_device,
+)
+from training.engine.progress import ProgressFn, last_value
+from training.engine.reward_model import RewardModel
+from training.engine.rollout import (
+    RewardFn,
+    Rollout,
+    Scorer,
+    function_scorer,
+    make_rollout,
+    response_logprobs,
+    reward_model_scorer,
+    unpack,
+)
+from training.engine.sft import response_loss
+
+
+def token_rewards(
+    rollout: Rollout, kl_coef: float, missing_eos_penalty: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token rewards, per-token k1 KL): -beta * KL on every token, plus the (penalised) score
+    on the last response token.  # (batch, T)"""
+    response_mask = rollout.response_mask.bool()  # (batch, T)
+    kl = torch.where(response_mask, kl_penalty(rollout.logprobs, rollout.ref_logprobs), 0.0)
+    scores = rollout.scores - missing_eos_penalty * (~rollout.finished).float()
+    rewards = -kl_coef * kl
+    last = rollout.response_mask.sum(1) - 1  # (batch,)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last] += scores
+    return rewards, kl
+
+
+@dataclass
+class UpdateBatch:
+    """What the PPO epochs train on: plain (not inference-mode) tensors, fixed during the epochs."""
+
+    query_responses: torch.Tensor  # (batch, prompt_length + T)
+    attention_mask: torch.Tensor  # (batch, prompt_length + T)
+    responses: torch.Tensor  # (batch, T)
+    response_mask: torch.Tensor  # (batch, T) float
+    old_logprobs: torch.Tensor  # (batch, T)
+    old_values: torch.Tensor  # (batch, T)
+    advantages: torch.Tensor  # (batch, T)
+    returns: torch.Tensor  # (batch, T)
+    prompt_length: int
+
+
+def backward_part(
+    policy: PreTrainedModel,
+    value_model: RewardModel,
+    batch: UpdateBatch,
+    part: torch.Tensor,
+    share: float,
+    cfg: PPOConfig,
+    amp: Amp,
+    first_pass: FirstPass | None = None,
+    side: SideBySide | None = None,
+) -> dict[str, float]:
+    """Backpropagate `share` x the clipped PPO losses of the episodes `part`, cut to their longest
+    response (the columns after it are all padding). Token means weighted by each part's share of
+    the minibatch's tokens sum to the minibatch's token means: the gradient is the minibatch's.
+    first_pass: the rollout's differentiable log-probs and values, used instead of the forwards
+    (valid only at the rollout's weights, i.e. before the first optimizer step)."""
+    width = int(batch.response_mask[part].sum(1).max())
+    columns = slice(0, batch.prompt_length + width)
+    query_responses = batch.query_responses[part, columns]
+    attention_mask = batch.attention_mask[part, columns]
+    response_mask = batch.response_mask[part, :width]
+    responses = batch.responses[part, :width]
+
+    def policy_side() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if first_pass is not None:  # cpu_fast: the rollout's own forward, its graph kept
+            logprobs = first_pass.logprobs[part, :width]
+        else:
+            with amp():
+                logprobs, _ = response_logprobs(
+                    policy,
+                    query_responses,
+                    attention_mask,
+                    responses,
+                    response_mask,
+                    batch.prompt_length,
+                    cfg.temperature,
+                )
+            logprobs = unpack(logprobs, response_mask)
+        loss, loss_stats = ppo_policy_loss(
+            logprobs,
+            batch.old_logprobs[part, :width],
+            batch.advantages[part, :width],
+            response_mask,
+            cfg.cliprange,
+        )
+        (share * loss).backward()
+        return loss, loss_stats
+
+    def value_side() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if first_pass is not None:  # cpu_fast: the rollout's own forward, its graph kept
+            values = first_pass.values[part, :width]
+        else:
+            with amp():
+                values = value_model.response_values(
+                    query_responses, attention_mask, batch.prompt_length, response_mask
+                )
+            values = unpack(values.float(), response_mask)
+        loss, loss_stats = ppo_value_loss(
+            values,
+            batch.old_values[part, :width],
+            batch.returns[part, :width],
+            response_mask,
+            cfg.cliprange_value,
+        )
+        # The two networks share no parameter: two backward passes give the gradients of
+        # share * (policy loss + vf_coef * value loss).
+        (share * cfg.vf_coef * loss).backward()
+        return loss, loss_stats
+
+    (policy_loss, policy_stats), (value_loss, value_stats) = (side or in_order)(
+        policy_side, value_side
+    )
+    stats = {
+        "loss/policy": policy_loss,
+        "loss/value": value_loss,
+        "policy/clipfrac": policy_stats["clipfrac"],
+        "policy/approx_kl": policy_stats["approx_kl"],
+        "policy/ratio": policy_stats["ratio"],
+        "value/clipfrac": value_stats["clipfrac"],
+    }
+    return {name: share * value.item() for name, value in stats.items()}
+
+
+def length_parts(
+    minibatch: torch.Tensor, response_lengths: torch.Tensor, split: bool = True
+) -> list[tuple[torch.Tensor, float]]:
+    """Split a minibatch, sorted by response length, into halves, each with its share of the
+    minibatch's response tokens. `backward_part` cuts each half to its own longest response, so
+    the padding after EOS (often half the response tokens of a batch) is not computed. With
+    split=False (models whose forward skips padding anyway), one part: the whole minibatch."""
+    lengths = response_lengths[minibatch]
+    by_length = minibatch[lengths.argsort()]
+    halves = split and len(by_length) >= 8
+    parts = by_length.split((len(by_length) + 1) // 2) if halves else (by_length,)
+    total = float(lengths.sum())
+    return [(part, float(response_lengths[part].sum()) / total) for part in parts]
+
+
+@dataclass
+class Models:
+    """PPO's networks: the trained policy and value model, the frozen reference and reward model."""
+
+    policy: PreTrainedModel
+    reference: PreTrainedModel
+    value_model: RewardModel
+    reward_model: RewardModel | None  # None with a programmatic reward_fn
+
+    def trained(self) -> dict[str, torch.nn.Module]:
+        """The networks a checkpoint saves."""
+        return {"policy": self.policy, "value_model": self.value_model}
+
+
+def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> Models:
+    """Policy and reference from the SFT model; the value model from the reward model (or a fresh
+    head on the SFT trunk for a programmatic reward); dropout off in all of them."""
+    policy = load_causal_lm(cfg.policy_path, tokenizer, device)
+    reference = freeze(load_causal_lm(cfg.policy_path, tokenizer, device))
+    value_init = cfg.value_model_path or cfg.reward_model_path
+    if value_init is not None:
+        value_model = RewardModel.from_pretrained(value_init, tokenizer, device)
+    else:  # a programmatic reward: the value head starts fresh on the SFT trunk
+        value_model = RewardModel.from_causal_lm(cfg.policy_path, tokenizer, device)
+    reward_model = None
+    if cfg.reward_model_path is not None:
+        reward_model = freeze(RewardModel.from_pretrained(cfg.reward_model_path, tokenizer, device))
+    for model in (policy, reference, value_model, reward_model):
+        if model is not None:
+            disable_dropout(model)
+    return Models(policy, reference, value_model, reward_model)
+
+
+def make_optimizer(cfg: PPOConfig, models: Models) -> torch.optim.Optimizer:
+    """One Adam over both trained networks, each at its own learning rate."""
+    return torch.optim.Adam(
+        [
+            {"params": models.policy.parameters(), "lr": cfg.lr},
+            {"params": models.value_model.parameters(), "lr": cfg.value_lr},
+        ],
+        eps=cfg.adam_eps,
+        fused=True,
+    )
+
+
+def ptx_backward(
+    policy: PreTrainedModel,
+    examples: list[Example],
+    gradient_step: int,
+    cfg: PPOConfig,
+    pad_token_id: int,
+    amp: Amp,
+) -> float:
+    """PPO-ptx: backpropagate gamma_ptx x the SFT loss of a batch of demonstrations, which keeps
+    their likelihood (InstructGPT eq. 2); return the loss."""
+    demos = batch_for_step(examples, gradient_step, cfg.ptx_batch_size, cfg.seed)
+    ptx_batch = to_device(collate_sft(demos, pad_token_id), policy.device)
+    with amp():
+        ptx_loss = response_loss(policy, ptx_batch)
+    (cfg.ptx_coef * ptx_loss).backward()
+    return ptx_loss.item()
+
+
+def ppo_epochs(
+    models: Models,
+    optimizer: torch.optim.Optimizer,
+    batch: UpdateBatch,
+    rollout: Rollout,
+    cfg: PPOConfig,
+    *,
+    step: int,
+    amp: Amp,
+    side: SideBySide,
+    ptx_examples: list[Example],
+    pad_token_id: int,
+) -> dict[str, list[float]]:
+    """cfg.ppo_epochs passes over the rollout in shuffled minibatches, one optimizer step each;
+    returns each minibatch's losses and statistics."""
+    stats: dict[str, list[float]] = defaultdict(list)
+    shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    episodes = batch.query_responses.shape[0]
+    response_lengths = rollout.response_mask.sum(1)  # (batch,)
+    # GPT-2 computes real tokens only: there is no padding left for length parts to save.
+    split = not (
+        cpu_fast.gpt2_applies(models.policy) and cpu_fast.gpt2_applies(models.value_model.trunk)
+    )
+    gradient_steps = (step - 1) * cfg.ppo_epochs * (cfg.batch_size // cfg.mini_batch_size)
+    first_pass = rollout.first_pass
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(episodes, generator=shuffle).to(response_lengths.device)
+        for minibatch in order.split(cfg.mini_batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            minibatch_stats: dict[str, float] = defaultdict(float)
+            # cpu_fast: the first step backpropagates through the rollout's forwards, whole.
+            if first_pass is not None:
+                parts = [(minibatch, 1.0)]
+            else:
+                parts = length_parts(minibatch, response_lengths, split)
+            for part, share in parts:
+                part_stats = backward_part(
+                    models.policy,
+                    models.value_model,
+                    batch,
+                    part,
+                    share,
+                    cfg,
+                    amp,
+                    first_pass,
+                    side,
+                )
+                for name, value in part_stats.items():
+                    minibatch_stats[name] += value
+            first_pass = rollout.first_pass = None  # the weights are about to change
+            if ptx_examples:
+                minibatch_stats["loss/ptx"] = ptx_backward(
+                    models.policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp
+                )
+            clip_grad(models.policy.parameters(), cfg.grad_clip)
+            clip_grad(models.value_model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            gradient_steps += 1
+            for name, value in minibatch_stats.items():
+                stats[name].append(value)
+    return stats
+
+
+def step_metrics(
+    rollout: Rollout,
+    rewards: torch.Tensor,
+    kl: torch.Tensor,
+    returns: torch.Tensor,
+    stats: dict[str, list[float]],
+) -> dict[str, float]:
+    """What a PPO step logs: per-sequence sums for KL, token means for entropy, and the mean of
+    each minibatch statistic."""
+    response_mask = rollout.response_mask.float()  # (batch, T)
+    k3 = torch.where(response_mask.bool(), kl_k3(rollout.logprobs, rollout.ref_logprobs), 0.0)
+    return {
+        "reward/score": rollout.scores.mean().item(),
+        "reward/total": rewards.sum(1).mean().item(),
+        "kl/k1": kl.sum(1).mean().item(),
+        "kl/k3": k3.sum(1).mean().item(),
+        "policy/entropy": masked_mean(rollout.entropy, response_mask).item(),
+        "value/explained_variance": explained_variance(
+            rollout.values, returns, response_mask
+        ).item(),
+        "response/length": response_mask.sum(1).mean().item(),
+        "response/eos_rate": rollout.finished.float().mean().item(),
+        **{name: sum(values) / len(values) for name, values in stats.items()},
+    }
+
+
+def ppo_step(
+    models: Models,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    rollout_timings: dict[str, float],
+    cfg: PPOConfig,
+    *,
+    step: int,
+    amp: Amp,
+    side: SideBySide,
+    ptx_examples: list[Example],
+    pad_token_id: int,
+) -> dict[str, float]:
+    """One PPO step on a rollout: per-token rewards, GAE advantages, then the PPO epochs. Returns
+    the step's metrics and timings (rewards and advantages count as scoring)."""
+    scoring_started = time.perf_counter()
+    with torch.no_grad():
+        response_mask = rollout.response_mask.float()  # (batch, T)
+        rewards, kl = token_rewards(rollout, cfg.kl_coef, cfg.missing_eos_penalty)
+        advantages, returns = gae(rewards, rollout.values, response_mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, response_mask)
+        # The rollout's tensors are plain ones (make_rollout), so autograd can save them.
+        batch = UpdateBatch(
+            query_responses=rollout.query_responses,
+            attention_mask=rollout.attention_mask,
+            responses=rollout.responses,
+            response_mask=response_mask,
+            old_logprobs=rollout.logprobs,
+            old_values=rollout.values,
+            advantages=advantages,
+            returns=returns,
+            prompt_length=rollout.prompt_length,
+        )
+    scoring = time.perf_counter() - scoring_started
+
+    update_started = time.perf_counter()
+    stats = ppo_epochs(
+        models,
+        optimizer,
+        batch,
+        rollout,
+        cfg,
+        step=step,
+        amp=amp,
+        side=side,
+        ptx_examples=ptx_examples,
+        pad_token_id=pad_token_id,
+    )
+    timings = {
+        **rollout_timings,
+        "time/scoring": rollout_timings["time/scoring"] + scoring,
+        "time/update": time.perf_counter() - update_started,
+    }
+    return {**step_metrics(rollout, rewards, kl, returns, stats), **timings}
+
+
+def scorer_for(
+    models: Models, reward_fn: RewardFn | None, tokenizer: PreTrainedTokenizerBase
+) -> Callable[[list[str]], Scorer]:
+    """(the batch's prompts as the user wrote them) -> how its responses are scored: the reward
+    model, or the programmatic reward_fn."""
+    if models.reward_model is not None:
+        scorer = reward_model_scorer(models.reward_model)
+        return lambda prompt_texts: scorer
+    assert reward_fn is not None  # run() takes exactly one of the two
+    return partial(function_scorer, reward_fn, tokenizer)
+
+
+def save(
+    cfg: PPOConfig,
+    models: Models,
+    tokenizer: PreTrainedTokenizerBase,
+    total_steps: int,
+    history: list[dict[str, float]],
+) -> dict:
+    """Write the policy and the value model, then the run's result."""
+    model_dir = Path(cfg.output_dir) / "model"
+    value_dir = Path(cfg.output_dir) / "value_model"
+    checkpoint.write_dir_atomically(
+        model_dir, lambda tmp: save_causal_lm(models.policy, tokenizer, tmp)
+    )
+    checkpoint.write_dir_atomically(
+        value_dir, lambda tmp: models.value_model.save_pretrained(tmp, tokenizer)
+    )
+    result = {
+        "output_dir": str(cfg.output_dir),
+        "model_dir": str(model_dir),
+        "value_model_dir": str(value_dir),
+        "total_steps": total_steps,
+        "metrics": {
+            name: last_value(history, name)
+            for name in ("reward/score", "kl/k1", "kl/k3", "policy/entropy", "response/eos_rate")
+        },
+        "history": history,
+    }
+    checkpoint.write_result(cfg.output_dir, result)
+    return result
+
+
+# A launcher finds a stage's config class beside its run(): training.engine.ppo.Config.
+Config = PPOConfig
+
+
+def run(
+    cfg: PPOConfig,
+    data: dict[str, Any],
+    *,
+    on_progress: ProgressFn | None = None,
+    reward_fn: RewardFn | None = None,
+) -> dict:
+    if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
+        return result
+    if (reward_fn is None) == (cfg.reward_model_path is None):
+        raise ValueError("PPO needs exactly one of cfg.reward_model_path and reward_fn")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    tokenizer = load_tokenizer(cfg.policy_path)
+    models = load_models(cfg, tokenizer, device)
+    score_batch = scorer_for(models, reward_fn, tokenizer)
+
+    prompts = [prompt_of(record) for record in data["prompts"]]
+    prompt_ids = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)
+    prompt_texts = [user_text(p) for p in prompts]
+    ptx_examples = []
+    if cfg.ptx_coef > 0:
+        ptx_examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.ptx_max_length)
+
+    total_steps = cfg.total_episodes // cfg.batch_size
+    optimizer = make_optimizer(cfg, models)
+    optimizers = {"optimizer": optimizer}
+    state = checkpoint.resume(cfg.output_dir, models=models.trained(), optimizers=optimizers)
+    start = state["step"] if state else 0
+    history: list[dict[str, float]] = state["history"] if state else []
+
+    # The policy's and the value model's passes run side by side on a multi-core CPU (cpu_fast).
+    with SideBySide(device).running() as side:
+        for step in range(start + 1, total_steps + 1):
+            # Rollout: sample a response per prompt, score it, evaluate log-probs and values.
+            indices = batch_for_step(range(len(prompts)), step - 1, cfg.batch_size, cfg.seed)
+            rollout, timings = make_rollout(
+                models.policy,
+                models.reference,
+                models.value_model,
+                score_batch([prompt_texts[i] for i in indices]),
+                [prompt_ids[i] for i in indices],
+                tokenizer=tokenizer,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                generator=torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step),
+                amp=amp,
+                # cpu_fast: the first gradient step backpropagates through the rollout's forwards.
+                keep_graph=reuse_first_pass.applies(device, cfg.batch_size, cfg.mini_batch_size),
+                side=side,
+            )
+            # Rewards, advantages and the PPO epochs over the rollout.
+            metrics = ppo_step(
+                models,
+                optimizer,
+                rollout,
+                timings,
+                cfg,
+                step=step,
+                amp=amp,
+                side=side,
+                ptx_examples=ptx_examples,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            history.append({"step": step, **metrics})
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                checkpoint.save_checkpoint(
+                    cfg.output_dir,
+                    step,
+                    models=models.trained(),
+                    optimizers=optimizers,
+                    state={"history": history},
+                )
+            if on_progress is not None:
+                on_progress(step, total_steps, metrics)
+    return save(cfg, models, tokenizer, total_steps, history)

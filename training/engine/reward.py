@@ -1,0 +1,190 @@
+"""Reward model on labeler rankings (InstructGPT step 2).
+
+Each ranking of K completions is one batch element: its K completions go through the model in the
+same forward and give all C(K,2) comparisons, so the K forwards are not repeated per pair and one
+ranking's correlated pairs cannot overfit the model across batches (Ouyang et al. 2022, sec. 3.5).
+After training, a bias makes the demonstrations score 0 on average, so PPO starts from centred
+rewards.
+data: {"rankings": [{"prompt", "completions", "ranks"}, ...], "demonstrations": [...] (optional)}
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.engine import checkpoint
+from training.engine.config import RewardConfig
+from training.engine.data import (
+    EncodedRanking,
+    batch_for_step,
+    chunks,
+    collate_rankings,
+    collate_sft,
+    encode_demonstrations,
+    encode_rankings,
+    fold_scores,
+    split_train_val,
+    steps_per_epoch,
+)
+from training.engine.lm import load_tokenizer
+from training.engine.losses import pair_accuracy, ranking_loss
+from training.engine.optim import clip_grad, set_lr, warmup_factor
+from training.engine.precision import (
+    Amp,
+    autocast,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+    to_device,
+)
+from training.engine.progress import ProgressFn, last_value
+from training.engine.reward_model import RewardModel
+
+
+def score_rankings(
+    model: RewardModel, batch: dict[str, torch.Tensor], amp: Amp
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, scores): one forward over every completion of every ranking in the batch, each
+    ranking's prompt computed once for its K completions."""
+    with amp():
+        flat_scores = model.score_completions(
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["completion_ids"],
+            batch["completion_mask"],
+            batch["ranking_index"],
+        )  # (sum K,)
+    scores = fold_scores(flat_scores, batch["valid"])  # (groups, K_max)
+    loss, _ = ranking_loss(scores, batch["ranks"], batch["valid"])
+    return loss, scores
+
+
+@torch.inference_mode()
+def evaluate(
+    model: RewardModel, rankings: list[EncodedRanking], batch_size: int, pad_token_id: int, amp: Amp
+) -> dict[str, float]:
+    """Held-out loss (mean over rankings) and pair accuracy (over all untied pairs)."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct, pairs = 0.0, 0, 0
+    for group in chunks(rankings, batch_size):
+        batch = to_device(collate_rankings(group, pad_token_id), device)
+        loss, scores = score_rankings(model, batch, amp)
+        loss_sum += float(loss) * len(group)
+        group_correct, group_pairs = pair_accuracy(scores, batch["ranks"], batch["valid"])
+        correct, pairs = correct + int(group_correct), pairs + int(group_pairs)
+    model.train()
+    return {"val/loss": loss_sum / len(rankings), "val/pair_accuracy": correct / max(pairs, 1)}
+
+
+@torch.inference_mode()
+def mean_demonstration_score(
+    model: RewardModel, demonstrations: list, batch_size: int, pad_token_id: int, amp: Amp
+) -> float:
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for group in chunks(demonstrations, batch_size):
+        batch = to_device(collate_sft(group, pad_token_id), device)
+        with amp():
+            total += float(model(batch["input_ids"], batch["attention_mask"]).sum())
+    return total / len(demonstrations)
+
+
+# A launcher finds a stage's config class beside its run(): training.engine.reward.Config.
+Config = RewardConfig
+
+
+def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | None = None) -> dict:
+    if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
+        return result
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    tokenizer = load_tokenizer(cfg.model_path)
+    model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, device)
+
+    rankings = encode_rankings(tokenizer, data["rankings"], cfg.max_length)
+    train, val = split_train_val(rankings, cfg.val_fraction, cfg.seed)
+    if not train:
+        raise ValueError("reward training needs at least one training ranking")
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
+    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
+
+    state = checkpoint.resume(
+        cfg.output_dir, models={"reward_model": model}, optimizers={"optimizer": optimizer}
+    )
+    start = state["step"] if state else 0
+    history: list[dict[str, float]] = state["history"] if state else []
+
+    model.train()
+    for step in range(start + 1, total_steps + 1):
+        rankings_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
+        batch = to_device(collate_rankings(rankings_now, tokenizer.pad_token_id), device)
+        lr = cfg.lr * warmup_factor(step, cfg.warmup_steps)
+        set_lr(optimizer, lr)
+
+        loss, scores = score_rankings(model, batch, amp)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        correct, pairs = pair_accuracy(scores.detach(), batch["ranks"], batch["valid"])
+        metrics = {
+            "train/loss": loss.item(),
+            "train/pair_accuracy": int(correct) / max(int(pairs), 1),
+            "train/grad_norm": grad_norm,
+            "lr": lr,
+        }
+        if val and (step % cfg.eval_every == 0 or step == total_steps):
+            metrics |= evaluate(model, val, cfg.batch_size, tokenizer.pad_token_id, amp)
+        history.append({"step": step, **metrics})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            checkpoint.save_checkpoint(
+                cfg.output_dir,
+                step,
+                models={"reward_model": model},
+                optimizers={"optimizer": optimizer},
+                state={"history": history},
+            )
+        if on_progress is not None:
+            on_progress(step, total_steps, metrics)
+
+    demonstrations = data.get("demonstrations") or []
+    bias_shift = 0.0
+    if cfg.normalize_on_demonstrations and demonstrations:
+        # InstructGPT: "normalized using a bias so that the labeler demonstrations achieve a mean
+        # score of 0 before doing RL".
+        encoded = encode_demonstrations(tokenizer, demonstrations, cfg.max_length)
+        bias_shift = -mean_demonstration_score(
+            model, encoded, cfg.batch_size, tokenizer.pad_token_id, amp
+        )
+        with torch.no_grad():
+            model.head.bias.add_(bias_shift)
+
+    model_dir = Path(cfg.output_dir) / "model"
+    checkpoint.write_dir_atomically(model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer))
+    result = {
+        "output_dir": str(cfg.output_dir),
+        "model_dir": str(model_dir),
+        "total_steps": total_steps,
+        "metrics": {
+            "train/loss": last_value(history, "train/loss"),
+            "val/loss": last_value(history, "val/loss"),
+            "val/pair_accuracy": last_value(history, "val/pair_accuracy"),
+            "score_bias_shift": bias_shift,
+            "train_rankings": len(train),
+            "val_rankings": len(val),
+        },
+        "history": history,
+    }
+    checkpoint.write_result(cfg.output_dir, result)
+    return result

@@ -1,0 +1,219 @@
+"""Rollouts, shared by every online algorithm (PPO) and by sampling for labelers.
+
+`generate` samples a continuation for each prompt given (collation of left-padded prompts, the
+sampling call; a prompt repeated K times gets K continuations) and `decode` turns responses into
+text. `make_rollout` adds what an online algorithm learns from: one score per response (a
+reward model or a programmatic reward), and the policy's log-probs, the reference's log-probs
+and the value model's values at every real response token, computed on the real tokens only and
+laid out (batch, T) with 0 after EOS, where every use masks them out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.engine.cpu_fast.first_pass import FirstPass
+from training.engine.cpu_fast.threads import SideBySide, in_order
+from training.engine.data import collate_prompts
+from training.engine.generation import Generation, sample
+from training.engine.lm import response_logits
+from training.engine.losses import at_temperature, entropy_from_logits, logprobs_from_logits
+from training.engine.precision import Amp, to_device
+from training.engine.reward_model import RewardModel
+
+# (prompts as the user wrote them, decoded responses without EOS) -> one score per response
+RewardFn = Callable[[list[str], list[str]], list[float]]
+# (query_responses, attention_mask, responses) -> one score per response  # (batch,)
+Scorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Rollout:
+    """One batch of episodes; T response tokens, predicted at positions prompt_length-1 .. end-1."""
+
+    query_responses: torch.Tensor  # (batch, prompt_length + T) left-padded prompt, then response
+    attention_mask: torch.Tensor  # (batch, prompt_length + T) 0 on prompt pad and after EOS
+    responses: torch.Tensor  # (batch, T)
+    response_mask: torch.Tensor  # (batch, T) 1 up to and including EOS
+    finished: torch.Tensor  # (batch,) response ended with EOS
+    prompt_length: int
+    logprobs: torch.Tensor  # (batch, T) log pi_old(token) at the sampling temperature
+    ref_logprobs: torch.Tensor  # (batch, T)
+    values: torch.Tensor  # (batch, T) V(state before each response token)
+    scores: torch.Tensor  # (batch,) raw reward-model / reward_fn score
+    entropy: torch.Tensor  # (batch, T)
+    first_pass: FirstPass | None = None  # with keep_graph: logprobs and values, differentiable
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    device: torch.device,
+    amp: Amp,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator,
+    top_p: float = 1.0,
+) -> tuple[dict[str, torch.Tensor], Generation]:
+    """One sampled continuation per entry of prompt_ids: (the left-padded prompts, input_ids and
+    attention_mask (batch, prompt_length), and the generation, (batch, T))."""
+    prompts = to_device(collate_prompts(prompt_ids, tokenizer.pad_token_id), device)
+    with torch.inference_mode(), amp():
+        generation = sample(
+            model,
+            prompts["input_ids"],
+            prompts["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+        )
+    return prompts, generation
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor) -> list[str]:
+    """The text of each response, without EOS or padding."""
+    return tokenizer.batch_decode(responses, skip_special_tokens=True)
+
+
+def reward_model_scorer(reward_model: RewardModel) -> Scorer:
+    """Scores read by a reward model at each sequence's last real token (its EOS)."""
+    return lambda query_responses, attention_mask, responses: reward_model(
+        query_responses, attention_mask
+    )
+
+
+def function_scorer(
+    reward_fn: RewardFn, tokenizer: PreTrainedTokenizerBase, prompt_texts: list[str]
+) -> Scorer:
+    """Scores of a programmatic reward, which reads the prompts as the user wrote them and the
+    decoded responses."""
+
+    def score(_: torch.Tensor, __: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        values = reward_fn(prompt_texts, decode(tokenizer, responses))
+        return torch.tensor(values, dtype=torch.float32, device=responses.device)
+
+    return score
+
+
+def unpack(packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Values for the set entries of `mask` (row-major, as `response_logits` returns them) laid out
+    like the mask, 0 elsewhere.  # mask.shape"""
+    return packed.new_zeros(mask.shape).masked_scatter(mask.bool(), packed)
+
+
+def response_logprobs(
+    model: PreTrainedModel,
+    query_responses: torch.Tensor,
+    attention_mask: torch.Tensor,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    prompt_length: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the real response tokens (where response_mask is set) under the distribution
+    they were sampled from, and the logits / temperature they come from.
+    # (response_mask.sum(),), (response_mask.sum(), vocab)"""
+    mask = response_mask.bool()
+    logits = at_temperature(
+        response_logits(model, query_responses, attention_mask, prompt_length, mask), temperature
+    )
+    return logprobs_from_logits(logits, responses[mask]), logits
+
+
+def make_rollout(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    value_model: RewardModel,
+    score: Scorer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator,
+    amp: Amp,
+    keep_graph: bool = False,
+    side: SideBySide | None = None,
+) -> tuple[Rollout, dict[str, float]]:
+    """Sample a response per prompt, then one forward each of policy, reference, value model and
+    reward. keep_graph: run the policy and value forwards with autograd and keep them
+    (`first_pass`). side: the trained models' forwards beside the frozen ones'. Returns the
+    rollout and its timings."""
+    started = time.perf_counter()
+    with side.alone() if side else nullcontext():
+        prompts, generation = generate(
+            policy,
+            tokenizer,
+            prompt_ids,
+            device=policy.device,
+            amp=amp,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            generator=generator,
+        )
+    generated = time.perf_counter()
+    prompt_length = prompts["input_ids"].shape[1]
+    # Plain tensors (not inference-mode ones), so that a forward with autograd can save them.
+    responses, response_mask = generation.tokens.clone(), generation.response_mask.clone()
+    query_responses = torch.cat([prompts["input_ids"], responses], dim=1)  # (batch, P + T)
+    attention_mask = torch.cat([prompts["attention_mask"], response_mask], dim=1)
+
+    logprobs_of = partial(
+        response_logprobs,
+        query_responses=query_responses,
+        attention_mask=attention_mask,
+        responses=responses,
+        response_mask=response_mask,
+        prompt_length=prompt_length,
+        temperature=temperature,
+    )
+
+    def trained() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.set_grad_enabled(keep_graph), amp():
+            logprobs, logits = logprobs_of(policy)
+            values = value_model.response_values(
+                query_responses, attention_mask, prompt_length, response_mask
+            )
+        return logprobs, logits, values
+
+    def frozen() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(), amp():
+            ref_logprobs, _ = logprobs_of(reference)
+            return ref_logprobs, score(query_responses, attention_mask, responses)
+
+    (logprobs, logits, values), (ref_logprobs, scores) = (side or in_order)(trained, frozen)
+    # (response_mask.sum(),) -> (batch, T)
+    first_pass = FirstPass(unpack(logprobs, response_mask), unpack(values.float(), response_mask))
+    with torch.inference_mode():
+        entropy = entropy_from_logits(logits.detach())
+    rollout = Rollout(
+        query_responses=query_responses,
+        attention_mask=attention_mask,
+        responses=responses,
+        response_mask=response_mask,
+        finished=generation.finished.clone(),
+        prompt_length=prompt_length,
+        logprobs=first_pass.logprobs.detach(),
+        ref_logprobs=unpack(ref_logprobs, response_mask),
+        values=first_pass.values.detach(),
+        scores=scores.float(),
+        entropy=unpack(entropy, response_mask),
+        first_pass=first_pass if keep_graph else None,
+    )
+    timings = {
+        "time/generation": generated - started,
+        "time/scoring": time.perf_counter() - generated,
+    }
+    return rollout, timings

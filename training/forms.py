@@ -1,0 +1,179 @@
+"""Forms of the training pages. They parse and shape input; each stage's config class (through
+training/stages.py) is what accepts or refuses a setting, when the run or round starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from labeling.errors import Invalid
+from labeling.models import ModelVersion, Project
+
+from .models import RunKind
+
+SETTINGS_HELP = (
+    'Any other setting of the stage as JSON, e.g. {"warmup_steps": 10, "max_length": 256}. '
+    "Unknown or mistyped settings are refused before anything runs."
+)
+
+
+def _as_object(value: Any, field: str) -> dict[str, Any]:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise forms.ValidationError('Write a JSON object: {"setting": value, ...}.', code=field)
+    return value
+
+
+class ConfigForm(forms.Form):
+    """A form whose fields and JSON settings become one config; set twice is a form error."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors:
+            try:
+                self._config = self.build_config()
+            except forms.ValidationError as exc:
+                self.add_error("settings", exc)
+        return cleaned
+
+    FIELDS: dict[str, str] = {}  # setting -> the form field that sets it (else: the JSON)
+
+    def build_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def add_setting_errors(self, error: Invalid) -> None:
+        """Show a refused config on the field that set each named key (or the JSON settings)."""
+        keys = [d["key"] for d in error.details if "key" in d]
+        if not keys:
+            self.add_error(None, error.message)
+        for key in dict.fromkeys(keys):
+            self.add_error(self.FIELDS.get(key, "settings"), error.message)
+
+    def config(self) -> dict[str, Any]:
+        """The settings to start with (after is_valid())."""
+        return self._config
+
+
+def _merge(named: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
+    twice = sorted(set(named) & set(extra))
+    if twice:
+        raise forms.ValidationError(
+            f"{', '.join(twice)} {'is' if len(twice) == 1 else 'are'} set twice ({where})."
+        )
+    return {**extra, **named}
+
+
+class RunForm(ConfigForm):
+    kind = forms.ChoiceField(choices=RunKind.choices)
+    base_model = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from")
+    reward_model = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), required=False)
+    max_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    lr = forms.FloatField(min_value=0, max_value=1, required=False, label="Learning rate")
+    batch_size = forms.IntegerField(min_value=1, max_value=4096, required=False)
+    checkpoint_every = forms.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    settings = forms.JSONField(
+        required=False,
+        label="More settings (JSON)",
+        help_text=SETTINGS_HELP,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    NAMED = ("max_steps", "lr", "batch_size", "checkpoint_every")
+    FIELDS = {**{name: name for name in NAMED}, "total_episodes": "max_steps"}
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        versions = ModelVersion.objects.filter(project=project).order_by("-created_at")
+        self.fields["base_model"].queryset = versions.exclude(kind=ModelVersion.Kind.REWARD)
+        self.fields["reward_model"].queryset = versions.filter(kind=ModelVersion.Kind.REWARD)
+
+    def clean_settings(self) -> dict[str, Any]:
+        return _as_object(self.cleaned_data.get("settings"), "settings")
+
+    def build_config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        named = {k: data[k] for k in self.NAMED if data.get(k) is not None}
+        if data["kind"] == RunKind.PPO and "max_steps" in named:
+            named["total_episodes"] = named.pop("max_steps") * named.get("batch_size", 16)
+        if data["kind"] == RunKind.SAMPLE:
+            named.pop("max_steps", None)
+            named.pop("lr", None)
+        return _merge(named, data["settings"], "in a field and in the JSON settings")
+
+
+class RoundForm(ConfigForm):
+    policy = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from policy")
+    max_prompts = forms.IntegerField(
+        min_value=1, max_value=100_000, initial=64, label="Prompts to sample"
+    )
+    reward_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    ppo_episodes = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    kl_coef = forms.FloatField(min_value=0, max_value=10, required=False, label="KL coefficient β")
+    sample_temperature = forms.FloatField(
+        min_value=0.01, max_value=5, required=False, label="Sampling temperature (A/B answers)"
+    )
+    rank_temperature = forms.FloatField(
+        min_value=0.01, max_value=5, required=False,
+        label="Sampling temperature for ranking tasks (blank: as above)",
+    )  # fmt: skip
+    min_eos_rate = forms.FloatField(
+        min_value=0, max_value=1, initial=0.5, label="Gate: min EOS rate"
+    )
+    max_kl = forms.FloatField(min_value=0, initial=8.0, label="Gate: max KL (nats per response)")
+    max_mean_length = forms.FloatField(min_value=1, initial=512.0, label="Gate: max mean length")
+    settings = forms.JSONField(
+        required=False,
+        label="More settings per step (JSON)",
+        help_text='Per step: {"reward": {"lr": 3e-4, "epochs": 3}, "ppo": {"ptx_coef": 0.5},'
+        ' "sample": {...}, "rank_sample": {...}}. Checked before the round starts.',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    STEPS = ("reward", "ppo", "sample", "rank_sample")
+    FIELDS = {"kl_coef": "kl_coef", "total_episodes": "ppo_episodes"}
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = (
+            ModelVersion.objects.filter(project=project)
+            .exclude(kind=ModelVersion.Kind.REWARD)
+            .order_by("-created_at")
+        )
+
+    def clean_settings(self) -> dict[str, Any]:
+        settings = _as_object(self.cleaned_data.get("settings"), "settings")
+        unknown = sorted(set(settings) - set(self.STEPS))
+        if unknown:
+            raise forms.ValidationError(
+                f"Unknown step(s) {', '.join(unknown)}; the steps are {', '.join(self.STEPS)}."
+            )
+        for step, values in settings.items():
+            _as_object(values, step)
+        return settings
+
+    def build_config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        named: dict[str, dict[str, Any]] = {step: {} for step in self.STEPS}
+        if data.get("reward_steps"):
+            named["reward"]["max_steps"] = data["reward_steps"]
+        if data.get("ppo_episodes"):
+            named["ppo"]["total_episodes"] = data["ppo_episodes"]
+        if data.get("kl_coef") is not None:
+            named["ppo"]["kl_coef"] = data["kl_coef"]
+        if data.get("sample_temperature") is not None:
+            named["sample"]["temperature"] = data["sample_temperature"]
+        if data.get("rank_temperature") is not None:
+            named["rank_sample"]["temperature"] = data["rank_temperature"]
+        config: dict[str, Any] = {
+            "max_prompts": data["max_prompts"],
+            "gate": {k: data[k] for k in ("min_eos_rate", "max_kl", "max_mean_length")},
+        }
+        for step in self.STEPS:
+            merged = _merge(
+                named[step], data["settings"].get(step, {}), f"{step}: a field and JSON"
+            )
+            if merged:
+                config[step] = merged
+        return config

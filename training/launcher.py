@@ -1,0 +1,293 @@
+"""Executes a run for the worker that claimed it: builds the stage's config and plain records from
+the database, runs the engine, and reports progress, metrics and the outcome back to the run row.
+
+Two ways to run the engine (settings.TRAINING_LAUNCHER):
+- "inprocess": `training.engine.<kind>.run(cfg, data, on_progress=...)` in the worker itself;
+- "subprocess": `python -m training.engine KIND --run-dir DIR` as a child process. The worker
+  writes the job (config + records) into the run's directory, reads the child's progress lines,
+  keeps the run's lease alive meanwhile, stops the child when an admin cancels or the lease is
+  lost, and reads the outcome the child wrote. A child that dies (out of memory, a crash in
+  native code) fails its run with the reason and leaves the worker standing; the engine's own
+  checkpoints make the retry resume. This is the seam for `torchrun` later.
+
+Either way a background thread extends the run's lease while the engine loads a model or runs a
+long step; a run whose lease lapses (its worker was killed) is put back on the queue by
+`requeue_stale_runs` (beat) and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from labeling import exports
+from labeling.errors import Invalid
+from labeling.models import Prompt
+
+from . import loop, runs, stages, storage
+from .models import TrainingRun
+
+PROGRESS_EVERY_SECONDS = 1.0
+JOB_FILE, OUTCOME_FILE, FAILURE_FILE, LOG_FILE = (
+    "job.json",
+    "outcome.json",
+    "failure.json",
+    "engine.log",
+)
+OOM_ERRORS = ("OutOfMemoryError", "MemoryError")
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+class Cancelled(Exception):
+    """Raised from on_progress to stop a stage when an admin cancels the run."""
+
+
+class EngineFailed(Exception):
+    """The engine process ended without an outcome: `error_type` is its exception's class name
+    (or "Killed" for a signal), `details` its traceback or the tail of its log."""
+
+    def __init__(self, error_type: str, details: str) -> None:
+        super().__init__(f"{error_type}: {details}")
+        self.error_type, self.details = error_type, details
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the engine needs for one run, as plain data: no ORM object crosses into the engine."""
+
+    kind: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    run_dir: Path
+
+
+def job_for(run: TrainingRun) -> Job:
+    """The run's resolved config with the server's paths, and its frozen rows as records."""
+    stage = stages.stage(run.kind)
+    paths = {}
+    for field, source in stage.model_paths.items():
+        version = run.base_model if source == "base" else run.reward_model
+        if version is None:  # run_start refuses this; a row written by hand may not
+            raise Invalid(f"The {run.kind} run {run.pk} has no {source} model.")
+        paths[field] = storage.model_path(version)
+    run_dir = storage.run_dir(run)
+    config = {**run.config, **paths, "output_dir": str(run_dir)}
+    return Job(kind=run.kind, config=config, data=_records(run), run_dir=run_dir)
+
+
+def _records(run: TrainingRun) -> dict[str, Any]:
+    """The run's frozen dataset as the plain records the stage reads (TRL's shapes)."""
+    ds, project = run.dataset, run.project
+    data: dict[str, Any] = {}
+    if "demonstrations" in ds:
+        data["demonstrations"] = [
+            {"prompt": r["messages"][:-1], "completion": r["messages"][-1]["content"]}
+            for r in exports.sft_records(project=project, ids=ds["demonstrations"])
+        ]
+    if "rankings" in ds:
+        data["rankings"] = [
+            {k: r[k] for k in ("prompt", "completions", "ranks", "split")}
+            for r in exports.ranking_records(project=project, ids=ds["rankings"])
+        ]
+    if "prompts" in ds:
+        prompts = Prompt.objects.filter(project=project, pk__in=ds["prompts"]).order_by("pk")
+        data["prompts"] = [{"prompt": p.messages, "id": p.pk} for p in prompts]
+    return data
+
+
+class Heartbeat:
+    """Keeps the run's lease alive between progress calls and buffers metrics for the database.
+
+    `on_progress` raises Cancelled once an admin asked to cancel, and LeaseLost once another
+    worker took the run over; `should_stop` says the same without raising (for a supervisor)."""
+
+    def __init__(self, run_id: int, worker: str) -> None:
+        self.run_id, self.worker = run_id, worker
+        self.step, self.total = 0, 0
+        self.pending: list[tuple[int, str, float]] = []
+        self.cancel = False
+        self.lost: Exception | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last = 0.0
+        self._first = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+    def _loop(self) -> None:
+        interval = max(1.0, runs.lease_seconds() / 4)
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            points, self.pending = self.pending, []
+            try:
+                self.cancel = runs.run_progress(
+                    run_id=self.run_id, worker=self.worker, step=self.step, total_steps=self.total,
+                    metrics=points, now=timezone.now(),
+                )  # fmt: skip
+            except runs.LeaseLost as exc:
+                self.lost = exc
+            finally:
+                if threading.current_thread() is not threading.main_thread():
+                    connection.close()
+            self._last = time.monotonic()
+
+    def should_stop(self) -> bool:
+        return self.cancel or self.lost is not None
+
+    def raise_if_stopped(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+        if self.cancel:
+            raise Cancelled()
+
+    def on_progress(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        with self._lock:
+            if self._first:  # where this attempt started: > 0 after a resume from a checkpoint
+                self.pending.append((step, "run/started_at_step", float(step - 1)))
+                self._first = False
+            self.step, self.total = step, total_steps
+            self.pending += [
+                (step, name, float(value))
+                for name, value in metrics.items()
+                if isinstance(value, int | float)
+            ]
+        if time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
+            self.flush()
+        self.raise_if_stopped()
+
+
+def run_in_process(job: Job, beat: Heartbeat) -> dict[str, Any]:
+    engine = importlib.import_module(f"training.engine.{job.kind}")
+    return engine.run(engine.Config.from_dict(job.config), job.data, on_progress=beat.on_progress)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _stop(child: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: the engine's checkpoints are atomic."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_in_subprocess(job: Job, beat: Heartbeat) -> dict[str, Any]:
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (OUTCOME_FILE, FAILURE_FILE):
+        (job.run_dir / name).unlink(missing_ok=True)
+    _write_json(job.run_dir / JOB_FILE, {"config": job.config, "data": job.data})
+    command = [sys.executable, "-m", "training.engine", job.kind, "--run-dir", str(job.run_dir)]
+    with open(job.run_dir / LOG_FILE, "ab") as log:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=settings.BASE_DIR)
+        try:
+            _supervise(child, beat)
+        except BaseException:
+            _stop(child)
+            raise
+    outcome = job.run_dir / OUTCOME_FILE
+    if child.returncode == 0 and outcome.is_file():
+        return json.loads(outcome.read_text())
+    failure = job.run_dir / FAILURE_FILE
+    if failure.is_file():
+        found = json.loads(failure.read_text())
+        raise EngineFailed(found["type"], found["traceback"])
+    tail = (job.run_dir / LOG_FILE).read_text(errors="replace")[-4000:]
+    if child.returncode < 0:
+        name = signal.Signals(-child.returncode).name
+        raise EngineFailed("Killed", f"the engine process was killed by {name}.\n{tail}")
+    raise EngineFailed(
+        "EngineExited", f"the engine process exited with {child.returncode}.\n{tail}"
+    )
+
+
+def _supervise(child: subprocess.Popen, beat: Heartbeat) -> None:
+    """Forward the child's progress lines to the heartbeat until it exits; stop it as soon as
+    the run is cancelled or its lease lost (checked at least once a second, not only per step)."""
+    assert child.stdout is not None
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([child.stdout], [], [], 1.0)
+        if ready:
+            chunk = os.read(child.stdout.fileno(), 65536)
+            if not chunk:
+                child.wait()
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    update = json.loads(line)
+                    beat.on_progress(update["step"], update["total_steps"], update["metrics"])
+        beat.raise_if_stopped()
+
+
+LAUNCHERS = {"inprocess": run_in_process, "subprocess": run_in_subprocess}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, EngineFailed):
+        return exc.error_type in OOM_ERRORS or exc.error_type == "Killed"
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def execute(*, run_id: int, worker: str) -> str:
+    """Claim the run, run its engine, record the outcome; returns what happened, in a word."""
+    run = loop.run_claim(run_id=run_id, worker=worker, now=timezone.now())
+    if run is None:
+        return "skipped"
+    try:
+        job = job_for(run)
+        with Heartbeat(run_id, worker) as beat:
+            result = LAUNCHERS[settings.TRAINING_LAUNCHER](job, beat)
+    except Cancelled:
+        loop.run_mark_cancelled(run_id=run_id, now=timezone.now())
+        return "cancelled"
+    except runs.LeaseLost:
+        return "lease lost"
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run row
+        error = (
+            f"{exc.error_type}: {exc.details}"
+            if isinstance(exc, EngineFailed)
+            else traceback.format_exc()
+        )
+        loop.run_fail(
+            run_id=run_id, worker=worker, error=error, retry=_is_oom(exc), now=timezone.now()
+        )
+        return "failed"
+    loop.run_succeed(run_id=run_id, worker=worker, result=result, now=timezone.now())
+    return "succeeded"

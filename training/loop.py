@@ -1,0 +1,145 @@
+"""Claiming and closing runs. Closing a run and advancing the round it belongs to happen in one
+transaction: a round's next step starts exactly when its current step's run succeeds, and a
+failed or cancelled step stops the round with its reason, losing nothing.
+
+Every transition of a run's status is here (runs.py starts runs and records progress):
+queued → running (claim) → succeeded | failed | cancelled, or back to queued for a retry; and
+the cancel of a whole round.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from labeling.errors import Conflict, NotFound
+from labeling.models import Project
+
+from . import dispatch, rounds, runs, storage
+from .models import Round, RoundStatus, RunStatus, TrainingRun
+
+TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+def _finish(run: TrainingRun, status: str, *, now: datetime, error: str = "") -> None:
+    """Close the run (the caller holds its row lock) and advance or stop its round."""
+    run.status = status
+    run.error = error[:20_000]
+    run.finished_at = now
+    run.lease_owner = ""
+    run.lease_expires_at = None
+    run.save()
+    rounds.round_on_run_finished(run=run, now=now)
+
+
+def run_claim(*, run_id: int, worker: str, now: datetime) -> TrainingRun | None:
+    """Take the run's lease, or None if it is finished or another live worker holds it."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status in TERMINAL:
+            return None
+        if run.cancel_requested:
+            _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled before it ran.")
+            return None
+        held = (
+            run.status == RunStatus.RUNNING and run.lease_expires_at and run.lease_expires_at > now
+        )
+        if held and run.lease_owner != worker:
+            return None
+        if run.attempt >= run.max_attempts:
+            _finish(
+                run,
+                RunStatus.FAILED,
+                now=now,
+                error=f"Gave up after {run.attempt} attempts. Last error: {run.error or 'worker lost'}",
+            )
+            return None
+        run.attempt += 1
+        run.status = RunStatus.RUNNING
+        run.lease_owner = worker
+        run.lease_expires_at = now + timedelta(seconds=runs.lease_seconds())
+        run.heartbeat_at = now
+        run.started_at = run.started_at or now
+        run.save()
+        return run
+
+
+def run_succeed(*, run_id: int, worker: str, result: dict[str, Any], now: datetime) -> TrainingRun:
+    """Store what the run produced (runs.outputs_store), then close it."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("project").get(pk=run_id)
+        if run.status == RunStatus.SUCCEEDED:
+            return run
+        if run.lease_owner != worker:
+            raise runs.LeaseLost(f"run {run_id} is held by {run.lease_owner!r}")
+        runs.outputs_store(run, result)
+        _finish(run, RunStatus.SUCCEEDED, now=now)
+        return run
+
+
+def run_fail(*, run_id: int, worker: str, error: str, retry: bool, now: datetime) -> TrainingRun:
+    """Record a failure. With retry the run goes back to queued until max_attempts is reached."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status in TERMINAL or run.lease_owner != worker:
+            return run
+        if retry and run.attempt < run.max_attempts:
+            run.status = RunStatus.QUEUED
+            run.error = error[:20_000]
+            run.lease_owner = ""
+            run.lease_expires_at = None
+            run.save()
+            dispatch.run_enqueue_on_commit(run_id, countdown=5)
+        else:
+            if retry:
+                error = f"Gave up after {run.attempt} attempts. Last error: {error}"
+            _finish(run, RunStatus.FAILED, now=now, error=error)
+        return run
+
+
+def run_mark_cancelled(*, run_id: int, now: datetime) -> None:
+    """The worker stopped a run an admin cancelled; its checkpoints go."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status not in TERMINAL:
+            _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled by an admin.")
+    storage.checkpoints_discard(run=run)
+
+
+def run_cancel(*, run_id: int, project: Project, now: datetime) -> TrainingRun:
+    """Ask a run to stop: a queued one stops now, a running one at its next step."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id, project=project).first()
+        if run is None:
+            raise NotFound("No such run.")
+        if run.status in TERMINAL:
+            raise Conflict(f"The run already {run.status}.")
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested"])
+        if run.status == RunStatus.QUEUED:
+            _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled by an admin.")
+        return run
+
+
+def round_cancel(*, project: Project, number: int, now: datetime) -> Round:
+    """Stop a running round and each of its unfinished runs (a queued one now, a running one at
+    its next step). The round is marked first, so its steps' closing does not advance it; the
+    runs, data and models it made so far stay."""
+    with transaction.atomic():
+        round_ = Round.objects.select_for_update().filter(project=project, number=number).first()
+        if round_ is None:
+            raise NotFound("No such round.")
+        if round_.status != RoundStatus.RUNNING:
+            raise Conflict(f"The round already {round_.status}.")
+        round_.status = RoundStatus.CANCELLED
+        round_.error = "Cancelled by an admin."
+        round_.finished_at = now
+        round_.save(update_fields=["status", "error", "finished_at"])
+        unfinished = TrainingRun.objects.filter(round_step__round=round_).exclude(
+            status__in=TERMINAL
+        )
+        for run_id in unfinished.order_by("pk").values_list("pk", flat=True):
+            run_cancel(run_id=run_id, project=project, now=now)
+        return round_

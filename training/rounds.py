@@ -1,0 +1,261 @@
+"""Training rounds: reward model on all rankings so far → PPO → the new policy's samples back in
+the queue, mixed and blinded with the previous policy's, plus blind A/B tasks on held-out prompts.
+
+A round is an ordered recipe of steps (RoundStep rows, each a TrainingRun). Every step's settings
+are checked by its stage's config class when the round starts, so a typo in the PPO settings is
+an error on the form, not a failed PPO run after the reward model has trained.
+`round_on_run_finished` is called inside the transaction that closes a run (training/loop.py), so
+a step and the start of the next commit together; a failed or cancelled step stops the round with
+its reason and loses nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from django.db import transaction
+from django.db.models import Max
+
+from labeling.errors import Conflict, Invalid
+from labeling.models import Completion, ModelVersion, Project, Prompt, Split
+from labeling.services import evaluation_tasks_create, ranking_task_create
+
+from . import runs, stages
+from .models import (
+    Round,
+    RoundStage,
+    RoundStatus,
+    RoundStep,
+    RunMetric,
+    RunStatus,
+    StepRole,
+    TrainingRun,
+)
+
+# Whether a new policy may enter the queue (InstructGPT watches KL and length; a policy that
+# stops ending its answers, drifts far from SFT or rambles is not shown to labelers).
+# The KL limit is per response, in nats: the first closed-loop run showed a policy at KL 24 that had
+# reward-hacked its way from gold quality 0.61 down to 0.10, so the default is well below that.
+DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0}
+# "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
+# prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
+# rank, while the blind A/B samples on test prompts stay at the evaluation temperature).
+STAGE_KEYS = {"reward", "ppo", "sample", "rank_sample", "gate", "max_prompts", "eval_prompts"}
+
+
+def round_start(
+    *, project: Project, policy: ModelVersion, created_by: Any, config: dict[str, Any] | None = None
+) -> Round:
+    """Start round N+1 from `policy`: its first stage trains a reward model on every ranking so far."""
+    config = dict(config or {})
+    unknown = set(config) - STAGE_KEYS
+    if unknown:
+        raise Invalid(f"Unknown round settings: {', '.join(sorted(unknown))}.")
+    if policy.project_id != project.pk or policy.kind == ModelVersion.Kind.REWARD:
+        raise Invalid("Start a round from a policy (base, SFT or PPO) of this project.")
+    gate = {**DEFAULT_GATE, **config.get("gate", {})}
+    if set(gate) != set(DEFAULT_GATE):
+        raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
+    _check_settings(config)
+    with transaction.atomic():
+        if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
+            raise Conflict("A round is already running in this project.")
+        number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+        round_ = Round.objects.create(
+            project=project,
+            number=number,
+            policy=policy,
+            config={**config, "gate": gate},
+            created_by=created_by,
+        )
+        # InstructGPT initialises the reward model from the SFT model: here the start policy,
+        # which also guarantees PPO's policy and reward model share a tokenizer.
+        run = runs.run_start(
+            project=project,
+            kind=TrainingRun.Kind.REWARD,
+            config=config.get("reward", {}),
+            created_by=created_by,
+            base_model=policy,
+        )
+        _add_step(round_, StepRole.REWARD, run)
+        return round_
+
+
+def _check_settings(config: dict[str, Any]) -> None:
+    """Each step's settings, checked by its stage's config class now (Invalid names the key)."""
+    for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
+        stages.stage(kind).resolve(config.get(key, {}))
+    sample = stages.stage(TrainingRun.Kind.SAMPLE)
+    for key in ("sample", "rank_sample"):
+        if not isinstance(config.get(key, {}), dict):
+            raise Invalid(f"The round's {key} settings must be an object of setting: value.")
+    sample.resolve({**config.get("sample", {}), **config.get("rank_sample", {}), "k": 1})
+    for key in ("max_prompts", "eval_prompts"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise Invalid(f"The round's {key} must be a whole number of at least 1.")
+
+
+def _add_step(round_: Round, role: str, run: TrainingRun) -> RoundStep:
+    position = round_.steps.count()
+    return RoundStep.objects.create(round=round_, position=position, role=role, run=run)
+
+
+def _fail(round_: Round, reason: str, now: datetime) -> None:
+    round_.status = RoundStatus.FAILED
+    round_.error = reason[:5000]
+    round_.finished_at = now
+    round_.save(update_fields=["status", "error", "finished_at"])
+
+
+def _last_metrics(run: TrainingRun, names: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in names:
+        point = RunMetric.objects.filter(run=run, name=name).order_by("-step").first()
+        out[name] = point.value if point else None
+    return out
+
+
+def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> dict[str, Any]:
+    """The gate's verdict from a PPO run's last logged values (missing values fail closed)."""
+    eos, kl, length = metrics["response/eos_rate"], metrics["kl/k1"], metrics["response/length"]
+    checks = {
+        "eos_rate": {"value": eos, "min": gate["min_eos_rate"],
+                     "ok": eos is not None and eos >= gate["min_eos_rate"]},
+        "kl": {"value": kl, "max": gate["max_kl"], "ok": kl is not None and kl <= gate["max_kl"]},
+        "mean_length": {"value": length, "max": gate["max_mean_length"],
+                        "ok": length is not None and length <= gate["max_mean_length"]},
+    }  # fmt: skip
+    return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
+
+
+class _Sample(Protocol):
+    @property
+    def prompt_id(self) -> Hashable: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+_SampleT = TypeVar("_SampleT", bound=_Sample)
+
+
+def ranking_sample_counts(k: int) -> tuple[int, int]:
+    """How many of a mixed ranking task's `k` outputs the new and the previous policy sample."""
+    k_new = math.ceil(k / 2)
+    return k_new, k - k_new
+
+
+def mixed_ranking_groups(samples: Iterable[_SampleT], *, k: int) -> list[list[_SampleT]]:
+    """Both policies' samples of the train prompts, in sample order, grouped by prompt in order
+    of first appearance: the groups of exactly `k` different texts, each one mixed ranking task
+    (a prompt with a missing sample or a repeated answer gives none)."""
+    by_prompt: dict[Hashable, list[_SampleT]] = defaultdict(list)
+    for sample in samples:
+        by_prompt[sample.prompt_id].append(sample)
+    return [
+        group
+        for group in by_prompt.values()
+        if len(group) == k and len({s.text for s in group}) == k
+    ]
+
+
+def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> None:
+    """The new and the previous policy sample train prompts (K between them) and test prompts."""
+    project, config = round_.project, round_.config
+    k_new, k_previous = ranking_sample_counts(project.k)
+    plans = [
+        (new_policy, Split.TRAIN, k_new),
+        (round_.policy, Split.TRAIN, k_previous),
+        (new_policy, Split.TEST, 1),
+        (round_.policy, Split.TEST, 1),
+    ]
+    has_test = Prompt.objects.filter(project=project, split=Split.TEST).exists()
+    for model, split, k in plans:
+        if split == Split.TEST and not has_test:
+            continue
+        if split == Split.TRAIN:
+            limit = config.get("max_prompts", 64)
+            settings = {**config.get("sample", {}), **config.get("rank_sample", {})}
+        else:
+            limit, settings = config.get("eval_prompts", 64), config.get("sample", {})
+        run = runs.run_start(
+            project=project,
+            kind=TrainingRun.Kind.SAMPLE,
+            config={**settings, "k": k, "split": split, "max_prompts": limit,
+                    "create_tasks": False},
+            created_by=round_.created_by,
+            base_model=model,
+        )  # fmt: skip
+        _add_step(round_, StepRole.SAMPLE, run)
+
+
+def _finish_sampling(round_: Round, now: datetime) -> None:
+    """Mix both policies' train samples into ranking tasks; A/B tasks between them on test prompts."""
+    project = round_.project
+    completions = Completion.objects.filter(
+        run_sample__run__in=round_.runs(StepRole.SAMPLE), prompt__split=Split.TRAIN
+    )
+    groups = mixed_ranking_groups(completions.select_related("prompt").order_by("pk"), k=project.k)
+    for group in groups:
+        ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
+    tasks = len(groups)
+    assert round_.new_policy is not None  # set when the PPO step succeeded
+    comparisons = evaluation_tasks_create(
+        project=project, model_a=round_.new_policy, model_b=round_.policy
+    )
+    round_.gate = {**round_.gate, "ranking_tasks": tasks, "comparison_tasks": comparisons}
+    round_.stage = RoundStage.DONE
+    round_.status = RoundStatus.SUCCEEDED
+    round_.finished_at = now
+    round_.save(update_fields=["gate", "stage", "status", "finished_at"])
+
+
+def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
+    """Advance the round this run belongs to, or stop it with the run's reason."""
+    step = RoundStep.objects.filter(run=run).values_list("round_id", "role").first()
+    if step is None:
+        return
+    round_id, role = step
+    round_ = Round.objects.select_for_update().get(pk=round_id)
+    if round_.status != RoundStatus.RUNNING:
+        return
+    if run.status != RunStatus.SUCCEEDED:
+        first_line = (run.error or "").strip().splitlines()[-1:] or [""]
+        _fail(round_, f"The {run.kind} stage (run {run.pk}) {run.status}: {first_line[0]}", now)
+        return
+    if role == StepRole.REWARD:
+        round_.stage = RoundStage.PPO
+        round_.save(update_fields=["stage"])
+        ppo = runs.run_start(
+            project=round_.project,
+            kind=TrainingRun.Kind.PPO,
+            config=round_.config.get("ppo", {}),
+            created_by=round_.created_by,
+            base_model=round_.policy,
+            reward_model=run.model_version,
+        )
+        _add_step(round_, StepRole.PPO, ppo)
+    elif role == StepRole.PPO:
+        verdict = gate_check(
+            metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
+            gate=round_.config["gate"],
+        )
+        new_policy = run.model_version
+        assert new_policy is not None  # a succeeded PPO run registered exactly one version
+        round_.new_policy = new_policy
+        round_.gate = verdict
+        if not verdict["passed"]:
+            round_.save(update_fields=["new_policy", "gate"])
+            failed = [name for name, c in verdict["checks"].items() if not c["ok"]]
+            _fail(round_, f"The new policy did not pass the gate ({', '.join(failed)}).", now)
+            return
+        round_.stage = RoundStage.SAMPLE
+        round_.save(update_fields=["new_policy", "gate", "stage"])
+        _start_sampling(round_, new_policy, now)
+    elif not round_.runs(StepRole.SAMPLE).exclude(status=RunStatus.SUCCEEDED).exists():
+        _finish_sampling(round_, now)

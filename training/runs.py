@@ -1,0 +1,188 @@
+"""Training runs as a service: start one, record its progress, and store what it produced.
+
+The TrainingRun row is the truth. A Celery message only says "look at run N"; whoever holds the
+row's lease runs it (training/loop.py claims and closes runs). So a message delivered twice, or a
+run re-enqueued after its worker was SIGKILLed, never runs twice at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from labeling import services
+from labeling.errors import Invalid, NotFound
+from labeling.imports import CompletionRow
+from labeling.models import Completion, ModelVersion, Project, Prompt
+
+from . import dispatch, stages, storage
+from .models import RunMetric, RunSample, RunStatus, TrainingRun
+
+
+class LeaseLost(Exception):
+    """Another worker owns this run now (our lease expired and it was re-claimed)."""
+
+
+def lease_seconds() -> int:
+    return int(getattr(settings, "TRAINING_LEASE_SECONDS", 90))
+
+
+def run_start(
+    *,
+    project: Project,
+    kind: str,
+    config: dict[str, Any],
+    created_by: Any,
+    base_model: ModelVersion,
+    reward_model: ModelVersion | None = None,
+    max_attempts: int = 3,
+) -> TrainingRun:
+    """Check the config with the stage's class, freeze the rows the run uses, create the run row
+    with its resolved config, and enqueue it once the transaction commits."""
+    stage = stages.stage(kind)
+    resolved = stage.resolve(config)
+    if base_model.project_id != project.pk or (
+        reward_model and reward_model.project_id != project.pk
+    ):
+        raise NotFound("No such model version in this project.")
+    if stage.needs_reward_model and reward_model is None:
+        raise Invalid(f"{kind.upper()} needs a reward model.")
+    storage.model_path(base_model)  # refuse unsafe paths now, not in the worker
+    options = {k: v for k, v in config.items() if k in stage.options}
+    with transaction.atomic():
+        dataset = stage.snapshot(project, options)
+        if not dataset[stage.requires]:
+            raise Invalid(f"There is no data to train on yet ({stage.requires}).")
+        run = TrainingRun.objects.create(
+            project=project,
+            kind=kind,
+            config=resolved,
+            dataset=dataset,
+            base_model=base_model,
+            reward_model=reward_model,
+            max_attempts=max_attempts,
+            created_by=created_by,
+        )
+        dispatch.run_enqueue_on_commit(run.pk)
+        return run
+
+
+def run_progress(
+    *,
+    run_id: int,
+    worker: str,
+    step: int,
+    total_steps: int,
+    metrics: Iterable[tuple[int, str, float]],
+    now: datetime,
+) -> bool:
+    """Record progress and metrics, extend the lease. Returns True when a cancel was asked."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.lease_owner != worker or run.status != RunStatus.RUNNING:
+            raise LeaseLost(f"run {run_id} is now {run.status} under {run.lease_owner!r}")
+        run.total_steps = max(total_steps, step)
+        run.step = step
+        run.heartbeat_at = now
+        run.lease_expires_at = now + timedelta(seconds=lease_seconds())
+        run.save(update_fields=["step", "total_steps", "heartbeat_at", "lease_expires_at"])
+        points = [RunMetric(run=run, step=s, name=n[:64], value=float(v)) for s, n, v in metrics]
+        if points:
+            # A resumed run logs the steps after its checkpoint again: keep the newest value.
+            RunMetric.objects.bulk_create(
+                points,
+                update_conflicts=True,
+                unique_fields=["run", "name", "step"],
+                update_fields=["value"],
+            )
+        return run.cancel_requested
+
+
+def outputs_store(run: TrainingRun, result: dict[str, Any]) -> None:
+    """What a succeeded run leaves behind: exactly one model version, or its samples in the
+    queue. Called inside the transaction that closes the run; a redelivered finish stores
+    nothing twice."""
+    model_kind = stages.stage(run.kind).model_kind
+    if model_kind is None:
+        _add_samples(run, result)
+    else:
+        _register_model(run, result, model_kind)
+
+
+def _register_model(run: TrainingRun, result: dict[str, Any], kind: str) -> ModelVersion:
+    if run.model_version is not None:
+        return run.model_version
+    produced = Path(result.get("model_dir") or Path(result["output_dir"]) / "model")
+    metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
+    version = ModelVersion.objects.create(
+        project=run.project,
+        name=f"{run.kind}-run-{run.pk}",
+        kind=kind,
+        path=storage.model_publish(run=run, produced=produced),
+        parent=run.base_model,
+        metrics=metrics,
+    )
+    run.model_version = version
+    run.save(update_fields=["model_version"])
+    return version
+
+
+def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
+    """Store every sample with its provenance; each prompt's first K distinct samples (a run may
+    sample more than K) become a ranking task."""
+    if run.samples.exists():
+        return  # a redelivered finish: the samples are already in the queue
+    project = run.project
+    prompts = {
+        p.pk: p for p in Prompt.objects.filter(project=project, pk__in=run.dataset["prompts"])
+    }
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for sample in result["samples"]:
+        by_prompt.setdefault(sample["prompt_id"], []).append(sample)
+    for prompt_id, samples in by_prompt.items():
+        prompt = prompts[prompt_id]
+        completions = services.completions_create(
+            prompt=prompt,
+            model_version=run.base_model,
+            rows=[
+                CompletionRow(
+                    text=s["completion"],
+                    model=run.base_model.name,
+                    temperature=s["provenance"].get("temperature"),
+                    top_p=s["provenance"].get("top_p"),
+                    max_tokens=s["provenance"].get("max_new_tokens"),
+                    seed=s["provenance"].get("seed"),
+                    finished=s["provenance"].get("finished_with_eos"),
+                )
+                for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
+            ],
+        )
+        RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in completions)
+        if not run.dataset.get("create_tasks", True):
+            continue  # a round mixes these with another policy's samples itself
+        if len(distinct := first_distinct(completions, project.k)) == project.k:
+            services.ranking_task_create(project=project, prompt=prompt, completions=distinct)
+
+
+def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
+    """The first `k` completions whose texts differ, in sample order (fewer when there are not
+    `k` different texts). A small SFT policy often repeats itself: sampling more than K per
+    prompt and keeping the first K distinct turns far more prompts into ranking tasks than
+    asking for exactly K and dropping every prompt with a repeat."""
+    chosen: dict[str, Completion] = {}
+    for completion in completions:
+        chosen.setdefault(completion.text, completion)
+        if len(chosen) == k:
+            break
+    return list(chosen.values())
+
+
+def runs_to_requeue(*, now: datetime) -> list[int]:
+    """Running runs whose lease expired: their worker died (SIGKILL, OOM-kill, lost node)."""
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    return list(stale.order_by("pk").values_list("pk", flat=True))

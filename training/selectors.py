@@ -1,0 +1,200 @@
+"""Reads for the training pages: runs, rounds, model lineage and the evaluation dashboard.
+
+Every read is scoped to a project the caller belongs to (views check membership first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from labeling import selectors as labeling_selectors
+from labeling import stats
+from labeling.models import Comparison, ModelVersion, Project, RankingEntry
+
+from .models import Round, RoundStep, RunMetric, StepRole, TrainingRun
+
+
+def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[TrainingRun]:
+    return (
+        TrainingRun.objects.filter(project=project)
+        .select_related("base_model")
+        .order_by("-pk")[:limit]
+    )
+
+
+def run_for_page(*, project: Project, run_id: int) -> TrainingRun | None:
+    return (
+        TrainingRun.objects.filter(pk=run_id, project=project)
+        .select_related("base_model", "reward_model", "model_version")
+        .first()
+    )
+
+
+def run_curves(*, run: TrainingRun) -> list[tuple[str, int, float]]:
+    """(name, step, value) of every logged metric, step order; run/… rows are bookkeeping
+    (where an attempt started), not curves."""
+    return list(
+        run.metric_points.exclude(name__startswith="run/")
+        .order_by("step")
+        .values_list("name", "step", "value")
+    )
+
+
+def rounds_for_project(*, project: Project) -> QuerySet[Round]:
+    return (
+        Round.objects.filter(project=project)
+        .select_related("policy", "new_policy")
+        .order_by("-number")
+    )
+
+
+def round_for_page(*, project: Project, number: int) -> Round | None:
+    return (
+        Round.objects.filter(project=project, number=number)
+        .select_related("policy", "new_policy")
+        .first()
+    )
+
+
+STEP_LABELS = {StepRole.REWARD: "Reward model", StepRole.PPO: "PPO"}
+
+
+def round_steps(*, round_: Round) -> list[tuple[str, TrainingRun | None]]:
+    """(label, run) of each step in recipe order; None for the reward and PPO steps to come."""
+    steps = RoundStep.objects.filter(round=round_).select_related("run__base_model")
+    found: list[tuple[str, TrainingRun | None]] = [
+        (
+            STEP_LABELS.get(step.role)
+            or f"Sample {step.run.base_model.name} ({step.run.config.get('k')} per prompt)",
+            step.run,
+        )
+        for step in steps.order_by("position")
+    ]
+    if len(found) < len(STEP_LABELS):  # the steps still to come
+        found += [(label, None) for label in list(STEP_LABELS.values())[len(found) :]]
+    return found
+
+
+def model_version_for_page(*, project: Project, version_id: int) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(project=project, pk=version_id)
+        .select_related("parent", "training_run")
+        .first()
+    )
+
+
+def training_run_of(version: ModelVersion) -> TrainingRun | None:
+    """The run that made a version (None for a base or an imported model)."""
+    try:
+        return version.training_run
+    except TrainingRun.DoesNotExist:
+        return None
+
+
+# --- evaluation dashboard ------------------------------------------------------------------
+
+
+def comparison_records(*, project: Project) -> list[stats.PairVerdict]:
+    """Every blind A/B judgement as a plain stats record (model names, lengths in characters)."""
+    rows = (
+        Comparison.objects.filter(task__project=project)
+        .select_related("a_completion__model_version", "b_completion__model_version", "task")
+        .order_by("pk")
+    )
+    return [
+        stats.PairVerdict(
+            model_a=r.a_completion.model_version.name,
+            model_b=r.b_completion.model_version.name,
+            winner=r.winner,
+            len_a=len(r.a_completion.text),
+            len_b=len(r.b_completion.text),
+            prompt_id=r.task.prompt_id,
+            labeler_id=r.labeler_id,
+        )
+        for r in rows.iterator(chunk_size=2000)
+    ]
+
+
+def rating_rows(*, project: Project) -> list[tuple[str, int, list[str]]]:
+    """(model version, likert, flags) for every ranked completion: metadata rates per model."""
+    entries = RankingEntry.objects.filter(ranking__task__project=project).values_list(
+        "completion__model_version__name", "likert", "flags"
+    )
+    return [(name, likert, flags) for name, likert, flags in entries.iterator(chunk_size=5000)]
+
+
+def reward_model_accuracies(*, project: Project) -> list[dict[str, Any]]:
+    """Held-out pair accuracy of each reward model, as its training run measured it."""
+    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
+    runs = dict(
+        TrainingRun.objects.filter(model_version__in=versions).values_list("model_version", "pk")
+    )
+    out = []
+    for version in versions.order_by("pk"):
+        point = (
+            RunMetric.objects.filter(run_id=runs[version.pk], name="val/pair_accuracy")
+            .order_by("-step")
+            .first()
+            if version.pk in runs
+            else None
+        )
+        out.append({"model": version.name, "val_pair_accuracy": point.value if point else None})
+    return out
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    models: list[str]
+    baseline: str | None
+    win_rates: list
+    ratings: list
+    ratings_lc: list
+    flags: list[str]
+    metadata: dict
+    likert: dict
+    reward_models: list[dict]
+    agreement: float | None
+    comparisons: int
+
+
+def evaluation_dashboard(*, project: Project, baseline: str | None = None) -> Dashboard:
+    """Everything the reviewer dashboard shows, computed from the project's judgements."""
+    comparisons = comparison_records(project=project)
+    rows = rating_rows(project=project)
+    compared = sorted({c.model_a for c in comparisons} | {c.model_b for c in comparisons})
+    models = sorted(set(compared) | {name for name, _, _ in rows})
+    if baseline not in compared:
+        # Default baseline: the oldest compared model version (usually the SFT policy).
+        order = dict(
+            ModelVersion.objects.filter(project=project, name__in=compared).values_list(
+                "name", "pk"
+            )
+        )
+        baseline = min(compared, key=lambda n: order.get(n, 0)) if compared else None
+    win_rates = [
+        stats.win_rate(comparisons, model=m, baseline=baseline, n_boot=500)
+        for m in compared
+        if m != baseline
+    ]
+    return Dashboard(
+        models=models,
+        baseline=baseline,
+        win_rates=[w for w in win_rates if w.n],
+        ratings=stats.bradley_terry(comparisons, anchor=baseline, n_boot=100)
+        if comparisons
+        else [],
+        ratings_lc=stats.bradley_terry(
+            comparisons, anchor=baseline, n_boot=100, length_controlled=True
+        )
+        if comparisons
+        else [],
+        flags=list(project.flags),
+        metadata=stats.metadata_rates(rows, flags=project.flags),
+        likert=stats.mean_likert(rows),
+        reward_models=reward_model_accuracies(project=project),
+        agreement=labeling_selectors.labeler_agreement(project=project)["overall"],
+        comparisons=len(comparisons),
+    )

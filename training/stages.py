@@ -1,0 +1,178 @@
+"""The run kinds, one record each: what a run of that kind is configured with, which rows it
+snapshots when it starts, which model paths the server fills in, and what it leaves behind.
+
+Adding an algorithm is a record here, its engine module `training/engine/<kind>.py` (a `Config`
+dataclass and a `run(cfg, data, on_progress=...)`), and a migration for the new `RunKind` choice.
+
+Configs are checked here, when a run or a round starts, by the stage's own config class (the
+engine's dataclass, which imports no torch): an unknown key, a wrong type or a value the class
+refuses is an `Invalid` that names the key, before anything is queued. The run row stores the
+resolved config (every field, defaults included) minus what the server sets, so a model
+version's lineage shows the learning rate that really ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from labeling.errors import Invalid
+from labeling.models import Demonstration, ModelKind, Project, Prompt, Ranking, Split
+from training.engine.config import (
+    ConfigError,
+    DPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SampleConfig,
+    SFTConfig,
+)
+
+from .models import RunKind
+
+Snapshot = Callable[[Project, dict[str, Any]], dict[str, Any]]
+
+# Set by the server from the run's model versions and its directory, never by a request.
+SERVER_KEYS = frozenset(
+    {"output_dir", "model_path", "policy_path", "reward_model_path", "value_model_path"}
+)
+
+
+def _demonstration_ids(project: Project) -> list[int]:
+    """Demonstrations a run may train on: every split but test (test prompts never train)."""
+    return list(
+        Demonstration.objects.filter(prompt__project=project)
+        .exclude(prompt__split=Split.TEST)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _prompt_ids(project: Project, options: dict[str, Any]) -> list[int]:
+    """The train prompts (or the test prompts, for evaluation samples), the first N if asked."""
+    split = Split.TEST if options.get("split") == Split.TEST else Split.TRAIN
+    ids = Prompt.objects.filter(project=project, split=split).order_by("pk")
+    limit = options.get("max_prompts")
+    return list(
+        ids.values_list("pk", flat=True)[: int(limit)]
+        if limit
+        else ids.values_list("pk", flat=True)
+    )
+
+
+def _sft_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {"demonstrations": _demonstration_ids(project)}
+
+
+def _reward_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    rankings = list(
+        Ranking.objects.filter(task__project=project)
+        .exclude(task__prompt__split=Split.TEST)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return {"rankings": rankings, "demonstrations": _demonstration_ids(project)}
+
+
+def _dpo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {"rankings": _reward_rows(project, options)["rankings"]}
+
+
+def _ppo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {"prompts": _prompt_ids(project, options), "demonstrations": _demonstration_ids(project)}
+
+
+def _sample_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompts": _prompt_ids(project, options),
+        "create_tasks": bool(options.get("create_tasks", True)),
+    }
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    config_class: type[Any]  # the engine's frozen config dataclass (its from_dict checks)
+    snapshot: Snapshot  # exactly which rows the run uses, frozen when it starts
+    requires: str  # the snapshot key that must not be empty
+    model_paths: dict[str, str]  # config field -> "base" or "reward": the model version it loads
+    model_kind: str | None  # the ModelVersion kind a success registers; None: it adds samples
+    options: frozenset[str] = frozenset()  # about the data, not the engine's config
+    needs_reward_model: bool = False
+
+    def resolve(self, settings: Any) -> dict[str, Any]:
+        """The full config for these settings (defaults filled in, server keys left out), or an
+        `Invalid` naming each key that is unknown, of the wrong type or refused."""
+        if not isinstance(settings, dict):
+            raise Invalid(f"The {self.kind} settings must be an object of setting: value.")
+        reserved = sorted(SERVER_KEYS & set(settings))
+        if reserved:
+            raise Invalid(
+                f"These are set by the server, not the request: {', '.join(reserved)}.",
+                details=[{"key": key, "error": "set by the server"} for key in reserved],
+            )
+        values = {k: v for k, v in settings.items() if k not in self.options}
+        placeholders = {f.name: "" for f in dataclasses.fields(self.config_class)}
+        placeholders = {k: v for k, v in placeholders.items() if k in SERVER_KEYS}
+        try:
+            config = self.config_class.from_dict({**placeholders, **values})
+        except ConfigError as exc:
+            raise Invalid(
+                f"{self.kind} settings: {exc}",
+                details=[{"key": key, "error": str(exc)} for key in exc.keys],
+            ) from None
+        return {k: v for k, v in dataclasses.asdict(config).items() if k not in SERVER_KEYS}
+
+
+STAGES: dict[str, Stage] = {
+    RunKind.SFT: Stage(
+        kind=RunKind.SFT,
+        config_class=SFTConfig,
+        snapshot=_sft_rows,
+        requires="demonstrations",
+        model_paths={"model_path": "base"},
+        model_kind=ModelKind.SFT,
+    ),
+    RunKind.REWARD: Stage(
+        kind=RunKind.REWARD,
+        config_class=RewardConfig,
+        snapshot=_reward_rows,
+        requires="rankings",
+        model_paths={"model_path": "base"},
+        model_kind=ModelKind.REWARD,
+    ),
+    RunKind.PPO: Stage(
+        kind=RunKind.PPO,
+        config_class=PPOConfig,
+        snapshot=_ppo_rows,
+        requires="prompts",
+        model_paths={"policy_path": "base", "reward_model_path": "reward"},
+        model_kind=ModelKind.POLICY,
+        options=frozenset({"split", "max_prompts"}),
+        needs_reward_model=True,
+    ),
+    RunKind.DPO: Stage(
+        kind=RunKind.DPO,
+        config_class=DPOConfig,
+        snapshot=_dpo_rows,
+        requires="rankings",
+        model_paths={"model_path": "base"},
+        model_kind=ModelKind.POLICY,
+    ),
+    RunKind.SAMPLE: Stage(
+        kind=RunKind.SAMPLE,
+        config_class=SampleConfig,
+        snapshot=_sample_rows,
+        requires="prompts",
+        model_paths={"model_path": "base"},
+        model_kind=None,
+        options=frozenset({"split", "max_prompts", "create_tasks"}),
+    ),
+}
+
+
+def stage(kind: str) -> Stage:
+    if kind not in STAGES:
+        raise Invalid(f"Unknown run kind {kind!r}.")
+    return STAGES[kind]
