@@ -222,6 +222,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
 }
 
+# The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
+# beat job below puts the run back on the queue and it resumes from its last checkpoint.
+TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+
 # Celery: Redis in production and tests; a filesystem broker for the embedded default.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or "filesystem://"
 _broker_scheme, _, _ = CELERY_BROKER_URL.partition("://")
@@ -242,9 +246,18 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_broker_dir / "control"),
     }
 else:
-    # A job may run for hours: the message must not be redelivered while it runs. The run
-    # row's own lease (training.models) is what stops a redelivered message running twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # Messages are acknowledged when their job ends (acks_late, so a busy worker holds no second
+    # message another worker could run). A message a worker took and never acknowledged (it was
+    # killed) comes back after the visibility timeout: chosen to match the run lease (4 leases,
+    # 6 minutes by default), not hours. A job that runs longer has its message delivered again
+    # meanwhile; the run row's lease (training/loop.py) makes that copy a no-op ("skipped"). Beat
+    # re-sends a run whose lease lapsed within a lease and 30 s anyway, so this only bounds how
+    # long a dead worker's message lingers.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int(
+            "INSTRUCTLOOP_BROKER_VISIBILITY_SECONDS", 4 * TRAINING_LEASE_SECONDS, minimum=2
+        )
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -255,9 +268,6 @@ CELERY_TASK_ROUTES = {
     "training.tasks.requeue_stale_runs": {"queue": "cpu"},
     "labeling.tasks.*": {"queue": "cpu"},
 }
-# The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
-# beat job below puts the run back on the queue and it resumes from its last checkpoint.
-TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
 # How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child
 # process `python -m training.engine KIND --run-dir DIR` (a crash or OOM-kill of the engine then
 # fails the run and leaves the worker standing).

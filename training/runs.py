@@ -182,7 +182,24 @@ def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
     return list(chosen.values())
 
 
+RESEND_BACKOFF_CAP = 6  # a queued run is sent again after lease x 2^n, n at most this
+
+
 def runs_to_requeue(*, now: datetime) -> list[int]:
-    """Running runs whose lease expired: their worker died (SIGKILL, OOM-kill, lost node)."""
+    """Runs to send to a worker again:
+    - running ones whose lease expired: their worker died (SIGKILL, OOM-kill, lost node);
+    - queued ones no worker claimed a lease's time after their last message: the message was
+      lost (a broker restarted without persistence) or never sent (the broker was down). The wait
+      doubles with each message sent (a run behind a long job on a busy worker is not re-sent
+      every minute); a duplicate is harmless, the run row decides who runs it."""
     stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-    return list(stale.order_by("pk").values_list("pk", flat=True))
+    ids = set(stale.values_list("pk", flat=True))
+    lease = timedelta(seconds=lease_seconds())
+    queued = TrainingRun.objects.filter(status=RunStatus.QUEUED, cancel_requested=False)
+    for pk, enqueued_at, created_at, dispatches, error in queued.values_list(
+        "pk", "enqueued_at", "created_at", "dispatches", "dispatch_error"
+    ):
+        waited = now - (enqueued_at or created_at)
+        if error or waited > lease * 2 ** min(max(dispatches - 1, 0), RESEND_BACKOFF_CAP):
+            ids.add(pk)
+    return sorted(ids)
