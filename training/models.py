@@ -183,6 +183,11 @@ class Round(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status="running"),
+                name="round_one_running_per_project",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=RoundStatus.values), name="round_status_valid"
             ),

@@ -62,6 +62,9 @@ def round_start(
         raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
     _check_settings(config)
     with transaction.atomic():
+        # Two "Start round" presses at once: the second waits for the first's commit here, then
+        # sees its round (the unique constraint on a project's running round is the backstop).
+        Project.objects.select_for_update().filter(pk=project.pk).first()
         if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
             raise Conflict("A round is already running in this project.")
         number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
