@@ -1,7 +1,7 @@
 """Putting a run on the queue. By task name: the services that start or retry runs do not import
 the Celery task module, which imports them (settings.CELERY_TASK_ROUTES sends it to the gpu
 queue). The message says only "look at run N"; the run row decides who runs it, so a message
-sent twice is harmless and a message lost is re-sent (runs.runs_to_send, beat).
+sent twice is harmless and a message lost is re-sent (runs.runs_to_requeue, beat).
 
 A broker that cannot be reached does not fail the request that started the run: the run stays
 queued with the reason on its row (its page shows it), and beat sends it again.

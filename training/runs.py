@@ -53,7 +53,7 @@ def run_start(
     if stage.needs_reward_model and reward_model is None:
         raise Invalid(f"{kind.upper()} needs a reward model.")
     storage.model_path(base_model)  # refuse unsafe paths now, not in the worker
-    options = {k: v for k, v in config.items() if k in stage.options}
+    options = stage.options_of(config)
     with transaction.atomic():
         dataset = stage.snapshot(project, options)
         if not dataset[stage.requires]:
@@ -144,6 +144,7 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
     by_prompt: dict[int, list[dict[str, Any]]] = {}
     for sample in result["samples"]:
         by_prompt.setdefault(sample["prompt_id"], []).append(sample)
+    sampled: list[Completion] = []
     for prompt_id, samples in by_prompt.items():
         prompt = prompts[prompt_id]
         completions = services.completions_create(
@@ -162,11 +163,12 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
                 for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
             ],
         )
-        RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in completions)
+        sampled += completions
         if not run.dataset.get("create_tasks", True):
             continue  # a round mixes these with another policy's samples itself
         if len(distinct := first_distinct(completions, project.k)) == project.k:
             services.ranking_task_create(project=project, prompt=prompt, completions=distinct)
+    RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in sampled)
 
 
 def first_distinct(completions: list[Completion], k: int) -> list[Completion]:

@@ -528,10 +528,12 @@ class RankingListView(generics.ListAPIView):
         return selectors.rankings_visible(membership=self.membership)
 
     def get_serializer_class(self) -> type:
-        membership = getattr(self, "membership", None)  # set by get_queryset; none for the schema
-        if membership is not None and not membership.allows(Role.REVIEWER):
-            return s.LabelerRankingSerializer
-        return s.RankingSerializer
+        # Blind unless the caller is known to be a reviewer: get_queryset sets the membership;
+        # without it (schema generation, a future code path) the labeler's shape is the safe one.
+        membership = getattr(self, "membership", None)
+        if membership is not None and membership.allows(Role.REVIEWER):
+            return s.RankingSerializer
+        return s.LabelerRankingSerializer
 
     @extend_schema(
         tags=["submissions"],

@@ -115,7 +115,7 @@ MEMBERSHIP_BY_SLUG = "p.slug = %s"
 # The own-lease rule, the one definition of "this lease is yours" (access.own_lease_row): the
 # lease `l` (of task `t`) is the user's and they are still a member of its project, any role;
 # anyone else's lease, or one in a project they left, is not found. Parameters: the lease id,
-# the user id twice and the three roles (access.own_lease_params).
+# the user id twice and the three roles (access.own_lease_row).
 OWN_LEASE = """l.id = %s AND l.user_id = %s
       AND EXISTS (SELECT 1 FROM labeling_membership m
                   WHERE m.project_id = t.project_id AND m.user_id = %s AND m.role IN (%s, %s, %s))"""

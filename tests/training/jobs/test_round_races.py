@@ -77,3 +77,56 @@ def test_the_database_refuses_a_second_running_round_whatever_the_code_does(read
     with pytest.raises(IntegrityError), transaction.atomic():
         Round.objects.create(project=project, number=2, policy=sft, status=RoundStatus.RUNNING)
     Round.objects.create(project=project, number=2, policy=sft, status=RoundStatus.FAILED)
+
+
+def _cancel_while_the_step_succeeds(project, admin, sft) -> tuple[Round, list[str]]:
+    """One trial: the round's cancel and its reward run's success, released together."""
+    from django.utils import timezone
+
+    from training import loop, storage
+
+    round_ = rounds.round_start(project=project, policy=sft, created_by=admin)
+    reward = round_.reward_run
+    now = timezone.now()
+    loop.run_claim(run_id=reward.pk, worker="w", now=now)
+    produced = storage.run_dir(reward) / "model"
+    produced.mkdir(parents=True)
+    (produced / "model.safetensors").write_bytes(b"weights")
+    result = {"output_dir": str(produced.parent)}
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def guarded(work):
+        try:
+            barrier.wait()
+            work()
+            outcomes.append("ok")
+        except Exception as exc:  # noqa: BLE001 - a deadlock or a 500 is what we test for
+            outcomes.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    works = [
+        lambda: loop.round_cancel(project=project, number=round_.number, now=now),
+        lambda: loop.run_succeed(run_id=reward.pk, worker="w", result=result, now=now),
+    ]
+    threads = [threading.Thread(target=guarded, args=(work,)) for work in works]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    round_.refresh_from_db()
+    return round_, outcomes
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+def test_a_round_cancelled_while_its_step_finishes_ends_cancelled_with_nothing_left_running(ready):
+    """Cancel the round at the very moment its reward step's run succeeds (which starts PPO):
+    whichever commits first, no deadlock, no error, and no step of it is left to run."""
+    project, admin, sft = ready
+    for trial in range(6):
+        round_, outcomes = _cancel_while_the_step_succeeds(project, admin, sft)
+        assert outcomes == ["ok", "ok"], (trial, outcomes)
+        assert round_.status == RoundStatus.CANCELLED, trial
+        left = round_.runs("ppo").exclude(status="cancelled").filter(cancel_requested=False)
+        assert not left.exists(), (trial, list(left.values("pk", "status")))

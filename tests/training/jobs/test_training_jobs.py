@@ -302,3 +302,26 @@ def test_a_killed_workers_message_comes_back_after_the_visibility_timeout(
     assert ModelVersion.objects.filter(training_run=run).count() == 1
     shutil.rmtree(storage.run_dir(run), ignore_errors=True)
     shutil.rmtree(Path(settings.MODEL_ROOT) / storage.run_key(run), ignore_errors=True)
+
+
+def test_an_engine_process_stops_when_its_worker_is_killed(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    """A SIGKILLed worker must not leave its engine running (holding a GPU, writing into the run
+    directory a resumed attempt will use). The engine gets a parent-death signal; here its next
+    progress line (into a pipe nobody reads) would stop it too, so this shows the outcome, not
+    which of the two did it."""
+    for i in range(8):
+        submitted_demonstration(project, personas.alice, f"The moon over tea {i}.", now)
+    worker_env["INSTRUCTLOOP_LAUNCHER"] = "subprocess"
+    worker = start_worker(env=worker_env, log_path=tmp_path / "worker.log")
+    run = _launch(project, personas.admin, tiny_base, max_steps=5000, batch_size=2)
+    run_dir = str(storage.run_dir(run))
+    try:
+        wait_until(lambda: TrainingRun.objects.get(pk=run.pk).step >= 3, timeout=180)
+        assert any(run_dir in command for command in _engine_children())
+    finally:
+        worker.process.kill()
+        worker.process.wait()
+    wait_until(lambda: not any(run_dir in c for c in _engine_children()), timeout=20)
+    shutil.rmtree(run_dir, ignore_errors=True)
