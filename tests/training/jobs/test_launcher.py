@@ -79,3 +79,31 @@ def test_a_cancel_stops_a_child_that_reports_no_progress(claimed):
             raise
     os.close(read)
     assert time.monotonic() - started < 15 and child.poll() is not None
+
+
+def test_a_run_whose_outputs_cannot_be_stored_fails_once_with_the_reason(
+    project, personas, settings, tmp_path
+):
+    """The engine finished, but registering its model fails (here: an imported model already
+    has the version's name). Before, the error escaped the task: the run stayed 'running' and
+    was retried until it gave up as 'worker lost'. Now it fails at once, saying why."""
+    from labeling.models import ModelVersion
+    from tests.factories import submitted_demonstration
+    from tests.training.engine.toy_model import build_toy_model
+    from training import runs
+
+    settings.MODEL_ROOT, settings.RUN_ROOT = tmp_path / "models", tmp_path / "runs"
+    build_toy_model(settings.MODEL_ROOT / "toy")
+    toy = ModelVersionFactory(project=project, name="toy", kind="base", path="toy")
+    for i in range(4):
+        submitted_demonstration(project, personas.alice, f"Bread and tea {i}.", timezone.now())
+    run = runs.run_start(
+        project=project, kind="sft", config={"max_steps": 1, "batch_size": 2},
+        created_by=personas.admin, base_model=toy,
+    )  # fmt: skip
+    ModelVersion.objects.create(project=project, name=f"sft-run-{run.pk}", kind="external")
+
+    assert launcher.execute(run_id=run.pk, worker="w") == "failed"
+    run.refresh_from_db()
+    assert run.status == "failed" and run.attempt == 1
+    assert "IntegrityError" in run.error and "model_version_unique_name" in run.error
