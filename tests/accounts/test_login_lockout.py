@@ -6,7 +6,6 @@ tried; on the code before the lockout every one of these tries was simply answer
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
