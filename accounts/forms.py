@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
@@ -12,6 +14,6 @@ class TokenForm(forms.Form):
         min_value=0, max_value=MAX_LIFETIME_DAYS, help_text="0: never expires."
     )
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["expires_in_days"].initial = settings.API_TOKEN_DAYS
