@@ -1,6 +1,7 @@
 """The boundaries of ../shared/ARCHITECTURE.md, enforced.
 
-- `labeling/` (the human side) never imports `training`;
+- `labeling/` (the human side) never imports `training`; `accounts/` (who you are: API tokens,
+  login lockout) imports neither `labeling` nor `training`;
 - `training/engine/` imports neither Django, DRF, Celery, `labeling`, nor `training` outside the
   engine (it runs in a plain Python process: `python -m training.engine`, a test with
   `-p no:django`, later torchrun);
@@ -70,6 +71,10 @@ def test_the_scan_sees_imports_at_any_depth_and_relative_ones(tmp_path):
     }
 
 
+def test_accounts_imports_nothing_from_labeling_or_training():
+    assert offenders("accounts", ("labeling", "training")) == {}
+
+
 def test_labeling_imports_nothing_from_training():
     assert offenders("labeling", ("training",)) == {}
 
@@ -94,7 +99,8 @@ import django
 django.setup()
 from django.urls import get_resolver
 get_resolver().url_patterns
-skip = ("training.engine", "training.demo", "labeling.migrations", "training.migrations")
+skip = ("training.engine", "training.demo", "labeling.migrations", "training.migrations",
+        "accounts.migrations")
 
 def walk(package):  # pkgutil.walk_packages would import the skipped packages to look inside
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
@@ -104,6 +110,7 @@ def walk(package):  # pkgutil.walk_packages would import the skipped packages to
         if info.ispkg:
             walk(info.name)
 
+walk("accounts")
 walk("labeling")
 walk("training")
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers"})))

@@ -432,15 +432,6 @@ class LabelerRowSerializer(serializers.Serializer):
     agreement = serializers.FloatField(allow_null=True)
 
 
-class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField()
-
-
 class ComparisonSubmitSerializer(StrictSerializer):
     winner = serializers.ChoiceField(choices=Winner.choices)
     notes = serializers.CharField(max_length=MAX_NOTES_CHARS, allow_blank=True, default="")

@@ -28,9 +28,8 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import generics, status
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -120,22 +119,6 @@ def _valid_for_lease(serializer_class: type, request: Request, lease_id: int) ->
         _own_lease(request, lease_id)
         serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-# --- auth -----------------------------------------------------------------------------------
-
-
-@extend_schema(
-    tags=["auth"],
-    request=s.TokenRequestSerializer,
-    responses={200: s.TokenSerializer, 400: ERRORS[400]},
-    summary="Exchange a username and password for an API token",
-)
-class TokenView(ObtainAuthToken):
-    # No session authentication here, hence no CSRF check: the answer is a token in the body,
-    # nothing is stored in the browser. Not throttled here; rate-limit logins at the proxy.
-    authentication_classes = []
-    parser_classes = [JSONParser, FormParser]
 
 
 # --- projects and members -------------------------------------------------------------------

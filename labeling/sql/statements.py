@@ -175,9 +175,11 @@ TASK_DONE = """
 # --- the API's token authentication (labeling/api/authentication.py) --------------------------
 
 # DRF's TokenAuthentication looks up the token, then its user: here one statement, paid by every
-# call of the labeler loop. The tables are the models' (`{token_table}`, `{user_table}`).
+# call of the labeler loop. The token is found by the SHA-256 of the key sent (only digests are
+# stored: accounts/services.py), through its unique index; expiry is checked on the row read.
+# The tables are the models' (`{token_table}`, `{user_table}`).
 TOKEN_USER = (
     "SELECT {token}, {user}"  # noqa: S105 - a statement, not a password
     " FROM {token_table} t JOIN {user_table} u ON u.id = t.user_id"
-    " WHERE t.key = %s"
+    " WHERE t.digest = %s"
 )

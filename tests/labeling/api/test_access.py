@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils.timezone import now
 
+from accounts.services import api_token_issue
 from labeling import queue, services
 from labeling.models import Demonstration, Lease, Membership, Ranking, Role
 from tests.factories import demonstration_task, ranking_task
@@ -21,6 +23,8 @@ ROLES = ["anonymous", "outsider", "labeler", "reviewer", "admin"]
 # is a Django staff user (none of these personas is one); any other method is meant for nobody.
 ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "token": ("/api/v1/auth/token/", {"POST": "anyone"}),
+    "tokens": ("/api/v1/auth/tokens/", {"GET": "signed-in"}),
+    "api-token": ("/api/v1/auth/tokens/{tok}/", {"DELETE": "owner"}),
     "projects": ("/api/v1/projects/", {"GET": "signed-in", "POST": "staff"}),
     "project": ("/api/v1/projects/{p}/", {"GET": "labeler", "PATCH": "admin"}),
     "next": ("/api/v1/projects/{p}/next/", {"POST": "labeler"}),
@@ -67,8 +71,13 @@ def _user(personas, role):
 
 
 def _url(template, project, personas, leases):
+    alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
     return template.format(
-        p=project.pk, bob=personas.bob.pk, demo=leases.demonstration.pk, rank=leases.ranking.pk
+        p=project.pk,
+        bob=personas.bob.pk,
+        demo=leases.demonstration.pk,
+        rank=leases.ranking.pk,
+        tok=alices_token.token.pk,
     )
 
 

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """Who you are: API tokens, failed-login lockout, the schema's access rule."""
+
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import authtoken_compat
+
+        authtoken_compat.connect()
