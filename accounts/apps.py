@@ -6,8 +6,3 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from . import authtoken_compat
-
-        authtoken_compat.connect()

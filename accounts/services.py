@@ -58,15 +58,6 @@ def api_token_issue(
     return IssuedToken(token=token, key=key)
 
 
-def api_token_adopt(*, user_id: int, key: str, name: str, created_at: datetime) -> ApiToken:
-    """A key made elsewhere (DRF's Token model: accounts/authtoken_compat.py) made a token."""
-    token, _ = ApiToken.objects.get_or_create(
-        digest=token_digest(key),
-        defaults={"user_id": user_id, "name": name, "prefix": key[:8], "created_at": created_at},
-    )
-    return token
-
-
 def api_token_touch(*, token: ApiToken, now: datetime) -> None:
     """Note that the token was used, when its last note is older than LAST_USED_PRECISION."""
     if token.last_used_at is not None and now - token.last_used_at < LAST_USED_PRECISION:
