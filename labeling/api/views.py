@@ -30,9 +30,9 @@ from drf_spectacular.utils import (
 from rest_framework import generics, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,6 +42,7 @@ from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
 from . import fast
 from . import serializers as s
+from .formats import JSONParser, JSONRenderer
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid input; `errors` lists each."),
