@@ -116,13 +116,12 @@ def claim(
     """
     with transaction.atomic():
         params = [user_id, project_id, kind, sql.ts(now)]
-        held = sql.one(
-            statements.HELD,
-            params,
-            name="il_held",
-            pg_first=statements.CLAIM_FIRST,
-            pg_first_params=_claim_key(user_id=user_id, project_id=project_id, kind=kind),
-        )
+        key = _claim_key(user_id=user_id, project_id=project_id, kind=kind)
+        first = [
+            (None, statements.COMMIT_MAY_LAG, ()),
+            ("il_claim_lock", statements.CLAIM_LOCK, key),
+        ]
+        held = sql.one(statements.HELD, params, name="il_held", pg_first=first)
         if held is not None:
             return Claimed(held[0])
         tried: set[int] = set()
@@ -232,7 +231,7 @@ def reclaim(*, lease_id: int, user_id: int, now: datetime) -> Lease:
         task = access.lease_require(lease_id=lease_id, user_id=user_id).task
         if sql.postgres():  # before any row lock, as a claim takes it
             key = _claim_key(user_id=user_id, project_id=task.project_id, kind=task.kind)
-            sql.run(statements.CLAIM_LOCK, key)
+            sql.run(statements.CLAIM_LOCK, key, name="il_claim_lock")
         lease = _lock_own_lease(lease_id=lease_id, user_id=user_id)
         if lease.status != Lease.Status.ACTIVE:
             raise Conflict(f"This task is already {lease.status}.")

@@ -21,14 +21,14 @@ from __future__ import annotations
 # durably. Saves one fsync per claim, the largest single cost of the labeler loop.
 COMMIT_MAY_LAG = "SET LOCAL synchronous_commit TO OFF"
 
-# One claim at a time per (labeler, project, kind), PostgreSQL only: a transaction-scoped advisory
-# lock (memory only: no row is written, no WAL), keyed by queue._claim_key. Sent in the round
-# trip of HELD, just before it: HELD then runs with a snapshot taken once the lock is held, so of
-# a labeler's concurrent `next` calls (a double click, two tabs, a retrying script) the second
-# finds the lease the first took and gets it back, instead of a task of its own. SQLite
-# serialises the claims anyway (BEGIN IMMEDIATE). The reclaim of an expired lease takes it too.
+# One claim at a time per (labeler, project, kind), PostgreSQL only: a transaction-scoped
+# advisory lock (memory only: no row is written, no WAL), keyed by queue._claim_key. Prepared, and
+# sent in the round trip of HELD, just before it: HELD then runs with a snapshot taken once the
+# lock is held, so of a labeler's concurrent `next` calls (a double click, two tabs, a retrying
+# script) the second finds the lease the first took and gets it back, instead of a task of its
+# own. SQLite serialises the claims anyway (BEGIN IMMEDIATE). The reclaim of an expired lease
+# takes it too.
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
-CLAIM_FIRST = f"{COMMIT_MAY_LAG}; {CLAIM_LOCK}"
 
 # Leases that occupy a slot, per lease row h: submitted, or active and not yet expired
 # (queue._holding is the same rule for the ORM).
