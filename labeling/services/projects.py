@@ -70,11 +70,13 @@ def project_create(
         return project
 
 
-def _lock_memberships(project: Project) -> None:
-    """Take the project row's lock, which every change to its memberships takes first: of two
-    changes at once, the second reads the admins after the first committed. FOR NO KEY UPDATE:
+def project_lock(*, project: Project) -> None:
+    """Take the project row's lock for the rest of the caller's transaction: changes to a project
+    that must not interleave take turns on it (its memberships here; starting a round in
+    training). Of two at once, the second reads what the first committed. FOR NO KEY UPDATE:
     strong enough for two of these, and it does not block the inserts that reference the project
-    (prompts, tasks, members). SQLite serialises writers instead (settings: BEGIN IMMEDIATE)."""
+    (prompts, tasks, members, runs). SQLite serialises writers instead (settings: BEGIN
+    IMMEDIATE). Inside a transaction only (Django refuses a row lock outside one)."""
     list(Project.objects.select_for_update(no_key=True).filter(pk=project.pk).values_list("pk"))
 
 
@@ -91,7 +93,7 @@ def membership_set(*, project: Project, user: User, role: str) -> Membership:
     if role not in Role.values:
         raise Invalid(f"Unknown role {role!r}.")
     with transaction.atomic():
-        _lock_memberships(project)
+        project_lock(project=project)
         if role != Role.ADMIN and _admin_ids(project) == [user.pk]:
             raise Invalid("A project keeps at least one admin.")
         membership, _ = Membership.objects.update_or_create(
@@ -128,7 +130,7 @@ def member_invite(*, project: Project, username: str, email: str, role: str) -> 
 def membership_remove(*, project: Project, user_id: int) -> None:
     """Remove a member (someone who is not one is a 404); the project keeps an admin."""
     with transaction.atomic():
-        _lock_memberships(project)
+        project_lock(project=project)
         membership = Membership.objects.filter(project=project, user_id=user_id).first()
         if membership is None:
             raise NotFound("No such member.")
