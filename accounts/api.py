@@ -13,11 +13,13 @@ from django.contrib.auth import authenticate
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from labeling.api.formats import JSONParser
 
 from . import lockout, selectors, services
 from . import serializers as s

@@ -232,7 +232,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSON parser and renderer, with a too-deep body and an unpaired surrogate answered 400
+    # instead of 500 (labeling/api/formats.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "labeling.api.formats.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["labeling.api.formats.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "labeling.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -253,6 +260,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # A labeler's handle for an output (labeling/blinding.py), one name wherever it appears.
     "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
+    # `<id:...>` (labeling/converters.py): a row id, at most PostgreSQL's bigint.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+    },
 }
 
 # The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the

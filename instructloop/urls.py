@@ -20,3 +20,6 @@ urlpatterns = [
     path("", include("training.urls")),
     path("", include("labeling.urls")),
 ]
+
+# JSON on /api/ paths for what DRF does not catch (a database outage met in a middleware: 503).
+handler500 = "labeling.api.errors.server_error"

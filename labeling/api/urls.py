@@ -3,12 +3,14 @@
 
 from django.urls import path
 
+from labeling import converters  # noqa: F401 - registers <id:...>
+
 from . import views
 
 app_name = "api"
 
-project = "projects/<int:project_id>/"
-lease = "leases/<int:lease_id>/"
+project = "projects/<id:project_id>/"
+lease = "leases/<id:lease_id>/"
 
 urlpatterns = [
     # The labeler loop's calls first: a URL is matched against the patterns in order.
@@ -20,7 +22,7 @@ urlpatterns = [
     path("projects/", views.ProjectListView.as_view(), name="projects"),
     path(project, views.ProjectDetailView.as_view(), name="project"),
     path(f"{project}members/", views.MemberListView.as_view(), name="members"),
-    path(f"{project}members/<int:user_id>/", views.MemberDetailView.as_view(), name="member"),
+    path(f"{project}members/<id:user_id>/", views.MemberDetailView.as_view(), name="member"),
     path(f"{project}prompts/import/", views.PromptImportView.as_view(), name="prompts-import"),
     path(
         f"{project}ranking-tasks/import/",
