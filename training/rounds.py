@@ -22,7 +22,7 @@ from django.db.models import Max
 
 from labeling.errors import Conflict, Invalid
 from labeling.models import Completion, ModelVersion, Project, Prompt, Split
-from labeling.services import evaluation_tasks_create, ranking_task_create
+from labeling.services import evaluation_tasks_create, project_lock, ranking_task_create
 
 from . import runs, stages
 from .models import (
@@ -62,8 +62,7 @@ def round_start(
     with transaction.atomic():
         # Two "Start round" presses at once: the second waits for the first's commit here, then
         # sees its round (the unique constraint on a project's running round is the backstop).
-        # no_key: the lock does not block inserts that point at the project (prompts, runs).
-        Project.objects.select_for_update(no_key=True).filter(pk=project.pk).first()
+        project_lock(project=project)
         if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
             raise Conflict("A round is already running in this project.")
         number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
