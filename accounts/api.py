@@ -17,9 +17,8 @@ from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
-
-from labeling.api.formats import JSONParser
 
 from . import lockout, selectors, services
 from . import serializers as s
@@ -50,7 +49,8 @@ class TokenView(APIView):
     # nothing is stored in the browser. Failed passwords count towards django-axes' lockout.
     authentication_classes = []
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser, FormParser]
+    # The API's JSON parser (settings: a body nested too deep is a 400), and forms.
+    parser_classes = [api_settings.DEFAULT_PARSER_CLASSES[0], FormParser]
 
     def post(self, request: Request) -> Response:
         serializer = s.TokenRequestSerializer(data=request.data)

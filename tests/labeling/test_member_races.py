@@ -13,12 +13,11 @@ from collections import Counter
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from django.test import Client, TransactionTestCase
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import services
 from labeling.models import Membership, Project, Role
-from tests.factories import ProjectFactory, UserFactory, member
+from tests.factories import ProjectFactory, UserFactory, api_key, member
 
 pytestmark = pytest.mark.postgres_only
 
@@ -48,8 +47,7 @@ def _at_once(calls):
 def _api(user) -> APIClient:
     client = APIClient()
     client.raise_request_exception = False
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
     return client
 
 

@@ -8,13 +8,19 @@ import pytest
 from django.db import connection, connections
 from django.test import TransactionTestCase
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import queue, services
 from labeling.blinding import SLOTS
 from labeling.models import Demonstration, Lease, Ranking, RankingEntry, Task
-from tests.factories import ProjectFactory, UserFactory, demonstration_task, member, ranking_task
+from tests.factories import (
+    ProjectFactory,
+    UserFactory,
+    api_key,
+    demonstration_task,
+    member,
+    ranking_task,
+)
 
 pytestmark = pytest.mark.postgres_only
 
@@ -46,12 +52,12 @@ def _next_ten_times(trial: int) -> tuple[int, int]:
     project = ProjectFactory()
     for _ in range(20):
         demonstration_task(project)
-    token, _ = Token.objects.get_or_create(user=member(project, f"alice{trial}"))
+    key = api_key(member(project, f"alice{trial}"))
     answers: list = []
 
     def call_next() -> None:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         answers.append(
             client.post(
                 f"/api/v1/projects/{project.pk}/next/", {"kind": "demonstration"}, format="json"

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling.models import Membership, Project, Role
-from tests.factories import UserFactory, ranking_task
+from tests.factories import UserFactory, api_key, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +107,7 @@ def test_the_page_and_the_api_agree_on_who_may_create_projects(personas):
     for who, user in people.items():
         page[who] = _browser(user).get("/projects/new/").status_code
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
         slug = who.replace(" ", "-")
         api[who] = client.post(
             "/api/v1/projects/", {"name": who, "slug": slug}, format="json"
