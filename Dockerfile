@@ -16,6 +16,7 @@ RUN pip install -c constraints.txt "torch==$(sed -n 's/^torch==//p' constraints.
 
 COPY pyproject.toml ./
 COPY instructloop ./instructloop
+COPY accounts ./accounts
 COPY labeling ./labeling
 COPY training ./training
 # Editable: settings find templates/ and static/ beside the package (BASE_DIR), i.e. in /app.

@@ -49,7 +49,8 @@ def _setup(env: dict[str, str], *, labelers: int, tasks: int, overlap: int, k: i
 import django, json, os
 django.setup()
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from accounts.services import api_token_issue
 from labeling.models import Completion, ModelVersion, Project, Prompt, Role, Task, TaskCompletion, Membership
 from labeling.imports import messages_hash
 User = get_user_model()
@@ -68,7 +69,7 @@ tokens = []
 for i in range({labelers}):
     u = User.objects.create_user(f"bench{{i}}", password=None)
     Membership.objects.create(project=project, user=u, role=Role.LABELER)
-    tokens.append(Token.objects.create(user=u).key)
+    tokens.append(api_token_issue(user_id=u.pk, name="bench", now=timezone.now(), lifetime=None).key)
 from django.db import connection
 with connection.cursor() as cur:
     cur.execute("ANALYZE")  # a production database has planner statistics; a fresh seed has none

@@ -9,9 +9,11 @@ Every value is parsed strictly: a malformed one stops start-up with its name in 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -90,10 +92,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Only for code that still makes tokens with DRF's model (accounts/apps.py mirrors them).
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
     "template_partials",
+    "axes",
+    "accounts",
     "labeling",
     "training",
 ]
@@ -107,11 +112,16 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login (page or Django admin) into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # What /api/v1/ keeps of MIDDLEWARE when served by instructloop.wsgi (see its docstring): security
 # headers, sessions and the user for session-authenticated calls, host checks and APPEND_SLASH.
+# No CSP (JSON is not a page) and no AxesMiddleware: the token endpoint answers its own lockout
+# (accounts/api.py), so the labeler loop's calls pay for neither.
 API_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -177,6 +187,21 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Argon2id first: new passwords are hashed with it, and a password stored with any hasher below
+# is re-hashed with Argon2 the next time its user logs in. (Tests swap in a fast hasher.)
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# django-axes first: it refuses a locked-out client before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -207,12 +232,27 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSON parser and renderer, with a too-deep body and an unpaired surrogate answered 400
+    # instead of 500 (labeling/api/formats.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "labeling.api.formats.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["labeling.api.formats.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "labeling.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "labeling.api.errors.exception_handler",
 }
+# The most rows one page of a list endpoint returns, whatever `?limit=` asks for.
+API_MAX_PAGE_SIZE = 1000
+# /api/schema/ describes every path: open to anyone in development, to signed-in users (token or
+# session) in production unless this opens it (accounts/permissions.py).
+API_SCHEMA_PUBLIC = env_bool("INSTRUCTLOOP_PUBLIC_API_SCHEMA", default=not PRODUCTION)
+# How long a new API token lives unless its creator asks otherwise; 0: no expiry by default.
+API_TOKEN_DAYS = env_int("INSTRUCTLOOP_TOKEN_DAYS", 90)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "InstructLoop API",
     "DESCRIPTION": "Labeling queue, imports and training-ready exports for the InstructGPT loop.",
@@ -220,6 +260,49 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # A labeler's handle for an output (labeling/blinding.py), one name wherever it appears.
     "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
+    # `<id:...>` (labeling/converters.py): a row id, at most PostgreSQL's bigint.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+    },
+}
+
+# The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
+# beat job below puts the run back on the queue and it resumes from its last checkpoint.
+TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+
+# Failed logins (django-axes), on the login page, Django's admin login and the API's token
+# endpoint alike: after LIMIT failures from one client address (any accounts) or on one account
+# (any addresses), that address or account is refused, the right password included, with a 429
+# and Retry-After, until COOLOFF seconds have passed since its last counted failure. Tries while
+# locked out are not counted, so the wait announced is the wait. Failures are rows in the database
+# (axes' database handler): shared by every web worker, on PostgreSQL and SQLite alike, no cache.
+AXES_FAILURE_LIMIT = env_int("INSTRUCTLOOP_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("INSTRUCTLOOP_LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success does not wipe the failures: with lockout by address, one good login of the attacker's
+# own account would otherwise clear every failure made from their address.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+# How many proxies in front of the app append to X-Forwarded-For: the client address is the one
+# the outermost of them saw. 0: REMOTE_ADDR. Production sits behind one TLS proxy (deployment.md).
+TRUSTED_PROXIES = env_int("INSTRUCTLOOP_TRUSTED_PROXIES", 1 if PRODUCTION else 0)
+
+# Pages may run scripts and styles from our own origin only (static/, htmx vendored there): no
+# inline script, no event-handler attribute, no eval, no inline style, nothing from elsewhere.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
 }
 
 # Celery: Redis in production and tests; a filesystem broker for the embedded default.
@@ -242,9 +325,18 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_broker_dir / "control"),
     }
 else:
-    # A job may run for hours: the message must not be redelivered while it runs. The run
-    # row's own lease (training.models) is what stops a redelivered message running twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # Messages are acknowledged when their job ends (acks_late, so a busy worker holds no second
+    # message another worker could run). A message a worker took and never acknowledged (it was
+    # killed) comes back after the visibility timeout: chosen to match the run lease (4 leases,
+    # 6 minutes by default), not hours. A job that runs longer has its message delivered again
+    # meanwhile; the run row's lease (training/loop.py) makes that copy a no-op ("skipped"). Beat
+    # re-sends a run whose lease lapsed within a lease and 30 s anyway, so this only bounds how
+    # long a dead worker's message lingers.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int(
+            "INSTRUCTLOOP_BROKER_VISIBILITY_SECONDS", 4 * TRAINING_LEASE_SECONDS, minimum=2
+        )
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -255,9 +347,6 @@ CELERY_TASK_ROUTES = {
     "training.tasks.requeue_stale_runs": {"queue": "cpu"},
     "labeling.tasks.*": {"queue": "cpu"},
 }
-# The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
-# beat job below puts the run back on the queue and it resumes from its last checkpoint.
-TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
 # How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child
 # process `python -m training.engine KIND --run-dir DIR` (a crash or OOM-kill of the engine then
 # fails the run and leaves the worker standing).

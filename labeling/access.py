@@ -7,7 +7,8 @@
   anyone else's lease, or one in a project they left, is a 404 that reveals nothing about it.
   One rule, statements.OWN_LEASE, read here without a lock (pages, the API) and by queue.py with
   the row locks a lease change needs (locks stay in queue.py).
-- A new project: staff, or anyone who already administers a project, may start one.
+- A new project: staff, or anyone who already administers a project, may start one, on the page
+  and through the API alike.
 
 Every page and API call of a project starts with one of these checks, so both are one
 hand-written statement each (labeling/sql/ says why).

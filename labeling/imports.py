@@ -1,7 +1,10 @@
-"""Parse and validate uploaded prompt and ranking-task files.
+"""Parse and validate uploaded prompt and ranking-task files, or the same records in a JSON body.
 
 Every bad line is reported with its number; the caller imports nothing when any line is bad.
-No ORM here: the output is plain rows that services/prompts.py writes.
+No ORM here: the output is plain rows that services/prompts.py writes. Whatever a line holds,
+the answer is its line's report, never a 500: text PostgreSQL cannot store (a NUL, an unpaired
+surrogate that JSON may escape), a line nested deeper than Python's recursion limit, a CSV cell
+over the csv module's field limit.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import csv
 import hashlib
 import io
 import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,9 @@ PROMPT_FIELDS = {"prompt", "messages", "id", "external_id", "author", "split", "
 COMPLETION_FIELDS = {"text", "model", "temperature", "top_p", "max_tokens", "seed", "finished"}
 ROLES = {"system", "user", "assistant"}
 MAX_ERRORS_REPORTED = 200
+# PostgreSQL text and jsonb hold neither a NUL nor a lone UTF-16 surrogate (which JSON may write
+# as "\ud800"; no UTF-8 encoder takes it): the insert fails.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,26 @@ def messages_hash(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A line that is no record at all (not UTF-8, not JSON, not CSV); `message` says why."""
+
+    message: str
+
+
+Record = tuple[int, Any]  # (line number, the parsed object or Unreadable)
+
+
 def _error(line: int, message: str) -> dict[str, Any]:
     return {"line": line, "error": message}
+
+
+def unstorable(value: str) -> str | None:
+    """Why `value` cannot be stored as text (a NUL, an unpaired surrogate), or None."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    return "a NUL character" if found.group() == "\x00" else "an unpaired surrogate"
 
 
 def _check_size(data: bytes, max_bytes: int) -> None:
@@ -78,21 +104,12 @@ def _decode(data: bytes) -> str:
         raise Invalid("The file is not UTF-8 text.", details=bad[:MAX_ERRORS_REPORTED]) from None
 
 
-def _records(filename: str, data: bytes, max_bytes: int) -> list[tuple[int, Any]]:
-    """(line number, parsed object or an error string) for each non-blank line/row."""
+def _records(filename: str, data: bytes, max_bytes: int) -> list[Record]:
+    """(line number, parsed object or Unreadable) for each non-blank line/row."""
     _check_size(data, max_bytes)
-    out: list[tuple[int, Any]] = []
     if filename.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(_decode(data)))
-        if not reader.fieldnames:
-            raise Invalid("The CSV file has no header row.", details=[_error(1, "no header")])
-        for row in reader:
-            line = reader.line_num
-            if None in row:
-                out.append((line, "more columns than the header has"))
-                continue
-            out.append((line, {k.strip(): v for k, v in row.items() if k is not None}))
-        return out
+        return _csv_records(_decode(data))
+    out: list[Record] = []
     # JSONL: split on b"\n" only, decoding line by line, so that one bad byte is reported on its
     # own line alongside every other bad line, and a raw U+2028 inside a JSON string (valid JSON,
     # which str.splitlines() would break apart) stays in its line.
@@ -101,14 +118,40 @@ def _records(filename: str, data: bytes, max_bytes: int) -> list[tuple[int, Any]
         try:
             raw = raw_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
-            out.append((number, f"invalid UTF-8 byte at column {exc.start + 1}"))
+            out.append((number, Unreadable(f"invalid UTF-8 byte at column {exc.start + 1}")))
             continue
         if not raw.strip():
             continue
         try:
             out.append((number, json.loads(raw)))
         except json.JSONDecodeError as exc:
-            out.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            out.append((number, Unreadable(f"not valid JSON ({exc.msg} at column {exc.colno})")))
+        except ValueError as exc:  # a number of more than 4,300 digits (Python's int limit)
+            out.append((number, Unreadable(f"not valid JSON ({exc})")))
+        except RecursionError:  # deeper than Python's recursion limit (about 1,000 levels)
+            out.append((number, Unreadable("not valid JSON (nested too deeply)")))
+    return out
+
+
+def _csv_records(text: str) -> list[Record]:
+    """A CSV file's rows by line. The first row the csv module cannot read (a cell over its field
+    limit of 131,072 characters) is reported and ends the reading: after it the module's notion
+    of where a row starts is no longer the file's, so later lines could only be misreported."""
+    reader = csv.DictReader(io.StringIO(text))
+    out: list[Record] = []
+    try:
+        if not reader.fieldnames:
+            raise Invalid("The CSV file has no header row.", details=[_error(1, "no header")])
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                out.append((line, Unreadable("more columns than the header has")))
+                continue
+            out.append((line, {k.strip(): v for k, v in row.items() if k is not None}))
+    except csv.Error as exc:
+        # line_num counts the lines read before the one the reader failed on.
+        message = f"not valid CSV ({exc}); the lines after it were not read"
+        out.append((reader.line_num + 1, Unreadable(message)))
     return out
 
 
@@ -142,8 +185,10 @@ def _prompt_row(line: int, obj: Any) -> PromptRow | str:
     total = sum(len(m["content"]) for m in messages)
     if total > MAX_PROMPT_CHARS:
         return f"prompt is {total:,} characters; the limit is {MAX_PROMPT_CHARS:,}"
-    if any("\x00" in m["content"] for m in messages):
-        return "prompt contains a NUL character"
+    for m in messages:
+        problem = unstorable(m["content"])
+        if problem is not None:
+            return f"prompt contains {problem}"
     extras = {}
     for key in ("id", "external_id", "author", "split"):
         value = obj.get(key, "")
@@ -154,6 +199,9 @@ def _prompt_row(line: int, obj: Any) -> PromptRow | str:
         extras[key] = str(value).strip()
         if len(extras[key]) > 200:
             return f'"{key}" is longer than 200 characters'
+        problem = unstorable(extras[key])
+        if problem is not None:
+            return f'"{key}" contains {problem}'
     if extras["split"] and extras["split"] not in Split.values:
         return f'"split" must be one of {", ".join(Split.values)}'
     return PromptRow(
@@ -169,12 +217,21 @@ def _prompt_row(line: int, obj: Any) -> PromptRow | str:
 
 def parse_prompts(filename: str, data: bytes, *, max_bytes: int) -> list[PromptRow]:
     """Validate a JSONL or CSV prompt file. Raises Invalid listing every bad line."""
+    return _prompt_rows(_records(filename, data, max_bytes))
+
+
+def parse_prompt_records(records: Sequence[Any]) -> list[PromptRow]:
+    """Validate prompts sent as a JSON body's records, record N as line N of a file."""
+    return _prompt_rows(enumerate(records, start=1))
+
+
+def _prompt_rows(records: Iterable[Record]) -> list[PromptRow]:
     rows: list[PromptRow] = []
     errors: list[dict[str, Any]] = []
     seen_hash: dict[str, int] = {}
     seen_id: dict[str, int] = {}
-    for line, obj in _records(filename, data, max_bytes):
-        row = obj if isinstance(obj, str) else _prompt_row(line, obj)
+    for line, obj in records:
+        row = obj.message if isinstance(obj, Unreadable) else _prompt_row(line, obj)
         if isinstance(row, str):
             errors.append(_error(line, row))
             continue
@@ -214,6 +271,10 @@ def _completion_row(obj: Any, index: int) -> CompletionRow | str:
         return f"{where} is longer than {MAX_RESPONSE_CHARS:,} characters"
     if not isinstance(model, str) or not model.strip() or len(model) > 120:
         return f'{where} needs a "model" name (at most 120 characters)'
+    for name, given in (("text", text), ("model", model)):
+        problem = unstorable(given)
+        if problem is not None:
+            return f'{where}: "{name}" contains {problem}'
     numbers: dict[str, Any] = {}
     for key, kind, low, high in (
         ("temperature", float, 0.0, 100.0),
@@ -227,7 +288,8 @@ def _completion_row(obj: Any, index: int) -> CompletionRow | str:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f'{where}: "{key}" must be a number'
-        if kind is int and not float(value).is_integer():
+        # (an int as it is: float() of one with 309 digits or more overflows)
+        if kind is int and not (isinstance(value, int) or value.is_integer()):
             return f'{where}: "{key}" must be a whole number'
         if not low <= value <= high:
             return f'{where}: "{key}" is out of range'
@@ -242,13 +304,22 @@ def parse_ranking_tasks(
     filename: str, data: bytes, *, k: int, max_bytes: int
 ) -> list[RankingTaskRow]:
     """Validate a JSONL file of ranking tasks: {"prompt"|"messages", "completions": [K objects]}."""
-    rows: list[RankingTaskRow] = []
-    errors: list[dict[str, Any]] = []
     if not filename.lower().endswith((".jsonl", ".json", ".ndjson")):
         raise Invalid("Ranking tasks are imported from JSONL (one task per line).")
-    for line, obj in _records(filename, data, max_bytes):
-        if isinstance(obj, str):
-            errors.append(_error(line, obj))
+    return _ranking_task_rows(_records(filename, data, max_bytes), k=k)
+
+
+def parse_ranking_task_records(records: Sequence[Any], *, k: int) -> list[RankingTaskRow]:
+    """Validate ranking tasks sent as a JSON body's records, record N as line N of a file."""
+    return _ranking_task_rows(enumerate(records, start=1), k=k)
+
+
+def _ranking_task_rows(records: Iterable[Record], *, k: int) -> list[RankingTaskRow]:
+    rows: list[RankingTaskRow] = []
+    errors: list[dict[str, Any]] = []
+    for line, obj in records:
+        if isinstance(obj, Unreadable):
+            errors.append(_error(line, obj.message))
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("completions"), list):
             errors.append(_error(line, 'each line needs a "completions" list'))

@@ -67,7 +67,11 @@ class Project(models.Model):
     demo_overlap = models.PositiveSmallIntegerField(
         default=1, help_text="Demonstrations collected per prompt."
     )
-    flags = models.JSONField(default=default_flags, help_text="Metadata flags asked per output.")
+    flags = models.JSONField(
+        default=default_flags,
+        blank=True,
+        help_text="Metadata flags asked per output (may be none).",
+    )
     lease_seconds = models.PositiveIntegerField(default=900)
     valid_percent = models.PositiveSmallIntegerField(default=10)
     test_percent = models.PositiveSmallIntegerField(default=10)

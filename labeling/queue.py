@@ -9,6 +9,10 @@ Every lock rule lives here.
   tasks instead of queueing behind one another; only when every candidate is locked does a
   claimer wait, so nobody is told "nothing to do" while a slot is free.
 - One lease row per (task, user), ever (a DB constraint): a labeler never gets a task twice.
+- One active unexpired lease per (user, project, kind): a claim, and the reclaim of an expired
+  lease, first take an advisory lock on that triple (statements.CLAIM_LOCK; SQLite serialises
+  writers anyway), then look for the lease the user already holds. Taken first, before any row
+  lock, in every transaction that takes it, so it never waits in a cycle with one.
 - A submit locks its lease row (blocking, not skip-locked): of two identical submits the second
   waits and then sees the first's result, which is how submits are idempotent.
 - On SQLite (the embedded default) FOR UPDATE is a no-op, but the connection begins every
@@ -17,6 +21,7 @@ Every lock rule lives here.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -62,6 +67,17 @@ def slots_taken(now: datetime) -> Coalesce:
     return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
 
 
+# The first key of the claim's advisory locks ("IL"); the second is a hash of the triple. Two
+# triples that share a hash only take turns, and no other advisory lock uses this first key.
+_CLAIM_LOCK_SPACE = 0x494C
+
+
+def _claim_key(*, user_id: int, project_id: int, kind: str) -> tuple[int, int]:
+    """statements.CLAIM_LOCK's two int4 keys for one (user, project, kind)."""
+    digest = zlib.crc32(f"{user_id}:{project_id}:{kind}".encode())
+    return _CLAIM_LOCK_SPACE, digest - 2**32 if digest >= 2**31 else digest
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A claim's lease, and the rows of statements.LEASE_TASK for it when the claim read them
@@ -94,12 +110,18 @@ def claim(
     """Lease the next task of `kind` for the user; None when nothing is left for them.
 
     A labeler who already holds an unexpired lease of this kind in the project gets that one back,
-    so a refresh or a double click on "next" never takes a second slot. On PostgreSQL a new
-    lease comes back with its task's rows (`Claimed.task_rows`), read by the INSERT's statement.
+    so a refresh or a double click on "next" never takes a second slot, even when the two calls
+    run at once (statements.CLAIM_LOCK). On PostgreSQL a new lease comes back with its task's
+    rows (`Claimed.task_rows`), read by the INSERT's statement.
     """
     with transaction.atomic():
         params = [user_id, project_id, kind, sql.ts(now)]
-        held = sql.one(statements.HELD, params, name="il_held", pg_first=statements.COMMIT_MAY_LAG)
+        key = _claim_key(user_id=user_id, project_id=project_id, kind=kind)
+        first = [
+            (None, statements.COMMIT_MAY_LAG, ()),
+            ("il_claim_lock", statements.CLAIM_LOCK, key),
+        ]
+        held = sql.one(statements.HELD, params, name="il_held", pg_first=first)
         if held is not None:
             return Claimed(held[0])
         tried: set[int] = set()
@@ -203,13 +225,23 @@ def heartbeat(*, lease_id: int, user_id: int, now: datetime) -> Lease:
 
 
 def reclaim(*, lease_id: int, user_id: int, now: datetime) -> Lease:
-    """Re-activate the user's expired lease if the task still has a free slot, else 409."""
+    """Re-activate the user's expired lease if the task still has a free slot and they hold no
+    other unexpired lease of its kind in the project (`next` gave them one meanwhile), else 409."""
     with transaction.atomic():
+        task = access.lease_require(lease_id=lease_id, user_id=user_id).task
+        if sql.postgres():  # before any row lock, as a claim takes it
+            key = _claim_key(user_id=user_id, project_id=task.project_id, kind=task.kind)
+            sql.run(statements.CLAIM_LOCK, key, name="il_claim_lock")
         lease = _lock_own_lease(lease_id=lease_id, user_id=user_id)
         if lease.status != Lease.Status.ACTIVE:
             raise Conflict(f"This task is already {lease.status}.")
         if lease.expires_at > now:
             return heartbeat(lease_id=lease_id, user_id=user_id, now=now)
+        if sql.one(statements.HELD, [user_id, task.project_id, task.kind, sql.ts(now)]):
+            raise Conflict(
+                f"You already hold another {task.kind} task in this project: finish or skip it"
+                " first."
+            )
         task = Task.objects.select_for_update().get(pk=lease.task_id)
         if _slots_taken(task.pk, now, excluding_lease=lease.pk) >= task.overlap:
             raise Conflict("Your lease expired and the task went to another labeler.")

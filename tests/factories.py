@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
+from accounts.services import api_token_issue
 from labeling.imports import messages_hash
 from labeling.models import (
     Completion,
@@ -129,3 +131,8 @@ def submitted_demonstration(
                                  expires_at=now, heartbeat_at=now, submitted_at=now)  # fmt: skip
     return Demonstration.objects.create(task=task, prompt=task.prompt, labeler=labeler, lease=lease,
                                         text=text, created_at=now)  # fmt: skip
+
+
+def api_key(user, *, lifetime=None) -> str:
+    """The key of a new API token of `user` (never expiring unless `lifetime` says otherwise)."""
+    return api_token_issue(user_id=user.pk, name="test", now=timezone.now(), lifetime=lifetime).key

@@ -1,6 +1,7 @@
 """The boundaries of ../shared/ARCHITECTURE.md, enforced.
 
-- `labeling/` (the human side) never imports `training`;
+- `labeling/` (the human side) never imports `training`; `accounts/` (who you are: API tokens,
+  login lockout) imports neither `labeling` nor `training`;
 - `training/engine/` imports neither Django, DRF, Celery, `labeling`, nor `training` outside the
   engine (it runs in a plain Python process: `python -m training.engine`, a test with
   `-p no:django`, later torchrun);
@@ -22,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, root: Path = ROOT) -> set[str]:
     """Every module a file imports, anywhere in it, as dotted names (relative ones resolved)."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -39,37 +40,39 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def python_files(folder: str) -> list[Path]:
-    return sorted(p for p in (ROOT / folder).rglob("*.py") if "migrations" not in p.parts)
+def python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "migrations" not in p.parts)
 
 
-def offenders(folder: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> dict:
+def offenders(
+    folder: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = (), root: Path = ROOT
+) -> dict:
     bad = {}
-    for path in python_files(folder):
+    for path in python_files(root / folder):
         hits = sorted(
             name
-            for name in imports_of(path)
+            for name in imports_of(path, root)
             if any(name == f or name.startswith(f + ".") for f in forbidden)
             and not any(name == a or name.startswith(a + ".") for a in allowed)
         )
         if hits:
-            bad[str(path.relative_to(ROOT))] = hits
+            bad[str(path.relative_to(root))] = hits
     return bad
 
 
-def test_the_scan_sees_imports_at_any_depth_and_relative_ones():
-    """The scanner itself: a check that cannot fail is a defect."""
-    package = ROOT / "labeling"
-    source = "from training import runs\n\ndef f():\n    from ..training.models import X\n"
-    path = package / "_boundary_probe.py"
-    path.write_text(source)
-    try:
-        assert {"training", "training.runs", "training.models"} <= imports_of(path)
-        assert offenders("labeling", ("training",))["labeling/_boundary_probe.py"] == [
-            "training", "training.models", "training.models.X", "training.runs"
-        ]  # fmt: skip
-    finally:
-        path.unlink()
+def test_the_scan_sees_imports_at_any_depth_and_relative_ones(tmp_path):
+    """The scanner itself, on a probe package (a check that cannot fail is a defect)."""
+    (tmp_path / "labeling").mkdir()
+    probe = tmp_path / "labeling" / "probe.py"
+    probe.write_text("from training import runs\n\ndef f():\n    from ..training.models import X\n")
+    assert {"training", "training.runs", "training.models"} <= imports_of(probe, tmp_path)
+    assert offenders("labeling", ("training",), root=tmp_path) == {
+        "labeling/probe.py": ["training", "training.models", "training.models.X", "training.runs"]
+    }
+
+
+def test_accounts_imports_nothing_from_labeling_or_training():
+    assert offenders("accounts", ("labeling", "training")) == {}
 
 
 def test_labeling_imports_nothing_from_training():
@@ -96,7 +99,8 @@ import django
 django.setup()
 from django.urls import get_resolver
 get_resolver().url_patterns
-skip = ("training.engine", "training.demo", "labeling.migrations", "training.migrations")
+skip = ("training.engine", "training.demo", "labeling.migrations", "training.migrations",
+        "accounts.migrations")
 
 def walk(package):  # pkgutil.walk_packages would import the skipped packages to look inside
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
@@ -106,6 +110,7 @@ def walk(package):  # pkgutil.walk_packages would import the skipped packages to
         if info.ispkg:
             walk(info.name)
 
+walk("accounts")
 walk("labeling")
 walk("training")
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers"})))

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +38,13 @@ from django.utils import timezone
 from labeling import exports
 from labeling.errors import Invalid
 from labeling.models import Prompt
+from training.engine import jobfile
 
 from . import loop, runs, stages, storage
 from .models import TrainingRun
 
 PROGRESS_EVERY_SECONDS = 1.0
-JOB_FILE, OUTCOME_FILE, FAILURE_FILE, LOG_FILE = (
-    "job.json",
-    "outcome.json",
-    "failure.json",
-    "engine.log",
-)
 OOM_ERRORS = ("OutOfMemoryError", "MemoryError")
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
 class Cancelled(Exception):
@@ -189,12 +181,6 @@ def run_in_process(job: Job, beat: Heartbeat) -> dict[str, Any]:
     return engine.run(engine.Config.from_dict(job.config), job.data, on_progress=beat.on_progress)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
-
-
 def _stop(child: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds: the engine's checkpoints are atomic."""
     if child.poll() is None:
@@ -206,53 +192,88 @@ def _stop(child: subprocess.Popen, grace: float = 10.0) -> None:
             child.wait()
 
 
+# What the engine process does not need of the worker's environment: the database, the broker
+# and the secret key stay with the worker.
+CHILD_ENV_DROPPED = ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
+
+
+def _log_tail(path: Path, size: int = 4000) -> str:
+    with open(path, "rb") as log:
+        log.seek(max(0, log.seek(0, os.SEEK_END) - size))
+        return log.read().decode(errors="replace")
+
+
 def run_in_subprocess(job: Job, beat: Heartbeat) -> dict[str, Any]:
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (OUTCOME_FILE, FAILURE_FILE):
+    for name in (jobfile.OUTCOME_FILE, jobfile.FAILURE_FILE):
         (job.run_dir / name).unlink(missing_ok=True)
-    _write_json(job.run_dir / JOB_FILE, {"config": job.config, "data": job.data})
-    command = [sys.executable, "-m", "training.engine", job.kind, "--run-dir", str(job.run_dir)]
-    with open(job.run_dir / LOG_FILE, "ab") as log:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=settings.BASE_DIR)
-        try:
-            _supervise(child, beat)
-        except BaseException:
-            _stop(child)
-            raise
-    outcome = job.run_dir / OUTCOME_FILE
-    if child.returncode == 0 and outcome.is_file():
+    jobfile.write_json(job.run_dir / jobfile.JOB_FILE, {"config": job.config, "data": job.data})
+    progress_read, progress_write = os.pipe()
+    command = [
+        sys.executable, "-m", "training.engine", job.kind, "--run-dir", str(job.run_dir),
+        "--progress-fd", str(progress_write), "--parent-pid", str(os.getpid()),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
+    try:
+        with (
+            open(job.run_dir / jobfile.LOG_FILE, "ab") as log,
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(progress_write,),
+                cwd=settings.BASE_DIR,
+                env=env,
+                # Its own session: a Ctrl-C at the worker's terminal reaches the worker, which
+                # finishes (or cancels) the job, not the engine behind its back.
+                start_new_session=True,
+            ) as child,
+        ):
+            os.close(progress_write)
+            try:
+                _supervise(child, progress_read, beat)
+            except BaseException:
+                _stop(child)
+                raise
+    finally:
+        os.close(progress_read)
+        (job.run_dir / jobfile.JOB_FILE).unlink(missing_ok=True)  # the run's data stays in the DB
+    return _outcome(job, child.returncode)
+
+
+def _outcome(job: Job, returncode: int) -> dict[str, Any]:
+    outcome = job.run_dir / jobfile.OUTCOME_FILE
+    if returncode == 0 and outcome.is_file():
         return json.loads(outcome.read_text())
-    failure = job.run_dir / FAILURE_FILE
+    failure = job.run_dir / jobfile.FAILURE_FILE
     if failure.is_file():
         found = json.loads(failure.read_text())
         raise EngineFailed(found["type"], found["traceback"])
-    tail = (job.run_dir / LOG_FILE).read_text(errors="replace")[-4000:]
-    if child.returncode < 0:
-        name = signal.Signals(-child.returncode).name
-        raise EngineFailed("Killed", f"the engine process was killed by {name}.\n{tail}")
-    raise EngineFailed(
-        "EngineExited", f"the engine process exited with {child.returncode}.\n{tail}"
-    )
+    tail = _log_tail(job.run_dir / jobfile.LOG_FILE)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        raise EngineFailed(f"Killed by {name}", f"the engine process was killed by {name}.\n{tail}")
+    raise EngineFailed("EngineExited", f"the engine process exited with {returncode}.\n{tail}")
 
 
-def _supervise(child: subprocess.Popen, beat: Heartbeat) -> None:
+def _supervise(child: subprocess.Popen, progress: int, beat: Heartbeat) -> None:
     """Forward the child's progress lines to the heartbeat until it exits; stop it as soon as
     the run is cancelled or its lease lost (checked at least once a second, not only per step)."""
-    assert child.stdout is not None
     buffer = b""
     while True:
-        ready, _, _ = select.select([child.stdout], [], [], 1.0)
-        if ready:
-            chunk = os.read(child.stdout.fileno(), 65536)
-            if not chunk:
-                child.wait()
-                return
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    update = json.loads(line)
-                    beat.on_progress(update["step"], update["total_steps"], update["metrics"])
+        ready, _, _ = select.select([progress], [], [], 1.0)
+        chunk = os.read(progress, 65536) if ready else b""
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            update = json.loads(line)
+            beat.on_progress(update["step"], update["total_steps"], update["metrics"])
+        # Done at the pipe's end, or once the child has exited and nothing more is waiting (a
+        # process it forked may hold the pipe open).
+        if (ready and not chunk) or (child.poll() is not None and not ready):
+            child.wait()
+            return
         beat.raise_if_stopped()
 
 
@@ -260,8 +281,10 @@ LAUNCHERS = {"inprocess": run_in_process, "subprocess": run_in_subprocess}
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """Out of memory, worth another attempt: torch's or Python's error, or an engine process the
+    kernel's OOM killer took (SIGKILL; any other signal is a crash, not retried)."""
     if isinstance(exc, EngineFailed):
-        return exc.error_type in OOM_ERRORS or exc.error_type == "Killed"
+        return exc.error_type in OOM_ERRORS or exc.error_type == "Killed by SIGKILL"
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
@@ -289,5 +312,16 @@ def execute(*, run_id: int, worker: str) -> str:
             run_id=run_id, worker=worker, error=error, retry=_is_oom(exc), now=timezone.now()
         )
         return "failed"
-    loop.run_succeed(run_id=run_id, worker=worker, result=result, now=timezone.now())
+    try:
+        loop.run_succeed(run_id=run_id, worker=worker, result=result, now=timezone.now())
+    except runs.LeaseLost:
+        return "lease lost"
+    except Exception:  # noqa: BLE001 - storing the outputs or starting the round's next step
+        # failed (its transaction rolled back): the run fails with the reason, once, instead of
+        # being retried as "worker lost" until it gives up.
+        loop.run_fail(
+            run_id=run_id, worker=worker, error=traceback.format_exc(), retry=False,
+            now=timezone.now(),
+        )  # fmt: skip
+        return "failed"
     return "succeeded"

@@ -9,6 +9,7 @@ the cancel of a whole round.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,6 +58,7 @@ def run_claim(*, run_id: int, worker: str, now: datetime) -> TrainingRun | None:
             )
             return None
         run.attempt += 1
+        run.dispatches, run.dispatch_error = 0, ""  # it arrived: a later re-send starts afresh
         run.status = RunStatus.RUNNING
         run.lease_owner = worker
         run.lease_expires_at = now + timedelta(seconds=runs.lease_seconds())
@@ -116,17 +118,29 @@ def run_cancel(*, run_id: int, project: Project, now: datetime) -> TrainingRun:
             raise NotFound("No such run.")
         if run.status in TERMINAL:
             raise Conflict(f"The run already {run.status}.")
-        run.cancel_requested = True
-        run.save(update_fields=["cancel_requested"])
-        if run.status == RunStatus.QUEUED:
-            _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled by an admin.")
+        _cancel(run, now=now)
         return run
+
+
+def _cancel(run: TrainingRun, *, now: datetime) -> None:
+    """Flag the run (the caller holds its row lock): a queued one stops now, a running one at its
+    next step, when its worker sees the flag."""
+    run.cancel_requested = True
+    run.save(update_fields=["cancel_requested"])
+    if run.status == RunStatus.QUEUED:
+        _finish(run, RunStatus.CANCELLED, now=now, error="Cancelled by an admin.")
 
 
 def round_cancel(*, project: Project, number: int, now: datetime) -> Round:
     """Stop a running round and each of its unfinished runs (a queued one now, a running one at
-    its next step). The round is marked first, so its steps' closing does not advance it; the
-    runs, data and models it made so far stay."""
+    its next step). The runs, data and models it made so far stay.
+
+    First the round alone is marked, in a transaction of its own: from then on no close of one
+    of its runs starts another step (they read the round under its lock). Then each unfinished
+    run is cancelled in its own transaction, as an admin's cancel of that run would be; one that
+    finished meanwhile is left as it is. No transaction here holds a round's lock while it waits
+    for a run's, which every run's close takes in the other order.
+    """
     with transaction.atomic():
         round_ = Round.objects.select_for_update().filter(project=project, number=number).first()
         if round_ is None:
@@ -137,9 +151,8 @@ def round_cancel(*, project: Project, number: int, now: datetime) -> Round:
         round_.error = "Cancelled by an admin."
         round_.finished_at = now
         round_.save(update_fields=["status", "error", "finished_at"])
-        unfinished = TrainingRun.objects.filter(round_step__round=round_).exclude(
-            status__in=TERMINAL
-        )
-        for run_id in unfinished.order_by("pk").values_list("pk", flat=True):
+    unfinished = TrainingRun.objects.filter(round_step__round=round_).exclude(status__in=TERMINAL)
+    for run_id in unfinished.order_by("pk").values_list("pk", flat=True):
+        with contextlib.suppress(Conflict):  # it finished meanwhile
             run_cancel(run_id=run_id, project=project, now=now)
-        return round_
+    return round_

@@ -57,6 +57,15 @@ class TrainingRun(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its message was last sent to the broker."
+    )
+    dispatches = models.PositiveSmallIntegerField(
+        default=0, help_text="Messages sent for it while queued (re-sent by beat when none came)."
+    )
+    dispatch_error = models.TextField(
+        blank=True, help_text="Why the last message could not be sent (broker unreachable)."
+    )
     error = models.TextField(blank=True)
     model_version = models.OneToOneField(
         "labeling.ModelVersion",
@@ -174,6 +183,11 @@ class Round(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status="running"),
+                name="round_one_running_per_project",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=RoundStatus.values), name="round_status_valid"
             ),

@@ -22,7 +22,7 @@ from django.db.models import Max
 
 from labeling.errors import Conflict, Invalid
 from labeling.models import Completion, ModelVersion, Project, Prompt, Split
-from labeling.services import evaluation_tasks_create, ranking_task_create
+from labeling.services import evaluation_tasks_create, project_lock, ranking_task_create
 
 from . import runs, stages
 from .models import (
@@ -57,11 +57,12 @@ def round_start(
         raise Invalid(f"Unknown round settings: {', '.join(sorted(unknown))}.")
     if policy.project_id != project.pk or policy.kind == ModelVersion.Kind.REWARD:
         raise Invalid("Start a round from a policy (base, SFT or PPO) of this project.")
-    gate = {**DEFAULT_GATE, **config.get("gate", {})}
-    if set(gate) != set(DEFAULT_GATE):
-        raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
+    gate = _gate_of(config.get("gate", {}))
     _check_settings(config)
     with transaction.atomic():
+        # Two "Start round" presses at once: the second waits for the first's commit here, then
+        # sees its round (the unique constraint on a project's running round is the backstop).
+        project_lock(project=project)
         if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
             raise Conflict("A round is already running in this project.")
         number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
@@ -85,14 +86,28 @@ def round_start(
         return round_
 
 
+def _gate_of(values: Any) -> dict[str, float]:
+    """The gate's limits: the defaults, with the ones given (finite numbers) instead."""
+    if not isinstance(values, dict) or not set(values) <= set(DEFAULT_GATE):
+        raise Invalid(f"The gate takes {', '.join(sorted(DEFAULT_GATE))}.")
+    for key, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0:
+            raise Invalid(f"The gate's {key} must be a number of at least 0, not {value!r:.40}.")
+    return {**DEFAULT_GATE, **{k: float(v) for k, v in values.items()}}
+
+
 def _check_settings(config: dict[str, Any]) -> None:
-    """Each step's settings, checked by its stage's config class now (Invalid names the key)."""
+    """Each step's settings, checked by its stage's config class now (Invalid names the key),
+    exactly as each step's run will be given them."""
     for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
         stages.stage(kind).resolve(config.get(key, {}))
     sample = stages.stage(TrainingRun.Kind.SAMPLE)
     for key in ("sample", "rank_sample"):
         if not isinstance(config.get(key, {}), dict):
             raise Invalid(f"The round's {key} settings must be an object of setting: value.")
+    # The A/B answers' runs get "sample"; the ranking tasks' runs "sample" with "rank_sample" over it.
+    sample.resolve({**config.get("sample", {}), "k": 1})
     sample.resolve({**config.get("sample", {}), **config.get("rank_sample", {}), "k": 1})
     for key in ("max_prompts", "eval_prompts"):
         value = config.get(key, 1)

@@ -53,7 +53,7 @@ def run_start(
     if stage.needs_reward_model and reward_model is None:
         raise Invalid(f"{kind.upper()} needs a reward model.")
     storage.model_path(base_model)  # refuse unsafe paths now, not in the worker
-    options = {k: v for k, v in config.items() if k in stage.options}
+    options = stage.options_of(config)
     with transaction.atomic():
         dataset = stage.snapshot(project, options)
         if not dataset[stage.requires]:
@@ -144,6 +144,7 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
     by_prompt: dict[int, list[dict[str, Any]]] = {}
     for sample in result["samples"]:
         by_prompt.setdefault(sample["prompt_id"], []).append(sample)
+    sampled: list[Completion] = []
     for prompt_id, samples in by_prompt.items():
         prompt = prompts[prompt_id]
         completions = services.completions_create(
@@ -162,11 +163,12 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
                 for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
             ],
         )
-        RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in completions)
+        sampled += completions
         if not run.dataset.get("create_tasks", True):
             continue  # a round mixes these with another policy's samples itself
         if len(distinct := first_distinct(completions, project.k)) == project.k:
             services.ranking_task_create(project=project, prompt=prompt, completions=distinct)
+    RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in sampled)
 
 
 def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
@@ -182,7 +184,24 @@ def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
     return list(chosen.values())
 
 
+RESEND_BACKOFF_CAP = 6  # a queued run is sent again after lease x 2^n, n at most this
+
+
 def runs_to_requeue(*, now: datetime) -> list[int]:
-    """Running runs whose lease expired: their worker died (SIGKILL, OOM-kill, lost node)."""
+    """Runs to send to a worker again:
+    - running ones whose lease expired: their worker died (SIGKILL, OOM-kill, lost node);
+    - queued ones no worker claimed a lease's time after their last message: the message was
+      lost (a broker restarted without persistence) or never sent (the broker was down). The wait
+      doubles with each message sent (a run behind a long job on a busy worker is not re-sent
+      every minute); a duplicate is harmless, the run row decides who runs it."""
     stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-    return list(stale.order_by("pk").values_list("pk", flat=True))
+    ids = set(stale.values_list("pk", flat=True))
+    lease = timedelta(seconds=lease_seconds())
+    queued = TrainingRun.objects.filter(status=RunStatus.QUEUED, cancel_requested=False)
+    for pk, enqueued_at, created_at, dispatches, error in queued.values_list(
+        "pk", "enqueued_at", "created_at", "dispatches", "dispatch_error"
+    ):
+        waited = now - (enqueued_at or created_at)
+        if error or waited > lease * 2 ** min(max(dispatches - 1, 0), RESEND_BACKOFF_CAP):
+            ids.add(pk)
+    return sorted(ids)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from labeling import selectors as labeling_selectors
 from labeling import stats
@@ -127,22 +127,20 @@ def rating_rows(*, project: Project) -> list[tuple[str, int, list[str]]]:
 
 
 def reward_model_accuracies(*, project: Project) -> list[dict[str, Any]]:
-    """Held-out pair accuracy of each reward model, as its training run measured it."""
-    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
-    runs = dict(
-        TrainingRun.objects.filter(model_version__in=versions).values_list("model_version", "pk")
+    """Held-out pair accuracy of each reward model, as its training run last measured it (one
+    query)."""
+    last = (
+        RunMetric.objects.filter(run__model_version=OuterRef("pk"), name="val/pair_accuracy")
+        .order_by("-step")
+        .values("value")[:1]
     )
-    out = []
-    for version in versions.order_by("pk"):
-        point = (
-            RunMetric.objects.filter(run_id=runs[version.pk], name="val/pair_accuracy")
-            .order_by("-step")
-            .first()
-            if version.pk in runs
-            else None
-        )
-        out.append({"model": version.name, "val_pair_accuracy": point.value if point else None})
-    return out
+    versions = (
+        ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
+        .annotate(val_pair_accuracy=Subquery(last))
+        .order_by("pk")
+        .values_list("name", "val_pair_accuracy")
+    )
+    return [{"model": name, "val_pair_accuracy": accuracy} for name, accuracy in versions]
 
 
 @dataclass(frozen=True)

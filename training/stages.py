@@ -65,18 +65,22 @@ def _sft_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
     return {"demonstrations": _demonstration_ids(project)}
 
 
-def _reward_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
-    rankings = list(
+def _ranking_ids(project: Project) -> list[int]:
+    """Rankings a run may train on: every split but test."""
+    return list(
         Ranking.objects.filter(task__project=project)
         .exclude(task__prompt__split=Split.TEST)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    return {"rankings": rankings, "demonstrations": _demonstration_ids(project)}
+
+
+def _reward_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
+    return {"rankings": _ranking_ids(project), "demonstrations": _demonstration_ids(project)}
 
 
 def _dpo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
-    return {"rankings": _reward_rows(project, options)["rankings"]}
+    return {"rankings": _ranking_ids(project)}
 
 
 def _ppo_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +94,17 @@ def _sample_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Options about a run's data, not its engine config: (check, what a good value is).
+OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "split": (lambda v: v in (Split.TRAIN, Split.TEST), '"train" or "test"'),
+    "max_prompts": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "a whole number of at least 1",
+    ),
+    "create_tasks": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
 @dataclass(frozen=True)
 class Stage:
     kind: str
@@ -98,8 +113,21 @@ class Stage:
     requires: str  # the snapshot key that must not be empty
     model_paths: dict[str, str]  # config field -> "base" or "reward": the model version it loads
     model_kind: str | None  # the ModelVersion kind a success registers; None: it adds samples
-    options: frozenset[str] = frozenset()  # about the data, not the engine's config
-    needs_reward_model: bool = False
+    options: frozenset[str] = frozenset()  # about the data, not the engine's config (OPTION_CHECKS)
+
+    @property
+    def needs_reward_model(self) -> bool:
+        return "reward" in self.model_paths.values()
+
+    def options_of(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The data options among the settings, each checked (Invalid names a bad one)."""
+        options = {k: v for k, v in settings.items() if k in self.options}
+        for key, value in options.items():
+            check, good = OPTION_CHECKS[key]
+            if not check(value):
+                message = f"{self.kind} settings: {key} must be {good}, not {value!r:.40}"
+                raise Invalid(message, details=[{"key": key, "error": message}])
+        return options
 
     def resolve(self, settings: Any) -> dict[str, Any]:
         """The full config for these settings (defaults filled in, server keys left out), or an
@@ -112,6 +140,7 @@ class Stage:
                 f"These are set by the server, not the request: {', '.join(reserved)}.",
                 details=[{"key": key, "error": "set by the server"} for key in reserved],
             )
+        self.options_of(settings)
         values = {k: v for k, v in settings.items() if k not in self.options}
         placeholders = {f.name: "" for f in dataclasses.fields(self.config_class)}
         placeholders = {k: v for k, v in placeholders.items() if k in SERVER_KEYS}
@@ -150,7 +179,6 @@ STAGES: dict[str, Stage] = {
         model_paths={"policy_path": "base", "reward_model_path": "reward"},
         model_kind=ModelKind.POLICY,
         options=frozenset({"split", "max_prompts"}),
-        needs_reward_model=True,
     ),
     RunKind.DPO: Stage(
         kind=RunKind.DPO,

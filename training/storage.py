@@ -16,11 +16,13 @@ from pathlib import Path
 from django.conf import settings
 
 from labeling.errors import Invalid
-from labeling.models import ModelKind, ModelVersion
+from labeling.models import ModelVersion
 
 from .models import TrainingRun
+from .stages import STAGES
 
-TRAINED_KINDS = {ModelKind.SFT, ModelKind.REWARD, ModelKind.POLICY}
+# Versions a run registers: their files must be under the model root (never a hub name).
+TRAINED_KINDS = {stage.model_kind for stage in STAGES.values() if stage.model_kind}
 
 
 def run_key(run: TrainingRun) -> str:

@@ -20,10 +20,11 @@ def run_training(run_id: int) -> str:  # queue: gpu (settings.CELERY_TASK_ROUTES
 
 @shared_task(name="training.tasks.requeue_stale_runs")
 def requeue_stale_runs() -> list[int]:
-    """Beat-scheduled: runs whose worker died go back on the queue (they resume from a checkpoint)."""
+    """Beat-scheduled: runs whose worker died, or whose message never reached one, are sent
+    again (a resumed run continues from its last checkpoint)."""
     ids = runs.runs_to_requeue(now=timezone.now())
     for run_id in ids:
-        run_training.delay(run_id)
+        dispatch.run_send(run_id)
     return ids
 
 

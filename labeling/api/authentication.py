@@ -1,18 +1,22 @@
 """Token authentication in one hand-written query.
 
-DRF's TokenAuthentication, with the lookup of the token and its user as one SQL statement
-(statements.TOKEN_USER; labeling/sql/ says why): every call of the labeler loop pays for it. Same answers: an unknown
-token or an inactive user is a 401 with DRF's messages.
+The token (accounts.ApiToken) is found by the SHA-256 of the key sent, with its user, in one SQL
+statement (statements.TOKEN_USER; labeling/sql/ says why): every call of the labeler loop pays
+for it. An unknown, revoked or expired token, or an inactive user, is a 401. Marking the token
+used is a second statement about once an hour per token (accounts.services.LAST_USED_PRECISION),
+not once per call.
 """
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
 
+from accounts import services as accounts
+from accounts.models import ApiToken
 from labeling import sql
 from labeling.sql import statements
 
@@ -21,17 +25,21 @@ class SqlTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple:
         User = get_user_model()  # noqa: N806
         query = statements.TOKEN_USER.format(
-            token=sql.columns(Token, "t"),
+            token=sql.columns(ApiToken, "t"),
             user=sql.columns(User, "u"),
-            token_table=Token._meta.db_table,
+            token_table=ApiToken._meta.db_table,
             user_table=User._meta.db_table,
         )
-        row = sql.one(query, [key], name="il_token_user")
+        row = sql.one(query, [accounts.token_digest(key)], name="il_token_user")
         if row is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        n = len(Token._meta.concrete_fields)
-        token, user = sql.instance(Token, row[:n]), sql.instance(User, row[n:])
+        n = len(ApiToken._meta.concrete_fields)
+        token, user = sql.instance(ApiToken, row[:n]), sql.instance(User, row[n:])
+        now = timezone.now()
+        if token.expired(now):
+            raise exceptions.AuthenticationFailed(_("Token expired."))
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        accounts.api_token_touch(token=token, now=now)
         token.user = user
         return user, token

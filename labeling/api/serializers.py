@@ -11,7 +11,6 @@ hand.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -315,11 +314,20 @@ class LabelerRankingSerializer(serializers.ModelSerializer):
 # --- imports and reports --------------------------------------------------------------------
 
 
+class _RecordField(serializers.JSONField):
+    """One record of an import's JSON body, taken as the parser read it: labeling/imports.py judges
+    it as a line of a file. (JSONField's own check writes the value out again, which for a value
+    nested nearly as deep as the parser allows ran past Python's recursion limit.)"""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+
 class _ImportSerializer(StrictSerializer):
     """A `file` upload (multipart) or a JSON body {"records": [...]}, one record per line."""
 
     file = serializers.FileField(required=False, allow_empty_file=False)
-    records = serializers.ListField(child=serializers.JSONField(), required=False, min_length=1)
+    records = serializers.ListField(child=_RecordField(), required=False, min_length=1)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
@@ -333,9 +341,7 @@ class _ImportSerializer(StrictSerializer):
             attrs["filename"], attrs["data"] = upload.name or "upload.jsonl", upload.read()
             attrs["source"] = attrs["filename"]
         else:
-            lines = (json.dumps(r, ensure_ascii=False) for r in attrs.pop("records"))
-            attrs["filename"], attrs["source"] = "records.jsonl", "api"
-            attrs["data"] = "\n".join(lines).encode()
+            attrs["source"] = "api"
         return attrs
 
 
@@ -344,21 +350,25 @@ class PromptImportSerializer(_ImportSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        attrs["rows"] = imports.parse_prompts(
-            attrs.pop("filename"), attrs.pop("data"), max_bytes=settings.IMPORT_MAX_BYTES
-        )
+        if "records" in attrs:
+            attrs["rows"] = imports.parse_prompt_records(attrs.pop("records"))
+        else:
+            attrs["rows"] = imports.parse_prompts(
+                attrs.pop("filename"), attrs.pop("data"), max_bytes=settings.IMPORT_MAX_BYTES
+            )
         return attrs
 
 
 class RankingTaskImportSerializer(_ImportSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        attrs["rows"] = imports.parse_ranking_tasks(
-            attrs.pop("filename"),
-            attrs.pop("data"),
-            k=self.context["project"].k,
-            max_bytes=settings.IMPORT_MAX_BYTES,
-        )
+        k = self.context["project"].k
+        if "records" in attrs:
+            attrs["rows"] = imports.parse_ranking_task_records(attrs.pop("records"), k=k)
+        else:
+            attrs["rows"] = imports.parse_ranking_tasks(
+                attrs.pop("filename"), attrs.pop("data"), k=k, max_bytes=settings.IMPORT_MAX_BYTES
+            )
         return attrs
 
 
@@ -430,15 +440,6 @@ class LabelerRowSerializer(serializers.Serializer):
     rankings_last_7_days = serializers.IntegerField()
     skips = serializers.IntegerField()
     agreement = serializers.FloatField(allow_null=True)
-
-
-class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField()
 
 
 class ComparisonSubmitSerializer(StrictSerializer):

@@ -9,8 +9,8 @@ Who may do what:
   own demonstrations and rankings;
 - reviewer and up: exports, progress, agreement, per-labeler counts, everybody's submissions;
 - admin: edit guidelines, import prompts and ranking tasks, manage members;
-- staff users (Django `is_staff`) create projects and become their first admin. Creating a
-  project is a server-operator decision, not something any account holder may do.
+- staff users (Django `is_staff`) and anyone who already administers a project create projects
+  and become their first admin (access.can_create_project, the rule the page follows too).
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import generics, status
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,6 +41,7 @@ from labeling.models import Demonstration, Membership, Ranking, Role, Split
 
 from . import fast
 from . import serializers as s
+from .formats import JSONParser, JSONRenderer
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid input; `errors` lists each."),
@@ -65,11 +65,13 @@ class NDJSONRenderer(BaseRenderer):
         return (json.dumps(data, ensure_ascii=False) + "\n").encode()
 
 
-class StaffCreatesProjects(BasePermission):
-    message = "Only staff users create projects."
+class CreatesProjects(BasePermission):
+    message = "Only staff and project admins create projects."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+        return request.method in SAFE_METHODS or access.can_create_project(
+            user_id=request.user.pk, is_staff=request.user.is_staff
+        )
 
 
 class ApiView(APIView):
@@ -122,28 +124,12 @@ def _valid_for_lease(serializer_class: type, request: Request, lease_id: int) ->
     return serializer.validated_data
 
 
-# --- auth -----------------------------------------------------------------------------------
-
-
-@extend_schema(
-    tags=["auth"],
-    request=s.TokenRequestSerializer,
-    responses={200: s.TokenSerializer, 400: ERRORS[400]},
-    summary="Exchange a username and password for an API token",
-)
-class TokenView(ObtainAuthToken):
-    # No session authentication here, hence no CSRF check: the answer is a token in the body,
-    # nothing is stored in the browser. Not throttled here; rate-limit logins at the proxy.
-    authentication_classes = []
-    parser_classes = [JSONParser, FormParser]
-
-
 # --- projects and members -------------------------------------------------------------------
 
 
 class ProjectListView(generics.ListAPIView):
     serializer_class = s.ProjectSerializer
-    permission_classes = [IsAuthenticated, StaffCreatesProjects]
+    permission_classes = [IsAuthenticated, CreatesProjects]
     parser_classes = [JSONParser]
     queryset = Membership.objects.none()  # for schema generation; the real one is per user
 
@@ -158,7 +144,7 @@ class ProjectListView(generics.ListAPIView):
         tags=["projects"],
         request=s.ProjectCreateSerializer,
         responses={201: s.ProjectSerializer, 400: ERRORS[400], 403: ERRORS[403]},
-        summary="Create a project (staff only); the creator becomes its admin",
+        summary="Create a project (staff and project admins); the creator becomes its admin",
     )
     def post(self, request: Request) -> Response:
         data = _valid(s.ProjectCreateSerializer, request)
@@ -528,10 +514,12 @@ class RankingListView(generics.ListAPIView):
         return selectors.rankings_visible(membership=self.membership)
 
     def get_serializer_class(self) -> type:
-        membership = getattr(self, "membership", None)  # set by get_queryset; none for the schema
-        if membership is not None and not membership.allows(Role.REVIEWER):
-            return s.LabelerRankingSerializer
-        return s.RankingSerializer
+        # Blind unless the caller is known to be a reviewer: get_queryset sets the membership;
+        # without it (schema generation, a future code path) the labeler's shape is the safe one.
+        membership = getattr(self, "membership", None)
+        if membership is not None and membership.allows(Role.REVIEWER):
+            return s.RankingSerializer
+        return s.LabelerRankingSerializer
 
     @extend_schema(
         tags=["submissions"],

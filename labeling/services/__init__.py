@@ -12,6 +12,7 @@ from .projects import (
     membership_remove,
     membership_set,
     project_create,
+    project_lock,
     project_update_guidelines,
 )
 from .prompts import (
@@ -50,6 +51,7 @@ __all__ = [
     "membership_set",
     "model_version_for_name",
     "project_create",
+    "project_lock",
     "project_update_guidelines",
     "prompts_import",
     "ranking_submit",

@@ -73,6 +73,8 @@ def demonstration_submit(
 def demonstration_draft_save(*, lease_id: int, user_id: int, text: str, now: datetime) -> None:
     if len(text) > MAX_RESPONSE_CHARS:
         raise Invalid(f"The draft is longer than {MAX_RESPONSE_CHARS:,} characters.")
+    if "\x00" in text:  # PostgreSQL text cannot hold it: the insert fails
+        raise Invalid("The draft contains a NUL character.")
     with transaction.atomic():
         lease = queue.lock_for_submit(lease_id=lease_id, user_id=user_id, now=now, lock_task=False)
         if lease.status == Lease.Status.SUBMITTED:

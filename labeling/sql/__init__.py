@@ -59,37 +59,62 @@ def json_out(value: Any) -> Any:
     return None if value is None else json.loads(value)
 
 
+# A statement sent before a query in its round trip (`pg_first`): (a name to prepare it under,
+# or None to send it as it is, such as a SET LOCAL; the SQL; its parameters).
+First = tuple[str | None, str, Sequence[Any]]
+
+
+def _prepared(cursor: Any, name: str, query: str, n_params: int) -> str:
+    """`EXECUTE name (...)` for `query`, prepared on this connection first if it is not yet."""
+    # This thread's connection wrapper (`connection` is a proxy shared by all threads); a name is
+    # prepared on the raw connection it is stored with, again after a reconnect.
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    prepared = wrapper.__dict__.setdefault("_instructloop_prepared", {})
+    if prepared.get(name) is not wrapper.connection:
+        parts = query.split("%s")
+        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        cursor.execute(f"PREPARE {name} AS {numbered}")
+        prepared[name] = wrapper.connection
+    return f"EXECUTE {name} ({placeholders(n_params)})"
+
+
 def _execute(
-    cursor: Any, query: str, params: Sequence[Any], name: str | None, pg_first: str | None = None
+    cursor: Any,
+    query: str,
+    params: Sequence[Any],
+    name: str | None,
+    pg_first: Sequence[First] = (),
 ) -> None:
     """Run `query`; on PostgreSQL, a `name`d one as a prepared statement of this connection, and
-    `pg_first` (a parameterless, PostgreSQL-only statement such as a SET LOCAL) in the same round
-    trip just before it. SQLite runs `query` alone.
+    the `pg_first` statements (PostgreSQL-only: a SET LOCAL, a lock) in the same round trip just
+    before it. SQLite runs `query` alone.
 
     Planning the claim's candidate query costs PostgreSQL more than running it (0.9 ms against
     0.4 ms); a statement prepared once per connection is planned once, or re-planned only when
     PostgreSQL judges a custom plan worth it. (Not for a transaction-pooling proxy such as
-    PgBouncer in transaction mode: prepared statements live on one server connection.)
+    PgBouncer in transaction mode: prepared statements live on one server connection.) The
+    statements of one round trip run one after the other, each with a snapshot of its own (READ
+    COMMITTED), so `query` sees what committed while a `pg_first` lock was awaited.
     """
     if not postgres():
         cursor.execute(query, params)
         return
-    if name is not None:
-        # This thread's connection wrapper (`connection` is a proxy shared by all threads); a
-        # name is prepared on the raw connection it is stored with, again after a reconnect.
-        wrapper = connections[DEFAULT_DB_ALIAS]
-        prepared = wrapper.__dict__.setdefault("_instructloop_prepared", {})
-        if prepared.get(name) is not wrapper.connection:
-            parts = query.split("%s")
-            numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
-            cursor.execute(f"PREPARE {name} AS {numbered}")
-            prepared[name] = wrapper.connection
-        query = f"EXECUTE {name} ({placeholders(len(params))})"
-    cursor.execute(query if pg_first is None else f"{pg_first}; {query}", params)
+    texts: list[str] = []
+    values: list[Any] = []
+    for first_name, first_query, first_params in (*pg_first, (name, query, params)):
+        if first_name is not None:
+            first_query = _prepared(cursor, first_name, first_query, len(first_params))
+        texts.append(first_query)
+        values.extend(first_params)
+    cursor.execute("; ".join(texts), values)
 
 
 def one(
-    query: str, params: Sequence[Any] = (), *, name: str | None = None, pg_first: str | None = None
+    query: str,
+    params: Sequence[Any] = (),
+    *,
+    name: str | None = None,
+    pg_first: Sequence[First] = (),
 ) -> tuple | None:
     with connection.cursor() as cursor:
         _execute(cursor, query, params, name, pg_first)

@@ -21,12 +21,21 @@ from __future__ import annotations
 # durably. Saves one fsync per claim, the largest single cost of the labeler loop.
 COMMIT_MAY_LAG = "SET LOCAL synchronous_commit TO OFF"
 
+# One claim at a time per (labeler, project, kind), PostgreSQL only: a transaction-scoped
+# advisory lock (memory only: no row is written, no WAL), keyed by queue._claim_key. Prepared, and
+# sent in the round trip of HELD, just before it: HELD then runs with a snapshot taken once the
+# lock is held, so of a labeler's concurrent `next` calls (a double click, two tabs, a retrying
+# script) the second finds the lease the first took and gets it back, instead of a task of its
+# own. SQLite serialises the claims anyway (BEGIN IMMEDIATE). The reclaim of an expired lease
+# takes it too.
+CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+
 # Leases that occupy a slot, per lease row h: submitted, or active and not yet expired
 # (queue._holding is the same rule for the ORM).
 HOLDING = "(h.status = 'submitted' OR (h.status = 'active' AND h.expires_at > %s))"
 
 # The user's unexpired active lease of this kind in the project, if any: a refresh or a double
-# click on "next" gets it back instead of taking a second slot.
+# click on "next" gets it back instead of taking a second slot (under CLAIM_LOCK).
 HELD = """
     SELECT l.id FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
     WHERE l.user_id = %s AND t.project_id = %s AND t.kind = %s
@@ -115,7 +124,7 @@ MEMBERSHIP_BY_SLUG = "p.slug = %s"
 # The own-lease rule, the one definition of "this lease is yours" (access.own_lease_row): the
 # lease `l` (of task `t`) is the user's and they are still a member of its project, any role;
 # anyone else's lease, or one in a project they left, is not found. Parameters: the lease id,
-# the user id twice and the three roles (access.own_lease_params).
+# the user id twice and the three roles (access.own_lease_row).
 OWN_LEASE = """l.id = %s AND l.user_id = %s
       AND EXISTS (SELECT 1 FROM labeling_membership m
                   WHERE m.project_id = t.project_id AND m.user_id = %s AND m.role IN (%s, %s, %s))"""
@@ -175,9 +184,11 @@ TASK_DONE = """
 # --- the API's token authentication (labeling/api/authentication.py) --------------------------
 
 # DRF's TokenAuthentication looks up the token, then its user: here one statement, paid by every
-# call of the labeler loop. The tables are the models' (`{token_table}`, `{user_table}`).
+# call of the labeler loop. The token is found by the SHA-256 of the key sent (only digests are
+# stored: accounts/services.py), through its unique index; expiry is checked on the row read.
+# The tables are the models' (`{token_table}`, `{user_table}`).
 TOKEN_USER = (
     "SELECT {token}, {user}"  # noqa: S105 - a statement, not a password
     " FROM {token_table} t JOIN {user_table} u ON u.id = t.user_id"
-    " WHERE t.key = %s"
+    " WHERE t.digest = %s"
 )

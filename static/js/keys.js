@@ -1,6 +1,7 @@
 // Site-wide keyboard shortcuts. An element with data-key="x" is clicked when x is pressed
-// (a <summary> opens its <details>); data-key-focus="x" focuses the element instead; in a list
-// marked data-rows, j/k select a row and data-row-key="x" acts inside the selected row.
+// (a <summary> opens its <details>); data-key-focus="x" focuses the element (a form: its first
+// field) instead; in a list marked data-rows, j/k select a row and data-row-key="x" acts inside
+// the selected row.
 // Page scripts listen on `document` and call preventDefault() for keys they own; this one
 // listens on `window`, so it runs after them and leaves those keys alone.
 (function () {
@@ -19,7 +20,10 @@
 
   function activate(el) {
     if (el.hasAttribute("data-key-focus")) {
-      el.focus();
+      // On a form, its first field.
+      const field =
+        el.tagName === "FORM" ? el.querySelector("select, textarea, input:not([type=hidden])") : el;
+      if (field) field.focus();
       return;
     }
     if (el.tagName === "SUMMARY") {

@@ -8,9 +8,20 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.contrib.auth import get_user_model
 
-from labeling.models import Demonstration, Lease, Ranking, Role
-from tests.factories import ProjectFactory, demonstration_task, member, ranking_task
+from accounts.models import ApiToken
+from labeling import services
+from labeling.models import Comparison, Demonstration, Lease, Ranking, Role
+from tests.factories import (
+    CompletionFactory,
+    ModelVersionFactory,
+    ProjectFactory,
+    PromptFactory,
+    demonstration_task,
+    member,
+    ranking_task,
+)
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls around it are plain
 # synchronous code, so Django's async-safety guard would refuse them without this.
@@ -45,9 +56,20 @@ def browser_page():
         page.set_default_timeout(10_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # Chromium reports every script, style or fetch the Content-Security-Policy blocked on
+        # the console ("Refused to ... because it violates the following Content Security
+        # Policy directive"); a page that needs something the policy forbids shows up here.
+        page.csp_violations = []
+        page.on(
+            "console",
+            lambda msg: (
+                "Content Security Policy" in msg.text and page.csp_violations.append(msg.text)
+            ),
+        )
         yield page
         browser.close()
         assert errors == [], f"JavaScript errors: {errors}"
+        assert page.csp_violations == [], f"CSP violations: {page.csp_violations}"
 
 
 def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
@@ -143,3 +165,80 @@ def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
         letter_to_cid["D"]: (2, 2, [flags[1]]),
         letter_to_cid["A"]: (3, 3, [flags[0]]),
     }
+
+
+def _log_in(page, live_server, username: str) -> None:
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-for-tests-123")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_the_pages_run_under_the_content_security_policy(
+    _close_server_connections, live_server, browser_page
+):
+    """The header is on, and every page's scripts still run: the A/B keys, the tokens page's
+    htmx form and row keys, the members page, the dashboard's baseline, the runs page's n."""
+    page = browser_page
+    project = ProjectFactory(k=2, overlap=1)
+    member(project, "lena_labeler", Role.ADMIN)
+    sft = ModelVersionFactory(project=project, name="sft-1", kind="sft")
+    ppo = ModelVersionFactory(project=project, name="ppo-1", kind="policy")
+    prompt = PromptFactory(project=project, split="test")
+    for model in (sft, ppo):
+        CompletionFactory(prompt=prompt, model_version=model, text=f"{model.name} answers")
+    services.evaluation_tasks_create(project=project, model_a=sft, model_b=ppo)
+
+    response = page.goto(f"{live_server.url}/accounts/login/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    # The control: an inline script is refused, and the refusal is seen.
+    page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.ran = 1'; document.body.append(s); }"
+    )
+    assert page.evaluate("() => window.ran") is None
+    page.wait_for_timeout(200)
+    assert any("script-src" in v for v in page.csp_violations)
+    page.csp_violations.clear()
+    _log_in(page, live_server, "lena_labeler")
+
+    # A/B judgement by keyboard (static/js/comparison.js): 2 picks B, Enter submits.
+    page.goto(f"{live_server.url}/p/{project.slug}/next/comparison/")
+    page.wait_for_url("**/leases/*/")
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/next/comparison/")
+    assert Comparison.objects.get().winner == "b"
+
+    # API tokens: T opens the page, n names a token, htmx makes it, j + x revoke it.
+    page.keyboard.press("T")
+    page.wait_for_url("**/account/tokens/")
+    page.keyboard.press("n")
+    page.keyboard.type("browser script")
+    page.keyboard.press("Enter")
+    page.locator("[data-select-on-focus]").wait_for()
+    assert ApiToken.objects.get().name == "browser script"
+    page.evaluate("() => document.activeElement.blur()")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("j")
+    page.keyboard.press("x")
+    page.get_by_text("Token revoked").wait_for()
+    assert not ApiToken.objects.exists()
+
+    # The other pages that had inline code: their scripts still run.
+    page.goto(f"{live_server.url}/p/{project.slug}/admin/members/")
+    page.goto(f"{live_server.url}/p/{project.slug}/review/dashboard/")
+    page.goto(f"{live_server.url}/p/{project.slug}/runs/")
+    page.evaluate("() => document.activeElement.blur()")
+    page.keyboard.press("n")
+    assert page.evaluate("() => document.activeElement.closest('#launch-form') !== null")
+
+    # Django's admin, for staff, runs under the same policy.
+    User = get_user_model()  # noqa: N806
+    User.objects.filter(username="lena_labeler").update(is_staff=True, is_superuser=True)
+    page.goto(f"{live_server.url}/django-admin/")
+    page.goto(f"{live_server.url}/django-admin/accounts/apitoken/")
+    page.goto(f"{live_server.url}/django-admin/auth/user/")
+    page.locator("#changelist").wait_for()

@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import access, queue
 from labeling.errors import Forbidden, NotFound
 from labeling.models import Membership, Role, Task
-from tests.factories import UserFactory, ranking_task
+from tests.factories import UserFactory, api_key, ranking_task
 
 pytestmark = pytest.mark.django_db
 
@@ -128,8 +127,7 @@ def test_a_labeler_who_left_the_project_gets_404_for_their_lease_page_and_api(
     )
     page, api = Client(), APIClient()
     page.force_login(personas.alice)
-    token, _ = Token.objects.get_or_create(user=personas.alice)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_key(personas.alice)}")
     assert page.get(f"/leases/{lease.pk}/").status_code == 200
     assert api.get(f"/api/v1/leases/{lease.pk}/").status_code == 200
     Membership.objects.filter(project=project, user=personas.alice).delete()

@@ -39,13 +39,18 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import services
 from labeling.imports import CompletionRow
 from labeling.models import Comparison, Completion, Lease, RankingEntry, Role, Split
-from tests.factories import ModelVersionFactory, ProjectFactory, PromptFactory, member
+from tests.factories import (
+    ModelVersionFactory,
+    ProjectFactory,
+    PromptFactory,
+    api_key,
+    member,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -301,7 +306,7 @@ def world(db):
 
 def _api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
     return client
 
 

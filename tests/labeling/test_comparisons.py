@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import queue, services
 from labeling.errors import Invalid
 from labeling.models import Comparison, Split, Task
-from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, member
+from tests.factories import (
+    CompletionFactory,
+    ModelVersionFactory,
+    PromptFactory,
+    api_key,
+    member,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -100,7 +105,7 @@ def test_an_evaluator_never_learns_which_model_is_which_through_the_api(
     _outputs(project, two_models, 1)
     services.evaluation_tasks_create(project=project, model_a=two_models[0], model_b=two_models[1])
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=personas.alice).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(personas.alice)}")
     task = client.post(
         f"/api/v1/projects/{project.pk}/next/", {"kind": "comparison"}, format="json"
     )

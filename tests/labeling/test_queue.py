@@ -328,3 +328,24 @@ def test_higher_priority_tasks_are_served_first_then_oldest_first(project, perso
         lease = queue.claim_next(user_id=user.pk, project=project, kind="ranking", now=now)
         order.append(lease.task_id if lease else None)
     assert order == [high.pk, high_later.pk, low.pk, None]  # overlap 1: three tasks, three leases
+
+
+def test_reclaiming_an_expired_lease_after_next_gave_another_task_of_its_kind_is_a_409(
+    project, personas, now
+):
+    """One active lease per (labeler, project, kind) holds for reclaim too: before, the old tab's
+    reclaim re-activated the first lease beside the one `next` had given meanwhile."""
+    demonstration_task(project)
+    first = queue.claim_next(
+        user_id=personas.alice.pk, project=project, kind="demonstration", now=now
+    )
+    later = now + timedelta(seconds=project.lease_seconds + 5)
+    urgent = demonstration_task(project, priority=5)
+    second = queue.claim_next(
+        user_id=personas.alice.pk, project=project, kind="demonstration", now=later
+    )
+    assert second.task_id == urgent.pk
+    with pytest.raises(Conflict, match="already hold another demonstration task"):
+        queue.reclaim(lease_id=first.pk, user_id=personas.alice.pk, now=later)
+    held = Lease.objects.filter(user=personas.alice, status="active", expires_at__gt=later)
+    assert list(held.values_list("pk", flat=True)) == [second.pk]

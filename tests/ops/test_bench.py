@@ -18,7 +18,7 @@ pytestmark = pytest.mark.embedded
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH = REPO_ROOT / "bench"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
-FIRST_PARTY = {"bench", "instructloop", "labeling", "training"}
+FIRST_PARTY = {"accounts", "bench", "instructloop", "labeling", "training"}
 
 
 def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -29,7 +29,8 @@ def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_the_bench_holds_the_scripts_the_docs_name():
     assert [p.name for p in SCRIPTS] == [
-        "closed_loop.py", "labeler_loop.py", "loop_study.py", "training.py", "trl_reference.py"
+        "closed_loop.py", "labeler_loop.py", "login_throttle.py", "loop_study.py", "training.py",
+        "trl_reference.py",
     ]  # fmt: skip
 
 

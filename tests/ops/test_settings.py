@@ -97,6 +97,11 @@ def test_production_refuses_to_start_without_allowed_hosts(production_env, hosts
         ("SECURE_HSTS_SECONDS", "a year"),
         ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-5"),
         ("LOG_LEVEL", "loud"),
+        ("INSTRUCTLOOP_LOGIN_FAILURE_LIMIT", "0"),
+        ("INSTRUCTLOOP_LOGIN_COOLOFF_SECONDS", "soon"),
+        ("INSTRUCTLOOP_TOKEN_DAYS", "-1"),
+        ("INSTRUCTLOOP_PUBLIC_API_SCHEMA", "maybe"),
+        ("INSTRUCTLOOP_TRUSTED_PROXIES", "one"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(production_env, name, value):
@@ -113,6 +118,28 @@ def test_a_good_production_environment_passes_the_deployment_checks(production_e
     result = run(production_env, "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+SCHEMA_AND_PROXIES = """
+import os
+os.environ["DJANGO_SETTINGS_MODULE"] = "instructloop.settings"
+from django.conf import settings
+print(settings.API_SCHEMA_PUBLIC, settings.TRUSTED_PROXIES)
+"""
+
+
+def test_production_closes_the_schema_and_trusts_one_proxy_unless_told_otherwise(
+    base_env, production_env
+):
+    def read(env):
+        result = run(env, script=SCHEMA_AND_PROXIES)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert read(base_env) == ["True", "0"]
+    assert read(production_env) == ["False", "1"]
+    told = {"INSTRUCTLOOP_PUBLIC_API_SCHEMA": "1", "INSTRUCTLOOP_TRUSTED_PROXIES": "2"}
+    assert read(production_env | told) == ["True", "2"]
 
 
 # A real failure, not a planted view: the database is unreachable, so the session lookup behind

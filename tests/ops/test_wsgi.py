@@ -12,11 +12,10 @@ import json
 import pytest
 from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client, RequestFactory
-from rest_framework.authtoken.models import Token
 
 from instructloop.wsgi import application
 
-from ..factories import demonstration_task
+from ..factories import api_key, demonstration_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +36,7 @@ def _call(method: str, path: str, body: dict | None = None, **headers: str):
 
 def test_the_api_is_served_without_the_page_only_middleware(project, personas):
     demonstration_task(project)
-    token = Token.objects.create(user=personas.alice).key
+    token = api_key(personas.alice)
     status, headers, content = _call(
         "POST",
         f"/api/v1/projects/{project.pk}/next/",
@@ -47,19 +46,21 @@ def test_the_api_is_served_without_the_page_only_middleware(project, personas):
     assert status == 200 and json.loads(content)["kind"] == "demonstration"
     assert headers["x-content-type-options"] == "nosniff"  # SecurityMiddleware stays
     assert "x-frame-options" not in headers  # XFrameOptionsMiddleware is for pages
+    assert "content-security-policy" not in headers  # so is the CSP
 
 
 def test_pages_keep_the_full_middleware_stack():
     status, headers, _ = _call("GET", "/accounts/login/")
     assert status == 200
     assert headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_a_session_authenticated_api_write_still_needs_the_csrf_token(project, personas):
     demonstration_task(project)
     browser = Client()
-    assert browser.login(username="alice_labeler", password="pw-for-tests-123")
+    browser.force_login(personas.alice)
     session = browser.cookies["sessionid"].value
     url, body = f"/api/v1/projects/{project.pk}/next/", {"kind": "demonstration"}
 

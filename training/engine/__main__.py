@@ -1,52 +1,65 @@
-"""`python -m training.engine KIND --run-dir DIR`: run one stage in a process of its own.
+"""`python -m training.engine KIND --run-dir DIR [--progress-fd N]`: one stage in a process of
+its own (the worker's launcher starts it; see training/engine/jobfile.py for the files).
 
-The worker (training/launcher.py) writes DIR/job.json ({"config": ..., "data": ...}), starts this,
-reads one JSON line per progress call from stdout ({"step", "total_steps", "metrics"}), and stops
-it with SIGTERM when the run is cancelled. On success the stage's result goes to DIR/outcome.json;
-on an exception its type and traceback go to DIR/failure.json (the worker records them on the run)
-and the exit status is 1. Nothing here knows Django: the engine reads plain data only.
+It reads DIR/job.json, writes one JSON line per progress call to the file descriptor it was
+given, and on success the stage's result to DIR/outcome.json; on an exception its type and
+traceback to DIR/failure.json, with exit status 1. It stops when the worker that started it dies
+(Linux: a parent-death signal) and on SIGTERM (a cancel); the stage's checkpoints are atomic.
+Nothing here knows Django: the engine reads plain data only.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+
+from training.engine.jobfile import FAILURE_FILE, JOB_FILE, OUTCOME_FILE, progress_line, write_json
+
+PR_SET_PDEATHSIG = 1
 
 
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
-
-
-def _emit(step: int, total_steps: int, metrics: dict[str, float]) -> None:
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    line = json.dumps({"step": step, "total_steps": total_steps, "metrics": numbers})
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+def _die_with_parent() -> None:
+    """SIGTERM this process when the worker that started it dies (a SIGKILLed worker must not
+    leave an engine holding a GPU and writing into a run directory a new attempt uses)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.engine", description=__doc__)
     parser.add_argument("kind", help="the stage: a module of training.engine (sft, reward, ...)")
     parser.add_argument("--run-dir", type=Path, required=True, help="holds job.json")
+    parser.add_argument("--progress-fd", type=int, default=None, help="where progress lines go")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit if it is gone")
     args = parser.parse_args(argv)
-    job = json.loads((args.run_dir / "job.json").read_text())
+    _die_with_parent()
+    if args.parent_pid is not None and os.getppid() != args.parent_pid:
+        return 1  # the worker died before the parent-death signal was armed
+    progress = os.fdopen(args.progress_fd, "wb", buffering=0) if args.progress_fd else None
+
+    def on_progress(step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        if progress is not None:
+            progress.write(progress_line(step, total_steps, metrics))
+
+    job = json.loads((args.run_dir / JOB_FILE).read_text())
     try:
         stage = importlib.import_module(f"training.engine.{args.kind}")
-        result = stage.run(stage.Config.from_dict(job["config"]), job["data"], on_progress=_emit)
+        result = stage.run(
+            stage.Config.from_dict(job["config"]), job["data"], on_progress=on_progress
+        )
     except Exception as exc:  # noqa: BLE001 - the worker records every failure on the run
         failure = {"type": type(exc).__name__, "traceback": traceback.format_exc()}
-        _write_json(args.run_dir / "failure.json", failure)
+        write_json(args.run_dir / FAILURE_FILE, failure)
         print(failure["traceback"], file=sys.stderr)
         return 1
-    _write_json(args.run_dir / "outcome.json", result)
+    write_json(args.run_dir / OUTCOME_FILE, result)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Frozen configs for the four training stages.
+"""Frozen configs for the training stages (sft, reward, ppo, sample, dpo).
 
 `from_dict` is the one way in from plain data (a run row, a job file, a form): it refuses an
 unknown key, a value of the wrong type and a value the class cannot run with, each as a
@@ -11,6 +11,7 @@ https://arxiv.org/abs/2403.17031).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ def _require(ok: bool, message: str, *keys: str) -> None:
         raise ConfigError(message, keys)
 
 
-_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+_KINDS = {int: "a whole number", float: "a finite number", bool: "true or false", str: "text"}
 
 
 def _accepts(value: Any, annotation: Any) -> tuple[bool, Any]:
@@ -50,8 +51,14 @@ def _accepts(value: Any, annotation: Any) -> tuple[bool, Any]:
             (False, value),
         )  # fmt: skip
     if annotation is float:
+        # NaN and infinities are no setting (and JSON columns cannot store them); an int too
+        # large for a float is refused, not an OverflowError.
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
+        try:
+            number = float(value) if ok else math.nan
+        except OverflowError:
+            number = math.nan
+        return ok and math.isfinite(number), number if ok and math.isfinite(number) else value
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     return isinstance(value, annotation), value
@@ -119,7 +126,7 @@ class _Common:
         checked = {}
         for name, value in values.items():
             ok, checked[name] = _accepts(value, hints[name])
-            _require(ok, f"{name} must be {_describe(hints[name])}, not {value!r}", name)
+            _require(ok, f"{name} must be {_describe(hints[name])}, not {value!r:.40}", name)
         return cls(**checked)
 
 
@@ -223,6 +230,12 @@ class PPOConfig(_Common):
         )  # fmt: skip
         _require(self.temperature > 0, "temperature must be > 0 (log-probs divide by it)",
                  "temperature")  # fmt: skip
+        for name in ("gamma", "lam"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, f"{name} must be in [0, 1], not {value}", name)
+        for name in ("cliprange", "cliprange_value", "adam_eps", "value_lr"):
+            value = getattr(self, name)
+            _require(value > 0, f"{name} must be > 0, not {value}", name)
         _require(
             self.total_episodes >= self.batch_size,
             f"total_episodes ({self.total_episodes}) must be at least batch_size"

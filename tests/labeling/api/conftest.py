@@ -3,13 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from labeling import queue
 from labeling.blinding import SLOTS
 from labeling.models import Task
-from tests.factories import demonstration_task, ranking_task
+from tests.factories import api_key, demonstration_task, ranking_task
 
 
 @pytest.fixture
@@ -19,8 +18,7 @@ def client_for(db):
     def make(user=None) -> APIClient:
         client = APIClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
         return client
 
     return make

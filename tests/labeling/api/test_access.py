@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils.timezone import now
 
+from accounts.services import api_token_issue
 from labeling import queue, services
 from labeling.models import Demonstration, Lease, Membership, Ranking, Role
 from tests.factories import demonstration_task, ranking_task
@@ -17,11 +19,14 @@ pytestmark = pytest.mark.django_db
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 ROLES = ["anonymous", "outsider", "labeler", "reviewer", "admin"]
 
-# Who an endpoint's methods are meant for. "owner" is the labeler holding the lease; "staff"
-# is a Django staff user (none of these personas is one); any other method is meant for nobody.
+# Who an endpoint's methods are meant for. "owner" is the labeler holding the lease; "creator"
+# is staff (none of these personas is) or an admin of some project (access.can_create_project);
+# any other method is meant for nobody ("staff").
 ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "token": ("/api/v1/auth/token/", {"POST": "anyone"}),
-    "projects": ("/api/v1/projects/", {"GET": "signed-in", "POST": "staff"}),
+    "tokens": ("/api/v1/auth/tokens/", {"GET": "signed-in"}),
+    "api-token": ("/api/v1/auth/tokens/{tok}/", {"DELETE": "owner"}),
+    "projects": ("/api/v1/projects/", {"GET": "signed-in", "POST": "creator"}),
     "project": ("/api/v1/projects/{p}/", {"GET": "labeler", "PATCH": "admin"}),
     "next": ("/api/v1/projects/{p}/next/", {"POST": "labeler"}),
     "members": ("/api/v1/projects/{p}/members/", {"GET": "admin", "POST": "admin"}),
@@ -52,6 +57,7 @@ MEANT_FOR = {
     "reviewer": {"reviewer", "admin"},
     "admin": {"admin"},
     "owner": {"labeler"},
+    "creator": {"outsider", "admin"},
     "staff": set(),
 }
 
@@ -67,8 +73,13 @@ def _user(personas, role):
 
 
 def _url(template, project, personas, leases):
+    alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
     return template.format(
-        p=project.pk, bob=personas.bob.pk, demo=leases.demonstration.pk, rank=leases.ranking.pk
+        p=project.pk,
+        bob=personas.bob.pk,
+        demo=leases.demonstration.pk,
+        rank=leases.ranking.pk,
+        tok=alices_token.token.pk,
     )
 
 
@@ -211,7 +222,7 @@ def test_an_admin_cannot_remove_a_member_of_another_project_through_their_own(
     response = client_for(personas.admin).delete(
         f"/api/v1/projects/{project.pk}/members/{personas.outsider.pk}/"
     )
-    assert response.status_code == 204
+    assert response.status_code == 404  # not a member here: nothing to remove
     assert Membership.objects.filter(user=personas.outsider, role=Role.ADMIN).exists()
 
 
@@ -315,10 +326,17 @@ def test_an_admin_adds_a_member_who_can_then_work(project, personas, client_for)
     assert offered.status_code == 200
 
 
-def test_only_staff_create_projects_and_the_creator_becomes_admin(personas, client_for):
+def test_staff_and_project_admins_create_projects_and_the_creator_becomes_admin(
+    personas, client_for
+):
     body = {"name": "Staff project", "slug": "staff-project", "k": 3}
+    for someone in (personas.reviewer, personas.alice):
+        refused = client_for(someone).post("/api/v1/projects/", body, format="json")
+        assert refused.status_code == 403
+    by_an_admin = {"name": "Admin project", "slug": "admin-project"}
     assert (
-        client_for(personas.admin).post("/api/v1/projects/", body, format="json").status_code == 403
+        client_for(personas.admin).post("/api/v1/projects/", by_an_admin, format="json").status_code
+        == 201
     )
     personas.outsider.is_staff = True
     personas.outsider.save()

@@ -1,17 +1,15 @@
-"""Tokens, CSRF on session-authenticated requests, the create_token command, the OpenAPI schema."""
+"""Tokens, CSRF on session-authenticated requests, the OpenAPI schema. (Token lifetimes,
+revocation and create_token: tests/accounts/.)"""
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.core.management import CommandError, call_command
 from django.middleware.csrf import _get_new_csrf_string
 from drf_spectacular.validation import validate_schema
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import demonstration_task
+from accounts.models import ApiToken
+from tests.factories import api_key, demonstration_task
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +23,10 @@ def test_a_token_is_given_for_the_right_password_only(personas):
         url, {"username": "alice_labeler", "password": "pw-for-tests-123"}, format="json"
     )
     assert right.status_code == 200
-    assert right.json()["token"] == Token.objects.get(user=personas.alice).key
+    token = ApiToken.objects.get(user=personas.alice)
+    assert right.json()["id"] == token.pk
+    client.credentials(HTTP_AUTHORIZATION=f"Token {right.json()['token']}")
+    assert client.get("/api/v1/projects/").status_code == 200
 
 
 def test_an_anonymous_or_bad_token_request_is_a_401(project, personas):
@@ -38,7 +39,7 @@ def test_an_anonymous_or_bad_token_request_is_a_401(project, personas):
 def test_a_session_authenticated_post_without_a_csrf_token_is_a_403(project, personas):
     demonstration_task(project)
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username="alice_labeler", password="pw-for-tests-123")
+    client.force_login(personas.alice)
     url = f"/api/v1/projects/{project.pk}/next/"
     body = {"kind": "demonstration"}
     assert client.get(f"/api/v1/projects/{project.pk}/").status_code == 200
@@ -53,23 +54,11 @@ def test_a_session_authenticated_post_without_a_csrf_token_is_a_403(project, per
 def test_a_token_authenticated_post_needs_no_csrf_token(project, personas):
     demonstration_task(project)
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=personas.alice).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(personas.alice)}")
     response = client.post(
         f"/api/v1/projects/{project.pk}/next/", {"kind": "demonstration"}, format="json"
     )
     assert response.status_code == 200
-
-
-def test_create_token_prints_the_users_token_and_rotates_it_on_request(personas):
-    out = io.StringIO()
-    call_command("create_token", "alice_labeler", stdout=out)
-    first = out.getvalue().strip()
-    assert first == Token.objects.get(user=personas.alice).key
-    out = io.StringIO()
-    call_command("create_token", "alice_labeler", "--rotate", stdout=out)
-    assert out.getvalue().strip() == Token.objects.get(user=personas.alice).key != first
-    with pytest.raises(CommandError):
-        call_command("create_token", "nobody")
 
 
 def test_the_schema_endpoint_serves_valid_openapi_documenting_every_api_path():
@@ -80,6 +69,8 @@ def test_the_schema_endpoint_serves_valid_openapi_documenting_every_api_path():
     paths = schema["paths"]
     for path, method in [
         ("/api/v1/auth/token/", "post"),
+        ("/api/v1/auth/tokens/", "get"),
+        ("/api/v1/auth/tokens/{token_id}/", "delete"),
         ("/api/v1/projects/", "get"),
         ("/api/v1/projects/", "post"),
         ("/api/v1/projects/{project_id}/", "patch"),

@@ -15,9 +15,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 
+from accounts.models import ApiToken
 from labeling import queue, services, sql
 from labeling.api import fast
 from labeling.api import serializers as s
@@ -120,7 +120,7 @@ def test_an_unknown_token_and_an_inactive_users_token_are_401(project, personas,
     get_user_model().objects.filter(pk=personas.alice.pk).update(is_active=False)
     response = alice.post(url, {"kind": "ranking"}, format="json")
     assert response.status_code == 401
-    assert Token.objects.filter(user=personas.alice).exists()
+    assert ApiToken.objects.filter(user=personas.alice).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -171,3 +171,128 @@ def test_an_import_needs_exactly_one_of_file_or_records(project, personas, clien
         f"/api/v1/projects/{project.pk}/prompts/import/", {}, format="json"
     )
     assert response.status_code == 400
+
+
+# --- lines that made the import a 500 -------------------------------------------------------
+
+
+def _errors(response) -> dict[int, str]:
+    assert response.status_code == 400, response.content
+    assert "nothing was imported" in response.json()["detail"]
+    return {e["line"]: e["error"] for e in response.json()["errors"]}
+
+
+def test_a_line_nested_50k_deep_is_reported_on_its_line(project, personas, client_for):
+    """Before: json.loads ran past Python's recursion limit, a 500."""
+    data = b"\n".join([_line({"prompt": "Fine."}), b"[" * 50_000 + b"]" * 50_000])
+    errors = _errors(_upload(client_for(personas.admin), project, "p.jsonl", data))
+    assert errors == {2: "not valid JSON (nested too deeply)"}
+    tasks = b"\n".join([b'{"prompt": "Q", "completions": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"])
+    errors = _errors(
+        _upload(client_for(personas.admin), project, "t.jsonl", tasks, "ranking-tasks")
+    )
+    assert errors == {1: "not valid JSON (nested too deeply)"}
+    assert not Prompt.objects.filter(project=project).exists()
+
+
+def test_a_record_nested_nearly_as_deep_as_the_parser_allows_is_reported_on_its_line(
+    project, personas, client_for
+):
+    """Parsed from the body, then written out again to be checked, deeper in the stack: that
+    second pass ran past the recursion limit. Now records are judged as the parser read them.
+    (The deepest body the parser takes depends on the stack it runs on: found by trying.)"""
+    url = f"/api/v1/projects/{project.pk}/prompts/import/"
+    for depth in range(1000, 500, -10):
+        body = '{"records": [{"prompt": "Fine."}, ' + "[" * depth + "]" * depth + "]}"
+        response = client_for(personas.admin).generic("POST", url, body, "application/json")
+        if "nested too deeply" not in response.json()["detail"]:
+            break
+    assert _errors(response) == {2: "each line must be a JSON object"}
+
+
+NUL, SURROGATE = "\x00", "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        ({"prompt": "Hi.", "author": f"ann{NUL}"}, '"author" contains a NUL character'),
+        ({"prompt": "Hi.", "id": f"p-1{NUL}"}, '"id" contains a NUL character'),
+        ({"prompt": "Hi.", "external_id": f"p{NUL}"}, '"external_id" contains a NUL character'),
+        ({"prompt": f"Hi{NUL}."}, "prompt contains a NUL character"),
+        ({"prompt": f"Hi{SURROGATE}."}, "prompt contains an unpaired surrogate"),
+        ({"prompt": "Hi.", "author": SURROGATE}, '"author" contains an unpaired surrogate'),
+    ],
+    ids=[
+        "author-nul",
+        "id-nul",
+        "external-id-nul",
+        "text-nul",
+        "text-surrogate",
+        "author-surrogate",
+    ],
+)
+def test_unstorable_text_in_a_prompt_is_reported_on_its_line_from_a_file_or_a_body(
+    project, personas, client_for, record, error
+):
+    """PostgreSQL text holds neither a NUL nor an unpaired surrogate: the insert failed, a 500."""
+    admin = client_for(personas.admin)
+    line = json.dumps(record).encode()  # ASCII escapes, as a client writes them
+    assert _errors(_upload(admin, project, "p.jsonl", _line({"prompt": "Ok."}) + b"\n" + line)) == {
+        2: error
+    }
+    url = f"/api/v1/projects/{project.pk}/prompts/import/"
+    body = json.dumps({"records": [{"prompt": "Ok."}, record]})
+    assert _errors(admin.generic("POST", url, body, "application/json")) == {2: error}
+    assert not Prompt.objects.filter(project=project).exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("text", f"An answer{NUL}", 'completion 2: "text" contains a NUL character'),
+        ("model", f"gpt{NUL}", 'completion 2: "model" contains a NUL character'),
+        ("text", f"An answer{SURROGATE}", 'completion 2: "text" contains an unpaired surrogate'),
+    ],
+    ids=["text-nul", "model-nul", "text-surrogate"],
+)
+def test_unstorable_text_in_an_imported_completion_is_reported_on_its_line(
+    project, personas, client_for, field, value, error
+):
+    completions = [{"text": f"Answer {i}.", "model": "m"} for i in range(project.k)]
+    completions[1][field] = value
+    data = json.dumps({"prompt": "Q?", "completions": completions}).encode()
+    response = _upload(client_for(personas.admin), project, "t.jsonl", data, "ranking-tasks")
+    assert _errors(response) == {1: error}
+    assert not Completion.objects.exists()
+
+
+def test_a_nul_in_a_csv_cell_is_reported_on_its_line(project, personas, client_for):
+    data = b"prompt,author\nGood.,u1\nAlso good.,u\x002\n"
+    response = _upload(client_for(personas.admin), project, "p.csv", data)
+    assert _errors(response) == {3: '"author" contains a NUL character'}
+
+
+def test_a_csv_cell_over_the_field_limit_is_reported_on_its_line(project, personas, client_for):
+    """The csv module refuses a cell over 131,072 characters with an exception: before, a 500.
+    Reading stops there (the module no longer knows where rows start); nothing is imported."""
+    data = b"prompt,author\nGood.,u1\n" + b"x" * 131_073 + b",u2\nAfter.,u3\n"
+    errors = _errors(_upload(client_for(personas.admin), project, "p.csv", data))
+    assert list(errors) == [3]
+    assert errors[3].startswith("not valid CSV (field larger than field limit (131072))")
+    assert not Prompt.objects.filter(project=project).exists()
+
+
+def test_numbers_beyond_what_python_reads_or_a_float_holds_are_reported_on_their_line(
+    project, personas, client_for
+):
+    """A 5,000-digit number is over Python's int-parsing limit (a ValueError json.loads raises
+    outside JSONDecodeError); a 400-digit seed overflowed float(): both were 500s."""
+    completions = [{"text": f"Answer {i}.", "model": "m"} for i in range(project.k)]
+    huge_seed = json.dumps({"prompt": "Q?", "completions": completions}).replace(
+        '"model": "m"}', '"model": "m", "seed": ' + "9" * 400 + "}", 1
+    )
+    data = b"\n".join([b'{"prompt": "Q2?", "seed": ' + b"1" * 5000 + b"}", huge_seed.encode()])
+    errors = _errors(_upload(client_for(personas.admin), project, "t.jsonl", data, "ranking-tasks"))
+    assert errors[1].startswith("not valid JSON (Exceeds the limit (4300 digits)")
+    assert errors[2] == 'completion 1: "seed" is out of range'

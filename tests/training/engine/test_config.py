@@ -33,8 +33,8 @@ def test_from_dict_names_missing_required_keys():
 @pytest.mark.parametrize(
     ("values", "key", "message"),
     [
-        ({"lr": "0.001"}, "lr", "lr must be a number, not '0.001'"),
-        ({"lr": True}, "lr", "lr must be a number, not True"),
+        ({"lr": "0.001"}, "lr", "lr must be a finite number, not '0.001'"),
+        ({"lr": True}, "lr", "lr must be a finite number, not True"),
         ({"batch_size": 8.0}, "batch_size", "batch_size must be a whole number, not 8.0"),
         ({"batch_size": False}, "batch_size", "batch_size must be a whole number"),
         ({"max_steps": "5"}, "max_steps", "max_steps must be a whole number (or null)"),

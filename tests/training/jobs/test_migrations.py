@@ -91,3 +91,26 @@ def test_model_versions_samples_and_round_stages_survive_the_move_both_ways():
     assert OldCompletion.objects.get(pk=imported.pk).sampling_run_id is None
 
     call_command("migrate", verbosity=0)  # leave the test database as every other test expects
+
+
+def test_an_upgrade_stops_all_but_the_newest_of_two_running_rounds_before_the_rule():
+    old = _migrate([("training", "0009_run_dispatch"), ("labeling", "0005_policy_label")])
+    Project = old.get_model("labeling", "Project")
+    Version = old.get_model("labeling", "ModelVersion")
+    OldRound = old.get_model("training", "Round")
+    project = Project.objects.create(name="p", slug="p")
+    base = Version.objects.create(project=project, name="base", kind="base", path="b")
+    older = OldRound.objects.create(project=project, number=1, policy=base, status="running")
+    newer = OldRound.objects.create(project=project, number=2, policy=base, status="running")
+    other = Project.objects.create(name="q", slug="q")
+    alone = OldRound.objects.create(
+        project=other, number=1, status="running",
+        policy=Version.objects.create(project=other, name="b", kind="base", path="b"),
+    )  # fmt: skip
+
+    _migrate(_leaves())
+    assert Round.objects.get(pk=older.pk).status == "failed"
+    assert "another round of this project was running" in Round.objects.get(pk=older.pk).error
+    assert Round.objects.get(pk=newer.pk).status == "running"
+    assert Round.objects.get(pk=alone.pk).status == "running"
+    call_command("migrate", verbosity=0)

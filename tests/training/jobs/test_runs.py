@@ -200,3 +200,26 @@ def test_a_sample_with_a_nul_character_is_stored_with_a_replacement_character(pr
     )
 
     assert Completion.objects.get(run_sample__run=run).text == "a\ufffdb"
+
+
+def test_a_queued_run_no_worker_took_is_sent_again_and_less_often_each_time(run, now):
+    """A lost message (a broker restarted without persistence) or one never sent (the broker was
+    down): beat sends the run again after a lease, then after 2, 4, ... leases."""
+    lease = timedelta(seconds=runs.lease_seconds())
+    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=now, dispatches=1)
+    assert runs.runs_to_requeue(now=now + lease / 2) == []
+    assert runs.runs_to_requeue(now=now + lease * 1.1) == [run.pk]
+    TrainingRun.objects.filter(pk=run.pk).update(dispatches=3)  # sent three times: wait 4 leases
+    assert runs.runs_to_requeue(now=now + lease * 3.9) == []
+    assert runs.runs_to_requeue(now=now + lease * 4.1) == [run.pk]
+    TrainingRun.objects.filter(pk=run.pk).update(dispatches=40)  # the wait stops doubling at 64
+    assert runs.runs_to_requeue(now=now + lease * 65) == [run.pk]
+    # The broker could not be reached: sent again at the next look, whatever the wait.
+    TrainingRun.objects.filter(pk=run.pk).update(dispatch_error="refused", dispatches=0)
+    assert runs.runs_to_requeue(now=now) == [run.pk]
+    # Never sent at all (a run from before this rule): its creation time counts.
+    TrainingRun.objects.filter(pk=run.pk).update(dispatch_error="", enqueued_at=None)
+    assert runs.runs_to_requeue(now=run.created_at + lease * 1.1) == [run.pk]
+    # A run an admin cancelled, or one that finished, is never sent again.
+    TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    assert runs.runs_to_requeue(now=now + lease * 100) == []

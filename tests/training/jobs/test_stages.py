@@ -44,7 +44,7 @@ def _start(project, personas, base, config, kind="sft"):
     ("config", "key", "why"),
     [
         ({"lrr": 1e-4}, "lrr", "unknown"),
-        ({"lr": "fast"}, "lr", "must be a number"),
+        ({"lr": "fast"}, "lr", "must be a finite number"),
         ({"batch_size": 2.5}, "batch_size", "whole number"),
         ({"batch_size": True}, "batch_size", "whole number"),
         ({"max_steps": "10"}, "max_steps", "whole number"),
@@ -143,4 +143,45 @@ def test_the_round_form_refuses_a_typo_in_a_steps_settings(project, personas, ba
     assert response.status_code == 400 and b"kl_coeff" in response.content
     response = _client(personas.admin).post(url, {**form, "settings": '{"dpo": {}}'})
     assert response.status_code == 400 and b"Unknown step(s) dpo" in response.content
+    assert not Round.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "key"),
+    [
+        ("sample", {"max_prompts": "all"}, "max_prompts"),
+        ("sample", {"max_prompts": -1}, "max_prompts"),
+        ("sample", {"create_tasks": "no"}, "create_tasks"),
+        ("sample", {"split": "dev"}, "split"),
+        ("ppo", {"max_prompts": True}, "max_prompts"),
+        ("sft", {"lr": float("nan")}, "lr"),
+        ("sft", {"lr": float("inf")}, "lr"),
+        ("sft", {"lr": 10**400}, "lr"),
+        ("ppo", {"gamma": 1.5}, "gamma"),
+        ("ppo", {"cliprange": 0}, "cliprange"),
+    ],
+)
+def test_data_options_and_numbers_out_of_range_are_refused_by_name(kind, config, key):
+    with pytest.raises(Invalid) as refused:
+        stages.stage(kind).resolve(config)
+    assert key in refused.value.message
+    assert [d["key"] for d in refused.value.details] == [key]
+
+
+def test_a_rounds_ab_sampling_settings_are_checked_on_their_own_and_its_gate_too(
+    project, personas, base, demo
+):
+    """The A/B answers' runs get "sample" alone; "rank_sample" must not hide a bad value there."""
+    bad = [
+        ({"sample": {"temperature": "hot"}, "rank_sample": {"temperature": 1.0}}, "temperature"),
+        ({"gate": {"max_kl": "big"}}, "max_kl"),
+        ({"gate": {"max_kl": float("nan")}}, "max_kl"),
+        ({"gate": ["max_kl"]}, "gate takes"),
+        ({"gate": {"max_length": 10}}, "gate takes"),
+    ]
+    for config, words in bad:
+        with pytest.raises(Invalid, match=words):
+            rounds.round_start(
+                project=project, policy=base, created_by=personas.admin, config=config
+            )
     assert not Round.objects.exists()

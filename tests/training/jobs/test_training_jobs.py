@@ -1,5 +1,9 @@
 """Training jobs end to end on a real Celery worker, broker and database (no mocks).
 
+A run launched while the broker is down → the page answers, the run waits queued with the reason
+→ the worker (when the broker answers) gets it sent again and runs it. A killed worker's message
+comes back from Redis after the (short, here) visibility timeout.
+
 Launch from the browser → the worker runs SFT on the tiny model → exactly one model version, with
 the engine in the worker's process or in a child process it supervises (training/launcher.py).
 SIGKILL the worker mid-run → its lease lapses → a new worker resumes from the last checkpoint.
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -206,3 +213,115 @@ def test_an_engine_that_crashes_fails_its_run_with_the_reason_and_registers_noth
     assert "SafetensorError" in run.error or "safetensors" in run.error.lower(), run.error
     assert not ModelVersion.objects.filter(training_run=run).exists()
     shutil.rmtree(storage.run_dir(run), ignore_errors=True)
+
+
+def _launch_in_a_process_whose_broker_is_down(project, admin, base, worker_env, **config) -> str:
+    """The launch form posted by a web process whose broker does not answer (a closed port)."""
+    script = f"""
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.test import Client
+client = Client(HTTP_HOST="localhost")
+client.force_login(get_user_model().objects.get(pk={admin.pk}))
+response = client.post("/p/{project.slug}/runs/", {{"kind": "sft", "base_model": {base.pk},
+                       **{config!r}}})
+print(response.status_code, response.get("Location", ""))
+"""
+    env = {**worker_env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_run_launched_while_the_broker_is_down_waits_with_the_reason_and_runs_once_it_is_back(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    for i in range(8):
+        submitted_demonstration(project, personas.alice, f"Tea for the king {i}.", now)
+    answer = _launch_in_a_process_whose_broker_is_down(
+        project, personas.admin, tiny_base, worker_env, max_steps=2, batch_size=2
+    )
+    run = TrainingRun.objects.get()
+    assert answer == f"302 /p/{project.slug}/runs/{run.pk}/"  # not a 500
+    assert run.status == RunStatus.QUEUED and run.dispatches == 0
+    assert "the broker could not be reached" in run.dispatch_error
+    client = Client()
+    client.force_login(personas.admin)
+    page = client.get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    assert "Not queued:" in page and "Connection refused" in page
+    # The broker answers again: a worker's start (and beat, every 30 s) sends the run again.
+    worker = start_worker(env=worker_env, log_path=tmp_path / "worker.log")
+    ready = time.monotonic()
+    try:
+        run = wait_until(lambda: _finished(run.pk), timeout=180)
+    finally:
+        worker.stop()
+    recovered_in = time.monotonic() - ready
+    assert run.status == RunStatus.SUCCEEDED, run.error + worker.log()[-3000:]
+    assert run.enqueued_at is not None and run.dispatch_error == ""  # sent, then claimed
+    print(f"broker back -> run finished: {recovered_in:.1f} s (2 SFT steps included)")
+    shutil.rmtree(storage.run_dir(run), ignore_errors=True)
+    shutil.rmtree(Path(settings.MODEL_ROOT) / storage.run_key(run), ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"), reason="Redis redelivery"
+)
+def test_a_killed_workers_message_comes_back_after_the_visibility_timeout(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    for i in range(16):
+        submitted_demonstration(project, personas.alice, f"A red ball in the river {i}.", now)
+    worker_env["INSTRUCTLOOP_BROKER_VISIBILITY_SECONDS"] = "5"
+    first = start_worker(env=worker_env, log_path=tmp_path / "first.log")
+    run = _launch(project, personas.admin, tiny_base, max_steps=300, batch_size=4)
+    try:
+        wait_until(lambda: TrainingRun.objects.get(pk=run.pk).step >= 3, timeout=180)
+    finally:
+        first.process.kill()  # no acknowledgement: the message stays unacked in Redis
+        first.process.wait()
+    task_id = TrainingRun.objects.get(pk=run.pk).lease_owner.rsplit(":", 1)[1]
+    # Redis gives the message back once it has been unacknowledged for 5 s; a copy that arrives
+    # while the dead worker's lease (3 s here) still holds the run is skipped, as a duplicate.
+    wait_until(
+        lambda: not TrainingRun.objects.filter(pk=run.pk, lease_expires_at__gt=_now()).exists(),
+        timeout=30,
+    )
+    second = start_worker(env=worker_env, log_path=tmp_path / "second.log")
+    try:
+        # The very message the killed worker held (its task id), not only beat's new one.
+        wait_until(lambda: f"run_training[{task_id}] received" in second.log(), timeout=60)
+        run = wait_until(lambda: _finished(run.pk), timeout=300)
+    finally:
+        second.stop()
+    assert run.status == RunStatus.SUCCEEDED, run.error + second.log()[-3000:]
+    assert ModelVersion.objects.filter(training_run=run).count() == 1
+    shutil.rmtree(storage.run_dir(run), ignore_errors=True)
+    shutil.rmtree(Path(settings.MODEL_ROOT) / storage.run_key(run), ignore_errors=True)
+
+
+def test_an_engine_process_stops_when_its_worker_is_killed(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    """A SIGKILLed worker must not leave its engine running (holding a GPU, writing into the run
+    directory a resumed attempt will use). The engine gets a parent-death signal; here its next
+    progress line (into a pipe nobody reads) would stop it too, so this shows the outcome, not
+    which of the two did it."""
+    for i in range(8):
+        submitted_demonstration(project, personas.alice, f"The moon over tea {i}.", now)
+    worker_env["INSTRUCTLOOP_LAUNCHER"] = "subprocess"
+    worker = start_worker(env=worker_env, log_path=tmp_path / "worker.log")
+    run = _launch(project, personas.admin, tiny_base, max_steps=5000, batch_size=2)
+    run_dir = str(storage.run_dir(run))
+    try:
+        wait_until(lambda: TrainingRun.objects.get(pk=run.pk).step >= 3, timeout=180)
+        assert any(run_dir in command for command in _engine_children())
+    finally:
+        worker.process.kill()
+        worker.process.wait()
+    wait_until(lambda: not any(run_dir in c for c in _engine_children()), timeout=20)
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -2,7 +2,8 @@
 
     manage.py simulate_labelers --project demo --labelers 5 --url http://127.0.0.1:8000
 
-Creates (once) the users sim-labeler-1..N as labelers of the project with API tokens, then runs
+Creates (once) the users sim-labeler-1..N as labelers of the project, issues each an API token
+(a day's, revoking the last run's), then runs
 training.demo.http_crowd.run_crowd against --url until the queue is empty for the kinds asked, or
 --max-tasks / --seconds run out, and prints what was submitted. The users and tokens are made
 here with the ORM (the command runs on the server); all labeling goes over HTTP.
@@ -10,17 +11,21 @@ here with the ORM (the command runs on the server); all labeling goes over HTTP.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
 
+from accounts.models import ApiToken
+from accounts.services import api_token_issue
 from labeling.models import Membership, Project, Role, Task
 from training.demo.crowd import make_crowd
 from training.demo.http_crowd import KINDS, run_crowd
 
+TOKEN_NAME = "simulate_labelers"  # noqa: S105 - a token's label, not a secret
 # Enough to calibrate the noise on the project's own outputs; more adds time, not accuracy.
 CALIBRATION_TASKS = 300
 
@@ -34,7 +39,8 @@ def _kinds(value: str) -> list[str]:
 
 
 def simulated_tokens(*, project: Project, n: int) -> list[str]:
-    """API tokens of sim-labeler-1..n, made labelers of `project` (idempotent; roles kept)."""
+    """Fresh API tokens of sim-labeler-1..n, made labelers of `project` (users and roles made
+    once; each run revokes the keys the last one issued)."""
     users = get_user_model().objects
     tokens = []
     with transaction.atomic():
@@ -46,7 +52,12 @@ def simulated_tokens(*, project: Project, n: int) -> list[str]:
             Membership.objects.get_or_create(
                 project=project, user=user, defaults={"role": Role.LABELER}
             )
-            tokens.append(Token.objects.get_or_create(user=user)[0].key)
+            # A fresh key each run (only digests are stored); the last run's keys are revoked.
+            ApiToken.objects.filter(user=user, name=TOKEN_NAME).delete()
+            issued = api_token_issue(
+                user_id=user.pk, name=TOKEN_NAME, now=timezone.now(), lifetime=timedelta(days=1)
+            )
+            tokens.append(issued.key)
     return tokens
 
 

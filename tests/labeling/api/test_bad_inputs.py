@@ -1,0 +1,112 @@
+"""Bad input answers 400 (or 404), never 500: ids beyond bigint, bodies nested 100k deep, an
+unpaired surrogate echoed in an error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labeling.models import Lease
+
+from .conftest import entries_for
+
+pytestmark = pytest.mark.django_db
+
+BEYOND = [2**63, 2**64, 10**30]  # bigint's largest is 2**63 - 1
+NESTED = "[" * 100_000 + "]" * 100_000  # 200 kB: under the body cap, past the recursion limit
+
+
+@pytest.fixture
+def api(client_for):
+    """An API client that answers a server error as a response, as a real server does."""
+
+    def make(user):
+        client = client_for(user)
+        client.raise_request_exception = False
+        return client
+
+    return make
+
+
+@pytest.mark.parametrize("big", BEYOND)
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("GET", "/api/v1/projects/{big}/"),
+        ("POST", "/api/v1/projects/{big}/next/"),
+        ("POST", "/api/v1/leases/{big}/ranking/"),
+        ("GET", "/api/v1/leases/{big}/"),
+        ("POST", "/api/v1/leases/{big}/heartbeat/"),
+        ("POST", "/api/v1/leases/{big}/draft/"),
+        ("GET", "/api/v1/projects/{big}/rankings/"),
+        ("DELETE", "/api/v1/projects/{project}/members/{big}/"),
+    ],
+)
+def test_an_id_beyond_bigint_in_the_path_is_a_404_before_any_sql_runs(
+    project, personas, alice_leases, api, method, template, big
+):
+    """Before: PostgreSQL failed the hand-written statements on it ("bigint out of range")."""
+    url = template.format(big=big, project=project.pk)
+    body = {"kind": "ranking"} if url.endswith("next/") else {"text": "draft"}
+    if url.endswith("ranking/"):
+        body = {"entries": entries_for(alice_leases.ranking, [1, 2, 3, 4])}
+    response = api(personas.admin if "members" in url else personas.alice).generic(
+        method, url, json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 404
+
+
+def test_the_largest_bigint_is_still_an_id_and_simply_not_found(project, personas, api):
+    response = api(personas.alice).post(
+        f"/api/v1/projects/{2**63 - 1}/next/", {"kind": "ranking"}, format="json"
+    )
+    assert response.status_code == 404 and response.json() == {"detail": "No such project."}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/projects/{project}/next/",
+        "/api/v1/leases/{ranking}/ranking/",
+        "/api/v1/leases/{demonstration}/draft/",
+        "/api/v1/projects/",
+        "/api/v1/projects/{project}/prompts/import/",
+        "/api/v1/auth/token/",
+    ],
+)
+def test_a_body_nested_100k_deep_is_a_400_saying_so(project, personas, alice_leases, api, url):
+    """Before: json.load ran past Python's recursion limit, which DRF's parser does not catch."""
+    url = url.format(
+        project=project.pk,
+        ranking=alice_leases.ranking.pk,
+        demonstration=alice_leases.demonstration.pk,
+    )
+    who = personas.alice if "leases" in url or "next" in url else personas.admin
+    response = api(who).generic("POST", url, NESTED, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - the body is nested too deeply."}
+    assert Lease.objects.filter(status="submitted").count() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("projects/{project}/next/", '{"kind": "\\ud800"}'),
+        ("projects/{project}/next/", '{"kind": "ranking", "\\udfff": 1}'),
+        (
+            "leases/{ranking}/ranking/",
+            '{"entries": [{"completion": "\\ud83d", "rank": 1, "likert": 1}]}',
+        ),
+    ],
+    ids=["in-a-value", "in-a-field-name", "as-a-slot-letter"],
+)
+def test_an_unpaired_surrogate_echoed_in_an_error_is_a_json_400(
+    project, personas, alice_leases, api, url, body
+):
+    """JSON may escape one; echoed back in the error, the answer's UTF-8 encode failed: a 500."""
+    url = "/api/v1/" + url.format(project=project.pk, ranking=alice_leases.ranking.pk)
+    response = api(personas.alice).generic("POST", url, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.content.isascii() and response.json()  # escaped: valid JSON, and ASCII

@@ -1,0 +1,131 @@
+"""Projects and members through the API and the pages alike: who creates projects, a project
+without flags, removing someone who is not a member."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from labeling.models import Membership, Project, Role
+from tests.factories import UserFactory, api_key, ranking_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(client_for):
+    """An API client that answers a server error as a response, as a real server does."""
+
+    def make(user):
+        client = client_for(user)
+        client.raise_request_exception = False
+        return client
+
+    return make
+
+
+def _browser(user) -> Client:
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    return client
+
+
+def test_a_project_created_with_no_flags_asks_none(personas, api):
+    """An empty list is a choice (a project may rank without flags). Before: a 500."""
+    response = api(personas.admin).post(
+        "/api/v1/projects/", {"name": "No flags", "slug": "no-flags", "flags": []}, format="json"
+    )
+    assert response.status_code == 201 and response.json()["flags"] == []
+    assert Project.objects.get(slug="no-flags").flags == []
+    defaulted = api(personas.admin).post(
+        "/api/v1/projects/", {"name": "Defaults", "slug": "defaults"}, format="json"
+    )
+    assert defaulted.json()["flags"] == Project().flags  # no "flags" at all: the defaults
+
+
+def test_a_labeler_ranks_in_a_project_that_asks_no_flags(project, personas, api):
+    project.flags = []
+    project.save(update_fields=["flags"])
+    ranking_task(project)
+    alice = api(personas.alice)
+    lease = alice.post(f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json")
+    assert lease.json()["flags"] == []
+    entries = [
+        {"completion": c["id"], "rank": i + 1, "likert": 4}
+        for i, c in enumerate(lease.json()["completions"])
+    ]
+    submitted = alice.post(
+        f"/api/v1/leases/{lease.json()['lease_id']}/ranking/", {"entries": entries}, format="json"
+    )
+    assert submitted.status_code == 201
+
+
+def test_removing_someone_who_is_not_a_member_is_a_404_and_removes_nothing(project, personas, api):
+    """Before: a 204, as if something had been removed."""
+    admin = api(personas.admin)
+    url = f"/api/v1/projects/{project.pk}/members/{{}}/"
+    before = Membership.objects.count()
+    assert admin.delete(url.format(personas.outsider.pk)).status_code == 404  # elsewhere only
+    assert Membership.objects.count() == before
+    assert admin.delete(url.format(personas.bob.pk)).status_code == 204
+    second = admin.delete(url.format(personas.bob.pk))
+    assert second.status_code == 404 and second.json() == {"detail": "No such member."}
+
+
+def test_a_project_created_on_the_page_with_no_flags_ticked_asks_none(personas):
+    """Before: the model refused the empty list in full_clean, uncaught: a 500."""
+    response = _browser(personas.admin).post(
+        "/projects/new/",
+        {"name": "No flags", "slug": "no-flags", "k": "4", "overlap": "1", "demo_overlap": "1"},
+    )
+    assert response.status_code == 302
+    assert Project.objects.get(slug="no-flags").flags == []
+
+
+def test_removing_a_non_member_on_the_page_is_a_404(project, personas):
+    """Before: the members page with "Member removed."."""
+    response = _browser(personas.admin).post(
+        f"/p/{project.slug}/admin/members/{personas.outsider.pk}/remove/"
+    )
+    assert response.status_code == 404
+    assert Membership.objects.filter(user=personas.outsider).count() == 1
+
+
+def test_the_page_and_the_api_agree_on_who_may_create_projects(personas):
+    """Staff, and admins of some project (access.can_create_project). Before: the page let
+    project admins in, the API only staff."""
+    staff = UserFactory(username="stella_staff", is_staff=True)
+    people = {
+        "labeler": personas.alice,
+        "reviewer": personas.reviewer,
+        "admin here": personas.admin,
+        "admin elsewhere": personas.outsider,
+        "staff": staff,
+    }
+    page, api = {}, {}
+    for who, user in people.items():
+        page[who] = _browser(user).get("/projects/new/").status_code
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
+        slug = who.replace(" ", "-")
+        api[who] = client.post(
+            "/api/v1/projects/", {"name": who, "slug": slug}, format="json"
+        ).status_code
+    assert page == {
+        "labeler": 403,
+        "reviewer": 403,
+        "admin here": 200,
+        "admin elsewhere": 200,
+        "staff": 200,
+    }
+    assert {who: code == 200 for who, code in page.items()} == {
+        who: code == 201 for who, code in api.items()
+    }
+    assert set(
+        Project.objects.filter(slug__in=["staff", "admin-here"]).values_list("slug", flat=True)
+    ) == {
+        "staff",
+        "admin-here",
+    }
+    assert Membership.objects.get(project__slug="staff", user=staff).role == Role.ADMIN
