@@ -143,6 +143,36 @@ def resume(
     return json.loads((latest / STATE_FILE).read_text())
 
 
+def resume_history(
+    output_dir: str | Path,
+    *,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> tuple[int, list[dict[str, float]]]:
+    """`resume`, as a loop starts: (the step it continues after, the metrics logged so far);
+    (0, []) for a fresh run."""
+    state = resume(output_dir, models=models, optimizers=optimizers)
+    return (state["step"], state["history"]) if state else (0, [])
+
+
+def save_if_due(
+    output_dir: str | Path,
+    step: int,
+    *,
+    every: int,
+    total_steps: int,
+    models: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    history: list[dict[str, float]],
+) -> None:
+    """A resumable checkpoint every `every` steps (0: never); none after the last step, where
+    the finished model is saved instead."""
+    if every and step % every == 0 and step < total_steps:
+        save_checkpoint(
+            output_dir, step, models=models, optimizers=optimizers, state={"history": history}
+        )
+
+
 RESULT_FILE = "result.json"
 
 

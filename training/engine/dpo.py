@@ -153,11 +153,9 @@ def run(cfg: DPOConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
-    state = checkpoint.resume(
+    start, history = checkpoint.resume_history(
         cfg.output_dir, models={"model": policy}, optimizers={"optimizer": optimizer}
     )
-    start = state["step"] if state else 0
-    history: list[dict[str, float]] = state["history"] if state else []
 
     policy.train()
     for step in range(start + 1, total_steps + 1):
@@ -184,14 +182,10 @@ def run(cfg: DPOConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         if val and (step % cfg.eval_every == 0 or step == total_steps):
             metrics |= evaluate(policy, val, rankings, ref, cfg, pad, amp)
         history.append({"step": step, **metrics})
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            checkpoint.save_checkpoint(
-                cfg.output_dir,
-                step,
-                models={"model": policy},
-                optimizers={"optimizer": optimizer},
-                state={"history": history},
-            )
+        checkpoint.save_if_due(
+            cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
+            models={"model": policy}, optimizers={"optimizer": optimizer}, history=history,
+        )  # fmt: skip
         if on_progress is not None:
             on_progress(step, total_steps, metrics)
 

@@ -496,9 +496,9 @@ def run(
     total_steps = cfg.total_episodes // cfg.batch_size
     optimizer = make_optimizer(cfg, models)
     optimizers = {"optimizer": optimizer}
-    state = checkpoint.resume(cfg.output_dir, models=models.trained(), optimizers=optimizers)
-    start = state["step"] if state else 0
-    history: list[dict[str, float]] = state["history"] if state else []
+    start, history = checkpoint.resume_history(
+        cfg.output_dir, models=models.trained(), optimizers=optimizers
+    )
 
     # The policy's and the value model's passes run side by side on a multi-core CPU (cpu_fast).
     with SideBySide(device).running() as side:
@@ -534,14 +534,10 @@ def run(
                 pad_token_id=tokenizer.pad_token_id,
             )
             history.append({"step": step, **metrics})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-                checkpoint.save_checkpoint(
-                    cfg.output_dir,
-                    step,
-                    models=models.trained(),
-                    optimizers=optimizers,
-                    state={"history": history},
-                )
+            checkpoint.save_if_due(
+                cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
+                models=models.trained(), optimizers=optimizers, history=history,
+            )  # fmt: skip
             if on_progress is not None:
                 on_progress(step, total_steps, metrics)
     return save(cfg, models, tokenizer, total_steps, history)

@@ -115,11 +115,9 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
 
-    state = checkpoint.resume(
+    start, history = checkpoint.resume_history(
         cfg.output_dir, models={"model": model}, optimizers={"optimizer": optimizer}
     )
-    start = state["step"] if state else 0
-    history: list[dict[str, float]] = state["history"] if state else []
 
     model.train()
     # On a multi-core CPU each step's two halves of rows run side by side, one core each (at these
@@ -146,14 +144,10 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
                         model, val, cfg.batch_size, tokenizer.pad_token_id, amp
                     )
             history.append({"step": step, **metrics})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-                checkpoint.save_checkpoint(
-                    cfg.output_dir,
-                    step,
-                    models={"model": model},
-                    optimizers={"optimizer": optimizer},
-                    state={"history": history},
-                )
+            checkpoint.save_if_due(
+                cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
+                models={"model": model}, optimizers={"optimizer": optimizer}, history=history,
+            )  # fmt: skip
             if on_progress is not None:
                 on_progress(step, total_steps, metrics)
 
