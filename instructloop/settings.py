@@ -81,7 +81,12 @@ MODEL_ROOT = (
     VAR_DIR / "models"
 )  # model versions live under here, addressed by id, never by user path
 RUN_ROOT = VAR_DIR / "runs"  # training run outputs and checkpoints
-for _dir in (VAR_DIR, MODEL_ROOT, RUN_ROOT):
+# Where admins put the model directories and GGUF files they register (a path in a registration
+# is relative to it; nothing outside it is read). A shared or mounted folder in production.
+MODEL_IMPORT_ROOT = Path(
+    os.environ.get("INSTRUCTLOOP_MODEL_IMPORT_ROOT", VAR_DIR / "import")
+).resolve()
+for _dir in (VAR_DIR, MODEL_ROOT, RUN_ROOT, MODEL_IMPORT_ROOT):
     _dir.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
@@ -344,7 +349,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "training.tasks.run_training": {"queue": "gpu"},
+    "training.tasks.register_model": {"queue": "gpu"},
     "training.tasks.requeue_stale_runs": {"queue": "cpu"},
+    "training.tasks.resend_registrations": {"queue": "cpu"},
     "labeling.tasks.*": {"queue": "cpu"},
 }
 # How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child
@@ -362,6 +369,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "requeue-stale-runs": {
         "task": "training.tasks.requeue_stale_runs",
+        "schedule": float(env_int("INSTRUCTLOOP_REQUEUE_EVERY_SECONDS", 30, minimum=1)),
+    },
+    "resend-registrations": {
+        "task": "training.tasks.resend_registrations",
         "schedule": float(env_int("INSTRUCTLOOP_REQUEUE_EVERY_SECONDS", 30, minimum=1)),
     },
 }

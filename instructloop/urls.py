@@ -8,6 +8,7 @@ from accounts.permissions import SchemaAccess
 urlpatterns = [
     path("api/v1/auth/", include("accounts.api_urls")),
     path("api/v1/", include("labeling.api.urls")),
+    path("api/v1/", include("training.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", include("accounts.urls")),

@@ -10,7 +10,7 @@ from django import forms
 from labeling.errors import Invalid
 from labeling.models import ModelVersion, Project
 
-from .models import RunKind
+from .models import RunKind, SourceKind
 
 SETTINGS_HELP = (
     'Any other setting of the stage as JSON, e.g. {"warmup_steps": 10, "max_length": 256}. '
@@ -177,3 +177,25 @@ class RoundForm(ConfigForm):
             if merged:
                 config[step] = merged
         return config
+
+
+class RegisterModelForm(forms.Form):
+    """Register a base model: the registry checks the path or hub name when it is submitted."""
+
+    name = forms.CharField(max_length=120, help_text="The name runs and rounds will show.")
+    source_kind = forms.ChoiceField(label="From", choices=SourceKind.choices)
+    source = forms.CharField(
+        max_length=500,
+        help_text="A directory or .gguf file under the models root, or a hub name (org/model).",
+    )
+    revision = forms.CharField(max_length=100, required=False, help_text="Hub revision.")
+    default_chat_template = forms.CharField(
+        required=False,
+        max_length=100_000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="A Jinja chat template, used only if the model's tokenizer has none.",
+    )
+
+    def add_registry_error(self, error: Invalid) -> None:
+        keys = [d["key"] for d in error.details if d.get("key") in self.fields]
+        self.add_error(keys[0] if keys else None, error.message)

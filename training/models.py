@@ -241,3 +241,76 @@ class RoundStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.position} ({self.role}) of round {self.round_id}: run {self.run_id}"
+
+
+class SourceKind(models.TextChoices):
+    DIRECTORY = "directory", "A directory under the models root"
+    HUB = "hub", "A hub name (downloaded by the worker)"
+    GGUF = "gguf", "A GGUF file under the models root (dequantised once)"
+
+
+class RegistrationStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    VALIDATING = "validating", "Being copied and checked"
+    READY = "ready", "Registered"
+    FAILED = "failed", "Refused"
+
+
+class ModelRegistration(models.Model):
+    """An admin's request to bring a base model in. A worker copies (downloads, dequantises) it
+    into the model root and checks it; only then does a ModelVersion exist, so a refused model
+    leaves nothing a run could pick."""
+
+    SourceKind = SourceKind
+    Status = RegistrationStatus
+
+    project = models.ForeignKey(
+        "labeling.Project", on_delete=models.CASCADE, related_name="model_registrations"
+    )
+    name = models.CharField(max_length=120, help_text="The model version's name, once registered.")
+    source_kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    source = models.CharField(
+        max_length=500, help_text="Path under the models root (directory, GGUF) or a hub name."
+    )
+    revision = models.CharField(max_length=100, blank=True, help_text="Hub revision (optional).")
+    default_chat_template = models.TextField(
+        blank=True, help_text="Used only when the model's tokenizer has no chat template."
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=RegistrationStatus.PENDING
+    )
+    error = models.TextField(blank=True)
+    info = models.JSONField(
+        default=dict, blank=True, help_text="Architecture, parameters, dtype, size, tokenizer."
+    )
+    model_version = models.OneToOneField(
+        "labeling.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="registration",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(source_kind__in=SourceKind.values), name="registration_source_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RegistrationStatus.values), name="registration_status_valid"
+            ),
+            # One live registration per name: a refused one may be tried again under its name.
+            models.UniqueConstraint(
+                fields=["project", "name"],
+                condition=~Q(status="failed"),
+                name="registration_name_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"registration of {self.name} ({self.status})"

@@ -14,7 +14,7 @@ from labeling import selectors as labeling_selectors
 from labeling import stats
 from labeling.models import Comparison, ModelVersion, Project, RankingEntry
 
-from .models import Round, RoundStep, RunMetric, StepRole, TrainingRun
+from .models import ModelRegistration, Round, RoundStep, RunMetric, StepRole, TrainingRun
 
 
 def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[TrainingRun]:
@@ -83,6 +83,23 @@ def model_version_for_page(*, project: Project, version_id: int) -> ModelVersion
         ModelVersion.objects.filter(project=project, pk=version_id)
         .select_related("parent", "training_run")
         .first()
+    )
+
+
+def registrations_for_page(*, project: Project, limit: int = 50) -> list[ModelRegistration]:
+    return list(
+        ModelRegistration.objects.filter(project=project)
+        .select_related("model_version")
+        .order_by("-pk")[:limit]
+    )
+
+
+def model_versions_for_page(*, project: Project) -> list[ModelVersion]:
+    """Every version, oldest first, with where it came from (a registration or a run)."""
+    return list(
+        ModelVersion.objects.filter(project=project)
+        .select_related("parent", "registration", "training_run")
+        .order_by("pk")
     )
 
 

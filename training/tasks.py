@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.utils import timezone
 
-from . import dispatch, launcher, runs
+from . import dispatch, launcher, registry, runs
 
 
 @shared_task(name=dispatch.RUN_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -28,6 +28,22 @@ def requeue_stale_runs() -> list[int]:
     return ids
 
 
+@shared_task(name=registry.REGISTER_TASK, acks_late=True)
+def register_model(registration_id: int) -> str:  # queue: gpu (settings.CELERY_TASK_ROUTES)
+    registration = registry.registration_execute(registration_id=registration_id)
+    return registration.status if registration else "gone"
+
+
+@shared_task(name="training.tasks.resend_registrations")
+def resend_registrations() -> list[int]:
+    """Beat-scheduled: registrations whose message could not be sent are sent again."""
+    ids = registry.registrations_unsent()
+    for registration_id in ids:
+        registry.registration_send(registration_id)
+    return ids
+
+
 @worker_ready.connect
 def _requeue_on_start(**_: object) -> None:
     requeue_stale_runs.delay()
+    resend_registrations.delay()

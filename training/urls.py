@@ -11,6 +11,7 @@ urlpatterns = [
     path("p/<slug:slug>/rounds/", views.round_list, name="round-list"),
     path("p/<slug:slug>/rounds/<int:number>/", views.round_detail, name="round-detail"),
     path("p/<slug:slug>/rounds/<int:number>/cancel/", views.round_cancel, name="round-cancel"),
+    path("p/<slug:slug>/models/", views.model_list, name="model-list"),
     path(
         "p/<slug:slug>/models/<int:version_id>/", views.model_version_detail, name="model-version"
     ),

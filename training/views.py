@@ -17,9 +17,9 @@ from labeling.errors import Conflict, Forbidden, Invalid
 from labeling.models import Membership, Role
 from labeling.views.pages import page_view
 
-from . import loop, rounds, runs, selectors
+from . import loop, registry, rounds, runs, selectors
 from .charts import charts_for
-from .forms import RoundForm, RunForm
+from .forms import RegisterModelForm, RoundForm, RunForm
 from .models import RoundStatus, RunStatus
 
 # The curves worth a glance, in reading order (names as the stages log them).
@@ -185,6 +185,40 @@ def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> Ht
         "completions": version.completions.count(),
     }
     return render(request, "training/model_version.html", context)
+
+
+@page_view
+@require_http_methods(["GET", "POST"])
+def model_list(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project's models, and (admins) registering a base model and following its checks."""
+    membership = _membership(request, slug, Role.REVIEWER)
+    project = membership.project
+    is_admin = membership.allows(Role.ADMIN)
+    form = RegisterModelForm(request.POST or None)
+    if request.method == "POST":
+        if not is_admin:
+            raise Forbidden("Only admins register models.")
+        if form.is_valid():
+            try:
+                registry.registration_create(
+                    project=project, created_by=request.user, **form.cleaned_data
+                )
+            except Invalid as exc:
+                form.add_registry_error(exc)
+            else:
+                return redirect("model-list", slug=slug)
+    registrations = selectors.registrations_for_page(project=project) if is_admin else []
+    context = {
+        "project": project,
+        "form": form,
+        "is_admin": is_admin,
+        "import_root": registry.import_root(),
+        "registrations": registrations,
+        "live": any(r.status in ("pending", "validating") for r in registrations),
+        "versions": selectors.model_versions_for_page(project=project),
+    }
+    template = "training/models.html#live" if request.htmx else "training/models.html"
+    return render(request, template, context)
 
 
 @page_view

@@ -8,6 +8,7 @@ Refuses to run in production: the demo accounts have published passwords.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 from django.conf import settings
@@ -18,13 +19,16 @@ from django.db import transaction
 from labeling import services
 from labeling.imports import messages_hash, parse_prompts, parse_ranking_tasks
 from labeling.models import ModelVersion, Project, Prompt, Role, Task
-from training import storage
-from training.demo import families
+from training import registry, storage
+from training.demo import families, smollm2
+from training.models import ModelRegistration
 
 SLUG = "demo"
 PROMPTS = 40
 RANKING_TASKS = 8
 TINY_BASE = "tiny-base"  # under the model root; `python -m training.demo.base_model` builds it
+SMOL_NAME = "smollm2-135m-instruct"
+SMOL_IMPORT = f"demo/{smollm2.GGUF_FILE}"  # under the models root (settings.MODEL_IMPORT_ROOT)
 
 # (username, password, project role, Django superuser)
 ACCOUNTS = [
@@ -83,6 +87,7 @@ class Command(BaseCommand):
             for username, _, role, _ in ACCOUNTS:
                 services.membership_set(project=project, user=users[username], role=role)
             self._base_model(project)
+            self._real_model(project, creator=users["admin"])
             self._prompts(project)
             self._ranking_tasks(project)
         self._report(project)
@@ -128,6 +133,35 @@ class Command(BaseCommand):
                 f"Note: {path} does not exist yet; build it with "
                 f"`python -m training.demo.base_model --out {path}`."
             )
+
+    def _real_model(self, project: Project, *, creator: Any) -> None:
+        """SmolLM2-135M-Instruct, registered the way an admin registers a GGUF file: copied under
+        the models root, then dequantised and checked by the worker (the tiny model stays the
+        default base: tests and CPU speed)."""
+        if (
+            ModelRegistration.objects.filter(project=project, name=SMOL_NAME)
+            .exclude(status=ModelRegistration.Status.FAILED)
+            .exists()
+        ):
+            return
+        try:
+            source = smollm2.gguf_path()
+        except FileNotFoundError as exc:
+            self.stdout.write(f"Note: no SmolLM2 in the demo: {exc}")
+            return
+        target = registry.import_root() / SMOL_IMPORT
+        if not target.is_file() or target.stat().st_size != source.stat().st_size:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target.with_suffix(".partial"))
+            target.with_suffix(".partial").replace(target)
+        registry.registration_create(
+            project=project,
+            name=SMOL_NAME,
+            source_kind=ModelRegistration.SourceKind.GGUF,
+            source=SMOL_IMPORT,
+            created_by=creator,
+        )
+        self.stdout.write(f"{SMOL_NAME}: registered; the worker dequantises and checks it.")
 
     def _prompts(self, project: Project) -> None:
         known = set(Prompt.objects.filter(project=project).values_list("content_hash", flat=True))

@@ -1,0 +1,128 @@
+"""/api/v1/ for the machine side: registering base models and listing a project's models.
+Thin like labeling/api/views.py: membership check, one registry or selector call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from labeling import access
+from labeling.api.formats import JSONParser
+from labeling.api.serializers import ErrorSerializer, StrictSerializer
+from labeling.api.views import ApiView
+from labeling.errors import NotFound
+from labeling.models import ModelVersion, Role
+
+from . import registry
+from .models import ModelRegistration, SourceKind
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input; `errors` lists each."),
+    403: OpenApiResponse(ErrorSerializer, description="Your role does not allow this."),
+    404: OpenApiResponse(ErrorSerializer, description="Not found, or not yours."),
+}
+
+
+class RegistrationSerializer(serializers.ModelSerializer):
+    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = ModelRegistration
+        fields = [
+            "id", "name", "source_kind", "source", "revision", "status", "error", "info",
+            "model_version", "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RegistrationCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=120)
+    source_kind = serializers.ChoiceField(choices=SourceKind.choices)
+    source = serializers.CharField(
+        max_length=500,
+        help_text="A path under the models root (directory or .gguf file), or a hub name.",
+    )
+    revision = serializers.CharField(max_length=100, required=False, default="")
+    default_chat_template = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=100_000,
+        help_text="A Jinja chat template, used only when the model's tokenizer has none.",
+    )
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "kind", "parent", "metrics", "created_at"]
+        read_only_fields = fields
+
+
+class RegistrationListView(generics.ListAPIView):
+    serializer_class = RegistrationSerializer
+    parser_classes = [JSONParser]
+    queryset = ModelRegistration.objects.none()
+
+    def get_queryset(self):
+        membership = access.membership_require(
+            user_id=self.request.user.pk, project_id=self.kwargs["project_id"], role=Role.ADMIN
+        )
+        return ModelRegistration.objects.filter(project=membership.project).order_by("-pk")
+
+    @extend_schema(tags=["models"], summary="Base-model registrations, newest first (admin)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["models"],
+        request=RegistrationCreateSerializer,
+        responses={202: RegistrationSerializer, **ERRORS},
+        summary="Register a base model (admin): a worker copies and checks it, then it is a model",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        body = RegistrationCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        registration = registry.registration_create(
+            project=membership.project, created_by=request.user, **body.validated_data
+        )
+        return Response(RegistrationSerializer(registration).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RegistrationDetailView(ApiView):
+    @extend_schema(tags=["models"], responses={200: RegistrationSerializer, **ERRORS})
+    def get(self, request: Request, project_id: int, registration_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        registration = ModelRegistration.objects.filter(
+            project=membership.project, pk=registration_id
+        ).first()
+        if registration is None:
+            raise NotFound("No such registration.")
+        return Response(RegistrationSerializer(registration).data)
+
+
+class ModelVersionListView(generics.ListAPIView):
+    serializer_class = ModelVersionSerializer
+    parser_classes = [JSONParser]
+    queryset = ModelVersion.objects.none()
+
+    def get_queryset(self):
+        membership = access.membership_require(
+            user_id=self.request.user.pk, project_id=self.kwargs["project_id"], role=Role.REVIEWER
+        )
+        return ModelVersion.objects.filter(project=membership.project).order_by("pk")
+
+    @extend_schema(tags=["models"], summary="The project's model versions (reviewer and up)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -1,0 +1,25 @@
+"""/api/v1/ routes of the training app (documented at /api/schema/ with labeling's)."""
+
+from django.urls import path
+
+from labeling import converters  # noqa: F401 - registers <id:...>
+
+from . import api
+
+app_name = "training-api"
+
+project = "projects/<id:project_id>/"
+
+urlpatterns = [
+    path(f"{project}models/", api.ModelVersionListView.as_view(), name="models"),
+    path(
+        f"{project}model-registrations/",
+        api.RegistrationListView.as_view(),
+        name="registrations",
+    ),
+    path(
+        f"{project}model-registrations/<id:registration_id>/",
+        api.RegistrationDetailView.as_view(),
+        name="registration",
+    ),
+]
