@@ -231,7 +231,7 @@ def train_ppo(world: World, args: argparse.Namespace, *, start: Path, rm: Path, 
             else RewardModel.from_causal_lm(str(start), tokenizer, CPU)
         )
         torch.nn.init.zeros_(value.head.weight)
-        torch.nn.init.zeros_(value.head.bias)
+        value.score_offset = 0.0
         value.save_pretrained(value_dir, tokenizer)
     return ppo.run(
         PPOConfig(output_dir=str(world.out / tag), policy_path=str(start),

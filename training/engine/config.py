@@ -163,7 +163,7 @@ class RewardConfig(_Common):
     val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
     eval_every: int = 50  # evaluate every N steps (and at the end)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
-    normalize_on_demonstrations: bool = True  # set the bias so demonstrations score mean 0
+    normalize_on_demonstrations: bool = True  # set the score offset so demonstrations score mean 0
 
 
 @dataclass(frozen=True, kw_only=True)

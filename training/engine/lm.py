@@ -92,7 +92,8 @@ def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     model.config.eos_token_id = tokenizer.eos_token_id
 
 
-def _load_config(path: str | Path) -> PretrainedConfig:
+def load_config(path: str | Path) -> PretrainedConfig:
+    """A model directory's config, as `load_pretrained` builds the model from it."""
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     if getattr(config, "activation_function", None) == "gelu_new":
         # The same tanh-approximated GELU as one fused kernel instead of seven elementwise ops
@@ -105,7 +106,7 @@ def load_pretrained(auto_class: Any, path: str | Path) -> PreTrainedModel:
     check_safetensors_weights(path)
     return auto_class.from_pretrained(
         str(path),
-        config=_load_config(path),
+        config=load_config(path),
         trust_remote_code=False,
         use_safetensors=True,
         dtype=torch.float32,

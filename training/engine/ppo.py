@@ -4,7 +4,7 @@ The recipe of lm-human-preferences (Ziegler et al. 2019) as reproduced in
 https://github.com/vwxyzjn/lm-human-preference-details and "The N+ implementation details of RLHF
 with PPO" (Huang et al. 2024):
   - policy and frozen reference both start as the SFT model; the value model starts as the reward
-    model (trunk + head) and is a separate network;
+    model (trunk, head and score offset) and is a separate network;
   - dropout is off everywhere, so log-probs and values are deterministic functions of the weights;
   - log-probs are taken at the sampling temperature (logits / T);
   - reward per token = -beta * (log pi - log ref), plus the RM score at the last response token; a

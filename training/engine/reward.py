@@ -3,8 +3,8 @@
 Each ranking of K completions is one batch element: its K completions go through the model in the
 same forward and give all C(K,2) comparisons, so the K forwards are not repeated per pair and one
 ranking's correlated pairs cannot overfit the model across batches (Ouyang et al. 2022, sec. 3.5).
-After training, a bias makes the demonstrations score 0 on average, so PPO starts from centred
-rewards.
+After training, a score offset makes the demonstrations score 0 on average, so PPO starts from
+centred rewards; it is saved in the model's config, since the bias-free head has no bias to hold it.
 data: {"rankings": [{"prompt", "completions", "ranks"}, ...], "demonstrations": [...] (optional)}
 """
 
@@ -85,6 +85,7 @@ def evaluate(
 def mean_demonstration_score(
     model: RewardModel, demonstrations: list, batch_size: int, pad_token_id: int, amp: Amp
 ) -> float:
+    """Mean score (without the offset) of the demonstrations."""
     model.eval()
     device = next(model.parameters()).device
     total = 0.0
@@ -153,16 +154,13 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             on_progress(step, total_steps, metrics)
 
     demonstrations = data.get("demonstrations") or []
-    bias_shift = 0.0
     if cfg.normalize_on_demonstrations and demonstrations:
         # InstructGPT: "normalized using a bias so that the labeler demonstrations achieve a mean
         # score of 0 before doing RL".
         encoded = encode_demonstrations(tokenizer, demonstrations, cfg.max_length)
-        bias_shift = -mean_demonstration_score(
+        model.score_offset = -mean_demonstration_score(
             model, encoded, cfg.batch_size, tokenizer.pad_token_id, amp
         )
-        with torch.no_grad():
-            model.head.bias.add_(bias_shift)
 
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer))
@@ -174,7 +172,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             "train/loss": last_value(history, "train/loss"),
             "val/loss": last_value(history, "val/loss"),
             "val/pair_accuracy": last_value(history, "val/pair_accuracy"),
-            "score_bias_shift": bias_shift,
+            "score_offset": model.score_offset,
             "train_rankings": len(train),
             "val_rankings": len(val),
         },

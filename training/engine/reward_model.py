@@ -1,18 +1,31 @@
-"""The reward model: an LM trunk and a scalar head (also PPO's value model), saved as the trunk
-with safetensors plus the head and a small JSON file that says what it is."""
+"""The reward model: an LM trunk and a bias-free scalar head (also PPO's value model).
+
+Saved as a plain Hugging Face sequence-classification model with one label, the layout TRL's
+RewardTrainer writes: `AutoModelForSequenceClassification.from_pretrained(dir)` loads it (an
+`XForSequenceClassification` whose `score` is a bias-free Linear and whose `config.pad_token_id` is
+the tokenizer's distinct pad), the tokenizer and its chat template are saved beside it, and its
+logits on right-padded input are our `RewardModel.forward` scores. The centring on the
+demonstrations is a constant kept in the config as `score_offset` (a sequence-classification head
+has no bias to hold it), added where PPO reads rewards and values.
+
+Directories in the earlier format of our own (trunk, `score_head.safetensors` with a biased head,
+`reward_model.json`) still load: their head's bias becomes the score offset.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoModel,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     DynamicCache,
     PreTrainedModel,
@@ -23,15 +36,19 @@ from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
 from training.engine.lm import (
     fit_embeddings,
+    load_config,
     load_pretrained,
     position_ids_from_mask,
     response_hidden_states,
     trunk_hidden_states,
 )
 
-REWARD_MODEL_FORMAT = "instructloop-reward-model"
-REWARD_HEAD_FILE = "score_head.safetensors"
-REWARD_META_FILE = "reward_model.json"
+SCORE_OFFSET = "score_offset"  # the config attribute that holds the offset
+
+# The earlier format of our own, still read.
+OLD_FORMAT = "instructloop-reward-model"
+OLD_HEAD_FILE = "score_head.safetensors"
+OLD_META_FILE = "reward_model.json"
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -41,20 +58,28 @@ def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class RewardModel(nn.Module):
-    """LM trunk + scalar head. As a reward model it scores a sequence at its last real token
-    (InstructGPT: the reward is read at the EOS that ends the completion); as a value model the
-    same head gives one value per position."""
+    """LM trunk + bias-free scalar head. As a reward model it scores a sequence at its last real
+    token (InstructGPT: the reward is read at the EOS that ends the completion); as a value model
+    the same head gives one value per position.
 
-    def __init__(self, trunk: PreTrainedModel, head: nn.Linear | None = None) -> None:
+    `score_offset` is a constant that puts scores on the scale PPO uses (InstructGPT centres them
+    on the demonstrations): `rewards`, `values` and `response_values` add it; `forward` and
+    `score_completions` do not, so that `forward` is what the saved model's
+    AutoModelForSequenceClassification logits are (rankings and the Bradley-Terry loss do not
+    see a constant)."""
+
+    def __init__(
+        self, trunk: PreTrainedModel, head: nn.Linear | None = None, score_offset: float = 0.0
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         hidden_size = trunk.config.hidden_size
         if head is None:
-            head = nn.Linear(hidden_size, 1)
+            head = nn.Linear(hidden_size, 1, bias=False)
             # lm-human-preferences initialises the reward head with std 1/sqrt(d_model + 1).
             nn.init.normal_(head.weight, std=1 / math.sqrt(hidden_size + 1))
-            nn.init.zeros_(head.bias)
         self.head = head
+        self.score_offset = score_offset
 
     @property
     def config(self) -> Any:
@@ -67,12 +92,13 @@ class RewardModel(nn.Module):
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         # The scalar head stays in fp32 under bf16 autocast: scores are compared to each other
-        # and shifted by a bias, and bf16 keeps only three significant digits.
+        # and shifted by the offset, and bf16 keeps only three significant digits.
         with torch.autocast(hidden.device.type, enabled=False):
             return self.head(hidden.float()).squeeze(-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Scalar score per sequence, read at its last real token.  # (batch,)"""
+        """Scalar score per sequence, read at its last real token (without the offset: the
+        saved model's AutoModelForSequenceClassification logits).  # (batch,)"""
         last_index = last_real_index(attention_mask)
         if cpu_fast.gpt2_applies(self.trunk):  # cpu_fast: real tokens only, packed
             positions = position_ids_from_mask(attention_mask)
@@ -94,7 +120,7 @@ class RewardModel(nn.Module):
     ) -> torch.Tensor:
         """Scores of prompt + completion sequences whose prompts are shared: each prompt goes
         through the trunk once, and its cached keys and values (gradients flow through them) serve
-        all its completions. Same scores as `forward` on the concatenated sequences.
+        all its completions. Same scores as `forward` on the concatenated sequences (no offset).
         prompt_*: (prompts, P) left-padded; completion_*: (completions, T) right-padded;
         prompt_index: (completions,) which prompt each completion continues.  # (completions,)"""
         prompt_lengths = prompt_mask.sum(1)[prompt_index]  # (completions,)
@@ -139,11 +165,17 @@ class RewardModel(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return self._head(hidden[rows, last_index])
 
+    def rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`forward`'s scores plus the offset: the reward PPO optimises.  # (batch,)"""
+        return self(input_ids, attention_mask) + self.score_offset
+
     def values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int
     ) -> torch.Tensor:
-        """Head output at positions start..end-1 (value estimates).  # (batch, end - start)"""
-        return self._head(self._hidden(input_ids, attention_mask, start)[:, : end - start])
+        """Head output plus the offset at positions start..end-1 (value estimates, on the
+        rewards' scale).  # (batch, end - start)"""
+        hidden = self._hidden(input_ids, attention_mask, start)[:, : end - start]
+        return self._head(hidden) + self.score_offset
 
     def response_values(
         self,
@@ -155,11 +187,10 @@ class RewardModel(nn.Module):
         """Value estimates of the states before the response tokens where response_mask is set,
         row-major (`values` at those positions, computed on real tokens only).
         # (response_mask.sum(),)"""
-        return self._head(
-            response_hidden_states(
-                self.trunk, input_ids, attention_mask, prompt_length, response_mask
-            )
+        hidden = response_hidden_states(
+            self.trunk, input_ids, attention_mask, prompt_length, response_mask
         )
+        return self._head(hidden) + self.score_offset
 
     @classmethod
     def from_causal_lm(
@@ -174,38 +205,80 @@ class RewardModel(nn.Module):
     def from_pretrained(
         cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
     ) -> RewardModel:
+        """A saved reward (or value) model: a one-label sequence-classification model, or a
+        directory in the earlier format. Refused if it was trained with another tokenizer."""
         directory = Path(path)
-        meta_path = directory / REWARD_META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{directory} is not a reward model directory (no {REWARD_META_FILE})"
-            )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != REWARD_MODEL_FORMAT:
+        _check_same_tokenizer(directory, tokenizer)
+        if (directory / OLD_META_FILE).is_file():
+            return cls._from_old_format(directory, tokenizer, device)
+        config = load_config(directory)
+        if not _is_one_label_classifier(config):
             raise ValueError(
-                f"{meta_path} has format {meta.get('format')!r}, not {REWARD_MODEL_FORMAT!r}"
+                f"{directory} is not a reward model: it holds {config.architectures} with "
+                f"{config.num_labels} labels, not a sequence classifier with one"
             )
-        if (directory / "tokenizer_config.json").is_file():
-            own_vocab = AutoTokenizer.from_pretrained(str(directory)).get_vocab()
-            if own_vocab != tokenizer.get_vocab():
-                raise ValueError(
-                    f"the reward model at {directory} was trained with a different tokenizer than "
-                    f"{tokenizer.name_or_path}: it cannot score (or value) that model's tokens"
-                )
-        model = cls.from_causal_lm(directory, tokenizer, device)
-        model.head.load_state_dict(load_file(str(directory / REWARD_HEAD_FILE), device=str(device)))
-        return model
+        classifier = load_pretrained(AutoModelForSequenceClassification, directory)
+        trunk = cast(PreTrainedModel, classifier.base_model)
+        fit_embeddings(trunk, tokenizer)
+        head = cast(nn.Linear, classifier.score)
+        model = cls(trunk, head, score_offset=float(getattr(config, SCORE_OFFSET, 0.0)))
+        return model.to(device)
+
+    @classmethod
+    def _from_old_format(
+        cls, directory: Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+    ) -> RewardModel:
+        """Trunk + `score_head.safetensors` (a biased Linear) + `reward_model.json`: the head's
+        bias, which held the centring on the demonstrations, becomes the score offset."""
+        meta_path = directory / OLD_META_FILE
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != OLD_FORMAT:
+            raise ValueError(f"{meta_path} has format {meta.get('format')!r}, not {OLD_FORMAT!r}")
+        old_head = load_file(str(directory / OLD_HEAD_FILE))
+        trunk = load_pretrained(AutoModel, directory)
+        fit_embeddings(trunk, tokenizer)
+        model = cls(trunk, score_offset=float(old_head["bias"].item()))
+        with torch.no_grad():
+            model.head.weight.copy_(old_head["weight"])
+        return model.to(device)
 
     def save_pretrained(self, path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Write the model as the Hugging Face sequence classifier (one label) of the trunk's
+        architecture, with the tokenizer beside it."""
         path.mkdir(parents=True, exist_ok=True)
-        self.trunk.save_pretrained(str(path), safe_serialization=True)
+        self.as_sequence_classifier().save_pretrained(str(path), safe_serialization=True)
         tokenizer.save_pretrained(str(path))
-        head = {name: t.detach().contiguous().cpu() for name, t in self.head.state_dict().items()}
-        save_file(head, str(path / REWARD_HEAD_FILE))
-        meta = {
-            "format": REWARD_MODEL_FORMAT,
-            "version": 1,
-            "hidden_size": self.trunk.config.hidden_size,
-            "score": "head(hidden state at the last non-pad token)",
-        }
-        (path / REWARD_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def as_sequence_classifier(self) -> PreTrainedModel:
+        """The trunk's `XForSequenceClassification` (num_labels=1) holding this model's own
+        tensors (not copies): built empty from the trunk's config, which also gives the key names
+        the class saves under, then filled with the trunk's and the head's weights."""
+        config = copy.deepcopy(self.trunk.config)
+        config.num_labels = 1
+        setattr(config, SCORE_OFFSET, self.score_offset)
+        with torch.device("meta"):  # no memory for weights that are about to be replaced
+            classifier = AutoModelForSequenceClassification.from_config(config)
+        # strict: a trunk whose names differ from the class's base model is an error, not a
+        # silently random model.
+        classifier.base_model.load_state_dict(self.trunk.state_dict(), strict=True, assign=True)
+        classifier.score.load_state_dict(self.head.state_dict(), strict=True, assign=True)
+        return cast(PreTrainedModel, classifier)
+
+
+def _is_one_label_classifier(config: Any) -> bool:
+    architectures = config.architectures or []
+    return config.num_labels == 1 and any(
+        name.endswith("ForSequenceClassification") for name in architectures
+    )
+
+
+def _check_same_tokenizer(directory: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A reward model reads token ids: those of another tokenizer would mean other words."""
+    if not (directory / "tokenizer_config.json").is_file():
+        return
+    own_vocab = AutoTokenizer.from_pretrained(str(directory)).get_vocab()
+    if own_vocab != tokenizer.get_vocab():
+        raise ValueError(
+            f"the reward model at {directory} was trained with a different tokenizer than "
+            f"{tokenizer.name_or_path}: it cannot score (or value) that model's tokens"
+        )

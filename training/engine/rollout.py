@@ -47,7 +47,7 @@ class Rollout:
     logprobs: torch.Tensor  # (batch, T) log pi_old(token) at the sampling temperature
     ref_logprobs: torch.Tensor  # (batch, T)
     values: torch.Tensor  # (batch, T) V(state before each response token)
-    scores: torch.Tensor  # (batch,) raw reward-model / reward_fn score
+    scores: torch.Tensor  # (batch,) reward-model reward (offset included) / reward_fn score
     entropy: torch.Tensor  # (batch, T)
     first_pass: FirstPass | None = None  # with keep_graph: logprobs and values, differentiable
 
@@ -88,8 +88,9 @@ def decode(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor) -> list[
 
 
 def reward_model_scorer(reward_model: RewardModel) -> Scorer:
-    """Scores read by a reward model at each sequence's last real token (its EOS)."""
-    return lambda query_responses, attention_mask, responses: reward_model(
+    """Rewards read by a reward model at each sequence's last real token (its EOS), its score
+    offset included."""
+    return lambda query_responses, attention_mask, responses: reward_model.rewards(
         query_responses, attention_mask
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification
 
 from tests.training.engine.helpers import CPU, reward_model_parameters, unchanged
 from tests.training.engine.toy_model import banana_rankings, demonstrations
@@ -52,18 +53,41 @@ def test_reward_model_learns_an_easy_preference_to_over_90_percent_held_out(
     assert result["history"][-1]["val/loss"] < result["history"][0]["train/loss"]
 
 
-def test_reward_bias_makes_demonstrations_score_zero_on_average(sft_model_dir, tmp_path):
+def test_reward_offset_makes_demonstrations_score_zero_on_average(sft_model_dir, tmp_path):
     cfg = RewardConfig(
         model_path=str(sft_model_dir), output_dir=str(tmp_path), max_steps=4, batch_size=4, lr=1e-3
     )
     demos = demonstrations(24, seed=3)
     result = reward.run(cfg, {"rankings": banana_rankings(16), "demonstrations": demos})
-    assert result["metrics"]["score_bias_shift"] != 0
+    offset = result["metrics"]["score_offset"]
+    assert offset != 0
 
     tokenizer = load_tokenizer(result["model_dir"])
     model = RewardModel.from_pretrained(result["model_dir"], tokenizer, CPU).eval()
+    assert model.score_offset == offset
     batch = collate_sft(encode_demonstrations(tokenizer, demos, 512), tokenizer.pad_token_id)
     with torch.no_grad():
-        scores = model(batch["input_ids"], batch["attention_mask"])
-    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4)
-    assert scores.std().item() > 0
+        rewards = model.rewards(batch["input_ids"], batch["attention_mask"])
+    assert rewards.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert rewards.std().item() > 0
+
+
+def test_a_reward_run_writes_a_model_that_hugging_face_loads_and_that_scores_as_ours(
+    sft_model_dir, tmp_path
+):
+    cfg = RewardConfig(
+        model_path=str(sft_model_dir), output_dir=str(tmp_path), max_steps=2, batch_size=4, lr=1e-3
+    )
+    demos = demonstrations(8, seed=3)
+    result = reward.run(cfg, {"rankings": banana_rankings(8), "demonstrations": demos})
+
+    classifier = AutoModelForSequenceClassification.from_pretrained(result["model_dir"])
+    assert classifier.num_labels == 1
+    assert classifier.config.score_offset == result["metrics"]["score_offset"]
+    tokenizer = load_tokenizer(result["model_dir"])
+    ours = RewardModel.from_pretrained(result["model_dir"], tokenizer, CPU).eval()
+    batch = collate_sft(encode_demonstrations(tokenizer, demos, 512), tokenizer.pad_token_id)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        logits = classifier(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
+        torch.testing.assert_close(logits, ours(ids, mask), rtol=1e-5, atol=1e-6)

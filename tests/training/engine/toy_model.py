@@ -1,5 +1,6 @@
-"""The test-only toy model: a random 2-layer GPT-2 and a byte-level BPE tokenizer, built locally
-(no hub access), with the toy data the engine tests train on."""
+"""The test-only toy model: a random 2-layer GPT-2 (and a Llama of the same size, for a second
+architecture) and a byte-level BPE tokenizer, built locally (no hub access), with the toy data the
+engine tests train on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import random
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -76,6 +83,30 @@ def build_toy_model(
     )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def build_toy_llama(directory: Path, *, seed: int = 0) -> Path:
+    """Save a random 2-layer, 64-wide Llama (grouped-query attention, RMSNorm, rotary positions)
+    with the toy tokenizer to `directory` and return it: an architecture other than GPT-2."""
+    import torch
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory
 
