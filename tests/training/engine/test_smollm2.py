@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from training.demo import smollm2
 from training.engine import ppo, reward, sample, sft
@@ -97,7 +97,9 @@ def test_sft_then_reward_model_then_ppo_then_sampling_run_on_it(smol: Path, tmp_
         {"rankings": rankings},
     )  # fmt: skip
     rm_dir = Path(rm_result["model_dir"])
-    assert rm_dir.is_dir()
+    classifier = AutoModelForSequenceClassification.from_pretrained(rm_dir)
+    assert type(classifier).__name__ == "LlamaForSequenceClassification"
+    assert classifier.config.num_labels == 1
 
     ppo_result = ppo.run(
         PPOConfig(
