@@ -52,7 +52,7 @@ class _HFDecoder:
             input_ids=input_ids,
             attention_mask=self.attention_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
         )

@@ -3,13 +3,24 @@ response (its decoders against a full forward: cpu_fast/test_gpt2.py)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
 
 from tests.training.engine.helpers import CPU
 from tests.training.engine.toy_model import questions
+from training.engine import cpu_fast
 from training.engine.data import collate_prompts, encode_prompts
-from training.engine.generation import _draw, _top_p_filter, sample
+from training.engine.generation import Generation, _draw, _top_p_filter, sample
 from training.engine.lm import freeze, load_causal_lm, load_tokenizer
+from training.engine.reward_model import RewardModel
 
 
 def test_draws_follow_the_distribution_and_never_pick_a_zero_probability_token():
@@ -53,3 +64,71 @@ def test_sampling_stops_at_eos_and_pads_after_it(toy_model_dir):
         else:
             assert length == generation.tokens.shape[1]
             assert (tokens != eos).all()
+
+
+# --- tiny models of two architectures ------------------------------------------------------------
+
+VOCAB = 300
+EOS, PAD = 1, 2
+
+
+def tiny_lm(architecture: str) -> PreTrainedModel:
+    """A random 2-layer causal LM (Llama with grouped-query attention: 4 heads, 2 KV heads)."""
+    torch.manual_seed(0)
+    ids = {"vocab_size": VOCAB, "bos_token_id": 0, "eos_token_id": EOS, "pad_token_id": PAD}
+    if architecture == "gpt2":
+        config = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **ids)
+        return freeze(GPT2LMHeadModel(config))
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **ids,
+    )
+    return freeze(LlamaForCausalLM(config))
+
+
+def left_padded_prompts(lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(3, VOCAB, (n,), generator=generator).tolist() for n in lengths]
+    return collate_prompts(prompts, PAD)
+
+
+def sampled(model: PreTrainedModel, prompts: dict[str, torch.Tensor], **options) -> Generation:
+    return sample(
+        model,
+        prompts["input_ids"],
+        prompts["attention_mask"],
+        max_new_tokens=16,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        temperature=0.9,
+        top_p=0.95,
+        generator=torch.Generator().manual_seed(3),
+        **options,
+    )
+
+
+def test_sampling_and_shared_prompt_scoring_use_no_deprecated_api(monkeypatch):
+    """transformers 5 renamed `past_key_values` to `cache` (FutureWarning until 5.40, then gone):
+    the HF decoder, and the reward model's shared-prompt scoring on the plain path, with warnings
+    made errors."""
+    monkeypatch.setenv(cpu_fast.SWITCH, "0")  # the plain paths, which call the HF forwards
+    prompts = left_padded_prompts([5, 9, 2])
+    trunk = tiny_lm("gpt2").transformer
+    reward_model = RewardModel(trunk)
+    completions = left_padded_prompts([3, 1, 4], seed=2)["input_ids"].flip(1)  # right-padded
+    completion_mask = (completions != PAD).long()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for architecture in ("gpt2", "llama"):
+            sampled(tiny_lm(architecture), prompts)
+        reward_model.score_completions(
+            prompts["input_ids"][:2],
+            prompts["attention_mask"][:2],
+            completions,
+            completion_mask,
+            torch.tensor([0, 1, 1]),
+        )
