@@ -20,6 +20,7 @@ from typing import Any, Self
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
+SAMPLERS = ("auto", "builtin", "vllm")  # training/engine/sampler.py
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,9 @@ class _Common:
                      "ptx_coef", "vf_coef"):  # fmt: skip
             value = getattr(self, name, 0)
             _require(value >= 0, f"{name} must be >= 0, not {value}", name)
+        sampler = getattr(self, "sampler", "auto")
+        _require(sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, not {sampler!r}",
+                 "sampler")  # fmt: skip
         fraction = getattr(self, "val_fraction", 0.0)
         _require(
             0 <= fraction < 1, f"val_fraction must be in [0, 1), not {fraction}", "val_fraction"
@@ -219,6 +223,8 @@ class PPOConfig(_Common):
     ptx_coef: float = 0.0  # gamma_ptx: weight of the SFT loss on demonstrations (PPO-ptx); 0 = off
     ptx_batch_size: int = 8  # demonstrations per gradient step when ptx_coef > 0
     ptx_max_length: int = 512  # prompt + response tokens per ptx demonstration
+    sampler: str = "auto"  # rollouts use the built-in sampler ("auto" or "builtin"; not "vllm")
+    compile: bool = False  # torch.compile the rollout sampler's decoding step (as SampleConfig's)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -242,6 +248,12 @@ class PPOConfig(_Common):
             f" ({self.batch_size}): PPO takes total_episodes // batch_size steps",
             "total_episodes", "batch_size",
         )  # fmt: skip
+        # vLLM samples from the weights it loaded; PPO's policy changes every step, and syncing
+        # them into vLLM's workers (OpenRLHF, TRL's colocate mode) is not implemented here.
+        _require(self.sampler != "vllm",
+                 "PPO rollouts use the built-in sampler: vLLM would need the policy's weights"
+                 " loaded into it after every step, which is not implemented; use sampler"
+                 " 'auto' or 'builtin'", "sampler")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,6 +265,10 @@ class SampleConfig(_Common):
     max_new_tokens: int = 128  # completion length cap
     max_prompt_length: int = 256  # prompt tokens kept (cut from the left)
     batch_size: int = 16  # sequences generated together
+    sampler: str = "auto"  # "auto" (vLLM on a CUDA worker that has it, else "builtin") or "vllm"
+    # Built-in sampler: torch.compile its decoding step (static KV cache). Off by default on CUDA
+    # too: each model and batch shape compiles anew (tens of seconds), repaid only by long outputs.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -81,6 +81,7 @@ from training.engine.rollout import (
     reward_model_scorer,
     unpack,
 )
+from training.engine.sampler import BuiltinSampler
 from training.engine.sft import response_loss
 
 
@@ -485,6 +486,8 @@ def run(
     tokenizer = load_tokenizer(cfg.policy_path)
     models = load_models(cfg, tokenizer, device)
     score_batch = scorer_for(models, reward_fn, tokenizer)
+    # The rollouts sample from the policy being trained (cfg.sampler is "auto" or "builtin").
+    sampler = BuiltinSampler(models.policy, tokenizer, amp, compile=cfg.compile)
 
     prompts = [prompt_of(record) for record in data["prompts"]]
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.max_prompt_length)
@@ -511,10 +514,10 @@ def run(
                 models.value_model,
                 score_batch([prompt_texts[i] for i in indices]),
                 [prompt_ids[i] for i in indices],
-                tokenizer=tokenizer,
+                sampler=sampler,
                 max_new_tokens=cfg.max_new_tokens,
                 temperature=cfg.temperature,
-                generator=torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step),
+                seed=cfg.seed * 1_000_003 + step,
                 amp=amp,
                 # cpu_fast: the first gradient step backpropagates through the rollout's forwards.
                 keep_graph=reuse_first_pass.applies(device, cfg.batch_size, cfg.mini_batch_size),

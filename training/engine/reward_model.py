@@ -27,7 +27,6 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DynamicCache,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -147,18 +146,13 @@ class RewardModel(nn.Module):
             position_ids=position_ids_from_mask(prompt_mask),
             use_cache=True,
         )
-        cache = DynamicCache(
-            ddp_cache_data=[
-                (layer.keys[prompt_index], layer.values[prompt_index])
-                for layer in prompt_out.past_key_values.layers
-            ],
-            config=self.trunk.config,
-        )
+        cache = prompt_out.cache
+        cache.batch_select_indices(prompt_index)  # each completion's prompt, a gather autograd sees
         outputs = self.trunk(
             input_ids=completion_ids,
             attention_mask=key_is_real.long(),
             position_ids=completion_positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         hidden = outputs.last_hidden_state  # (completions, T, hidden)

@@ -1,11 +1,10 @@
-"""Rollouts, shared by every online algorithm (PPO) and by sampling for labelers.
+"""Rollouts, shared by every online algorithm (PPO); `decode` also serves sampling for labelers.
 
-`generate` samples a continuation for each prompt given (collation of left-padded prompts, the
-sampling call; a prompt repeated K times gets K continuations) and `decode` turns responses into
-text. `make_rollout` adds what an online algorithm learns from: one score per response (a
-reward model or a programmatic reward), and the policy's log-probs, the reference's log-probs
-and the value model's values at every real response token, computed on the real tokens only and
-laid out (batch, T) with 0 after EOS, where every use masks them out.
+`make_rollout` samples a continuation for each prompt given with a `Sampler` (sampler.py; a
+prompt repeated K times gets K continuations) and adds what an online algorithm learns from: one
+score per response (a reward model or a programmatic reward), and the policy's log-probs, the
+reference's log-probs and the value model's values at every real response token, computed on
+the real tokens only and laid out (batch, T) with 0 after EOS, where every use masks them out.
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.engine.cpu_fast.first_pass import FirstPass
 from training.engine.cpu_fast.threads import SideBySide, in_order
-from training.engine.data import collate_prompts
-from training.engine.generation import Generation, sample
 from training.engine.lm import response_logits
 from training.engine.losses import at_temperature, entropy_from_logits, logprobs_from_logits
-from training.engine.precision import Amp, to_device
+from training.engine.precision import Amp
 from training.engine.reward_model import RewardModel
+from training.engine.sampler import Sampler
 
 # (prompts as the user wrote them, decoded responses without EOS) -> one score per response
 RewardFn = Callable[[list[str], list[str]], list[float]]
@@ -50,36 +48,6 @@ class Rollout:
     scores: torch.Tensor  # (batch,) reward-model reward (offset included) / reward_fn score
     entropy: torch.Tensor  # (batch, T)
     first_pass: FirstPass | None = None  # with keep_graph: logprobs and values, differentiable
-
-
-def generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt_ids: Sequence[Sequence[int]],
-    *,
-    device: torch.device,
-    amp: Amp,
-    max_new_tokens: int,
-    temperature: float,
-    generator: torch.Generator,
-    top_p: float = 1.0,
-) -> tuple[dict[str, torch.Tensor], Generation]:
-    """One sampled continuation per entry of prompt_ids: (the left-padded prompts, input_ids and
-    attention_mask (batch, prompt_length), and the generation, (batch, T))."""
-    prompts = to_device(collate_prompts(prompt_ids, tokenizer.pad_token_id), device)
-    with torch.inference_mode(), amp():
-        generation = sample(
-            model,
-            prompts["input_ids"],
-            prompts["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            top_p=top_p,
-            generator=generator,
-        )
-    return prompts, generation
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor) -> list[str]:
@@ -140,29 +108,22 @@ def make_rollout(
     score: Scorer,
     prompt_ids: Sequence[Sequence[int]],
     *,
-    tokenizer: PreTrainedTokenizerBase,
+    sampler: Sampler,
     max_new_tokens: int,
     temperature: float,
-    generator: torch.Generator,
+    seed: int,
     amp: Amp,
     keep_graph: bool = False,
     side: SideBySide | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
-    """Sample a response per prompt, then one forward each of policy, reference, value model and
-    reward. keep_graph: run the policy and value forwards with autograd and keep them
-    (`first_pass`). side: the trained models' forwards beside the frozen ones'. Returns the
-    rollout and its timings."""
+    """Sample a response per prompt (with the policy's weights: `sampler` samples from `policy`),
+    then one forward each of policy, reference, value model and reward. keep_graph: run the
+    policy and value forwards with autograd and keep them (`first_pass`). side: the trained
+    models' forwards beside the frozen ones'. Returns the rollout and its timings."""
     started = time.perf_counter()
     with side.alone() if side else nullcontext():
-        prompts, generation = generate(
-            policy,
-            tokenizer,
-            prompt_ids,
-            device=policy.device,
-            amp=amp,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            generator=generator,
+        prompts, generation = sampler.generate(
+            prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
         )
     generated = time.perf_counter()
     prompt_length = prompts["input_ids"].shape[1]

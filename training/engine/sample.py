@@ -1,10 +1,11 @@
 """Sample K completions per prompt for the ranking queue (and for evaluation).
 
 Every sample carries its provenance (model, temperature, top_p, max_new_tokens, seed, whether it
-ended with EOS) as plain data. Samples are appended to `output_dir/samples.jsonl` one batch at a
+ended with EOS, the sampler) as plain data. Samples are appended to `output_dir/samples.jsonl` one batch at a
 time, each batch with its own seed, so a crashed run continues after the last complete batch and
 produces the samples it would have produced without the crash (`checkpoint_every` is not used:
-every batch is saved).
+every batch is saved). The samples come from the built-in sampler or, with `sampler` "vllm" (or
+"auto" on a CUDA worker that has vLLM installed), from vLLM (training/engine/sampler.py).
 data: {"prompts": [prompt or {"prompt": ..., "id": ...}, ...]}
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from training.engine import checkpoint, rollout
 from training.engine.config import SampleConfig
@@ -29,6 +31,8 @@ from training.engine.precision import (
     seed_everything,
 )
 from training.engine.progress import ProgressFn
+from training.engine.sampler import BuiltinSampler, Sampler, choose
+from training.engine.vllm_sampler import VLLMSampler
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -55,6 +59,26 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def make_sampler(
+    cfg: SampleConfig, backend: str, tokenizer: PreTrainedTokenizerBase, device: torch.device
+) -> Sampler:
+    """vLLM on the model directory, or the built-in loop on the model loaded here."""
+    dtype = resolve_dtype(cfg.dtype, device)
+    if backend == "vllm":
+        return VLLMSampler(
+            cfg.model_path,
+            tokenizer,
+            device=device,
+            dtype=dtype,
+            max_model_len=cfg.max_prompt_length + cfg.max_new_tokens,
+            seed=cfg.seed,
+        )
+    model = freeze(load_causal_lm(cfg.model_path, tokenizer, device))
+    disable_dropout(model)
+    amp = partial(autocast, device, dtype)
+    return BuiltinSampler(model, tokenizer, amp, compile=cfg.compile)
+
+
 # A launcher finds a stage's config class beside its run(): training.engine.sample.Config.
 Config = SampleConfig
 
@@ -65,10 +89,9 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         return {**result, "samples": _read_samples(samples_path)}
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
     tokenizer = load_tokenizer(cfg.model_path)
-    model = freeze(load_causal_lm(cfg.model_path, tokenizer, device))
-    disable_dropout(model)
+    backend = choose(cfg.sampler, device)
+    sampler = make_sampler(cfg, backend, tokenizer, device)
 
     records = data["prompts"]
     prompt_ids = encode_prompts(tokenizer, [prompt_of(r) for r in records], cfg.max_prompt_length)
@@ -80,17 +103,12 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     for number in range(start, len(batches)):
         batch_jobs = batches[number]
         seed = cfg.seed * 1_000_003 + number
-        generator = torch.Generator(device).manual_seed(seed)
-        _, generation = rollout.generate(
-            model,
-            tokenizer,
+        _, generation = sampler.generate(
             [prompt_ids[i] for i, _ in batch_jobs],
-            device=device,
-            amp=amp,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
-            generator=generator,
+            seed=seed,
         )
         texts = rollout.decode(tokenizer, generation.tokens)
         lengths = generation.response_mask.sum(1).tolist()
@@ -115,6 +133,7 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
                         "seed": seed,
                         "finished_with_eos": ended,
                         "num_tokens": length,
+                        "sampler": backend,
                     },
                 }
             )

@@ -73,6 +73,24 @@ def test_settings_refused_together_name_every_key():
         assert refused.value.keys == (key,)
 
 
+def test_a_sampler_is_one_of_the_known_ones_and_ppo_refuses_vllm_by_name():
+    sample = {"model_path": "m", "output_dir": "o"}
+    assert SampleConfig.from_dict(sample).sampler == "auto"
+    assert not SampleConfig.from_dict(sample).compile
+    assert SampleConfig.from_dict({**sample, "sampler": "vllm"}).sampler == "vllm"
+    with pytest.raises(ConfigError, match="sampler must be one of") as refused:
+        SampleConfig.from_dict({**sample, "sampler": "hf"})
+    assert refused.value.keys == ("sampler",)
+    with pytest.raises(ConfigError, match="compile must be true or false") as refused:
+        SampleConfig.from_dict({**sample, "compile": "yes"})
+    assert refused.value.keys == ("compile",)
+    ppo = {"policy_path": "p", "output_dir": "o"}
+    assert PPOConfig.from_dict({**ppo, "sampler": "builtin", "compile": True}).compile
+    with pytest.raises(ConfigError, match="PPO rollouts use the built-in sampler") as refused:
+        PPOConfig.from_dict({**ppo, "sampler": "vllm"})
+    assert refused.value.keys == ("sampler",)
+
+
 @pytest.mark.parametrize(
     ("cls", "required"),
     [

@@ -1,4 +1,4 @@
-"""Rollouts: sampling continuations, decoding them, and the log-probs and values PPO learns from."""
+"""Rollouts: decoding responses, and the log-probs and values PPO learns from."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from training.engine.lm import freeze, load_causal_lm, load_tokenizer, position_
 from training.engine.losses import ppo_policy_loss
 from training.engine.precision import autocast
 from training.engine.reward_model import RewardModel
+from training.engine.sampler import BuiltinSampler
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
 
@@ -23,32 +24,6 @@ AMP = partial(autocast, CPU, torch.float32)
 
 def zero_score(query_responses, attention_mask, responses):
     return torch.zeros(query_responses.shape[0])
-
-
-def test_a_prompt_given_k_times_gets_k_continuations_decoded_without_eos_or_pad(sft_model_dir):
-    tokenizer = load_tokenizer(sft_model_dir)
-    model = freeze(load_causal_lm(sft_model_dir, tokenizer, CPU))
-    short, long = encode_prompts(tokenizer, ["Why?", "What does the cat do today?"], 64)
-    prompts, generation = rollout.generate(
-        model,
-        tokenizer,
-        [short] * 3 + [long],
-        device=CPU,
-        amp=AMP,
-        max_new_tokens=12,
-        temperature=1.0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert prompts["input_ids"].shape == (4, len(long))
-    assert prompts["input_ids"][0, -len(short) :].tolist() == short  # left-padded
-    assert prompts["attention_mask"][0].tolist() == [0] * (len(long) - len(short)) + [1] * len(
-        short
-    )
-    assert len({tuple(row.tolist()) for row in generation.tokens[:3]}) > 1  # three draws
-    assert generation.finished.any()
-    texts = rollout.decode(tokenizer, generation.tokens)
-    assert len(texts) == 4
-    assert all(tokenizer.eos_token not in t and tokenizer.pad_token not in t for t in texts)
 
 
 def test_a_function_scorer_sees_the_prompts_and_the_decoded_responses(sft_model_dir):
@@ -81,10 +56,10 @@ def test_the_first_rollout_has_zero_kl_and_its_log_probs_give_unit_ratio(
         value_model,
         rollout.reward_model_scorer(reward_model),
         encode_prompts(tokenizer, questions(6), 64),
-        tokenizer=tokenizer,
+        sampler=BuiltinSampler(policy, tokenizer, AMP),
         max_new_tokens=8,
         temperature=1.0,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         amp=AMP,
     )
     rewards, kl = ppo.token_rewards(batch, kl_coef=0.02, missing_eos_penalty=1.0)
@@ -118,10 +93,10 @@ def test_rollout_log_probs_match_the_sampling_distribution_at_temperature(sft_mo
         RewardModel.from_causal_lm(sft_model_dir, tokenizer, CPU),
         zero_score,
         prompt_ids,
-        tokenizer=tokenizer,
+        sampler=BuiltinSampler(policy, tokenizer, AMP),
         max_new_tokens=6,
         temperature=0.7,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         amp=AMP,
     )
     # Recompute the first response token's log-prob from a plain HF forward of the prompt.

@@ -19,6 +19,7 @@ from training.engine.lm import freeze, load_causal_lm, load_tokenizer
 from training.engine.precision import autocast
 from training.engine.reward_model import RewardModel
 from training.engine.rollout import make_rollout
+from training.engine.sampler import BuiltinSampler
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
 
@@ -43,10 +44,10 @@ def test_the_first_step_through_the_rollouts_forwards_is_the_plain_recomputed_on
         value_model,
         lambda query_responses, attention_mask, responses: torch.zeros(responses.shape[0]),
         encode_prompts(tokenizer, questions(6), 64),
-        tokenizer=tokenizer,
+        sampler=BuiltinSampler(policy, tokenizer, amp),
         max_new_tokens=10,
         temperature=cfg.temperature,
-        generator=torch.Generator().manual_seed(0),
+        seed=0,
         amp=amp,
         keep_graph=True,
     )

@@ -12,7 +12,7 @@ from training.engine import cpu_fast, sft
 from training.engine.config import SFTConfig
 from training.engine.cpu_fast import first_pass, fused_ce, gpt2
 from training.engine.cpu_fast.threads import SideBySide
-from training.engine.generation import _HFDecoder, make_decoder
+from training.engine.generation import _StaticDecoder, make_decoder
 from training.engine.lm import load_causal_lm, load_tokenizer
 from training.engine.reward_model import RewardModel
 
@@ -35,7 +35,8 @@ def test_the_fast_paths_are_on_for_the_cpu_only():
 
 def test_a_gpt2_on_cuda_takes_the_plain_paths(toy_model_dir, two_threads):
     """On CUDA no hand-written GPT-2 path runs (the packed trunk would build a (heads * batch,
-    len, len) attention bias there), no threads side by side, no fused loss, no kept graph."""
+    len, len) attention bias there; the sampler drives the HF forward with a StaticCache), no
+    threads side by side, no fused loss, no kept graph."""
     tokenizer = load_tokenizer(toy_model_dir)
     model = on_cuda(load_causal_lm(toy_model_dir, tokenizer, CPU))
     value_model = RewardModel.from_causal_lm(toy_model_dir, tokenizer, CPU)
@@ -43,7 +44,7 @@ def test_a_gpt2_on_cuda_takes_the_plain_paths(toy_model_dir, two_threads):
     assert model.device == CUDA and gpt2.supports(model)  # the architecture is GPT-2's
     assert not cpu_fast.gpt2_applies(model)
     assert not cpu_fast.gpt2_applies(value_model.trunk)
-    assert type(make_decoder(model, 2, 16)) is _HFDecoder
+    assert type(make_decoder(model, 2, 16)) is _StaticDecoder
     assert not SideBySide(CUDA).enabled
     assert fused_ce.head_weight(model, CUDA) is None
     assert not first_pass.applies(CUDA, batch_size=16, mini_batch_size=16)
