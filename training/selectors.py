@@ -81,7 +81,7 @@ def round_steps(*, round_: Round) -> list[tuple[str, TrainingRun | None]]:
 def model_version_for_page(*, project: Project, version_id: int) -> ModelVersion | None:
     return (
         ModelVersion.objects.filter(project=project, pk=version_id)
-        .select_related("parent", "training_run")
+        .select_related("parent", "training_run", "registration")
         .first()
     )
 

@@ -181,6 +181,7 @@ def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> Ht
             for name, ids in (run.dataset if run else {}).items()
             if isinstance(ids, list)
         ],
+        "registration": getattr(version, "registration", None),
         "children": version.children.order_by("pk"),
         "completions": version.completions.count(),
     }

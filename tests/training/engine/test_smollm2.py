@@ -122,6 +122,9 @@ def test_sft_then_reward_model_then_ppo_then_sampling_run_on_it(smol: Path, tmp_
         ),
         {"prompts": [{"id": i, "prompt": p} for i, p in enumerate(PROMPTS)]},
     )  # fmt: skip
+    policy = AutoModelForCausalLM.from_pretrained(ppo_dir)  # a plain causal-LM directory
+    assert type(policy).__name__ == "LlamaForCausalLM"
+    assert AutoTokenizer.from_pretrained(ppo_dir).chat_template  # the chat template travels
     samples = sample_result["samples"]
     assert len(samples) == 2 * len(PROMPTS)
     assert all(isinstance(s["completion"], str) for s in samples)

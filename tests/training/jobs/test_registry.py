@@ -232,6 +232,12 @@ def test_an_admin_registers_from_the_page_and_sees_its_facts(project, personas, 
     page = _browser(personas.admin).get(url).content.decode()
     assert "GPT2LMHeadModel" in page and "float32" in page and "Registered" in page
     assert "every 2s" not in page  # nothing left to follow
+    registration.refresh_from_db()
+    lineage = _browser(personas.reviewer).get(
+        f"/p/{project.slug}/models/{registration.model_version_id}/"
+    )
+    assert b'id="registration-facts"' in lineage.content
+    assert b"GPT2LMHeadModel (gpt2)" in lineage.content
 
 
 @pytest.mark.django_db
