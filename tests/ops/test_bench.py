@@ -1,10 +1,12 @@
 """The bench scripts start (their --help), import only platform names that exist, keep their
-docstrings short (results live in docs/benchmarks.md), and the loop study runs every mode."""
+docstrings short (results live in docs/benchmarks.md), and the loop study and the GPU bench run
+every mode or stage on a toy model."""
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,8 +31,8 @@ def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_the_bench_holds_the_scripts_the_docs_name():
     assert [p.name for p in SCRIPTS] == [
-        "closed_loop.py", "labeler_loop.py", "login_throttle.py", "loop_study.py", "training.py",
-        "trl_reference.py",
+        "closed_loop.py", "gpu.py", "labeler_loop.py", "login_throttle.py", "loop_study.py",
+        "training.py", "trl_reference.py",
     ]  # fmt: skip
 
 
@@ -120,3 +122,49 @@ def test_the_loop_study_runs_every_mode_on_a_toy_model(tmp_path):
     assert {"sft", "ppo", "round-2", "ceiling-gold", "ceiling-rm", "ceiling-the"} <= {
         p.name for p in (tmp_path / "study").iterdir()
     }
+
+
+# The figure each stage of bench/gpu.py is about; TRL's stages say "skipped" where trl is missing.
+GPU_FIGURES = {
+    "sft": "tokens_per_s", "reward": "pairs_per_s", "ppo": "episodes_per_s",
+    "sample": "tokens_per_s", "trl-sft": "tokens_per_s", "trl-reward": "pairs_per_s",
+    "trl-grpo": "episodes_per_s",
+}  # fmt: skip
+
+
+def _numbers(figures: dict) -> list[float]:
+    return [
+        value
+        for value in [*figures.values(), *figures.get("time_share", {}).values()]
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+
+
+@pytest.mark.slow
+def test_the_gpu_bench_measures_every_stage_in_a_cpu_smoke_run(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "bench/gpu.py", "--smoke", "--trl", "--out", str(tmp_path / "gpu.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report == json.loads((tmp_path / "gpu.json").read_text())
+    assert list(report["stages"]) == list(GPU_FIGURES)
+    for label in ("SFT ", "reward ", "PPO ", "sampling ", "TRL SFT ", "TRL reward ", "TRL GRPO "):
+        assert sum(line.startswith(label) for line in lines) == 1, label
+    for stage, figures in report["stages"].items():
+        if stage.startswith("trl-") and "skipped" in figures:
+            assert "trl does not import" in figures["skipped"]
+            continue
+        assert figures[GPU_FIGURES[stage]] > 0 and figures["peak_memory_mb"] > 0, stage
+        assert all(math.isfinite(value) for value in _numbers(figures)), stage
+    assert report["stages"]["sft"]["mfu"] is None  # no GPU peak to measure against on a CPU
+
+
+def test_the_gpu_bench_refuses_a_config_field_that_does_not_exist():
+    done = _python("bench/gpu.py", "--smoke", "--set", "sft.no_such_field=1")
+    assert done.returncode == 2
+    assert "SFTConfig has no field no_such_field" in done.stderr
+    assert "built the random model" not in done.stdout
