@@ -230,10 +230,10 @@ def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length:
         max_prompt_length=prompt_tokens,
         max_new_tokens=32,
         checkpoint_every=0,
-        # Every computation runs (the optimizer steps too), but the weights stay put, so each run
-        # samples the same responses and does the same work whatever the reward model says.
+        # Every computation runs (the optimizer steps too), but the policy stays put, so each run
+        # samples the same responses and does the same work whatever the reward model says (the
+        # value model may learn: PPOConfig refuses value_lr 0, and it changes no sample).
         lr=0.0,
-        value_lr=0.0,
     )
     timer = Timer()
     run(cfg, {"prompts": prompts}, on_progress=timer)
