@@ -18,7 +18,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
-from training.engine.lm import position_ids_from_mask
+from training.engine.lm import evaluating, position_ids_from_mask
 from training.engine.losses import at_temperature
 
 
@@ -98,6 +98,22 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> Generation:
     """Sample continuations of left-padded prompts. Stops early once every row has emitted EOS."""
+    with evaluating(model):  # a trained model under activation checkpointing keeps no cache else
+        return _sample(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                       pad_token_id, temperature, top_p, generator)  # fmt: skip
+
+
+def _sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> Generation:
     batch = input_ids.shape[0]
     decoder = make_decoder(model, batch, input_ids.shape[1] + max_new_tokens)
     logits = decoder.prefill(input_ids, attention_mask)

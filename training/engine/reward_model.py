@@ -163,16 +163,25 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_causal_lm(
-        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> RewardModel:
-        """Fresh head on the trunk of a causal LM (the SFT model)."""
-        trunk = load_pretrained(AutoModel, path)
+        """Fresh head on the trunk of a causal LM (the SFT model). The trunk loads in `dtype`, the
+        head is fp32 whatever it is (see `_head`)."""
+        trunk = load_pretrained(AutoModel, path, dtype)
         fit_embeddings(trunk, tokenizer)
         return cls(trunk).to(device)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> RewardModel:
         directory = Path(path)
         meta_path = directory / REWARD_META_FILE
@@ -192,7 +201,7 @@ class RewardModel(nn.Module):
                     f"the reward model at {directory} was trained with a different tokenizer than "
                     f"{tokenizer.name_or_path}: it cannot score (or value) that model's tokens"
                 )
-        model = cls.from_causal_lm(directory, tokenizer, device)
+        model = cls.from_causal_lm(directory, tokenizer, device, dtype)
         model.head.load_state_dict(load_file(str(directory / REWARD_HEAD_FILE), device=str(device)))
         return model
 

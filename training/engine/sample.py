@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,8 @@ import torch
 from training.engine import checkpoint, rollout
 from training.engine.config import SampleConfig
 from training.engine.data import chunks, encode_prompts, prompt_of
-from training.engine.lm import disable_dropout, freeze, load_causal_lm, load_tokenizer
-from training.engine.precision import (
-    autocast,
-    resolve_device,
-    resolve_dtype,
-    seed_everything,
-)
+from training.engine.lm import disable_dropout, frozen_role, load_causal_lm, load_tokenizer
+from training.engine.precision import resolve_device, resolve_precision, seed_everything
 from training.engine.progress import ProgressFn
 
 SAMPLES_FILE = "samples.jsonl"
@@ -65,9 +59,10 @@ def run(cfg: SampleConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         return {**result, "samples": _read_samples(samples_path)}
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    precision = resolve_precision(device, cfg.dtype, frozen_dtype=cfg.frozen_dtype)
+    amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
-    model = freeze(load_causal_lm(cfg.model_path, tokenizer, device))
+    model = load_causal_lm(cfg.model_path, tokenizer, device, frozen_role(precision))
     disable_dropout(model)
 
     records = data["prompts"]
