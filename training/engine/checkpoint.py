@@ -5,7 +5,9 @@ then renamed into place with os.replace: a crash leaves either a complete `step-
 directory, which the next start deletes. `state.json` is written last and marks a checkpoint
 complete.
 
-Contents: each model's weights (safetensors), each optimizer's state (torch.save, loaded back with
+Contents: what a resume needs and no more: each model's trainable parameters (safetensors; with
+LoRA, its adapters and any fully trained head, not the frozen base weights, which the run loads
+again from its base model), each optimizer's state (torch.save, loaded back with
 weights_only=True, so no code runs), the RNG states, the step and the metrics logged so far.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 CHECKPOINTS = "checkpoints"
@@ -73,6 +75,25 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters an optimizer changes, by name (a tied weight once)."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint's tensors into the model (in its parameters' dtypes); every trainable
+    parameter must be among them. (A checkpoint from before LoRA held every weight, a tied one
+    under either of its names: safetensors' load_model takes both.)"""
+    device = str(next(model.parameters()).device)
+    missing, unexpected = load_model(model, str(path), strict=False, device=device)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if unexpected or trainable & set(missing):
+        raise ValueError(
+            f"{path} does not hold this model's trainable parameters (was the run's LoRA setting"
+            f" changed?): {len(unexpected)} unknown, {len(trainable & set(missing))} missing"
+        )
+
+
 def save_checkpoint(
     output_dir: str | Path,
     step: int,
@@ -88,7 +109,8 @@ def save_checkpoint(
 
     def write(tmp: Path) -> None:
         for name, model in models.items():
-            save_model(model, str(tmp / f"{name}.safetensors"))
+            tensors = {key: t.contiguous() for key, t in trainable_state(model).items()}
+            save_file(tensors, str(tmp / f"{name}.safetensors"))
         optimizer_states = {name: opt.state_dict() for name, opt in optimizers.items()}
         torch.save({"optimizers": optimizer_states, "rng": _rng_state()}, tmp / "trainer.pt")
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}))
@@ -134,8 +156,7 @@ def resume(
         return None
     latest = checkpoints[-1]
     for name, model in models.items():
-        device = next(model.parameters()).device
-        load_model(model, str(latest / f"{name}.safetensors"), device=str(device))
+        load_trainable_state(model, latest / f"{name}.safetensors")
     trainer = torch.load(latest / "trainer.pt", weights_only=True, map_location="cpu")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(trainer["optimizers"][name])

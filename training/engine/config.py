@@ -21,6 +21,11 @@ from typing import Any, Self
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 SAMPLERS = ("auto", "builtin", "vllm")  # training/engine/sampler.py
+MASTER_DTYPES = ("float32", "bfloat16")
+ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output projection
+# Layers LoRA may not adapt: the output projection (tied to the input embeddings in GPT-2, and
+# left to the base model by "all-linear") and the reward/value head (always trained fully).
+NOT_LORA_TARGETS = ("lm_head", "head", "score")
 
 
 class ConfigError(ValueError):
@@ -78,7 +83,9 @@ class _Common:
     seed: int = 0  # seeds torch, the data order and sampling
     checkpoint_every: int = 50  # save a resumable checkpoint every N optimizer steps (0 = never)
     device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
-    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "float32" or "bfloat16"
+    dtype: str = (
+        "auto"  # compute: "auto" (bf16 autocast on CUDA, fp32 on CPU), "float32", "bfloat16"
+    )
 
     def __post_init__(self) -> None:
         _require(self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}",
@@ -134,13 +141,81 @@ class _Common:
         return cls(**checked)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FrozenModelConfig(_Common):
+    """A stage that holds models it never trains (PPO's reference and reward model, DPO's
+    reference, sampling)."""
+
+    frozen_dtype: str = "auto"  # frozen weights: "auto" (= compute dtype), "float32", "bfloat16"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.frozen_dtype in DTYPES,
+                 f"frozen_dtype must be one of {DTYPES}, not {self.frozen_dtype!r}",
+                 "frozen_dtype")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainedModelConfig(_Common):
+    """A stage that trains a model: how its weights are held (precision, memory, LoRA)."""
+
+    # "float32": fp32 parameters and optimizer state, forwards under `dtype` autocast (mixed
+    # precision). "bfloat16": pure bf16 parameters and optimizer state, half the memory, but an
+    # update smaller than ~1/256 of a weight rounds away (Kalamkar et al. 2019).
+    master_weights: str = "float32"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    lora_rank: int = 0  # LoRA rank (Hu et al. 2021) of the trained models; 0 = full tuning
+    lora_alpha: int = 16  # LoRA scale numerator: the update is (alpha / rank) * B @ A
+    lora_dropout: float = 0.0  # on LoRA's input; must stay 0 for PPO and DPO (disable_dropout)
+    lora_target_modules: str = ALL_LINEAR  # "all-linear" or module names: "q_proj,v_proj"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.master_weights in MASTER_DTYPES,
+                 f"master_weights must be one of {MASTER_DTYPES}, not {self.master_weights!r}",
+                 "master_weights")  # fmt: skip
+        _require(not (self.master_weights == "bfloat16" and self.dtype == "float32"),
+                 "master_weights='bfloat16' computes in bf16: dtype must be 'bfloat16' or 'auto',"
+                 " not 'float32'", "master_weights", "dtype")  # fmt: skip
+        _require(self.lora_rank >= 0, f"lora_rank must be >= 0, not {self.lora_rank}",
+                 "lora_rank")  # fmt: skip
+        _require(self.lora_alpha > 0, f"lora_alpha must be > 0, not {self.lora_alpha}",
+                 "lora_alpha")  # fmt: skip
+        _require(
+            0 <= self.lora_dropout < 1,
+            f"lora_dropout must be in [0, 1), not {self.lora_dropout}",
+            "lora_dropout",
+        )
+        targets = self.lora_targets()
+        _require(targets == ALL_LINEAR or bool(targets) and all(t.isidentifier() for t in targets),
+                 "lora_target_modules must be 'all-linear' or comma-separated module names,"
+                 f" not {self.lora_target_modules!r}", "lora_target_modules")  # fmt: skip
+        refused = sorted(set(targets) & set(NOT_LORA_TARGETS)) if targets != ALL_LINEAR else []
+        _require(not refused,
+                 f"lora_target_modules cannot name {', '.join(refused)}: the output projection"
+                 " stays the base model's and the reward/value head is trained fully",
+                 "lora_target_modules")  # fmt: skip
+
+    def lora_targets(self) -> str | list[str]:
+        """peft's `target_modules`: "all-linear" or the list of module names."""
+        if self.lora_target_modules.strip() == ALL_LINEAR:
+            return ALL_LINEAR
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+
+    def _require_no_dropout(self) -> None:
+        _require(self.lora_dropout == 0,
+                 f"lora_dropout must be 0 for {type(self).__name__.removesuffix('Config')}: its"
+                 " ratios compare deterministic forwards (dropout is off everywhere)",
+                 "lora_dropout")  # fmt: skip
+
+
 def asdict(cfg: _Common) -> dict[str, Any]:
     """Plain-data form of a config (round-trips through `from_dict`)."""
     return dataclasses.asdict(cfg)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SFTConfig(_Common):
+class SFTConfig(TrainedModelConfig):
     model_path: str  # base causal LM: a local directory or a hub name (safetensors weights only)
     lr: float = 2e-5  # AdamW learning rate (constant after warmup)
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
@@ -155,7 +230,7 @@ class SFTConfig(_Common):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RewardConfig(_Common):
+class RewardConfig(TrainedModelConfig):
     model_path: str  # trunk init, usually the SFT model (InstructGPT initialises the RM from SFT)
     lr: float = 9e-6  # AdamW learning rate
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
@@ -171,7 +246,7 @@ class RewardConfig(_Common):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DPOConfig(_Common):
+class DPOConfig(TrainedModelConfig, FrozenModelConfig):
     model_path: str  # the policy to tune (usually SFT); it is also the frozen reference
     beta: float = 0.1  # strength of the implicit KL to the reference (Rafailov et al.; TRL: 0.1)
     label_smoothing: float = 0.0  # assumed share of flipped preference labels (0 = plain DPO)
@@ -192,10 +267,11 @@ class DPOConfig(_Common):
         _require(0 <= self.label_smoothing < 0.5,
                  f"label_smoothing must be in [0, 0.5), not {self.label_smoothing}",
                  "label_smoothing")  # fmt: skip
+        self._require_no_dropout()
 
 
 @dataclass(frozen=True, kw_only=True)
-class PPOConfig(_Common):
+class PPOConfig(TrainedModelConfig, FrozenModelConfig):
     policy_path: str  # SFT model: initialises the policy and is the frozen KL reference
     reward_model_path: str | None = (
         None  # trained RewardModel dir (also initialises the value model)
@@ -254,10 +330,11 @@ class PPOConfig(_Common):
                  "PPO rollouts use the built-in sampler: vLLM would need the policy's weights"
                  " loaded into it after every step, which is not implemented; use sampler"
                  " 'auto' or 'builtin'", "sampler")  # fmt: skip
+        self._require_no_dropout()
 
 
 @dataclass(frozen=True, kw_only=True)
-class SampleConfig(_Common):
+class SampleConfig(FrozenModelConfig):
     model_path: str  # model to sample from (a policy or SFT directory)
     k: int = 4  # completions per prompt (labelers rank K = 2..9; 1 for plain evaluation samples)
     temperature: float = 1.0  # sampling temperature

@@ -32,19 +32,22 @@ from training.engine.data import (
 )
 from training.engine.lm import (
     disable_dropout,
-    freeze,
+    end_training,
+    frozen_role,
     load_causal_lm,
     load_tokenizer,
     logits_where,
     save_causal_lm,
+    trainable_parameters,
+    trained_role,
 )
 from training.engine.losses import IGNORE_INDEX, dpo_loss, logprobs_from_logits, preference_pairs
+from training.engine.memory import adapters_disabled
 from training.engine.optim import clip_grad, set_lr, warmup_factor
 from training.engine.precision import (
     Amp,
-    autocast,
     resolve_device,
-    resolve_dtype,
+    resolve_precision,
     seed_everything,
     to_device,
 )
@@ -134,9 +137,13 @@ def run(cfg: DPOConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         return result
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    precision = resolve_precision(
+        device, cfg.dtype, master_weights=cfg.master_weights, frozen_dtype=cfg.frozen_dtype
+    )
+    amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
-    policy = load_causal_lm(cfg.model_path, tokenizer, device)
+    role = trained_role(cfg, precision)
+    policy = load_causal_lm(cfg.model_path, tokenizer, device, role)
     disable_dropout(policy)  # the log-ratios must compare deterministic functions
     pad = tokenizer.pad_token_id
 
@@ -147,11 +154,17 @@ def run(cfg: DPOConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
     train, val = split_train_val(list(range(len(rankings))), cfg.val_fraction, cfg.seed)
     if not train:
         raise ValueError("DPO needs at least one training ranking with an untied pair")
-    ref = reference_logprobs(freeze(load_causal_lm(cfg.model_path, tokenizer, device)), rankings,
-                             cfg, pad, amp)  # fmt: skip
+    # The frozen reference, dropped once its log-probs are computed; with LoRA, the untrained
+    # policy without its adapters (one copy of the base weights, as TRL does).
+    reference = policy
+    if role.lora is None:
+        reference = load_causal_lm(cfg.model_path, tokenizer, device, frozen_role(precision))
+    with adapters_disabled(reference):
+        ref = reference_logprobs(reference, rankings, cfg, pad, amp)
+    del reference
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
     optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        trainable_parameters(policy), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
     start, history = checkpoint.resume_history(
         cfg.output_dir, models={"model": policy}, optimizers={"optimizer": optimizer}
@@ -189,6 +202,7 @@ def run(cfg: DPOConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         if on_progress is not None:
             on_progress(step, total_steps, metrics)
 
+    end_training(policy)  # LoRA merged: the model version is a plain HF directory
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(policy, tokenizer, tmp))
     result = {

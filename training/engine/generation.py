@@ -25,7 +25,7 @@ from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 
 from training.engine import cpu_fast
 from training.engine.cpu_fast import gpt2
-from training.engine.lm import position_ids_from_mask
+from training.engine.lm import evaluating, position_ids_from_mask
 from training.engine.losses import at_temperature
 
 
@@ -189,6 +189,24 @@ def sample(
 ) -> Generation:
     """Sample continuations of left-padded prompts. Stops early once every row has emitted EOS.
     cache and compile choose the decoder (`make_decoder`)."""
+    with evaluating(model):  # a trained model under activation checkpointing keeps no cache else
+        return _sample(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                       pad_token_id, temperature, top_p, generator, cache, compile)  # fmt: skip
+
+
+def _sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    cache: str,
+    compile: bool,
+) -> Generation:
     batch = input_ids.shape[0]
     max_length = input_ids.shape[1] + max_new_tokens
     decoder = make_decoder(model, batch, max_length, cache=cache, compile=compile)

@@ -3,10 +3,18 @@ logits and hidden states only where they are read.
 
 Safety: weights load only from safetensors and never with remote code (pickle weights can run
 code when loaded).
+
+A model is loaded for a `Role`: frozen (PPO's reference and reward model, DPO's reference,
+sampling) in the frozen dtype, or trained in the master-weights dtype, with LoRA adapters and
+activation checkpointing when the config asks (memory.py). A trained model is plain again
+(`end_training`) before it is saved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -21,8 +29,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.engine import cpu_fast
+from training.engine import cpu_fast, memory
+from training.engine.config import TrainedModelConfig
 from training.engine.cpu_fast import gpt2
+from training.engine.memory import LoraSettings
+from training.engine.precision import Precision
 
 PAD_TOKEN = "<|pad|>"  # noqa: S105 (a token, not a password)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -35,10 +46,14 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def disable_dropout(model: nn.Module) -> None:
-    """Dropout off: PPO's ratio and KL must compare deterministic functions (Huang et al. 2024)."""
+    """Dropout off: PPO's ratio and KL must compare deterministic functions (Huang et al. 2024).
+    Also the attention dropout rate that Llama-style attention applies as a float in training
+    mode (where a model is under activation checkpointing)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010 (typed as a Module attribute)
 
 
 def draws_random_numbers(model: nn.Module) -> bool:
@@ -102,25 +117,77 @@ def load_config(path: str | Path) -> PretrainedConfig:
     return config
 
 
-def load_pretrained(auto_class: Any, path: str | Path) -> PreTrainedModel:
+def load_pretrained(
+    auto_class: Any, path: str | Path, dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
     check_safetensors_weights(path)
     return auto_class.from_pretrained(
         str(path),
         config=load_config(path),
         trust_remote_code=False,
         use_safetensors=True,
-        dtype=torch.float32,
+        dtype=dtype,
         attn_implementation="sdpa",
     )
 
 
+@dataclass(frozen=True)
+class Role:
+    """How a loaded model is held: its weights' dtype, and frozen or trained (with LoRA adapters
+    and activation checkpointing when asked)."""
+
+    dtype: torch.dtype = torch.float32
+    frozen: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+
+
+def frozen_role(precision: Precision) -> Role:
+    return Role(precision.frozen, frozen=True)
+
+
+def trained_role(cfg: TrainedModelConfig, precision: Precision) -> Role:
+    lora = None
+    if cfg.lora_rank > 0:
+        lora = LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets())
+    return Role(precision.trained, gradient_checkpointing=cfg.gradient_checkpointing, lora=lora)
+
+
+def take_role(model: PreTrainedModel, role: Role) -> None:
+    """Freeze `model`, or make it ready to train as `role` says (LoRA, then checkpointing). On a
+    reward model's trunk: its head stays outside peft and trains fully."""
+    if role.frozen:
+        freeze(model)
+        return
+    if role.lora is not None:
+        memory.add_adapters(model, role.lora)
+    if role.gradient_checkpointing:
+        # Checkpointing acts in training mode only, and from_pretrained gives eval mode (PPO
+        # never leaves it: its dropout is off anyway).
+        model.train()
+        memory.enable_checkpointing(model)
+
+
+def end_training(model: PreTrainedModel) -> None:
+    """Make a trained model (or trunk) plain for saving: adapters merged into its weights and
+    checkpointing off. A saved model version is always a plain Hugging Face directory."""
+    memory.merge_adapters(model)
+    memory.disable_checkpointing(model)
+
+
 def load_causal_lm(
-    path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+    role: Role = Role(),  # noqa: B008 (a frozen dataclass)
 ) -> PreTrainedModel:
-    model = load_pretrained(AutoModelForCausalLM, path)
+    """A causal LM for `role` (by default trained, fp32, without LoRA or checkpointing)."""
+    model = load_pretrained(AutoModelForCausalLM, path, role.dtype)
     fit_embeddings(model, tokenizer)
     # transformers wraps PreTrainedModel.to in a decorator whose type drops `self`.
-    return model.to(device)  # type: ignore[arg-type]
+    model = model.to(device)  # type: ignore[arg-type]
+    take_role(model, role)
+    return model
 
 
 def freeze(model: M) -> M:
@@ -129,7 +196,28 @@ def freeze(model: M) -> M:
     return model
 
 
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What an optimizer steps: every parameter under full fine-tuning; with LoRA, the adapters
+    (and a reward or value model's head)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode meanwhile, then the mode it had. Sampling needs it from a trained model: under
+    activation checkpointing a model in training mode keeps no KV cache."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def save_causal_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """Weights in the dtype they were trained in: fp32 master weights stay fp32 (the next stage
+    loads them in the dtype its role asks for, nothing rounded away meanwhile), pure-bf16 ones
+    bf16."""
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
 

@@ -45,10 +45,15 @@ from training.engine.data import (
 )
 from training.engine.lm import (
     disable_dropout,
+    end_training,
     freeze,
+    frozen_role,
     load_causal_lm,
     load_tokenizer,
     save_causal_lm,
+    take_role,
+    trainable_parameters,
+    trained_role,
 )
 from training.engine.losses import (
     explained_variance,
@@ -63,9 +68,9 @@ from training.engine.losses import (
 from training.engine.optim import clip_grad
 from training.engine.precision import (
     Amp,
-    autocast,
+    Precision,
     resolve_device,
-    resolve_dtype,
+    resolve_precision,
     seed_everything,
     to_device,
 )
@@ -218,7 +223,7 @@ class Models:
     """PPO's networks: the trained policy and value model, the frozen reference and reward model."""
 
     policy: PreTrainedModel
-    reference: PreTrainedModel
+    reference: PreTrainedModel  # with LoRA, the policy itself, run with its adapters off
     value_model: RewardModel
     reward_model: RewardModel | None  # None with a programmatic reward_fn
 
@@ -227,19 +232,29 @@ class Models:
         return {"policy": self.policy, "value_model": self.value_model}
 
 
-def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> Models:
+def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, precision: Precision) -> Models:
     """Policy and reference from the SFT model; the value model from the reward model (or a fresh
-    head on the SFT trunk for a programmatic reward); dropout off in all of them."""
-    policy = load_causal_lm(cfg.policy_path, tokenizer, device)
-    reference = freeze(load_causal_lm(cfg.policy_path, tokenizer, device))
+    head on the SFT trunk for a programmatic reward); dropout off in all of them. The trained
+    ones in the master-weights dtype (LoRA on the policy and the value model's trunk, the value
+    head trained fully), the frozen ones in the frozen dtype."""
+    device, trained, frozen = precision.device, trained_role(cfg, precision), frozen_role(precision)
+    policy = load_causal_lm(cfg.policy_path, tokenizer, device, trained)
+    # With LoRA the reference is the policy with its adapters off, as in TRL: one copy of the base
+    # weights (in the policy's dtype). make_rollout then runs the two one after the other.
+    reference = policy
+    if trained.lora is None:
+        reference = load_causal_lm(cfg.policy_path, tokenizer, device, frozen)
     value_init = cfg.value_model_path or cfg.reward_model_path
     if value_init is not None:
-        value_model = RewardModel.from_pretrained(value_init, tokenizer, device)
+        value_model = RewardModel.from_pretrained(value_init, tokenizer, device, trained.dtype)
     else:  # a programmatic reward: the value head starts fresh on the SFT trunk
-        value_model = RewardModel.from_causal_lm(cfg.policy_path, tokenizer, device)
+        value_model = RewardModel.from_causal_lm(cfg.policy_path, tokenizer, device, trained.dtype)
+    take_role(value_model.trunk, trained)
     reward_model = None
     if cfg.reward_model_path is not None:
-        reward_model = freeze(RewardModel.from_pretrained(cfg.reward_model_path, tokenizer, device))
+        reward_model = freeze(
+            RewardModel.from_pretrained(cfg.reward_model_path, tokenizer, device, frozen.dtype)
+        )
     for model in (policy, reference, value_model, reward_model):
         if model is not None:
             disable_dropout(model)
@@ -250,8 +265,8 @@ def make_optimizer(cfg: PPOConfig, models: Models) -> torch.optim.Optimizer:
     """One Adam over both trained networks, each at its own learning rate."""
     return torch.optim.Adam(
         [
-            {"params": models.policy.parameters(), "lr": cfg.lr},
-            {"params": models.value_model.parameters(), "lr": cfg.value_lr},
+            {"params": trainable_parameters(models.policy), "lr": cfg.lr},
+            {"params": trainable_parameters(models.value_model), "lr": cfg.value_lr},
         ],
         eps=cfg.adam_eps,
         fused=True,
@@ -441,7 +456,10 @@ def save(
     total_steps: int,
     history: list[dict[str, float]],
 ) -> dict:
-    """Write the policy and the value model, then the run's result."""
+    """Write the policy and the value model (LoRA merged: plain directories), then the run's
+    result."""
+    end_training(models.policy)
+    end_training(models.value_model.trunk)
     model_dir = Path(cfg.output_dir) / "model"
     value_dir = Path(cfg.output_dir) / "value_model"
     checkpoint.write_dir_atomically(
@@ -482,9 +500,12 @@ def run(
         raise ValueError("PPO needs exactly one of cfg.reward_model_path and reward_fn")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    precision = resolve_precision(
+        device, cfg.dtype, master_weights=cfg.master_weights, frozen_dtype=cfg.frozen_dtype
+    )
+    amp = precision.amp
     tokenizer = load_tokenizer(cfg.policy_path)
-    models = load_models(cfg, tokenizer, device)
+    models = load_models(cfg, tokenizer, precision)
     score_batch = scorer_for(models, reward_fn, tokenizer)
     # The rollouts sample from the policy being trained (cfg.sampler is "auto" or "builtin").
     sampler = BuiltinSampler(models.policy, tokenizer, amp, compile=cfg.compile)

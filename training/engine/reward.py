@@ -10,7 +10,6 @@ data: {"rankings": [{"prompt", "completions", "ranks"}, ...], "demonstrations": 
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,20 @@ from training.engine.data import (
     split_train_val,
     steps_per_epoch,
 )
-from training.engine.lm import load_tokenizer
+from training.engine.lm import (
+    end_training,
+    load_tokenizer,
+    take_role,
+    trainable_parameters,
+    trained_role,
+)
 from training.engine.losses import pair_accuracy, ranking_loss
+from training.engine.memory import is_checkpointing
 from training.engine.optim import clip_grad, set_lr, warmup_factor
 from training.engine.precision import (
     Amp,
-    autocast,
     resolve_device,
-    resolve_dtype,
+    resolve_precision,
     seed_everything,
     to_device,
 )
@@ -49,18 +54,31 @@ def score_rankings(
     model: RewardModel, batch: dict[str, torch.Tensor], amp: Amp
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, scores): one forward over every completion of every ranking in the batch, each
-    ranking's prompt computed once for its K completions."""
+    ranking's prompt computed once for its K completions (whole sequences under activation
+    checkpointing, which keeps no cache in training)."""
     with amp():
-        flat_scores = model.score_completions(
-            batch["prompt_ids"],
-            batch["prompt_mask"],
-            batch["completion_ids"],
-            batch["completion_mask"],
-            batch["ranking_index"],
-        )  # (sum K,)
+        if model.training and is_checkpointing(model.trunk):
+            flat_scores = model(*whole_sequences(batch))
+        else:
+            flat_scores = model.score_completions(
+                batch["prompt_ids"],
+                batch["prompt_mask"],
+                batch["completion_ids"],
+                batch["completion_mask"],
+                batch["ranking_index"],
+            )  # (sum K,)
     scores = fold_scores(flat_scores, batch["valid"])  # (groups, K_max)
     loss, _ = ranking_loss(scores, batch["ranks"], batch["valid"])
     return loss, scores
+
+
+def whole_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each completion after its (left-padded) prompt: input_ids and attention_mask, padded on
+    both sides, which `RewardModel.forward` reads at the last real token.  # (sum K, P + T) x 2"""
+    index = batch["ranking_index"]
+    input_ids = torch.cat([batch["prompt_ids"][index], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"][index], batch["completion_mask"]], dim=1)
+    return input_ids, attention_mask
 
 
 @torch.inference_mode()
@@ -105,9 +123,12 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         return result
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    precision = resolve_precision(device, cfg.dtype, master_weights=cfg.master_weights)
+    amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
-    model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, device)
+    role = trained_role(cfg, precision)
+    model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, device, role.dtype)
+    take_role(model.trunk, role)  # LoRA on the trunk only: the head trains fully
 
     rankings = encode_rankings(tokenizer, data["rankings"], cfg.max_length)
     train, val = split_train_val(rankings, cfg.val_fraction, cfg.seed)
@@ -116,7 +137,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
     # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
 
     start, history = checkpoint.resume_history(
@@ -162,6 +183,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             model, encoded, cfg.batch_size, tokenizer.pad_token_id, amp
         )
 
+    end_training(model.trunk)  # LoRA merged: the trunk is a plain HF model again
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer))
     result = {

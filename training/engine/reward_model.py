@@ -188,39 +188,52 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_causal_lm(
-        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> RewardModel:
-        """Fresh head on the trunk of a causal LM (the SFT model)."""
-        trunk = load_pretrained(AutoModel, path)
+        """Fresh head on the trunk of a causal LM (the SFT model). The trunk loads in `dtype`, the
+        head is fp32 whatever it is (see `_head`)."""
+        trunk = load_pretrained(AutoModel, path, dtype)
         fit_embeddings(trunk, tokenizer)
         return cls(trunk).to(device)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> RewardModel:
         """A saved reward (or value) model: a one-label sequence-classification model, or a
         directory in the earlier format. Refused if it was trained with another tokenizer."""
         directory = Path(path)
         _check_same_tokenizer(directory, tokenizer)
         if (directory / OLD_META_FILE).is_file():
-            return cls._from_old_format(directory, tokenizer, device)
+            return cls._from_old_format(directory, tokenizer, device, dtype)
         config = load_config(directory)
         if not _is_one_label_classifier(config):
             raise ValueError(
                 f"{directory} is not a reward model: it holds {config.architectures} with "
                 f"{config.num_labels} labels, not a sequence classifier with one"
             )
-        classifier = load_pretrained(AutoModelForSequenceClassification, directory)
+        classifier = load_pretrained(AutoModelForSequenceClassification, directory, dtype)
         trunk = cast(PreTrainedModel, classifier.base_model)
         fit_embeddings(trunk, tokenizer)
-        head = cast(nn.Linear, classifier.score)
+        head = cast(nn.Linear, classifier.score).float()  # fp32 whatever the trunk's dtype
         model = cls(trunk, head, score_offset=float(getattr(config, SCORE_OFFSET, 0.0)))
         return model.to(device)
 
     @classmethod
     def _from_old_format(
-        cls, directory: Path, tokenizer: PreTrainedTokenizerBase, device: torch.device
+        cls,
+        directory: Path,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> RewardModel:
         """Trunk + `score_head.safetensors` (a biased Linear) + `reward_model.json`: the head's
         bias, which held the centring on the demonstrations, becomes the score offset."""
@@ -229,7 +242,7 @@ class RewardModel(nn.Module):
         if meta.get("format") != OLD_FORMAT:
             raise ValueError(f"{meta_path} has format {meta.get('format')!r}, not {OLD_FORMAT!r}")
         old_head = load_file(str(directory / OLD_HEAD_FILE))
-        trunk = load_pretrained(AutoModel, directory)
+        trunk = load_pretrained(AutoModel, directory, dtype)
         fit_embeddings(trunk, tokenizer)
         model = cls(trunk, score_offset=float(old_head["bias"].item()))
         with torch.no_grad():

@@ -22,6 +22,7 @@ from training.engine.cpu_fast.first_pass import FirstPass
 from training.engine.cpu_fast.threads import SideBySide, in_order
 from training.engine.lm import response_logits
 from training.engine.losses import at_temperature, entropy_from_logits, logprobs_from_logits
+from training.engine.memory import adapters_disabled
 from training.engine.precision import Amp
 from training.engine.reward_model import RewardModel
 from training.engine.sampler import Sampler
@@ -119,7 +120,8 @@ def make_rollout(
     """Sample a response per prompt (with the policy's weights: `sampler` samples from `policy`),
     then one forward each of policy, reference, value model and reward. keep_graph: run the
     policy and value forwards with autograd and keep them (`first_pass`). side: the trained
-    models' forwards beside the frozen ones'. Returns the rollout and its timings."""
+    models' forwards beside the frozen ones', unless the reference is the policy with its LoRA
+    adapters off. Returns the rollout and its timings."""
     started = time.perf_counter()
     with side.alone() if side else nullcontext():
         prompts, generation = sampler.generate(
@@ -152,10 +154,13 @@ def make_rollout(
 
     def frozen() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), amp():
-            ref_logprobs, _ = logprobs_of(reference)
+            with adapters_disabled(reference):  # the base model, when it is the policy's
+                ref_logprobs, _ = logprobs_of(reference)
             return ref_logprobs, score(query_responses, attention_mask, responses)
 
-    (logprobs, logits, values), (ref_logprobs, scores) = (side or in_order)(trained, frozen)
+    # Switching the policy's adapters off cannot happen beside the policy's own forward.
+    both = in_order if reference is policy else (side or in_order)
+    (logprobs, logits, values), (ref_logprobs, scores) = both(trained, frozen)
     # (response_mask.sum(),) -> (batch, T)
     first_pass = FirstPass(unpack(logprobs, response_mask), unpack(values.float(), response_mask))
     with torch.inference_mode():

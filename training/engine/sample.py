@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,8 @@ from transformers import PreTrainedTokenizerBase
 from training.engine import checkpoint, rollout
 from training.engine.config import SampleConfig
 from training.engine.data import chunks, encode_prompts, prompt_of
-from training.engine.lm import disable_dropout, freeze, load_causal_lm, load_tokenizer
-from training.engine.precision import (
-    autocast,
-    resolve_device,
-    resolve_dtype,
-    seed_everything,
-)
+from training.engine.lm import disable_dropout, frozen_role, load_causal_lm, load_tokenizer
+from training.engine.precision import resolve_device, resolve_precision, seed_everything
 from training.engine.progress import ProgressFn
 from training.engine.sampler import BuiltinSampler, Sampler, choose
 from training.engine.vllm_sampler import VLLMSampler
@@ -62,21 +56,21 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
 def make_sampler(
     cfg: SampleConfig, backend: str, tokenizer: PreTrainedTokenizerBase, device: torch.device
 ) -> Sampler:
-    """vLLM on the model directory, or the built-in loop on the model loaded here."""
-    dtype = resolve_dtype(cfg.dtype, device)
+    """vLLM on the model directory, or the built-in loop on the model loaded here (frozen, in
+    `frozen_dtype`)."""
+    precision = resolve_precision(device, cfg.dtype, frozen_dtype=cfg.frozen_dtype)
     if backend == "vllm":
         return VLLMSampler(
             cfg.model_path,
             tokenizer,
             device=device,
-            dtype=dtype,
+            dtype=precision.frozen,
             max_model_len=cfg.max_prompt_length + cfg.max_new_tokens,
             seed=cfg.seed,
         )
-    model = freeze(load_causal_lm(cfg.model_path, tokenizer, device))
+    model = load_causal_lm(cfg.model_path, tokenizer, device, frozen_role(precision))
     disable_dropout(model)
-    amp = partial(autocast, device, dtype)
-    return BuiltinSampler(model, tokenizer, amp, compile=cfg.compile)
+    return BuiltinSampler(model, tokenizer, precision.amp, compile=cfg.compile)
 
 
 # A launcher finds a stage's config class beside its run(): training.engine.sample.Config.

@@ -29,19 +29,21 @@ from training.engine.data import (
 )
 from training.engine.lm import (
     draws_random_numbers,
+    end_training,
     hidden_where,
     load_causal_lm,
     load_tokenizer,
     logits_where,
     save_causal_lm,
+    trainable_parameters,
+    trained_role,
 )
 from training.engine.losses import IGNORE_INDEX, sft_loss
 from training.engine.optim import clip_grad, set_lr, warmup_factor
 from training.engine.precision import (
     Amp,
-    autocast,
     resolve_device,
-    resolve_dtype,
+    resolve_precision,
     seed_everything,
     to_device,
 )
@@ -101,9 +103,10 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         return result
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    amp = partial(autocast, device, resolve_dtype(cfg.dtype, device))
+    precision = resolve_precision(device, cfg.dtype, master_weights=cfg.master_weights)
+    amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
-    model = load_causal_lm(cfg.model_path, tokenizer, device)
+    model = load_causal_lm(cfg.model_path, tokenizer, device, trained_role(cfg, precision))
 
     examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.max_length)
     train, val = split_train_val(examples, cfg.val_fraction, cfg.seed)
@@ -112,7 +115,7 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
     # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
 
     start, history = checkpoint.resume_history(
@@ -151,6 +154,7 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
             if on_progress is not None:
                 on_progress(step, total_steps, metrics)
 
+    end_training(model)  # LoRA merged: the model version is a plain HF directory
     model_dir = Path(cfg.output_dir) / "model"
     checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(model, tokenizer, tmp))
     result = {

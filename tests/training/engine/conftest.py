@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.utils import logging
 
-from tests.training.engine.toy_model import build_toy_model
+from tests.training.engine.toy_model import build_tiny_llama, build_toy_model
 
 logging.disable_progress_bar()
 # Tiny tensors gain nothing from a second thread, and on a shared 2-core machine spinning OpenMP
@@ -18,6 +18,12 @@ torch.set_num_threads(1)
 def toy_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer, 64-wide GPT-2 with a byte-level BPE tokenizer, saved with safetensors."""
     return build_toy_model(tmp_path_factory.mktemp("toy-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer, 32-wide Llama with the toy tokenizer, saved with safetensors."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 import torch
+from safetensors import safe_open
 
 from tests.training.engine.toy_model import questions
+from training.engine import checkpoint
 from training.engine.data import collate_prompts, encode_prompts
 from training.engine.lm import load_causal_lm, load_tokenizer, logits_at
 from training.engine.losses import logprobs_from_logits
@@ -89,3 +93,63 @@ def update_batch(tokenizer, episodes: int = 8) -> UpdateBatch:
         returns=torch.randn(episodes, 9, generator=generator),
         prompt_length=prompts["input_ids"].shape[1],
     )
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+class Watch:
+    """A stage run's trained models, seen when its loop starts (they are handed to
+    `resume_history`) and when it ends (just before `end_training` merges LoRA for saving)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stage: ModuleType) -> None:
+        self.models: dict[str, torch.nn.Module] = {}
+        self.start: dict[str, dict[str, torch.Tensor]] = {}
+        self.end: dict[str, dict[str, torch.Tensor]] = {}
+        self.trainable: dict[str, set[str]] = {}
+        resume_history, end_training = checkpoint.resume_history, stage.end_training
+
+        def at_start(output_dir, *, models, optimizers):
+            self.models = models
+            self.start = {name: snapshot(model) for name, model in models.items()}
+            return resume_history(output_dir, models=models, optimizers=optimizers)
+
+        def at_end(model):
+            if not self.end:  # PPO ends two models
+                self.end = {name: snapshot(m) for name, m in self.models.items()}
+                self.trainable = {
+                    name: {n for n, p in m.named_parameters() if p.requires_grad}
+                    for name, m in self.models.items()
+                }
+            end_training(model)
+
+        monkeypatch.setattr(checkpoint, "resume_history", at_start)
+        monkeypatch.setattr(stage, "end_training", at_end)
+
+    def changed(self, name: str) -> set[str]:
+        start, end = self.start[name], self.end[name]
+        return {n for n in start if not torch.equal(start[n], end[n])}
+
+    def dtypes(self, name: str) -> dict[str, torch.dtype]:
+        return {n: t.dtype for n, t in self.end[name].items()}
+
+
+def safetensors_of(model_dir: Path | str) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved model directory's safetensors files."""
+    tensors = {}
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            tensors |= {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    return tensors
+
+
+def assert_plain_model_dir(model_dir: Path | str, base_dir: Path | str) -> None:
+    """A saved model version is a plain Hugging Face directory: no peft adapter files, the base
+    model's tensor names and shapes (no `base_layer` or `lora_` entries), merged weights that
+    differ from the base's."""
+    names = {p.name for p in Path(model_dir).iterdir()}
+    assert not [name for name in names if name.startswith("adapter_")], names
+    saved, base = safetensors_of(model_dir), safetensors_of(base_dir)
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in base.items()}
+    assert any(not torch.equal(saved[k].float(), base[k].float()) for k in base)

@@ -8,6 +8,7 @@ import pytest
 
 from training.engine.config import (
     ConfigError,
+    DPOConfig,
     PPOConfig,
     RewardConfig,
     SampleConfig,
@@ -105,3 +106,58 @@ def test_configs_round_trip_through_plain_dicts(cls, required):
     assert cls.from_dict(asdict(cfg)) == cfg
     with pytest.raises(AttributeError):
         cfg.seed = 4  # frozen
+
+
+PPO = {"policy_path": "p", "output_dir": "o"}
+
+
+@pytest.mark.parametrize(
+    ("values", "keys", "message"),
+    [
+        ({"master_weights": "float16"}, ("master_weights",), "master_weights must be one of"),
+        ({"master_weights": "bfloat16", "dtype": "float32"}, ("master_weights", "dtype"),
+         "master_weights='bfloat16' computes in bf16"),
+        ({"gradient_checkpointing": 1}, ("gradient_checkpointing",), "must be true or false"),
+        ({"lora_rank": -4}, ("lora_rank",), "lora_rank must be >= 0, not -4"),
+        ({"lora_rank": 4.0}, ("lora_rank",), "lora_rank must be a whole number"),
+        ({"lora_alpha": 0}, ("lora_alpha",), "lora_alpha must be > 0"),
+        ({"lora_dropout": 1.0}, ("lora_dropout",), "lora_dropout must be in [0, 1)"),
+        ({"lora_target_modules": ""}, ("lora_target_modules",), "'all-linear' or comma-separated"),
+        ({"lora_target_modules": "q_proj,v proj"}, ("lora_target_modules",), "module names"),
+        ({"lora_target_modules": "head"}, ("lora_target_modules",), "head is trained fully"),
+        ({"lora_target_modules": "q_proj,lm_head"}, ("lora_target_modules",), "cannot name lm_head"),
+    ],
+)  # fmt: skip
+def test_a_precision_or_lora_setting_that_cannot_run_is_refused_by_name(values, keys, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        SFTConfig.from_dict({**SFT, **values})
+    assert refused.value.keys == keys
+
+
+def test_lora_dropout_is_refused_where_ratios_compare_deterministic_forwards():
+    assert SFTConfig.from_dict({**SFT, "lora_rank": 8, "lora_dropout": 0.05}).lora_dropout == 0.05
+    for cls, required in [(PPOConfig, PPO), (DPOConfig, SFT)]:
+        with pytest.raises(ConfigError, match="lora_dropout must be 0") as refused:
+            cls.from_dict({**required, "lora_rank": 8, "lora_dropout": 0.05})
+        assert refused.value.keys == ("lora_dropout",)
+
+
+def test_frozen_dtype_belongs_to_stages_with_frozen_models_and_lora_to_training_stages():
+    with pytest.raises(ConfigError, match="frozen_dtype must be one of") as refused:
+        PPOConfig.from_dict({**PPO, "frozen_dtype": "float16"})
+    assert refused.value.keys == ("frozen_dtype",)
+    with pytest.raises(ConfigError, match="unknown setting frozen_dtype"):
+        SFTConfig.from_dict({**SFT, "frozen_dtype": "bfloat16"})  # SFT holds no frozen model
+    with pytest.raises(ConfigError, match="unknown setting lora_rank"):
+        SampleConfig.from_dict({**SFT, "lora_rank": 4})  # sampling trains nothing
+
+
+def test_the_precision_and_lora_defaults_are_todays_full_fp32_training():
+    cfg = asdict(PPOConfig.from_dict(PPO))
+    assert {k: cfg[k] for k in cfg if k.startswith(("lora", "master", "frozen", "gradient"))} == {
+        "frozen_dtype": "auto", "master_weights": "float32", "gradient_checkpointing": False,
+        "lora_rank": 0, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target_modules": "all-linear",
+    }  # fmt: skip
+    assert SFTConfig.from_dict({**SFT, "lora_target_modules": " q_proj, v_proj"}).lora_targets() == [
+        "q_proj", "v_proj",
+    ]  # fmt: skip

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from tests.training.engine.helpers import CPU, causal_lm_parameters, unchanged
+from tests.training.engine.helpers import (
+    CPU,
+    Watch,
+    assert_plain_model_dir,
+    causal_lm_parameters,
+    unchanged,
+)
 from tests.training.engine.toy_model import banana_rankings
 from training.engine import dpo
 from training.engine.config import DPOConfig
@@ -120,3 +126,19 @@ def test_a_finished_dpo_run_is_not_run_again_and_a_resumed_one_ends_where_a_whol
         causal_lm_parameters(whole["model_dir"], toy_model_dir),
         causal_lm_parameters(resumed["model_dir"], toy_model_dir),
     ) == list(causal_lm_parameters(whole["model_dir"], toy_model_dir))
+
+
+@pytest.mark.slow
+def test_dpo_with_lora_trains_only_the_adapters_and_saves_a_plain_merged_model(
+    toy_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, dpo)
+    cfg = DPOConfig(model_path=str(toy_model_dir), output_dir=str(tmp_path), max_steps=3,
+                    batch_size=4, lr=1e-2, lora_rank=4)  # fmt: skip
+    result = dpo.run(cfg, {"rankings": banana_rankings(16)})
+    trainable = watch.trainable["model"]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert watch.changed("model") == trainable
+    # The reference is the policy with its adapters off: the first step's policy is the base.
+    assert result["history"][0]["train/margin"] == pytest.approx(0.0, abs=1e-6)
+    assert_plain_model_dir(result["model_dir"], toy_model_dir)

@@ -9,6 +9,8 @@ import torch
 
 from tests.training.engine.helpers import (
     CPU,
+    Watch,
+    assert_plain_model_dir,
     causal_lm_parameters,
     reward_model_parameters,
     unchanged,
@@ -18,9 +20,10 @@ from tests.training.engine.toy_model import demonstrations, questions
 from training.engine import ppo
 from training.engine.config import PPOConfig
 from training.engine.lm import load_causal_lm, load_tokenizer
-from training.engine.precision import autocast
+from training.engine.precision import autocast, resolve_precision
 from training.engine.reward_model import RewardModel
-from training.engine.rollout import Rollout
+from training.engine.rollout import Rollout, make_rollout, response_logprobs
+from training.engine.sampler import BuiltinSampler
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
 
@@ -172,3 +175,83 @@ def test_length_sorted_parts_give_the_gradient_of_the_whole_minibatch(sft_model_
     for split, whole in zip(split_grads, whole_grads, strict=True):
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
     assert split_stats == pytest.approx(whole_stats, rel=1e-5)
+
+
+def small_ppo(policy_dir, reward_dir, output_dir, **settings) -> PPOConfig:
+    return PPOConfig(policy_path=str(policy_dir), reward_model_path=str(reward_dir),
+                     output_dir=str(output_dir), total_episodes=8, batch_size=4,
+                     mini_batch_size=2, max_new_tokens=6, lr=1e-2, value_lr=1e-2,
+                     **settings)  # fmt: skip
+
+
+def is_adapter(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+def test_ppo_with_lora_trains_the_adapters_and_value_head_and_saves_plain_merged_models(
+    sft_model_dir, reward_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, ppo)
+    cfg = small_ppo(sft_model_dir, reward_model_dir, tmp_path, lora_rank=4)
+    result = ppo.run(cfg, {"prompts": questions(8)})
+
+    policy, value = watch.trainable["policy"], watch.trainable["value_model"]
+    assert policy and all(is_adapter(n) for n in policy)
+    assert {n for n in value if not is_adapter(n)} == {"head.weight"}  # a bias-free head
+    assert watch.changed("policy") == policy
+    assert watch.changed("value_model") == value
+    assert_plain_model_dir(result["model_dir"], sft_model_dir)
+    assert not list((tmp_path / "value_model").glob("adapter_*"))
+
+
+def test_with_lora_the_reference_is_the_policy_with_its_adapters_off(sft_model_dir, tmp_path):
+    cfg = PPOConfig(policy_path=str(sft_model_dir), output_dir=str(tmp_path), lora_rank=4)
+    tokenizer = load_tokenizer(sft_model_dir)
+    models = ppo.load_models(cfg, tokenizer, resolve_precision(CPU))
+    assert models.reference is models.policy  # one copy of the base weights
+    for name, p in models.policy.named_parameters():
+        if "lora_B" in name:  # trained adapters (B starts at 0, where they change nothing)
+            torch.nn.init.normal_(p, std=0.5)
+    amp = partial(autocast, CPU, torch.float32)
+    rollout, _ = make_rollout(
+        models.policy, models.reference, models.value_model, lambda *tensors: torch.zeros(4),
+        [tokenizer.encode(q) for q in questions(4)],
+        sampler=BuiltinSampler(models.policy, tokenizer, amp), max_new_tokens=5,
+        temperature=1.0, seed=0, amp=amp,
+    )  # fmt: skip
+    sft_model = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    expected = response_logprobs(
+        sft_model, rollout.query_responses, rollout.attention_mask, rollout.responses,
+        rollout.response_mask, rollout.prompt_length, 1.0,
+    )[0]  # fmt: skip
+    torch.testing.assert_close(rollout.ref_logprobs[rollout.response_mask.bool()], expected)
+    assert not torch.allclose(rollout.logprobs, rollout.ref_logprobs)
+
+
+def test_frozen_dtype_bf16_holds_the_reference_and_reward_model_in_bf16_on_the_cpu(
+    sft_model_dir, reward_model_dir, tmp_path
+):
+    cfg = small_ppo(sft_model_dir, reward_model_dir, tmp_path, frozen_dtype="bfloat16")
+    tokenizer = load_tokenizer(sft_model_dir)
+    precision = resolve_precision(CPU, cfg.dtype, frozen_dtype=cfg.frozen_dtype)
+    models = ppo.load_models(cfg, tokenizer, precision)
+    assert models.reference.dtype == torch.bfloat16
+    assert models.reward_model is not None and models.reward_model.trunk.dtype == torch.bfloat16
+    assert models.policy.dtype == torch.float32 and models.value_model.trunk.dtype == torch.float32
+    result = ppo.run(cfg, {"prompts": questions(8)})
+    assert all(torch.isfinite(torch.tensor(h["kl/k1"])) for h in result["history"])
+
+
+def test_pure_bf16_ppo_on_the_cpu_trains_bf16_policy_and_value_trunk(
+    sft_model_dir, reward_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, ppo)
+    cfg = small_ppo(sft_model_dir, reward_model_dir, tmp_path, master_weights="bfloat16",
+                    dtype="bfloat16")  # fmt: skip
+    result = ppo.run(cfg, {"prompts": questions(8)})
+    assert set(watch.dtypes("policy").values()) == {torch.bfloat16}
+    value_dtypes = {n: d for n, d in watch.dtypes("value_model").items() if n.startswith("trunk.")}
+    assert set(value_dtypes.values()) == {torch.bfloat16}
+    assert watch.changed("policy") == watch.trainable["policy"]
+    assert watch.changed("value_model") == watch.trainable["value_model"]
+    assert all(torch.isfinite(torch.tensor(h["loss/policy"])) for h in result["history"])

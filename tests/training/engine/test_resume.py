@@ -58,8 +58,8 @@ def start(stage: str, config: dict, on_progress=None) -> dict:
     )
 
 
-def stage_config(stage: str, model_dir: Path, output_dir: Path) -> dict:
-    common = {"output_dir": str(output_dir), "checkpoint_every": 2, "seed": 3}
+def stage_config(stage: str, model_dir: Path, output_dir: Path, **settings) -> dict:
+    common = {"output_dir": str(output_dir), "checkpoint_every": 2, "seed": 3, **settings}
     if stage == "sft":
         return {
             **common,
@@ -91,12 +91,17 @@ def without_timings(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in entry.items() if not k.startswith("time/")} for entry in history]
 
 
-@pytest.mark.parametrize("stage", ["sft", "reward", "ppo"])
+@pytest.mark.parametrize(
+    ("stage", "settings"),
+    # With LoRA a checkpoint holds the policy's adapters and the value model's adapters and head.
+    [("sft", {}), ("reward", {}), ("ppo", {}), ("ppo", {"lora_rank": 4, "lr": 1e-2})],
+    ids=["sft", "reward", "ppo", "ppo-lora"],
+)
 def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_and_finishes(
-    stage, sft_model_dir, tmp_path
+    stage, settings, sft_model_dir, tmp_path
 ):
     output_dir = tmp_path / "killed"
-    config = stage_config(stage, sft_model_dir, output_dir)
+    config = stage_config(stage, sft_model_dir, output_dir, **settings)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.run(
         [sys.executable, "-c", CHILD, stage, json.dumps(config), "5"],
@@ -120,7 +125,7 @@ def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_and_finishes(
     assert not partial.exists()
     assert (output_dir / "model" / "config.json").is_file()
 
-    uninterrupted = start(stage, stage_config(stage, sft_model_dir, tmp_path / "whole"))
+    uninterrupted = start(stage, stage_config(stage, sft_model_dir, tmp_path / "whole", **settings))
     # Same weights, optimizer state, RNG and data order: the resumed run logs what the other did.
     resumed_history = without_timings(resumed["history"])
     whole_history = without_timings(uninterrupted["history"])

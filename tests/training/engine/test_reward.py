@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification
 
-from tests.training.engine.helpers import CPU, reward_model_parameters, unchanged
+from tests.training.engine.helpers import (
+    CPU,
+    Watch,
+    reward_model_parameters,
+    safetensors_of,
+    unchanged,
+)
 from tests.training.engine.toy_model import banana_rankings, demonstrations
 from training.engine import reward
 from training.engine.config import RewardConfig
@@ -91,3 +99,45 @@ def test_a_reward_run_writes_a_model_that_hugging_face_loads_and_that_scores_as_
     with torch.no_grad():
         logits = classifier(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
         torch.testing.assert_close(logits, ours(ids, mask), rtol=1e-5, atol=1e-6)
+
+
+def test_reward_training_with_lora_trains_the_trunk_adapters_and_the_whole_head(
+    toy_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, reward)
+    cfg = RewardConfig(model_path=str(toy_model_dir), output_dir=str(tmp_path), max_steps=3,
+                       batch_size=4, lr=1e-2, lora_rank=4)  # fmt: skip
+    result = reward.run(cfg, {"rankings": banana_rankings(16), "demonstrations": demonstrations(4)})
+
+    trainable = watch.trainable["reward_model"]
+    adapters = {n for n in trainable if ".lora_A." in n or ".lora_B." in n}
+    assert adapters and trainable == adapters | {"head.weight"}
+    assert watch.changed("reward_model") == trainable
+    # A plain trunk (no adapter files or names), merged: it differs from the base model's.
+    model_dir = Path(result["model_dir"])
+    assert not list(model_dir.glob("adapter_*"))
+    trunk = AutoModel.from_pretrained(model_dir).state_dict()
+    base = AutoModel.from_pretrained(toy_model_dir).state_dict()
+    assert trunk.keys() == base.keys()
+    assert any(not torch.equal(trunk[name], base[name]) for name in base)
+    tokenizer = load_tokenizer(toy_model_dir)
+    loaded = RewardModel.from_pretrained(model_dir, tokenizer, CPU)
+    torch.testing.assert_close(loaded.head.weight, watch.end["reward_model"]["head.weight"])
+
+
+def test_pure_bf16_reward_training_keeps_the_scalar_head_in_fp32(
+    toy_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, reward)
+    cfg = RewardConfig(model_path=str(toy_model_dir), output_dir=str(tmp_path), max_steps=3,
+                       batch_size=4, lr=1e-2, master_weights="bfloat16", dtype="bfloat16")  # fmt: skip
+    result = reward.run(cfg, {"rankings": banana_rankings(16), "demonstrations": demonstrations(4)})
+
+    dtypes = watch.dtypes("reward_model")
+    assert {n: d for n, d in dtypes.items() if n.startswith("head.")} == {
+        "head.weight": torch.float32,
+    }
+    assert {d for n, d in dtypes.items() if n.startswith("trunk.")} == {torch.bfloat16}
+    assert watch.changed("reward_model") == watch.trainable["reward_model"]
+    saved = safetensors_of(result["model_dir"])
+    assert saved["transformer.wte.weight"].dtype == torch.bfloat16

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.training.engine.toy_model import questions
 from training.engine import sample
@@ -71,3 +72,22 @@ def test_sampling_resumes_after_the_last_complete_batch_with_the_same_samples(
     )
     assert steps == [2, 3]
     assert resumed["samples"] == whole
+
+
+def test_sampling_from_bf16_weights_on_the_cpu_gives_k_completions(
+    sft_model_dir, tmp_path, monkeypatch
+):
+    loaded = []
+    load_causal_lm = sample.load_causal_lm
+
+    def load_and_keep(*args):
+        loaded.append(load_causal_lm(*args))
+        return loaded[-1]
+
+    monkeypatch.setattr(sample, "load_causal_lm", load_and_keep)
+    cfg = SampleConfig(model_path=str(sft_model_dir), output_dir=str(tmp_path), k=2,
+                       max_new_tokens=8, frozen_dtype="bfloat16")  # fmt: skip
+    result = sample.run(cfg, {"prompts": questions(3)})
+    assert loaded[0].dtype == torch.bfloat16
+    assert len(result["samples"]) == 6
+    assert any(s["completion"] for s in result["samples"])

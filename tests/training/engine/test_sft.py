@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
-from tests.training.engine.helpers import CPU, causal_lm_parameters, unchanged
+from tests.training.engine.helpers import (
+    CPU,
+    Watch,
+    assert_plain_model_dir,
+    causal_lm_parameters,
+    safetensors_of,
+    unchanged,
+)
 from tests.training.engine.toy_model import demonstrations
 from training.engine import sft
 from training.engine.config import SFTConfig
@@ -94,3 +102,35 @@ def test_running_a_finished_run_again_returns_its_result(toy_model_dir, tmp_path
     )
     assert again == first
     assert calls == []
+
+
+def test_sft_with_lora_trains_only_the_adapters_and_saves_a_plain_merged_model(
+    toy_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, sft)
+    cfg = SFTConfig(model_path=str(toy_model_dir), output_dir=str(tmp_path), max_steps=3,
+                    batch_size=4, lr=1e-2, lora_rank=4)  # fmt: skip
+    result = sft.run(cfg, {"demonstrations": demonstrations(20)})
+
+    trainable = watch.trainable["model"]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert watch.changed("model") == trainable  # every adapter changed, no base weight did
+    assert_plain_model_dir(result["model_dir"], toy_model_dir)
+    merged = AutoModelForCausalLM.from_pretrained(result["model_dir"])
+    assert type(merged).__name__ == "GPT2LMHeadModel"
+
+
+def test_pure_bf16_sft_on_the_cpu_trains_bf16_weights_and_saves_them_in_bf16(
+    toy_model_dir, tmp_path, monkeypatch
+):
+    watch = Watch(monkeypatch, sft)
+    # lr 1e-2: bf16 keeps 8 bits, so an update under 2^-9 of a weight (1e-3 of a LayerNorm's 1.0)
+    # rounds away: the trade pure bf16 makes.
+    cfg = SFTConfig(model_path=str(toy_model_dir), output_dir=str(tmp_path), max_steps=3,
+                    batch_size=4, lr=1e-2, master_weights="bfloat16", dtype="bfloat16")  # fmt: skip
+    result = sft.run(cfg, {"demonstrations": demonstrations(20)})
+
+    assert set(watch.dtypes("model").values()) == {torch.bfloat16}
+    assert watch.changed("model") == watch.trainable["model"]  # every parameter changed
+    assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in result["history"])
+    assert {t.dtype for t in safetensors_of(result["model_dir"]).values()} == {torch.bfloat16}

@@ -147,3 +147,30 @@ def banana_rankings(count: int, seed: int = 0) -> list[dict]:
 def letter_reward(prompts: list[str], responses: list[str]) -> list[float]:
     """A programmatic reward PPO can climb quickly: the share of the letter "e" in the response."""
     return [r.count("e") / max(len(r), 1) for r in responses]
+
+
+def build_tiny_llama(directory: Path, *, seed: int = 0) -> Path:
+    """Save a random 2-layer, 32-wide Llama (RMSNorm, rotary positions, gated MLP, nn.Linear
+    layers, untied output projection) with the toy tokenizer: the other architecture family the
+    engine runs, through Hugging Face's own forwards."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory

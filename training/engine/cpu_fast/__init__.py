@@ -10,7 +10,10 @@ parity test against the plain path (tests/training/engine/cpu_fast/):
 - `fused_ce`: SFT's output projection fused with the cross-entropy;
 - `first_pass`: PPO's first gradient step through the rollout's own policy and value forwards.
 They are measured and tuned for CPU only; on a GPU the plain path runs (the packed trunk, for one,
-would build a (heads * batch, len, len) attention bias in GPU memory for every forward).
+would build a (heads * batch, len, len) attention bias in GPU memory for every forward). The
+GPT-2 paths drive the model's own modules and weights by hand, so they also take only a model held
+as they were measured: fp32 weights, no LoRA adapters, no activation checkpointing
+(`held_plainly`); a GPU setting run on a CPU in CI takes the plain path.
 
 INSTRUCTLOOP_CPU_FAST=0 turns every shortcut off, on any device: tests and benchmarks compare
 the two paths with it.
@@ -23,6 +26,7 @@ import os
 import torch
 from transformers import PreTrainedModel
 
+from training.engine import memory
 from training.engine.cpu_fast import gpt2
 
 SWITCH = "INSTRUCTLOOP_CPU_FAST"
@@ -35,4 +39,14 @@ def enabled(device: torch.device) -> bool:
 
 def gpt2_applies(model: PreTrainedModel) -> bool:
     """Whether `model` (a GPT-2 LM or trunk) runs through the hand-written GPT-2 paths."""
-    return enabled(model.device) and gpt2.supports(model)
+    return enabled(model.device) and gpt2.supports(model) and held_plainly(model)
+
+
+def held_plainly(model: PreTrainedModel) -> bool:
+    """fp32 weights, no LoRA adapters (the hand-written paths would skip them), no activation
+    checkpointing (they keep every activation)."""
+    return (
+        model.dtype == torch.float32
+        and not memory.has_adapters(model)
+        and not memory.is_checkpointing(model)
+    )

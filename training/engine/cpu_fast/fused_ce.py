@@ -24,7 +24,8 @@ def head_weight(model: PreTrainedModel, device: torch.device) -> torch.Tensor | 
     # (vocab, hidden)"""
     if not cpu_fast.enabled(device) or torch.is_autocast_enabled(device.type):
         return None
-    return bias_free_head(model)
+    weight = bias_free_head(model)
+    return weight if weight is not None and weight.dtype == torch.float32 else None
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

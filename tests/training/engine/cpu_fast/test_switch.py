@@ -12,8 +12,9 @@ from training.engine import cpu_fast, sft
 from training.engine.config import SFTConfig
 from training.engine.cpu_fast import first_pass, fused_ce, gpt2
 from training.engine.cpu_fast.threads import SideBySide
-from training.engine.generation import _StaticDecoder, make_decoder
-from training.engine.lm import load_causal_lm, load_tokenizer
+from training.engine.generation import _HFDecoder, _StaticDecoder, make_decoder
+from training.engine.lm import Role, load_causal_lm, load_tokenizer, trunk_of
+from training.engine.memory import LoraSettings
 from training.engine.reward_model import RewardModel
 
 CUDA = torch.device("cuda")
@@ -63,6 +64,27 @@ def test_instructloop_cpu_fast_0_takes_the_plain_paths_on_the_cpu(
         assert SideBySide(CPU).enabled == on
         assert (fused_ce.head_weight(model, CPU) is not None) == on
         assert first_pass.applies(CPU, batch_size=16, mini_batch_size=16) == on
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        Role(torch.bfloat16),
+        Role(gradient_checkpointing=True),
+        Role(lora=LoraSettings(rank=4, alpha=16, dropout=0.0, target_modules="all-linear")),
+    ],
+    ids=["bf16", "checkpointed", "lora"],
+)
+def test_a_gpt2_held_to_save_gpu_memory_takes_the_plain_paths_on_the_cpu(toy_model_dir, role):
+    """The hand-written GPT-2 paths read the blocks' own fp32 weights and keep every activation:
+    they would skip LoRA adapters and checkpointing. A GPU setting run in CI takes the plain
+    path; the fp32 model beside it still takes the fast one."""
+    tokenizer = load_tokenizer(toy_model_dir)
+    model = load_causal_lm(toy_model_dir, tokenizer, CPU, role)
+    value_model = RewardModel.from_causal_lm(toy_model_dir, tokenizer, CPU, role.dtype)
+    assert not cpu_fast.gpt2_applies(model) and not cpu_fast.gpt2_applies(trunk_of(model))
+    assert type(make_decoder(model, 2, 16)) is _HFDecoder
+    assert cpu_fast.gpt2_applies(value_model.trunk) == (role.dtype == torch.float32)
 
 
 @pytest.mark.slow
