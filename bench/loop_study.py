@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # before bench/, whose training.py would shadow t
 import torch  # noqa: E402
 from transformers.utils import logging  # noqa: E402
 
-from bench.common import django_setup  # noqa: E402
+from bench.common import accuracy_text, django_setup  # noqa: E402
 
 django_setup()  # the platform's split, distinct and mixing rules; no database is opened
 
@@ -56,6 +56,7 @@ from training.engine.precision import autocast, to_device  # noqa: E402
 from training.engine.reward_model import RewardModel  # noqa: E402
 from training.rounds import mixed_ranking_groups, ranking_sample_counts  # noqa: E402
 from training.runs import first_distinct  # noqa: E402
+from training.selectors import held_out_accuracy_of  # noqa: E402
 
 CPU = torch.device("cpu")
 EVAL_TEMPERATURE = 0.7  # the bench's A/B answers
@@ -214,7 +215,7 @@ def train_reward_model(world: World, args: argparse.Namespace) -> tuple[Path, Pa
         {"rankings": rankings, "demonstrations": world.demos},
     )  # fmt: skip
     print(f"{len(rankings) // 2} ranking tasks, {len(rankings)} rankings; RM held-out pair accuracy "
-          f"{result['metrics']['val/pair_accuracy']:.3f}", flush=True)  # fmt: skip
+          f"{accuracy_text(held_out_accuracy_of(result['metrics']))}", flush=True)  # fmt: skip
     return rm_dir / "model", start
 
 
@@ -386,7 +387,7 @@ def run_rm_probe(args: argparse.Namespace) -> None:
                     pairs += 1
                     right += (gold[a] > gold[b]) == (scores[a] > scores[b])
         print(f"{variant}: {len(rankings)} rankings, val pair acc "
-              f"{result['metrics']['val/pair_accuracy']:.3f}; on {len(gold)} test answers: "
+              f"{accuracy_text(held_out_accuracy_of(result['metrics']))}; on {len(gold)} test answers: "
               f"pearson with gold {pearson(scores, gold):.3f}, within-prompt gold pair acc "
               f"{right / max(pairs, 1):.3f} over {pairs} pairs", flush=True)  # fmt: skip
 

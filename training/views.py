@@ -184,6 +184,7 @@ def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> Ht
         "registration": getattr(version, "registration", None),
         "children": version.children.order_by("pk"),
         "completions": version.completions.count(),
+        "held_out": selectors.held_out_accuracy_of(version.metrics or {}),
     }
     return render(request, "training/model_version.html", context)
 

@@ -67,7 +67,9 @@ def score_rankings(
 def evaluate(
     model: RewardModel, rankings: list[EncodedRanking], batch_size: int, pad_token_id: int, amp: Amp
 ) -> dict[str, float]:
-    """Held-out loss (mean over rankings) and pair accuracy (over all untied pairs)."""
+    """Held-out loss (mean over rankings), pair accuracy (over all untied pairs), and how many
+    pairs and rankings that is: a rate means little without its n (labeling/stats.py gives it
+    its interval)."""
     model.eval()
     device = next(model.parameters()).device
     loss_sum, correct, pairs = 0.0, 0, 0
@@ -78,7 +80,12 @@ def evaluate(
         group_correct, group_pairs = pair_accuracy(scores, batch["ranks"], batch["valid"])
         correct, pairs = correct + int(group_correct), pairs + int(group_pairs)
     model.train()
-    return {"val/loss": loss_sum / len(rankings), "val/pair_accuracy": correct / max(pairs, 1)}
+    return {
+        "val/loss": loss_sum / len(rankings),
+        "val/pair_accuracy": correct / max(pairs, 1),
+        "val/pairs": pairs,
+        "val/rankings": len(rankings),
+    }
 
 
 @torch.inference_mode()
@@ -172,6 +179,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             "train/loss": last_value(history, "train/loss"),
             "val/loss": last_value(history, "val/loss"),
             "val/pair_accuracy": last_value(history, "val/pair_accuracy"),
+            "val/pairs": last_value(history, "val/pairs"),
             "score_offset": model.score_offset,
             "train_rankings": len(train),
             "val_rankings": len(val),
