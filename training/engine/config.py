@@ -164,10 +164,23 @@ class RewardConfig(_Common):
     epochs: int = 1  # InstructGPT trains one epoch: the RM overfits after that
     max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
     max_length: int = 512  # prompt + completion tokens kept per completion
-    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
+    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy (at least)
+    # Hold out more rankings (the next in the same seeded order) until their untied pairs reach
+    # this: 194 pairs tell a 60% reward model from chance at 95% / 80% power
+    # (labeling/stats.py, trials_to_tell_apart). 0 = the fraction alone.
+    val_min_pairs: int = 194
+    val_max_fraction: float = 0.25  # the most val_min_pairs may hold out: 75% still trains
     eval_every: int = 50  # evaluate every N steps (and at the end)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
     normalize_on_demonstrations: bool = True  # set the score offset so demonstrations score mean 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.val_min_pairs >= 0, f"val_min_pairs must be >= 0, not {self.val_min_pairs}",
+                 "val_min_pairs")  # fmt: skip
+        _require(0 <= self.val_max_fraction < 1,
+                 f"val_max_fraction must be in [0, 1), not {self.val_max_fraction}",
+                 "val_max_fraction")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

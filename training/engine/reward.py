@@ -27,7 +27,7 @@ from training.engine.data import (
     encode_demonstrations,
     encode_rankings,
     fold_scores,
-    split_train_val,
+    split_rankings,
     steps_per_epoch,
 )
 from training.engine.lm import load_tokenizer
@@ -117,7 +117,10 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, device)
 
     rankings = encode_rankings(tokenizer, data["rankings"], cfg.max_length)
-    train, val = split_train_val(rankings, cfg.val_fraction, cfg.seed)
+    train, val = split_rankings(
+        rankings, val_fraction=cfg.val_fraction, min_val_pairs=cfg.val_min_pairs,
+        max_val_fraction=cfg.val_max_fraction, seed=cfg.seed,
+    )  # fmt: skip
     if not train:
         raise ValueError("reward training needs at least one training ranking")
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)

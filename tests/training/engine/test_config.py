@@ -71,6 +71,11 @@ def test_settings_refused_together_name_every_key():
         with pytest.raises(ConfigError) as refused:
             SampleConfig.from_dict({"model_path": "m", "output_dir": "o", **values})
         assert refused.value.keys == (key,)
+    for values, key in [({"val_min_pairs": -1}, "val_min_pairs"),
+                        ({"val_max_fraction": 1.0}, "val_max_fraction")]:  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            RewardConfig.from_dict({"model_path": "m", "output_dir": "o", **values})
+        assert refused.value.keys == (key,)
 
 
 def test_a_sampler_is_one_of_the_known_ones_and_ppo_refuses_vllm_by_name():
