@@ -136,10 +136,11 @@ def build_world(args: argparse.Namespace) -> World:
 
 
 def samples_of(model: Path, prompts: list[str], out: Path, k: int, temperature: float) -> list:
-    """k samples per prompt (cached in `out`), in (prompt, sample) order."""
+    """k samples per prompt (cached in `out`), in (prompt, sample) order: exactly k, repeats
+    included (the study draws more than K itself where it wants distinct ones)."""
     cfg = SampleConfig(
         output_dir=str(out), model_path=str(model), k=k, temperature=temperature,
-        max_new_tokens=48, checkpoint_every=0,
+        max_new_tokens=48, checkpoint_every=0, resample_duplicates=0,
     )  # fmt: skip
     return sample.run(cfg, {"prompts": [{"prompt": messages(p)} for p in prompts]})["samples"]
 

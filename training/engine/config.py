@@ -273,6 +273,9 @@ class PPOConfig(_Common):
 class SampleConfig(_Common):
     model_path: str  # model to sample from (a policy or SFT directory)
     k: int = 4  # completions per prompt (labelers rank K = 2..9; 1 for plain evaluation samples)
+    # Sample a prompt again (as many as it lacks) while its K samples are not all different, at
+    # most this many more times: a ranking task of repeats tells the reward model nothing.
+    resample_duplicates: int = 2
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling mass (1.0 = off)
     max_new_tokens: int = 128  # completion length cap
@@ -286,6 +289,9 @@ class SampleConfig(_Common):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.k >= 1, f"k must be at least 1, not {self.k}", "k")
+        _require(self.resample_duplicates >= 0,
+                 f"resample_duplicates must be >= 0, not {self.resample_duplicates}",
+                 "resample_duplicates")  # fmt: skip
         _require(self.temperature > 0, f"temperature must be > 0, not {self.temperature}",
                  "temperature")  # fmt: skip
         _require(0 < self.top_p <= 1, f"top_p must be in (0, 1], not {self.top_p}", "top_p")

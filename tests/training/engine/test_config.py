@@ -67,7 +67,7 @@ def test_settings_refused_together_name_every_key():
         PPOConfig.from_dict({"policy_path": "p", "output_dir": "o", "total_episodes": 8})
     assert refused.value.keys == ("total_episodes", "batch_size")
     for values, key in [({"temperature": 0.0}, "temperature"), ({"top_p": 0.0}, "top_p"),
-                        ({"k": 0}, "k")]:  # fmt: skip
+                        ({"k": 0}, "k"), ({"resample_duplicates": -1}, "resample_duplicates")]:  # fmt: skip
         with pytest.raises(ConfigError) as refused:
             SampleConfig.from_dict({"model_path": "m", "output_dir": "o", **values})
         assert refused.value.keys == (key,)
