@@ -35,12 +35,20 @@ def run_for_page(*, project: Project, run_id: int) -> TrainingRun | None:
 
 def run_curves(*, run: TrainingRun) -> list[tuple[str, int, float]]:
     """(name, step, value) of every logged metric, step order; run/… rows are bookkeeping
-    (where an attempt started), not curves."""
+    (where an attempt started) and tasks/… rows counts (sampling_outcome), not curves."""
     return list(
         run.metric_points.exclude(name__startswith="run/")
+        .exclude(name__startswith="tasks/")
         .order_by("step")
         .values_list("name", "step", "value")
     )
+
+
+def sampling_outcome(*, run: TrainingRun) -> dict[str, int]:
+    """What a sampling run put in the queue (runs._add_samples): prompts, ranking tasks, tasks
+    with fewer than K outputs and prompts dropped for fewer than 2 different ones; {} if none."""
+    points = run.metric_points.filter(name__startswith="tasks/").values_list("name", "value")
+    return {name.removeprefix("tasks/"): int(value) for name, value in points}
 
 
 def rounds_for_project(*, project: Project) -> QuerySet[Round]:

@@ -84,6 +84,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "is_admin": membership.allows(Role.ADMIN),
         "model_version": run.model_version,
         "dataset_sizes": {k: len(v) for k, v in run.dataset.items() if isinstance(v, list)},
+        "outcome": selectors.sampling_outcome(run=run),
         "live": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
     }
     template = "training/run_detail.html#live" if request.htmx else "training/run_detail.html"
