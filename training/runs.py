@@ -45,8 +45,11 @@ def run_start(
     max_attempts: int = 3,
 ) -> TrainingRun:
     """Check the config with the stage's class, freeze the rows the run uses, create the run row
-    with its resolved config, and enqueue it once the transaction commits."""
+    with its resolved config, and enqueue it once the transaction commits. A sampling run
+    samples the project's K per prompt unless its config says otherwise."""
     stage = stages.stage(kind)
+    if kind == TrainingRun.Kind.SAMPLE and isinstance(config, dict) and "k" not in config:
+        config = {**config, "k": project.k}
     resolved = stage.resolve(config)
     if base_model.project_id != project.pk or (
         reward_model and reward_model.project_id != project.pk
