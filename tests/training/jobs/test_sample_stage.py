@@ -46,8 +46,8 @@ def _tasks_of(run: TrainingRun) -> list[list[str]]:
 def test_a_near_greedy_sampling_run_makes_a_task_of_every_prompt_with_two_different_outputs(
     project, personas, toy_base
 ):
-    for _ in range(6):
-        PromptFactory(project=project)
+    for i in range(6):  # fixed texts: the factory's numbering depends on the tests run before
+        PromptFactory(project=project, text=f"Write a sentence about the number {i}.")
     run = _sample(project, personas, toy_base, max_new_tokens=3)  # K: the project's 4
     assert run.status == RunStatus.SUCCEEDED and run.config["k"] == project.k == 4
     assert Completion.objects.filter(run_sample__run=run).count() > 6 * 4  # it sampled again
