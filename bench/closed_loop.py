@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import reset_database  # noqa: E402
+from bench.common import accuracy_text, reset_database  # noqa: E402
 
 STAGES: list[tuple[str, float]] = []
 
@@ -310,7 +310,7 @@ def main() -> None:
         return sum(scores) / max(len(scores), 1)
 
     agreement = selectors.labeler_agreement(project=project)
-    rm_accuracy = {r["model"]: r["val_pair_accuracy"] for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
+    rm_accuracy = {r.model: r.held_out for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
     ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
     print("\n# bench/closed_loop.py results")
     print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "
@@ -321,9 +321,8 @@ def main() -> None:
     for done in finished:
         ppo, rm = done.new_policy, ModelVersion.objects.get(training_run=done.reward_run)
         kl = RunMetric.objects.filter(run=done.ppo_run, name="kl/k1").order_by("-step").first()
-        acc = rm_accuracy.get(rm.name)
         print(f"round {done.number} ({done.policy.name} -> {ppo.name}): reward model held-out pair "
-              f"accuracy {acc if acc is None else f'{acc:.3f}'}; final KL to {done.policy.name} "
+              f"accuracy {accuracy_text(rm_accuracy.get(rm.name))}; final KL to {done.policy.name} "
               f"per response (k1) {kl.value if kl else float('nan'):.3f}; mean gold quality "
               f"{quality(ppo):.3f}; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
         simulated = stats.win_rate(comparisons, model=ppo.name, baseline=sft.name, n_boot=2000)

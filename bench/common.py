@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    from labeling.stats import HeldOutAccuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +33,19 @@ def django_setup() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "instructloop.settings")
     django.setup()
+
+
+def accuracy_text(held_out: HeldOutAccuracy | None) -> str:
+    """A reward model's held-out pair accuracy as the dashboard reads it: the rate, its 95% Wilson
+    interval, its n, and a warning when it cannot tell 60% from 50%."""
+    if held_out is None:
+        return "not measured (no held-out pairs)"
+    text = (
+        f"{held_out.accuracy:.3f} [{held_out.low:.3f}, {held_out.high:.3f}] over"
+        f" {held_out.pairs} pairs from {held_out.rankings} held-out rankings"
+    )
+    if not held_out.enough_pairs:
+        text += f" (too few to tell 60% from 50%: {held_out.pairs_needed} needed)"
+    elif not held_out.excludes_chance:
+        text += " (not told from chance)"
+    return text

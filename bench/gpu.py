@@ -494,6 +494,7 @@ def bench_sample(spec: dict, out: str) -> dict:
         max_new_tokens=shapes["sample_new"],
         max_prompt_length=shapes["sample_prompt"],
         batch_size=shapes["sample_batch"],
+        resample_duplicates=0,  # full batches only: a draw again for repeats is a smaller one
         dtype=dtype(),
     )
     cfg = with_overrides(cfg, spec["overrides"].get("sample", {}))

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # before bench/, whose training.py would shadow t
 import torch  # noqa: E402
 from transformers.utils import logging  # noqa: E402
 
-from bench.common import django_setup  # noqa: E402
+from bench.common import accuracy_text, django_setup  # noqa: E402
 
 django_setup()  # the platform's split, distinct and mixing rules; no database is opened
 
@@ -54,8 +54,9 @@ from training.engine.data import chunks, collate_sft, encode_demonstrations  # n
 from training.engine.lm import load_tokenizer  # noqa: E402
 from training.engine.precision import autocast, to_device  # noqa: E402
 from training.engine.reward_model import RewardModel  # noqa: E402
-from training.rounds import mixed_ranking_groups, ranking_sample_counts  # noqa: E402
-from training.runs import first_distinct  # noqa: E402
+from training.rounds import ranking_sample_counts  # noqa: E402
+from training.runs import ranking_groups  # noqa: E402
+from training.selectors import held_out_accuracy_of  # noqa: E402
 
 CPU = torch.device("cpu")
 EVAL_TEMPERATURE = 0.7  # the bench's A/B answers
@@ -135,10 +136,11 @@ def build_world(args: argparse.Namespace) -> World:
 
 
 def samples_of(model: Path, prompts: list[str], out: Path, k: int, temperature: float) -> list:
-    """k samples per prompt (cached in `out`), in (prompt, sample) order."""
+    """k samples per prompt (cached in `out`), in (prompt, sample) order: exactly k, repeats
+    included (the study draws more than K itself where it wants distinct ones)."""
     cfg = SampleConfig(
         output_dir=str(out), model_path=str(model), k=k, temperature=temperature,
-        max_new_tokens=48, checkpoint_every=0,
+        max_new_tokens=48, checkpoint_every=0, resample_duplicates=0,
     )  # fmt: skip
     return sample.run(cfg, {"prompts": [{"prompt": messages(p)} for p in prompts]})["samples"]
 
@@ -157,17 +159,16 @@ def crowd_rankings(tasks: list, *, seed: int, calibration: list) -> list[dict]:
 
 
 def ranking_data(world: World, k: int, rank_samples: int, seed: int) -> tuple[list, list[dict]]:
-    """`rank_samples` SFT samples per train prompt at T=1; the first k distinct of each
-    (`training.runs.first_distinct`) make a task when there are k: (tasks, rankings)."""
+    """`rank_samples` SFT samples per train prompt at T=1; the first k distinct of each make a
+    task when at least 2 differ, as a sampling run's do (`training.runs.ranking_groups`):
+    (tasks, rankings)."""
     out = world.out / f"rank-samples-{rank_samples}"
-    by_prompt: dict[int, list[Sample]] = defaultdict(list)
-    for s in samples_of(world.sft, world.train, out, rank_samples, 1.0):
-        by_prompt[s["prompt_index"]].append(Sample(s["prompt_index"], s["completion"]))
-    tasks = []
-    for i, group in by_prompt.items():
-        distinct = first_distinct(group, k)  # reads .text only, as of a Completion
-        if len(distinct) == k:
-            tasks.append((world.train[i], [s.text for s in distinct]))
+    samples = [
+        Sample(s["prompt_index"], s["completion"])
+        for s in samples_of(world.sft, world.train, out, rank_samples, 1.0)
+    ]
+    groups = ranking_groups(samples, k=k).groups  # reads .prompt_id and .text, as of a Completion
+    tasks = [(world.train[g[0].prompt_id], [s.text for s in g]) for g in groups]
     return tasks, crowd_rankings(tasks, seed=seed + 1, calibration=tasks)
 
 
@@ -179,7 +180,7 @@ def round_rankings(world: World, policy: Path, k: int, tasks: list, seed: int) -
         out = policy.parent / f"round-samples-{model.parent.name}-k{count}"
         samples = samples_of(model, world.train, out, count, 1.0)
         mixed += [Sample(s["prompt_index"], s["completion"]) for s in samples]
-    groups = mixed_ranking_groups(sorted(mixed, key=lambda s: s.prompt_id), k=k)
+    groups = ranking_groups(sorted(mixed, key=lambda s: s.prompt_id), k=k).groups
     more = [(world.train[g[0].prompt_id], [s.text for s in g]) for g in groups]
     return crowd_rankings(more, seed=seed + 3, calibration=tasks)
 
@@ -214,7 +215,7 @@ def train_reward_model(world: World, args: argparse.Namespace) -> tuple[Path, Pa
         {"rankings": rankings, "demonstrations": world.demos},
     )  # fmt: skip
     print(f"{len(rankings) // 2} ranking tasks, {len(rankings)} rankings; RM held-out pair accuracy "
-          f"{result['metrics']['val/pair_accuracy']:.3f}", flush=True)  # fmt: skip
+          f"{accuracy_text(held_out_accuracy_of(result['metrics']))}", flush=True)  # fmt: skip
     return rm_dir / "model", start
 
 
@@ -386,7 +387,7 @@ def run_rm_probe(args: argparse.Namespace) -> None:
                     pairs += 1
                     right += (gold[a] > gold[b]) == (scores[a] > scores[b])
         print(f"{variant}: {len(rankings)} rankings, val pair acc "
-              f"{result['metrics']['val/pair_accuracy']:.3f}; on {len(gold)} test answers: "
+              f"{accuracy_text(held_out_accuracy_of(result['metrics']))}; on {len(gold)} test answers: "
               f"pearson with gold {pearson(scores, gold):.3f}, within-prompt gold pair acc "
               f"{right / max(pairs, 1):.3f} over {pairs} pairs", flush=True)  # fmt: skip
 

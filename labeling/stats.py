@@ -1,4 +1,5 @@
-"""The statistics reviewers read: win rates, Bradley–Terry ratings, metadata, labeler agreement.
+"""The statistics reviewers read: win rates, Bradley–Terry ratings, metadata, labeler agreement,
+and the interval of a proportion (a reward model's held-out pair accuracy).
 
 Plain records in, small frozen dataclasses out; stdlib + numpy only, so every number here can be
 checked from a shell or a test without a database. Selectors turn rows into these records.
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -315,3 +317,94 @@ def pairwise_agreement(rows: Iterable[RankRow]) -> Agreement:
         pairs={k: v[0] / v[1] for k, v in pair_tot.items() if v[1]},
         per_labeler={k: v[0] / v[1] for k, v in per_labeler.items() if v[1]},
     )
+
+
+# --- a proportion and its interval (reward-model accuracy) -----------------------------------
+
+Z95 = NormalDist().inv_cdf(0.975)  # 1.95996: the two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, n: int, *, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `successes / n` (95% by default).
+
+    Wilson (1927), recommended over the textbook p ± z·sqrt(p(1−p)/n) by Brown, Cai & DasGupta
+    (2001, https://doi.org/10.1214/ss/1009213286): that one has far below its nominal coverage
+    at small n, and collapses to a point at 0 or n successes. With p = successes/n:
+    centre = (p + z²/2n) / (1 + z²/n), half width = z·sqrt(p(1−p)/n + z²/4n²) / (1 + z²/n).
+    """
+    if n <= 0:
+        raise ValueError(f"a proportion needs n >= 1 trials, not {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n = {n}, not {successes}")
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def trials_to_tell_apart(
+    p1: float = 0.6, p0: float = 0.5, *, alpha: float = 0.05, power: float = 0.8
+) -> int:
+    """Trials a two-sided level-`alpha` test needs to tell a true proportion `p1` from `p0` with
+    probability `power` (the normal approximation for one proportion; Fleiss, Levin & Paik,
+    "Statistical Methods for Rates and Proportions", 3rd ed., §2.5):
+
+        n = ( z(1−α/2)·sqrt(p0(1−p0)) + z(power)·sqrt(p1(1−p1)) )² / (p1 − p0)²
+
+    For a reward model at 60% against chance (50%), α = 0.05 and 80% power:
+    (1.95996·0.5 + 0.84162·0.48990)² / 0.1² = (0.97998 + 0.41231)² / 0.01 = 193.85, so 194
+    pairs. Fewer, and an interval around 60% is likely to still hold 50%.
+    """
+    normal = NormalDist()
+    spread = normal.inv_cdf(1 - alpha / 2) * math.sqrt(p0 * (1 - p0)) + normal.inv_cdf(
+        power
+    ) * math.sqrt(p1 * (1 - p1))
+    return math.ceil((spread / (p1 - p0)) ** 2)
+
+
+# Held-out pairs a reward model's accuracy needs before 60% can be told from 50% (194).
+PAIRS_TO_TELL_60_FROM_50 = trials_to_tell_apart(0.6, 0.5)
+
+
+@dataclass(frozen=True)
+class HeldOutAccuracy:
+    """A reward model's pair accuracy on held-out rankings, with its 95% Wilson interval.
+
+    `pairs` counts the untied completion pairs it is computed on. Pairs from one ranking share
+    their completions and labeler, so they are not independent: the interval treats them as if
+    they were, and is at best this narrow; `rankings` says how many rankings they came from.
+    """
+
+    accuracy: float
+    pairs: int
+    rankings: int | None  # None when the run did not record it
+    low: float
+    high: float
+
+    @property
+    def excludes_chance(self) -> bool:
+        """The interval lies wholly above (or below) 50%."""
+        return self.low > 0.5 or self.high < 0.5
+
+    @property
+    def pairs_needed(self) -> int:
+        """Pairs that tell a 60% reward model from a coin at 95% / 80% power (194)."""
+        return PAIRS_TO_TELL_60_FROM_50
+
+    @property
+    def enough_pairs(self) -> bool:
+        return self.pairs >= self.pairs_needed
+
+
+def held_out_accuracy(
+    accuracy: float, *, pairs: int, rankings: int | None = None
+) -> HeldOutAccuracy | None:
+    """The record of an accuracy measured on `pairs` pairs (None when there were none). The
+    correct count is recovered from the logged rate: accuracy · pairs, rounded."""
+    if pairs <= 0:
+        return None
+    correct = min(pairs, max(0, round(accuracy * pairs)))
+    low, high = wilson_interval(correct, pairs)
+    return HeldOutAccuracy(accuracy, pairs, rankings, low, high)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +17,7 @@ from labeling.api.views import ApiView
 from labeling.errors import NotFound
 from labeling.models import ModelVersion, Role
 
-from . import registry
+from . import registry, selectors
 from .models import ModelRegistration, SourceKind
 
 ERRORS = {
@@ -56,13 +56,41 @@ class RegistrationCreateSerializer(StrictSerializer):
     )
 
 
+class HeldOutAccuracySerializer(serializers.Serializer):
+    accuracy = serializers.FloatField(
+        help_text="Share of held-out untied pairs ordered as labelers did."
+    )
+    pairs = serializers.IntegerField(help_text="Untied completion pairs it is computed on.")
+    rankings = serializers.IntegerField(
+        allow_null=True, help_text="Held-out rankings they came from."
+    )
+    low = serializers.FloatField(help_text="95% Wilson interval, lower end.")
+    high = serializers.FloatField(help_text="95% Wilson interval, upper end.")
+    excludes_chance = serializers.BooleanField(help_text="The interval lies wholly off 50%.")
+    enough_pairs = serializers.BooleanField(
+        help_text="At least pairs_needed pairs: enough to tell 60% from 50% (95%, 80% power)."
+    )
+    pairs_needed = serializers.IntegerField()
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    held_out_accuracy = serializers.SerializerMethodField(
+        help_text="A reward model's held-out pair accuracy with its n and 95% interval (null"
+        " for other kinds, or when it was not measured)."
+    )
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "kind", "parent", "metrics", "created_at"]
+        fields = ["id", "name", "kind", "parent", "metrics", "held_out_accuracy", "created_at"]
         read_only_fields = fields
+
+    @extend_schema_field(HeldOutAccuracySerializer(allow_null=True))
+    def get_held_out_accuracy(self, version: ModelVersion) -> dict[str, Any] | None:
+        if version.kind != ModelVersion.Kind.REWARD:
+            return None
+        found = selectors.held_out_accuracy_of(version.metrics or {})
+        return None if found is None else HeldOutAccuracySerializer(found).data
 
 
 class RegistrationListView(generics.ListAPIView):

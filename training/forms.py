@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from labeling.errors import Invalid
-from labeling.models import ModelVersion, Project
+from labeling.models import MAX_K, ModelVersion, Project
 
 from .models import RunKind, SourceKind
 
@@ -73,6 +73,17 @@ class RunForm(ConfigForm):
     lr = forms.FloatField(min_value=0, max_value=1, required=False, label="Learning rate")
     batch_size = forms.IntegerField(min_value=1, max_value=4096, required=False)
     checkpoint_every = forms.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    # Sampling runs (and PPO's temperature). The bounds are the stage's: K 2..9 for a run that
+    # makes ranking tasks, temperature > 0 (training/stages.py, engine/config.py), shown on the
+    # field that set them; the widget's min/max only hint.
+    k = forms.IntegerField(
+        required=False, label="K: outputs per prompt (sampling runs)",
+        widget=forms.NumberInput(attrs={"min": 2, "max": MAX_K}),
+    )  # fmt: skip
+    temperature = forms.FloatField(
+        required=False, label="Sampling temperature (sampling and PPO runs)",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )  # fmt: skip
     settings = forms.JSONField(
         required=False,
         label="More settings (JSON)",
@@ -80,7 +91,7 @@ class RunForm(ConfigForm):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
-    NAMED = ("max_steps", "lr", "batch_size", "checkpoint_every")
+    NAMED = ("max_steps", "lr", "batch_size", "checkpoint_every", "k", "temperature")
     FIELDS = {**{name: name for name in NAMED}, "total_episodes": "max_steps"}
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
@@ -88,6 +99,10 @@ class RunForm(ConfigForm):
         versions = ModelVersion.objects.filter(project=project).order_by("-created_at")
         self.fields["base_model"].queryset = versions.exclude(kind=ModelVersion.Kind.REWARD)
         self.fields["reward_model"].queryset = versions.filter(kind=ModelVersion.Kind.REWARD)
+        self.fields["k"].help_text = (
+            f"2 to {MAX_K} different outputs per ranking task (a prompt whose samples repeat is"
+            f" sampled again); blank: the project's K = {project.k}."
+        )
 
     def clean_settings(self) -> dict[str, Any]:
         return _as_object(self.cleaned_data.get("settings"), "settings")
@@ -118,6 +133,10 @@ class RoundForm(ConfigForm):
         min_value=0.01, max_value=5, required=False,
         label="Sampling temperature for ranking tasks (blank: as above)",
     )  # fmt: skip
+    k = forms.IntegerField(
+        required=False, label="K: outputs per ranking task, split between both policies",
+        widget=forms.NumberInput(attrs={"min": 2, "max": MAX_K}),
+    )  # fmt: skip
     min_eos_rate = forms.FloatField(
         min_value=0, max_value=1, initial=0.5, label="Gate: min EOS rate"
     )
@@ -132,7 +151,7 @@ class RoundForm(ConfigForm):
     )
 
     STEPS = ("reward", "ppo", "sample", "rank_sample")
-    FIELDS = {"kl_coef": "kl_coef", "total_episodes": "ppo_episodes"}
+    FIELDS = {"kl_coef": "kl_coef", "total_episodes": "ppo_episodes", "k": "k"}
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -141,6 +160,7 @@ class RoundForm(ConfigForm):
             .exclude(kind=ModelVersion.Kind.REWARD)
             .order_by("-created_at")
         )
+        self.fields["k"].help_text = f"2 to {MAX_K}; blank: the project's K = {project.k}."
 
     def clean_settings(self) -> dict[str, Any]:
         settings = _as_object(self.cleaned_data.get("settings"), "settings")
@@ -170,6 +190,8 @@ class RoundForm(ConfigForm):
             "max_prompts": data["max_prompts"],
             "gate": {k: data[k] for k in ("min_eos_rate", "max_kl", "max_mean_length")},
         }
+        if data.get("k") is not None:
+            config["k"] = data["k"]
         for step in self.STEPS:
             merged = _merge(
                 named[step], data["settings"].get(step, {}), f"{step}: a field and JSON"

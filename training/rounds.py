@@ -12,16 +12,14 @@ its reason and loses nothing.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Hashable, Iterable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Max
 
 from labeling.errors import Conflict, Invalid
-from labeling.models import Completion, ModelVersion, Project, Prompt, Split
+from labeling.models import MAX_K, Completion, ModelVersion, Project, Prompt, Split
 from labeling.services import evaluation_tasks_create, project_lock, ranking_task_create
 
 from . import runs, stages
@@ -43,8 +41,11 @@ from .models import (
 DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0}
 # "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
 # prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
-# rank, while the blind A/B samples on test prompts stay at the evaluation temperature).
-STAGE_KEYS = {"reward", "ppo", "sample", "rank_sample", "gate", "max_prompts", "eval_prompts"}
+# rank, while the blind A/B samples on test prompts stay at the evaluation temperature). "k" is
+# the outputs of each ranking task (the project's K unless given), split between both policies.
+STAGE_KEYS = {
+    "reward", "ppo", "sample", "rank_sample", "gate", "max_prompts", "eval_prompts", "k"
+}  # fmt: skip
 
 
 def round_start(
@@ -58,7 +59,8 @@ def round_start(
     if policy.project_id != project.pk or policy.kind == ModelVersion.Kind.REWARD:
         raise Invalid("Start a round from a policy (base, SFT or PPO) of this project.")
     gate = _gate_of(config.get("gate", {}))
-    _check_settings(config)
+    k = config.get("k", project.k)
+    _check_settings(config, k=k)
     with transaction.atomic():
         # Two "Start round" presses at once: the second waits for the first's commit here, then
         # sees its round (the unique constraint on a project's running round is the backstop).
@@ -70,7 +72,7 @@ def round_start(
             project=project,
             number=number,
             policy=policy,
-            config={**config, "gate": gate},
+            config={**config, "k": k, "gate": gate},
             created_by=created_by,
         )
         # InstructGPT initialises the reward model from the SFT model: here the start policy,
@@ -97,18 +99,25 @@ def _gate_of(values: Any) -> dict[str, float]:
     return {**DEFAULT_GATE, **{k: float(v) for k, v in values.items()}}
 
 
-def _check_settings(config: dict[str, Any]) -> None:
+def _check_settings(config: dict[str, Any], *, k: Any) -> None:
     """Each step's settings, checked by its stage's config class now (Invalid names the key),
     exactly as each step's run will be given them."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_K:
+        message = (
+            f"The round's k (outputs per ranking task) must be from 2 to {MAX_K}, not {k!r:.40}."
+        )
+        raise Invalid(message, details=[{"key": "k", "error": message}])
     for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
         stages.stage(kind).resolve(config.get(key, {}))
     sample = stages.stage(TrainingRun.Kind.SAMPLE)
     for key in ("sample", "rank_sample"):
         if not isinstance(config.get(key, {}), dict):
             raise Invalid(f"The round's {key} settings must be an object of setting: value.")
-    # The A/B answers' runs get "sample"; the ranking tasks' runs "sample" with "rank_sample" over it.
-    sample.resolve({**config.get("sample", {}), "k": 1})
-    sample.resolve({**config.get("sample", {}), **config.get("rank_sample", {}), "k": 1})
+    # The A/B answers' runs get "sample"; the ranking tasks' runs "sample" with "rank_sample" over
+    # it, and their share of k (_start_sampling).
+    sample.resolve({**config.get("sample", {}), "k": 1, "create_tasks": False})
+    rank_sample = {**config.get("sample", {}), **config.get("rank_sample", {})}
+    sample.resolve({**rank_sample, "k": ranking_sample_counts(k)[0], "create_tasks": False})
     for key in ("max_prompts", "eval_prompts"):
         value = config.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -148,41 +157,16 @@ def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> d
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
-class _Sample(Protocol):
-    @property
-    def prompt_id(self) -> Hashable: ...
-
-    @property
-    def text(self) -> str: ...
-
-
-_SampleT = TypeVar("_SampleT", bound=_Sample)
-
-
 def ranking_sample_counts(k: int) -> tuple[int, int]:
     """How many of a mixed ranking task's `k` outputs the new and the previous policy sample."""
     k_new = math.ceil(k / 2)
     return k_new, k - k_new
 
 
-def mixed_ranking_groups(samples: Iterable[_SampleT], *, k: int) -> list[list[_SampleT]]:
-    """Both policies' samples of the train prompts, in sample order, grouped by prompt in order
-    of first appearance: the groups of exactly `k` different texts, each one mixed ranking task
-    (a prompt with a missing sample or a repeated answer gives none)."""
-    by_prompt: dict[Hashable, list[_SampleT]] = defaultdict(list)
-    for sample in samples:
-        by_prompt[sample.prompt_id].append(sample)
-    return [
-        group
-        for group in by_prompt.values()
-        if len(group) == k and len({s.text for s in group}) == k
-    ]
-
-
 def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> None:
     """The new and the previous policy sample train prompts (K between them) and test prompts."""
     project, config = round_.project, round_.config
-    k_new, k_previous = ranking_sample_counts(project.k)
+    k_new, k_previous = ranking_sample_counts(config.get("k", project.k))  # rounds before k: K
     plans = [
         (new_policy, Split.TRAIN, k_new),
         (round_.policy, Split.TRAIN, k_previous),
@@ -212,18 +196,25 @@ def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> N
 def _finish_sampling(round_: Round, now: datetime) -> None:
     """Mix both policies' train samples into ranking tasks; A/B tasks between them on test prompts."""
     project = round_.project
+    k = round_.config.get("k", project.k)
     completions = Completion.objects.filter(
         run_sample__run__in=round_.runs(StepRole.SAMPLE), prompt__split=Split.TRAIN
     )
-    groups = mixed_ranking_groups(completions.select_related("prompt").order_by("pk"), k=project.k)
-    for group in groups:
+    # In sample order: the new policy's samples of a prompt, then the previous policy's.
+    found = runs.ranking_groups(completions.select_related("prompt").order_by("pk"), k=k)
+    for group in found.groups:
         ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
-    tasks = len(groups)
     assert round_.new_policy is not None  # set when the PPO step succeeded
     comparisons = evaluation_tasks_create(
         project=project, model_a=round_.new_policy, model_b=round_.policy
     )
-    round_.gate = {**round_.gate, "ranking_tasks": tasks, "comparison_tasks": comparisons}
+    round_.gate = {
+        **round_.gate,
+        "ranking_tasks": len(found.groups),
+        "ranking_tasks_fewer_than_k": sum(len(g) < k for g in found.groups),
+        "dropped_prompts": len(found.dropped),  # fewer than 2 different outputs: no task
+        "comparison_tasks": comparisons,
+    }
     round_.stage = RoundStage.DONE
     round_.status = RoundStatus.SUCCEEDED
     round_.finished_at = now

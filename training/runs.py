@@ -7,10 +7,12 @@ run re-enqueued after its worker was SIGKILLed, never runs twice at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -43,8 +45,11 @@ def run_start(
     max_attempts: int = 3,
 ) -> TrainingRun:
     """Check the config with the stage's class, freeze the rows the run uses, create the run row
-    with its resolved config, and enqueue it once the transaction commits."""
+    with its resolved config, and enqueue it once the transaction commits. A sampling run
+    samples the project's K per prompt unless its config says otherwise."""
     stage = stages.stage(kind)
+    if kind == TrainingRun.Kind.SAMPLE and isinstance(config, dict) and "k" not in config:
+        config = {**config, "k": project.k}
     resolved = stage.resolve(config)
     if base_model.project_id != project.pk or (
         reward_model and reward_model.project_id != project.pk
@@ -133,8 +138,9 @@ def _register_model(run: TrainingRun, result: dict[str, Any], kind: str) -> Mode
 
 
 def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
-    """Store every sample with its provenance; each prompt's first K distinct samples (a run may
-    sample more than K) become a ranking task."""
+    """Store every sample with its provenance; each prompt's first K distinct samples become a
+    ranking task, or its distinct ones when fewer but at least 2 differ (ranking_groups). The
+    prompts left without a task are counted on the run, not dropped silently."""
     if run.samples.exists():
         return  # a redelivered finish: the samples are already in the queue
     project = run.project
@@ -146,9 +152,8 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
         by_prompt.setdefault(sample["prompt_id"], []).append(sample)
     sampled: list[Completion] = []
     for prompt_id, samples in by_prompt.items():
-        prompt = prompts[prompt_id]
-        completions = services.completions_create(
-            prompt=prompt,
+        sampled += services.completions_create(
+            prompt=prompts[prompt_id],
             model_version=run.base_model,
             rows=[
                 CompletionRow(
@@ -163,25 +168,57 @@ def _add_samples(run: TrainingRun, result: dict[str, Any]) -> None:
                 for s in sorted(samples, key=lambda s: s.get("sample_index", 0))
             ],
         )
-        sampled += completions
-        if not run.dataset.get("create_tasks", True):
-            continue  # a round mixes these with another policy's samples itself
-        if len(distinct := first_distinct(completions, project.k)) == project.k:
-            services.ranking_task_create(project=project, prompt=prompt, completions=distinct)
     RunSample.objects.bulk_create(RunSample(run=run, completion=c) for c in sampled)
+    if not run.dataset.get("create_tasks", True):
+        return  # a round mixes these with another policy's samples itself
+    k = run.config.get("k", project.k)
+    found = ranking_groups(sampled, k=k)
+    for group in found.groups:
+        services.ranking_task_create(
+            project=project, prompt=prompts[group[0].prompt_id], completions=group
+        )
+    counts = {
+        "tasks/prompts": len(by_prompt),
+        "tasks/ranking": len(found.groups),
+        "tasks/fewer_than_k": sum(len(g) < k for g in found.groups),
+        "tasks/dropped_prompts": len(found.dropped),
+    }
+    RunMetric.objects.bulk_create(
+        RunMetric(run=run, step=run.step, name=name, value=value) for name, value in counts.items()
+    )
 
 
-def first_distinct(completions: list[Completion], k: int) -> list[Completion]:
-    """The first `k` completions whose texts differ, in sample order (fewer when there are not
-    `k` different texts). A small SFT policy often repeats itself: sampling more than K per
-    prompt and keeping the first K distinct turns far more prompts into ranking tasks than
-    asking for exactly K and dropping every prompt with a repeat."""
-    chosen: dict[str, Completion] = {}
-    for completion in completions:
-        chosen.setdefault(completion.text, completion)
-        if len(chosen) == k:
-            break
-    return list(chosen.values())
+class _Sample(Protocol):
+    @property
+    def prompt_id(self) -> Hashable: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+_SampleT = TypeVar("_SampleT", bound=_Sample)
+
+
+@dataclass(frozen=True)
+class RankingGroups(Generic[_SampleT]):
+    groups: list[list[_SampleT]]  # one ranking task each: 2..K different texts of one prompt
+    dropped: list[Hashable]  # prompts with fewer than 2 different texts: no task
+
+
+def ranking_groups(samples: Iterable[_SampleT], *, k: int) -> RankingGroups[_SampleT]:
+    """Samples grouped by prompt, in order of first appearance; each group keeps its prompt's
+    first `k` different texts in sample order. A prompt with at least 2 is a ranking task (of
+    fewer than `k` outputs when there are not `k` different ones: the engine samples a prompt
+    again while its samples repeat, training/engine/sample.py, but a small policy may still
+    repeat itself); one with fewer is dropped, and listed so it can be counted."""
+    by_prompt: dict[Hashable, dict[str, _SampleT]] = defaultdict(dict)
+    for sample in samples:
+        distinct = by_prompt[sample.prompt_id]
+        if len(distinct) < k:
+            distinct.setdefault(sample.text, sample)
+    groups = [list(d.values()) for d in by_prompt.values() if len(d) >= 2]
+    dropped = [prompt for prompt, d in by_prompt.items() if len(d) < 2]
+    return RankingGroups(groups, dropped)
 
 
 RESEND_BACKOFF_CAP = 6  # a queued run is sent again after lease x 2^n, n at most this

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 
 from labeling import selectors as labeling_selectors
 from labeling import stats
 from labeling.models import Comparison, ModelVersion, Project, RankingEntry
 
-from .models import ModelRegistration, Round, RoundStep, RunMetric, StepRole, TrainingRun
+from .models import ModelRegistration, Round, RoundStep, StepRole, TrainingRun
 
 
 def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[TrainingRun]:
@@ -35,12 +35,20 @@ def run_for_page(*, project: Project, run_id: int) -> TrainingRun | None:
 
 def run_curves(*, run: TrainingRun) -> list[tuple[str, int, float]]:
     """(name, step, value) of every logged metric, step order; run/… rows are bookkeeping
-    (where an attempt started), not curves."""
+    (where an attempt started) and tasks/… rows counts (sampling_outcome), not curves."""
     return list(
         run.metric_points.exclude(name__startswith="run/")
+        .exclude(name__startswith="tasks/")
         .order_by("step")
         .values_list("name", "step", "value")
     )
+
+
+def sampling_outcome(*, run: TrainingRun) -> dict[str, int]:
+    """What a sampling run put in the queue (runs._add_samples): prompts, ranking tasks, tasks
+    with fewer than K outputs and prompts dropped for fewer than 2 different ones; {} if none."""
+    points = run.metric_points.filter(name__startswith="tasks/").values_list("name", "value")
+    return {name.removeprefix("tasks/"): int(value) for name, value in points}
 
 
 def rounds_for_project(*, project: Project) -> QuerySet[Round]:
@@ -143,21 +151,41 @@ def rating_rows(*, project: Project) -> list[tuple[str, int, list[str]]]:
     return [(name, likert, flags) for name, likert, flags in entries.iterator(chunk_size=5000)]
 
 
-def reward_model_accuracies(*, project: Project) -> list[dict[str, Any]]:
-    """Held-out pair accuracy of each reward model, as its training run last measured it (one
-    query)."""
-    last = (
-        RunMetric.objects.filter(run__model_version=OuterRef("pk"), name="val/pair_accuracy")
-        .order_by("-step")
-        .values("value")[:1]
+@dataclass(frozen=True)
+class RewardModelAccuracy:
+    model: str
+    accuracy: float | None  # held-out pair accuracy as its run last measured it; None: never
+    held_out: stats.HeldOutAccuracy | None  # with its n and 95% interval; None: n not recorded
+
+
+def held_out_accuracy_of(metrics: dict[str, Any]) -> stats.HeldOutAccuracy | None:
+    """A reward model's held-out pair accuracy with its interval, from the final metrics its run
+    registered (None when it measured none, or ran before the pairs were counted)."""
+    accuracy, pairs = metrics.get("val/pair_accuracy"), metrics.get("val/pairs")
+    if accuracy is None or pairs is None:
+        return None
+    rankings = metrics.get("val_rankings")
+    return stats.held_out_accuracy(
+        accuracy, pairs=int(pairs), rankings=None if rankings is None else int(rankings)
     )
+
+
+def reward_model_accuracies(*, project: Project) -> list[RewardModelAccuracy]:
+    """Held-out pair accuracy of each reward model, with the number of pairs and rankings it was
+    measured on and its 95% interval, from the metrics its run registered (one query)."""
     versions = (
         ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD)
-        .annotate(val_pair_accuracy=Subquery(last))
         .order_by("pk")
-        .values_list("name", "val_pair_accuracy")
+        .values_list("name", "metrics")
     )
-    return [{"model": name, "val_pair_accuracy": accuracy} for name, accuracy in versions]
+    return [
+        RewardModelAccuracy(
+            model=name,
+            accuracy=(metrics or {}).get("val/pair_accuracy"),
+            held_out=held_out_accuracy_of(metrics or {}),
+        )
+        for name, metrics in versions
+    ]
 
 
 @dataclass(frozen=True)
@@ -170,7 +198,8 @@ class Dashboard:
     flags: list[str]
     metadata: dict
     likert: dict
-    reward_models: list[dict]
+    reward_models: list[RewardModelAccuracy]
+    pairs_needed: int  # held-out pairs to tell a 60% reward model from 50%
     agreement: float | None
     comparisons: int
 
@@ -210,6 +239,7 @@ def evaluation_dashboard(*, project: Project, baseline: str | None = None) -> Da
         metadata=stats.metadata_rates(rows, flags=project.flags),
         likert=stats.mean_likert(rows),
         reward_models=reward_model_accuracies(project=project),
+        pairs_needed=stats.PAIRS_TO_TELL_60_FROM_50,
         agreement=labeling_selectors.labeler_agreement(project=project)["overall"],
         comparisons=len(comparisons),
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labeling.errors import Invalid
-from labeling.models import Demonstration, ModelKind, Project, Prompt, Ranking, Split
+from labeling.models import MAX_K, Demonstration, ModelKind, Project, Prompt, Ranking, Split
 from training.engine.config import (
     ConfigError,
     DPOConfig,
@@ -94,6 +94,17 @@ def _sample_rows(project: Project, options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check_sample(config: dict[str, Any], options: dict[str, Any]) -> None:
+    """A sampling run whose samples become ranking tasks samples 2..MAX_K outputs per prompt
+    (K = 1 is for plain evaluation samples, with create_tasks false)."""
+    if options.get("create_tasks", True) and not 2 <= config["k"] <= MAX_K:
+        message = (
+            f"sample settings: k must be from 2 to {MAX_K} (the outputs a labeler ranks) for a"
+            f" run that makes ranking tasks, not {config['k']}"
+        )
+        raise Invalid(message, details=[{"key": "k", "error": message}])
+
+
 # Options about a run's data, not its engine config: (check, what a good value is).
 OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "split": (lambda v: v in (Split.TRAIN, Split.TEST), '"train" or "test"'),
@@ -114,6 +125,8 @@ class Stage:
     model_paths: dict[str, str]  # config field -> "base" or "reward": the model version it loads
     model_kind: str | None  # the ModelVersion kind a success registers; None: it adds samples
     options: frozenset[str] = frozenset()  # about the data, not the engine's config (OPTION_CHECKS)
+    # Rules between settings and data options, on the resolved config (Invalid names the key).
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
     @property
     def needs_reward_model(self) -> bool:
@@ -140,7 +153,7 @@ class Stage:
                 f"These are set by the server, not the request: {', '.join(reserved)}.",
                 details=[{"key": key, "error": "set by the server"} for key in reserved],
             )
-        self.options_of(settings)
+        options = self.options_of(settings)
         values = {k: v for k, v in settings.items() if k not in self.options}
         placeholders = {f.name: "" for f in dataclasses.fields(self.config_class)}
         placeholders = {k: v for k, v in placeholders.items() if k in SERVER_KEYS}
@@ -151,7 +164,10 @@ class Stage:
                 f"{self.kind} settings: {exc}",
                 details=[{"key": key, "error": str(exc)} for key in exc.keys],
             ) from None
-        return {k: v for k, v in dataclasses.asdict(config).items() if k not in SERVER_KEYS}
+        resolved = {k: v for k, v in dataclasses.asdict(config).items() if k not in SERVER_KEYS}
+        if self.check is not None:
+            self.check(resolved, options)
+        return resolved
 
 
 STAGES: dict[str, Stage] = {
@@ -196,6 +212,7 @@ STAGES: dict[str, Stage] = {
         model_paths={"model_path": "base"},
         model_kind=None,
         options=frozenset({"split", "max_prompts", "create_tasks"}),
+        check=_check_sample,
     ),
 }
 

@@ -84,6 +84,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "is_admin": membership.allows(Role.ADMIN),
         "model_version": run.model_version,
         "dataset_sizes": {k: len(v) for k, v in run.dataset.items() if isinstance(v, list)},
+        "outcome": selectors.sampling_outcome(run=run),
         "live": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
     }
     template = "training/run_detail.html#live" if request.htmx else "training/run_detail.html"
@@ -184,6 +185,7 @@ def model_version_detail(request: HttpRequest, slug: str, version_id: int) -> Ht
         "registration": getattr(version, "registration", None),
         "children": version.children.order_by("pk"),
         "completions": version.completions.count(),
+        "held_out": selectors.held_out_accuracy_of(version.metrics or {}),
     }
     return render(request, "training/model_version.html", context)
 

@@ -159,8 +159,16 @@ class LeaseTaskSerializer(serializers.Serializer):
     prompt = PromptSerializer(source="task.prompt")
     completions = serializers.SerializerMethodField()
     flags = serializers.ListField(child=serializers.CharField(), source="task.project.flags")
-    k = serializers.IntegerField(source="task.project.k")
+    k = serializers.SerializerMethodField(
+        help_text="How many outputs to rank: the task's own (the project's K, or fewer when a"
+        " sampling run found only that many different outputs); the project's K otherwise."
+    )
     draft = serializers.SerializerMethodField()
+
+    def get_k(self, lease: Lease) -> int:
+        if lease.task.kind == TaskKind.RANKING:
+            return len(lease.shown_order)
+        return lease.task.project.k
 
     @extend_schema_field(ShownCompletionSerializer(many=True))
     def get_completions(self, lease: Lease) -> list[dict[str, Any]]:

@@ -169,7 +169,9 @@ def lease_task(*, lease_id: int, rows: list[tuple] | None = None) -> dict[str, A
             for slot, pk in zip(SLOTS, sql.json_out(shown_order), strict=False)
         ],
         "flags": sql.json_out(flags),
-        "k": k,
+        # A ranking's K is its own number of outputs (a sampled task may have fewer than the
+        # project's K when only that many differed).
+        "k": len(sql.json_out(shown_order)) if kind == Task.Kind.RANKING else k,
         "draft": draft if kind == Task.Kind.DEMONSTRATION else None,
     }
 

@@ -12,7 +12,7 @@ from django.db.models import Count
 
 from ..errors import Conflict, Invalid
 from ..imports import CompletionRow, PromptRow, RankingTaskRow
-from ..models import Completion, ModelVersion, Project, Prompt, Split, Task, TaskCompletion
+from ..models import MAX_K, Completion, ModelVersion, Project, Prompt, Split, Task, TaskCompletion
 
 
 def split_for(*, key: str, valid_percent: int, test_percent: int) -> str:
@@ -137,9 +137,11 @@ def completions_create(
 def ranking_task_create(
     *, project: Project, prompt: Prompt, completions: Sequence[Completion], priority: int = 0
 ) -> Task:
-    """A ranking task over exactly K distinct completions of one prompt."""
-    if len(completions) != project.k:
-        raise Invalid(f"A ranking task needs {project.k} completions; got {len(completions)}.")
+    """A ranking task over 2 to MAX_K distinct completions of one prompt: usually the project's
+    K; fewer when a sampling run found only that many different outputs (a task of the distinct
+    ones is worth ranking; one with a text twice is not)."""
+    if not 2 <= len(completions) <= MAX_K:
+        raise Invalid(f"A ranking task needs 2 to {MAX_K} completions; got {len(completions)}.")
     if len({c.pk for c in completions}) != len(completions):
         raise Invalid("A ranking task cannot show the same completion twice.")
     if any(c.prompt_id != prompt.pk for c in completions) or prompt.project_id != project.pk:

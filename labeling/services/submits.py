@@ -182,7 +182,10 @@ def ranking_submit(
         # What the labeler was shown is the task's outputs (the claim copied them, shuffled),
         # named by their slot letters in that order.
         parsed = _validate_entries(
-            entries, shown_order=lease.shown_order, k=project.k, asked_flags=set(project.flags)
+            entries,
+            shown_order=lease.shown_order,
+            k=len(lease.shown_order),  # ranks go up to the task's outputs (K, or fewer)
+            asked_flags=set(project.flags),
         )
         ranking = Ranking(
             task=task,

@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from labeling.stats import (
+    PAIRS_TO_TELL_60_FROM_50,
     Agreement,
     PairVerdict,
     bradley_terry,
+    held_out_accuracy,
     mean_likert,
     metadata_rates,
     pairwise_agreement,
     preferences,
+    trials_to_tell_apart,
+    wilson_interval,
     win_rate,
 )
 
@@ -286,3 +290,54 @@ def test_two_labelers_who_rank_alike_agree_fully_and_opposite_not_at_all():
     flipped = [(1, 1, c, r) for c, r in ((10, 1), (11, 2), (12, 3))]
     flipped += [(1, 2, c, 4 - r) for c, r in ((10, 1), (11, 2), (12, 3))]
     assert pairwise_agreement(flipped).overall == 0.0
+
+
+# --- the Wilson interval and the pairs a reward model's accuracy needs --------------------------
+
+
+def test_wilson_interval_of_8_in_10_by_hand():
+    # p = 0.8, z² = 1.95996² = 3.84146, 1 + z²/n = 1.384146;
+    # centre = (0.8 + 0.192073) / 1.384146 = 0.716740,
+    # half = 1.95996 · sqrt(0.016 + 3.84146/400) / 1.384146 = 1.95996 · 0.160012 / 1.384146 = 0.226577.
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == (pytest.approx(0.490162, abs=1e-6), pytest.approx(0.943318, abs=1e-6))
+
+
+def test_wilson_interval_is_symmetric_at_one_half_and_not_a_point_at_zero():
+    # 5/10: centre 0.5, half = 1.95996 · sqrt(0.025 + 0.009604) / 1.384146 = 0.263407.
+    assert wilson_interval(5, 10) == (pytest.approx(0.236593, abs=1e-6),
+                                      pytest.approx(0.763407, abs=1e-6))  # fmt: skip
+    # 0/10: the Wald interval is [0, 0]; Wilson's upper end is z²/n / (1 + z²/n) = 0.277533.
+    low, high = wilson_interval(0, 10)
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.277533, abs=1e-6)
+
+
+def test_wilson_interval_refuses_no_trials_or_impossible_counts():
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="between 0 and n"):
+        wilson_interval(11, 10)
+
+
+def test_194_pairs_tell_a_60_percent_reward_model_from_chance():
+    # (1.95996·0.5 + 0.84162·sqrt(0.24))² / 0.1² = 1.39229² / 0.01 = 193.85
+    assert trials_to_tell_apart(0.6, 0.5, alpha=0.05, power=0.8) == 194
+    assert PAIRS_TO_TELL_60_FROM_50 == 194
+    # More power or a smaller gap needs more pairs: 90% power gives 259 (z = 1.28155).
+    assert trials_to_tell_apart(0.6, 0.5, power=0.9) == 259
+    assert trials_to_tell_apart(0.55, 0.5) > 194
+
+
+def test_a_58_percent_accuracy_on_40_rankings_pairs_is_not_told_from_chance():
+    """The dashboard's bare "58%": on 40 pairs its interval holds 50%; on 240 it does not, but
+    even then the pairs of one ranking are correlated (rankings say how many there were)."""
+    small = held_out_accuracy(0.575, pairs=40, rankings=40)
+    assert small is not None and (small.low, small.high) == (
+        pytest.approx(0.422, abs=1e-3),
+        pytest.approx(0.715, abs=1e-3),
+    )
+    assert not small.excludes_chance and not small.enough_pairs
+    large = held_out_accuracy(0.5833, pairs=240, rankings=40)
+    assert large is not None and large.excludes_chance and large.enough_pairs
+    assert large.low == pytest.approx(0.520127, abs=1e-6)  # 140 of 240
+    assert held_out_accuracy(0.7, pairs=0) is None

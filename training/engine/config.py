@@ -239,10 +239,23 @@ class RewardConfig(TrainedModelConfig):
     epochs: int = 1  # InstructGPT trains one epoch: the RM overfits after that
     max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
     max_length: int = 512  # prompt + completion tokens kept per completion
-    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy
+    val_fraction: float = 0.1  # share of rankings held out for loss and pair accuracy (at least)
+    # Hold out more rankings (the next in the same seeded order) until their untied pairs reach
+    # this: 194 pairs tell a 60% reward model from chance at 95% / 80% power
+    # (labeling/stats.py, trials_to_tell_apart). 0 = the fraction alone.
+    val_min_pairs: int = 194
+    val_max_fraction: float = 0.25  # the most val_min_pairs may hold out: 75% still trains
     eval_every: int = 50  # evaluate every N steps (and at the end)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
     normalize_on_demonstrations: bool = True  # set the score offset so demonstrations score mean 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.val_min_pairs >= 0, f"val_min_pairs must be >= 0, not {self.val_min_pairs}",
+                 "val_min_pairs")  # fmt: skip
+        _require(0 <= self.val_max_fraction < 1,
+                 f"val_max_fraction must be in [0, 1), not {self.val_max_fraction}",
+                 "val_max_fraction")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +350,9 @@ class PPOConfig(TrainedModelConfig, FrozenModelConfig):
 class SampleConfig(FrozenModelConfig):
     model_path: str  # model to sample from (a policy or SFT directory)
     k: int = 4  # completions per prompt (labelers rank K = 2..9; 1 for plain evaluation samples)
+    # Sample a prompt again (as many as it lacks) while its K samples are not all different, at
+    # most this many more times: a ranking task of repeats tells the reward model nothing.
+    resample_duplicates: int = 2
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling mass (1.0 = off)
     max_new_tokens: int = 128  # completion length cap
@@ -350,6 +366,9 @@ class SampleConfig(FrozenModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.k >= 1, f"k must be at least 1, not {self.k}", "k")
+        _require(self.resample_duplicates >= 0,
+                 f"resample_duplicates must be >= 0, not {self.resample_duplicates}",
+                 "resample_duplicates")  # fmt: skip
         _require(self.temperature > 0, f"temperature must be > 0, not {self.temperature}",
                  "temperature")  # fmt: skip
         _require(0 < self.top_p <= 1, f"top_p must be in (0, 1], not {self.top_p}", "top_p")

@@ -12,6 +12,7 @@ model reads its score at the EOS (InstructGPT).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -184,11 +185,42 @@ def fold_scores(flat_scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 # --- data order ------------------------------------------------------------------------------
 
 
+def _held_out_order(n_items: int, seed: int) -> list[int]:
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def split_train_val(items: Sequence[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """A seeded split, so a resumed run holds out the same examples."""
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = _held_out_order(len(items), seed)
     n_val = round(len(items) * val_fraction) if len(items) > 1 else 0
     return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+
+def untied_pairs(ranks: Sequence[int]) -> int:
+    """Completion pairs of one ranking that its labeler ordered (a tie says nothing)."""
+    return sum(1 for a, b in itertools.combinations(ranks, 2) if a != b)
+
+
+def split_rankings(
+    rankings: Sequence[EncodedRanking],
+    *,
+    val_fraction: float,
+    min_val_pairs: int,
+    max_val_fraction: float,
+    seed: int,
+) -> tuple[list[EncodedRanking], list[EncodedRanking]]:
+    """split_train_val's split, holding out more rankings when `val_fraction` of them gives
+    fewer than `min_val_pairs` untied pairs: the next in the same seeded order, until the pairs
+    are reached or `max_val_fraction` of the rankings is held out. A pair accuracy measured on
+    too few pairs cannot tell a useful reward model from a coin (RewardConfig.val_min_pairs)."""
+    order = _held_out_order(len(rankings), seed)
+    n_val = round(len(rankings) * val_fraction) if len(rankings) > 1 else 0
+    most = max(n_val, math.floor(len(rankings) * max_val_fraction)) if len(rankings) > 1 else 0
+    pairs = sum(untied_pairs(rankings[i].ranks) for i in order[:n_val])
+    while pairs < min_val_pairs and n_val < most:
+        pairs += untied_pairs(rankings[order[n_val]].ranks)
+        n_val += 1
+    return [rankings[i] for i in order[n_val:]], [rankings[i] for i in order[:n_val]]
 
 
 def steps_per_epoch(n_items: int, batch_size: int) -> int:

@@ -26,7 +26,7 @@ from training.engine.data import (
     encode_demonstrations,
     encode_rankings,
     fold_scores,
-    split_train_val,
+    split_rankings,
     steps_per_epoch,
 )
 from training.engine.lm import (
@@ -85,7 +85,9 @@ def whole_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
 def evaluate(
     model: RewardModel, rankings: list[EncodedRanking], batch_size: int, pad_token_id: int, amp: Amp
 ) -> dict[str, float]:
-    """Held-out loss (mean over rankings) and pair accuracy (over all untied pairs)."""
+    """Held-out loss (mean over rankings), pair accuracy (over all untied pairs), and how many
+    pairs and rankings that is: a rate means little without its n (labeling/stats.py gives it
+    its interval)."""
     model.eval()
     device = next(model.parameters()).device
     loss_sum, correct, pairs = 0.0, 0, 0
@@ -96,7 +98,12 @@ def evaluate(
         group_correct, group_pairs = pair_accuracy(scores, batch["ranks"], batch["valid"])
         correct, pairs = correct + int(group_correct), pairs + int(group_pairs)
     model.train()
-    return {"val/loss": loss_sum / len(rankings), "val/pair_accuracy": correct / max(pairs, 1)}
+    return {
+        "val/loss": loss_sum / len(rankings),
+        "val/pair_accuracy": correct / max(pairs, 1),
+        "val/pairs": pairs,
+        "val/rankings": len(rankings),
+    }
 
 
 @torch.inference_mode()
@@ -131,7 +138,10 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     take_role(model.trunk, role)  # LoRA on the trunk only: the head trains fully
 
     rankings = encode_rankings(tokenizer, data["rankings"], cfg.max_length)
-    train, val = split_train_val(rankings, cfg.val_fraction, cfg.seed)
+    train, val = split_rankings(
+        rankings, val_fraction=cfg.val_fraction, min_val_pairs=cfg.val_min_pairs,
+        max_val_fraction=cfg.val_max_fraction, seed=cfg.seed,
+    )  # fmt: skip
     if not train:
         raise ValueError("reward training needs at least one training ranking")
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
@@ -194,6 +204,7 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
             "train/loss": last_value(history, "train/loss"),
             "val/loss": last_value(history, "val/loss"),
             "val/pair_accuracy": last_value(history, "val/pair_accuracy"),
+            "val/pairs": last_value(history, "val/pairs"),
             "score_offset": model.score_offset,
             "train_rankings": len(train),
             "val_rankings": len(val),

@@ -21,6 +21,7 @@ from accounts.models import ApiToken
 from labeling import queue, services, sql
 from labeling.api import fast
 from labeling.api import serializers as s
+from labeling.errors import Invalid
 from labeling.models import FLAG_CODES, MAX_K, DemonstrationDraft, Lease, Ranking, Task
 from labeling.services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
 from tests.factories import demonstration_task, ranking_task
@@ -248,3 +249,34 @@ def test_an_annotation_runs_a_fixed_number_of_statements(project, personas, clie
     with CaptureQueriesContext(connection) as statements:
         annotate()
     assert len(statements) == STATEMENTS_PER_ANNOTATION[connection.vendor]
+
+
+def test_a_ranking_task_of_fewer_outputs_than_the_projects_k_is_ranked_over_its_own(
+    project, personas, client_for
+):
+    """A sampling run makes a task of 3 different outputs when the 4th repeated one of them: K
+    in the answer is 3, on both paths, and ranks go to 3."""
+    from labeling import services
+    from labeling.models import Completion
+
+    assert project.k == 4
+    task = ranking_task(project, texts=["one", "two", "three", "four"])
+    three = list(Completion.objects.filter(prompt=task.prompt).order_by("pk")[:3])
+    services.ranking_task_create(project=project, prompt=task.prompt, completions=three)
+    task.delete()
+    alice = client_for(personas.alice)
+    body = alice.post(
+        f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
+    ).json()
+    assert body["k"] == 3 and len(body["completions"]) == 3
+    assert body == _serialized_lease(body["lease_id"])
+    url = f"/api/v1/leases/{body['lease_id']}/ranking/"
+    too_far = [{"completion": c["id"], "rank": 4, "likert": 4} for c in body["completions"]]
+    assert alice.post(url, {"entries": too_far}, format="json").status_code == 400
+    ranked = [
+        {"completion": c["id"], "rank": i + 1, "likert": 4}
+        for i, c in enumerate(body["completions"])
+    ]
+    assert alice.post(url, {"entries": ranked}, format="json").status_code == 201
+    with pytest.raises(Invalid, match="2 to 9 completions"):
+        services.ranking_task_create(project=project, prompt=task.prompt, completions=three[:1])

@@ -68,9 +68,14 @@ def test_settings_refused_together_name_every_key():
         PPOConfig.from_dict({"policy_path": "p", "output_dir": "o", "total_episodes": 8})
     assert refused.value.keys == ("total_episodes", "batch_size")
     for values, key in [({"temperature": 0.0}, "temperature"), ({"top_p": 0.0}, "top_p"),
-                        ({"k": 0}, "k")]:  # fmt: skip
+                        ({"k": 0}, "k"), ({"resample_duplicates": -1}, "resample_duplicates")]:  # fmt: skip
         with pytest.raises(ConfigError) as refused:
             SampleConfig.from_dict({"model_path": "m", "output_dir": "o", **values})
+        assert refused.value.keys == (key,)
+    for values, key in [({"val_min_pairs": -1}, "val_min_pairs"),
+                        ({"val_max_fraction": 1.0}, "val_max_fraction")]:  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            RewardConfig.from_dict({"model_path": "m", "output_dir": "o", **values})
         assert refused.value.keys == (key,)
 
 

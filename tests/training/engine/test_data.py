@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.engine.data import (
+    EncodedRanking,
     collate_prompts,
     collate_rankings,
     collate_sft,
@@ -12,6 +13,9 @@ from training.engine.data import (
     encode_prompts,
     encode_rankings,
     fold_scores,
+    split_rankings,
+    split_train_val,
+    untied_pairs,
 )
 from training.engine.lm import load_tokenizer
 from training.engine.losses import IGNORE_INDEX
@@ -102,3 +106,46 @@ def test_a_ranking_cuts_its_prompt_once_so_the_longest_completion_fits(toy_model
     longest = max(len(c) for c in ranking.completions)
     assert len(ranking.prompt) + longest == 24
     assert all(c[-1] == tokenizer.eos_token_id for c in ranking.completions)
+
+
+def _rankings(pairs_each: list[int]) -> list[EncodedRanking]:
+    """Rankings of 2..4 completions with the given untied pairs each (ranks, not tokens, count)."""
+    ranks_for = {1: [1, 2], 3: [1, 2, 3], 5: [1, 1, 2, 3], 6: [1, 2, 3, 4], 0: [1, 1]}
+    return [EncodedRanking([1], [[2]] * len(ranks_for[n]), ranks_for[n]) for n in pairs_each]
+
+
+def test_untied_pairs_leave_ties_out():
+    assert [untied_pairs(r) for r in ([1, 2], [1, 1], [1, 1, 2, 3], [1, 2, 3, 4])] == [1, 0, 5, 6]
+
+
+def test_the_held_out_rankings_grow_until_their_pairs_tell_60_from_50_percent():
+    rankings = _rankings([6] * 100)  # K = 4, no ties: 6 pairs each
+    # The fraction alone: 10 rankings, 60 pairs. The minimum of 194 pairs needs 33 (198 pairs),
+    # within the cap of 25; so 25 are held out, 75 still train.
+    train, val = split_rankings(rankings, val_fraction=0.1, min_val_pairs=194,
+                                max_val_fraction=0.25, seed=0)  # fmt: skip
+    assert (len(train), len(val)) == (75, 25)
+    train, val = split_rankings(rankings, val_fraction=0.1, min_val_pairs=194,
+                                max_val_fraction=0.5, seed=0)  # fmt: skip
+    assert (len(train), len(val)) == (67, 33)
+    assert sum(untied_pairs(r.ranks) for r in val) == 198
+
+
+def test_with_no_minimum_the_rankings_split_as_every_other_stage_splits():
+    rankings = _rankings([1, 3, 5, 6, 0] * 8)
+    plain = split_train_val(rankings, 0.1, seed=3)
+    assert split_rankings(rankings, val_fraction=0.1, min_val_pairs=0, max_val_fraction=0.25,
+                          seed=3) == plain  # fmt: skip
+    # A minimum holds out the same rankings first, then the next in the same order.
+    train, val = split_rankings(rankings, val_fraction=0.1, min_val_pairs=10**6,
+                                max_val_fraction=0.25, seed=3)  # fmt: skip
+    assert val[: len(plain[1])] == plain[1] and len(val) == 10 and len(train) == 30
+
+
+def test_the_fraction_wins_when_it_holds_out_more_than_the_cap():
+    rankings = _rankings([6] * 100)
+    train, val = split_rankings(rankings, val_fraction=0.4, min_val_pairs=194,
+                                max_val_fraction=0.25, seed=0)  # fmt: skip
+    assert len(val) == 40 and len(train) == 60
+    assert split_rankings(rankings[:1], val_fraction=0.1, min_val_pairs=194,
+                          max_val_fraction=0.25, seed=0) == (rankings[:1], [])  # fmt: skip

@@ -126,6 +126,7 @@ def test_sft_then_reward_model_then_ppo_then_sampling_run_on_it(smol: Path, tmp_
     assert type(policy).__name__ == "LlamaForCausalLM"
     assert AutoTokenizer.from_pretrained(ppo_dir).chat_template  # the chat template travels
     samples = sample_result["samples"]
-    assert len(samples) == 2 * len(PROMPTS)
+    # K = 2 per prompt, and more for a prompt whose two repeated (a 6-token answer often does).
+    assert len([s for s in samples if s["draw"] == 0]) == 2 * len(PROMPTS) <= len(samples)
     assert all(isinstance(s["completion"], str) for s in samples)
     assert any(s["completion"].strip() for s in samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from labeling import queue, services
 from labeling.blinding import SLOTS
@@ -89,6 +90,59 @@ def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
         models = {tc.completion.model_version_id for tc in task.task_completions.all()}
         assert models == {round_.new_policy_id, setup["sft"].pk}
     assert Task.objects.filter(kind="comparison").count() == 2  # one per test prompt
+
+
+def test_a_rounds_ranking_tasks_keep_the_different_outputs_and_count_prompts_left_without(
+    project, personas, setup, settings, now
+):
+    """K = 3 for this round (the project's is 4): the new policy samples 2 per train prompt, the
+    previous 1. Where the two repeat each other a task keeps the different outputs if 2 remain;
+    a prompt with one text among the three gets no task, and the round says so."""
+    round_ = rounds.round_start(
+        project=project, policy=setup["sft"], created_by=personas.admin,
+        config={"k": 3, "max_prompts": 3, "eval_prompts": 1},
+    )  # fmt: skip
+    assert round_.config["k"] == 3
+    _succeed(round_.reward_run, now, settings)
+    round_.refresh_from_db()
+    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    new_train, old_train, *ab = list(round_.runs("sample"))
+    assert (new_train.config["k"], old_train.config["k"]) == (2, 1)
+    first, second, third = new_train.dataset["prompts"]
+    answers = {
+        new_train: {first: ["x", "y"], second: ["s", "s"], third: ["a", "b"]},
+        old_train: {first: ["x"], second: ["s"], third: ["c"]},
+    }
+    for run in (new_train, old_train):
+        _succeed(run, now, settings, samples=[
+            {"prompt_id": pid, "sample_index": j, "completion": text, "provenance": {}}
+            for pid, texts in answers[run].items() for j, text in enumerate(texts)
+        ])  # fmt: skip
+    for run in ab:
+        _succeed(run, now, settings, samples=_samples(run))
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.SUCCEEDED
+    tasks = Task.objects.filter(kind="ranking").exclude(pk=setup["task"].pk)
+    assert {t.prompt_id: sorted(t.completions.values_list("text", flat=True)) for t in tasks} == {
+        first: ["x", "y"], third: ["a", "b", "c"]
+    }  # fmt: skip
+    assert (round_.gate["ranking_tasks"], round_.gate["ranking_tasks_fewer_than_k"],
+            round_.gate["dropped_prompts"]) == (2, 1, 1)  # fmt: skip
+    reviewer = Client()
+    reviewer.force_login(personas.reviewer)
+    page = reviewer.get(f"/p/{project.slug}/rounds/{round_.number}/").content.decode()
+    assert "Added 2 ranking tasks (1 with fewer than K = 3 different outputs)" in page
+    assert "1 prompt got no ranking task: fewer than 2 different outputs." in page
+
+
+@pytest.mark.parametrize("k", [1, 10, "4", True])
+def test_a_rounds_k_is_2_to_9(project, personas, setup, k):
+    with pytest.raises(Invalid, match="outputs per ranking task") as refused:
+        rounds.round_start(
+            project=project, policy=setup["sft"], created_by=personas.admin, config={"k": k}
+        )
+    assert [d["key"] for d in refused.value.details] == ["k"]
+    assert not Round.objects.exists()
 
 
 def test_rank_sample_settings_apply_to_the_ranking_samples_only(

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.test import Client
 
 from labeling.errors import Conflict, Invalid
 from labeling.models import ModelVersion
@@ -154,18 +155,24 @@ def test_run_start_refuses_server_owned_config_keys_and_empty_data(project, base
     assert not TrainingRun.objects.exists()
 
 
-def test_a_sample_run_with_more_than_k_samples_ranks_the_first_k_distinct(project, base, now):
-    """K = 4; a policy that repeats itself still gives a task when 4 of its 6 samples differ."""
+def test_every_prompt_with_two_different_samples_becomes_a_task_and_the_rest_are_counted(
+    project, base, personas, now
+):
+    """K = 4 for the run; the engine sampled some prompts again because they repeated. A task
+    keeps each prompt's first 4 different texts, or the 2 or 3 it has; a prompt with one text
+    gets none, and the run says how many."""
     from labeling.models import Completion, Task
+    from training.models import RunMetric
 
-    prompts = [PromptFactory(project=project) for _ in range(3)]
+    prompts = [PromptFactory(project=project) for _ in range(4)]
     texts = {
         prompts[0].pk: ["a", "a", "b", "c", "b", "d"],  # 4 distinct: a, b, c, d
-        prompts[1].pk: ["a", "a", "a", "b", "c", "c"],  # 3 distinct: no task
-        prompts[2].pk: ["w", "x", "y", "z", "v", "u"],  # 6 distinct: the first 4
+        prompts[1].pk: ["a", "a", "a", "b", "c", "c"],  # 3 distinct: a task of 3
+        prompts[2].pk: ["w", "x", "y", "z"],  # 4 distinct at once
+        prompts[3].pk: ["q", "q", "q", "q", "q", "q", "q"],  # one text, even sampled again
     }
     run = TrainingRun.objects.create(
-        project=project, kind="sample", base_model=base, config={"k": 6},
+        project=project, kind="sample", base_model=base, config={"k": 4},
         dataset={"prompts": list(texts), "create_tasks": True},
     )  # fmt: skip
     loop.run_claim(run_id=run.pk, worker="w", now=now)
@@ -177,12 +184,24 @@ def test_a_sample_run_with_more_than_k_samples_ranks_the_first_k_distinct(projec
         run_id=run.pk, worker="w", result={"output_dir": "x", "samples": samples}, now=now
     )
 
-    assert Completion.objects.filter(run_sample__run=run).count() == 18  # every sample is kept
+    assert Completion.objects.filter(run_sample__run=run).count() == 23  # every sample is kept
     ranked = {
         task.prompt_id: sorted(task.completions.values_list("text", flat=True))
         for task in Task.objects.filter(project=project, kind="ranking")
     }
-    assert ranked == {prompts[0].pk: ["a", "b", "c", "d"], prompts[2].pk: ["w", "x", "y", "z"]}
+    assert ranked == {
+        prompts[0].pk: ["a", "b", "c", "d"], prompts[1].pk: ["a", "b", "c"],
+        prompts[2].pk: ["w", "x", "y", "z"],
+    }  # fmt: skip
+    counts = dict(RunMetric.objects.filter(run=run).values_list("name", "value"))
+    assert counts == {
+        "tasks/prompts": 4, "tasks/ranking": 3, "tasks/fewer_than_k": 1, "tasks/dropped_prompts": 1
+    }  # fmt: skip
+    reviewer = Client()
+    reviewer.force_login(personas.reviewer)
+    page = reviewer.get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    assert ("4 prompts sampled: 3 ranking tasks (1 with fewer than K = 4 different outputs);"
+            " 1 prompt without a task") in page  # fmt: skip
 
 
 def test_a_sample_with_a_nul_character_is_stored_with_a_replacement_character(project, base, now):

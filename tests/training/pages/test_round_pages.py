@@ -116,3 +116,26 @@ def test_an_admin_cancels_a_running_round_from_its_page(project, personas, sft):
     assert Round.objects.get().status == "cancelled"
     page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
     assert b"Cancel round" not in page.content and b"Cancelled by an admin." in page.content
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"k": 1}, "k"), ({"k": 10}, "k"), ({"rank_temperature": 0}, "rank_temperature"),
+     ({"sample_temperature": 0}, "sample_temperature")],
+)  # fmt: skip
+def test_the_round_form_refuses_a_k_outside_2_to_9_and_a_temperature_of_0(
+    project, personas, sft, fields, field
+):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    response = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, **fields})
+    assert response.status_code == 400 and response.context["form"].errors[field]
+    assert not Round.objects.exists()
+
+
+def test_a_rounds_k_from_the_form_splits_between_the_policies(project, personas, sft):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512, "k": 6, "rank_temperature": 0.9}  # fmt: skip
+    assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
+    round_ = Round.objects.get()
+    assert round_.config["k"] == 6 and round_.config["rank_sample"] == {"temperature": 0.9}

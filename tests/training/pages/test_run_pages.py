@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from labeling.models import Demonstration, Lease, ModelVersion
-from tests.factories import ModelVersionFactory, demonstration_task
+from tests.factories import ModelVersionFactory, PromptFactory, demonstration_task
 from training import stages
 from training.models import RunStatus, TrainingRun
 
@@ -113,3 +113,42 @@ def test_a_run_of_another_project_is_not_found(project, personas, base):
         == 404
     )
     assert ModelVersion.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"k": 1}, "k", "k must be from 2 to 9"),
+        ({"k": 10}, "k", "k must be from 2 to 9"),
+        ({"temperature": 0}, "temperature", "temperature must be > 0"),
+        ({"temperature": -1}, "temperature", "temperature must be > 0"),
+    ],
+)
+def test_a_sampling_runs_k_and_temperature_are_refused_on_their_fields(
+    project, personas, base, fields, field, words
+):
+    PromptFactory(project=project)
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sample", "base_model": base.pk, **fields}
+    )
+    assert response.status_code == 400
+    assert any(words in error for error in response.context["form"].errors[field])
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_sampling_run_takes_k_and_temperature_from_the_form_or_the_projects_k(
+    project, personas, base
+):
+    PromptFactory(project=project)
+    url = f"/p/{project.slug}/runs/"
+    admin = _client(personas.admin)
+    assert admin.post(url, {"kind": "sample", "base_model": base.pk, "k": 6,
+                            "temperature": 0.7}).status_code == 302  # fmt: skip
+    assert admin.post(url, {"kind": "sample", "base_model": base.pk}).status_code == 302
+    chosen, default = TrainingRun.objects.order_by("pk")
+    assert (chosen.config["k"], chosen.config["temperature"]) == (6, 0.7)
+    assert chosen.config["resample_duplicates"] == 2
+    assert (default.config["k"], default.config["temperature"]) == (project.k, 1.0)
+    # K is a sampling setting: an SFT run refuses it on the field.
+    response = admin.post(url, {"kind": "sft", "base_model": base.pk, "k": 4})
+    assert response.status_code == 400 and response.context["form"].errors["k"]
