@@ -11,6 +11,7 @@ from labeling.errors import Invalid
 from labeling.models import MAX_K, ModelVersion, Project
 
 from .models import RunKind, SourceKind
+from .rounds import DEFAULT_GATE
 
 SETTINGS_HELP = (
     'Any other setting of the stage as JSON, e.g. {"warmup_steps": 10, "max_length": 256}. '
@@ -45,11 +46,16 @@ class ConfigForm(forms.Form):
 
     def add_setting_errors(self, error: Invalid) -> None:
         """Show a refused config on the field that set each named key (or the JSON settings)."""
-        keys = [d["key"] for d in error.details if "key" in d]
-        if not keys:
+        if not any("key" in d for d in error.details):
             self.add_error(None, error.message)
-        for key in dict.fromkeys(keys):
-            self.add_error(self.FIELDS.get(key, "settings"), error.message)
+        fields = [
+            self.FIELDS.get(f"{d['step']}.{d['key']}" if "step" in d else d["key"])
+            or self.FIELDS.get(d["key"], "settings")
+            for d in error.details
+            if "key" in d
+        ]
+        for field in dict.fromkeys(fields):
+            self.add_error(field, error.message)
 
     def config(self) -> dict[str, Any]:
         """The settings to start with (after is_valid())."""
@@ -123,9 +129,39 @@ class RoundForm(ConfigForm):
     max_prompts = forms.IntegerField(
         min_value=1, max_value=100_000, initial=64, label="Prompts to sample"
     )
+    eval_prompts = forms.IntegerField(
+        required=False, label="Held-out prompts for the blind A/B tasks (blank: 64)",
+        widget=forms.NumberInput(attrs={"min": 1}),
+    )  # fmt: skip
+    # The steps' settings: blank is the stage's default. Their bounds are the stage config
+    # class's (engine/config.py), checked when the round starts and shown on the field that set
+    # them; the widget's min only hints.
+    reward_lr = forms.FloatField(
+        required=False, label="Reward model: learning rate",
+        widget=forms.NumberInput(attrs={"min": 0, "step": "any"}),
+    )  # fmt: skip
+    reward_epochs = forms.IntegerField(
+        required=False, label="Reward model: epochs", widget=forms.NumberInput(attrs={"min": 1})
+    )
     reward_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
-    ppo_episodes = forms.IntegerField(min_value=1, max_value=10_000_000, required=False)
+    ppo_lr = forms.FloatField(
+        required=False, label="PPO: policy learning rate",
+        widget=forms.NumberInput(attrs={"min": 0, "step": "any"}),
+    )  # fmt: skip
+    ppo_batch_size = forms.IntegerField(
+        required=False, label="PPO: prompts per step",
+        help_text="Also its minibatch, unless the JSON settings give mini_batch_size.",
+        widget=forms.NumberInput(attrs={"min": 1}),
+    )  # fmt: skip
+    ppo_episodes = forms.IntegerField(
+        required=False, label="PPO: total episodes (prompts rolled out)",
+        widget=forms.NumberInput(attrs={"min": 1}),
+    )  # fmt: skip
     kl_coef = forms.FloatField(min_value=0, max_value=10, required=False, label="KL coefficient β")
+    ptx_coef = forms.FloatField(
+        required=False, label="PPO-ptx coefficient γ (0: off)",
+        widget=forms.NumberInput(attrs={"min": 0, "step": "any"}),
+    )  # fmt: skip
     sample_temperature = forms.FloatField(
         min_value=0.01, max_value=5, required=False, label="Sampling temperature (A/B answers)"
     )
@@ -142,6 +178,11 @@ class RoundForm(ConfigForm):
     )
     max_kl = forms.FloatField(min_value=0, initial=8.0, label="Gate: max KL (nats per response)")
     max_mean_length = forms.FloatField(min_value=1, initial=512.0, label="Gate: max mean length")
+    min_reward_gain = forms.FloatField(
+        required=False, label="Gate: min rise of the reward score",
+        help_text="The policy's reward score, last quarter of PPO against the first, must rise by"
+        " more than this; blank: 0 (any rise).",
+    )  # fmt: skip
     settings = forms.JSONField(
         required=False,
         label="More settings per step (JSON)",
@@ -151,7 +192,16 @@ class RoundForm(ConfigForm):
     )
 
     STEPS = ("reward", "ppo", "sample", "rank_sample")
-    FIELDS = {"kl_coef": "kl_coef", "total_episodes": "ppo_episodes", "k": "k"}
+    # step -> {setting: the form field that sets it}
+    STEP_FIELDS = {
+        "reward": {"lr": "reward_lr", "epochs": "reward_epochs", "max_steps": "reward_steps"},
+        "ppo": {"lr": "ppo_lr", "batch_size": "ppo_batch_size", "mini_batch_size": "ppo_batch_size",
+                "total_episodes": "ppo_episodes", "kl_coef": "kl_coef", "ptx_coef": "ptx_coef"},
+    }  # fmt: skip
+    FIELDS = {
+        **{f"{step}.{key}": field for step, m in STEP_FIELDS.items() for key, field in m.items()},
+        **{key: key for key in ("k", "eval_prompts", "max_prompts", *DEFAULT_GATE)},
+    }
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -176,12 +226,12 @@ class RoundForm(ConfigForm):
     def build_config(self) -> dict[str, Any]:
         data = self.cleaned_data
         named: dict[str, dict[str, Any]] = {step: {} for step in self.STEPS}
-        if data.get("reward_steps"):
-            named["reward"]["max_steps"] = data["reward_steps"]
-        if data.get("ppo_episodes"):
-            named["ppo"]["total_episodes"] = data["ppo_episodes"]
-        if data.get("kl_coef") is not None:
-            named["ppo"]["kl_coef"] = data["kl_coef"]
+        for step, fields in self.STEP_FIELDS.items():
+            for key, field in fields.items():
+                if data.get(field) is not None:
+                    named[step][key] = data[field]
+        if "mini_batch_size" in data["settings"].get("ppo", {}):
+            named["ppo"].pop("mini_batch_size", None)
         if data.get("sample_temperature") is not None:
             named["sample"]["temperature"] = data["sample_temperature"]
         if data.get("rank_temperature") is not None:
@@ -190,8 +240,11 @@ class RoundForm(ConfigForm):
             "max_prompts": data["max_prompts"],
             "gate": {k: data[k] for k in ("min_eos_rate", "max_kl", "max_mean_length")},
         }
-        if data.get("k") is not None:
-            config["k"] = data["k"]
+        if data.get("min_reward_gain") is not None:
+            config["gate"]["min_reward_gain"] = data["min_reward_gain"]
+        for key in ("k", "eval_prompts"):
+            if data.get(key) is not None:
+                config[key] = data[key]
         for step in self.STEPS:
             merged = _merge(
                 named[step], data["settings"].get(step, {}), f"{step}: a field and JSON"

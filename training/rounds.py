@@ -38,7 +38,12 @@ from .models import (
 # stops ending its answers, drifts far from SFT or rambles is not shown to labelers).
 # The KL limit is per response, in nats: the first closed-loop run showed a policy at KL 24 that had
 # reward-hacked its way from gold quality 0.61 down to 0.10, so the default is well below that.
-DEFAULT_GATE = {"min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0}
+# The reward model's score of the policy must also have risen over the run, by more than
+# min_reward_gain (mean of the first quarter of logged scores against the last quarter): issue 14's
+# round kept a flat score (-0.257 -> -0.268) while the PPO-ptx loss did all the learning.
+DEFAULT_GATE = {
+    "min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0, "min_reward_gain": 0.0
+}  # fmt: skip
 # "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
 # prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
 # rank, while the blind A/B samples on test prompts stay at the evaluation temperature). "k" is
@@ -95,7 +100,8 @@ def _gate_of(values: Any) -> dict[str, float]:
     for key, value in values.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value < 0:
-            raise Invalid(f"The gate's {key} must be a number of at least 0, not {value!r:.40}.")
+            message = f"The gate's {key} must be a number of at least 0, not {value!r:.40}."
+            raise Invalid(message, details=[{"key": key, "error": message}])
     return {**DEFAULT_GATE, **{k: float(v) for k, v in values.items()}}
 
 
@@ -108,7 +114,10 @@ def _check_settings(config: dict[str, Any], *, k: Any) -> None:
         )
         raise Invalid(message, details=[{"key": "k", "error": message}])
     for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
-        stages.stage(kind).resolve(config.get(key, {}))
+        try:
+            stages.stage(kind).resolve(config.get(key, {}))
+        except Invalid as exc:  # name the step too: "lr" is a setting of both
+            raise Invalid(exc.message, details=[{**d, "step": key} for d in exc.details]) from None
     sample = stages.stage(TrainingRun.Kind.SAMPLE)
     for key in ("sample", "rank_sample"):
         if not isinstance(config.get(key, {}), dict):
@@ -121,7 +130,8 @@ def _check_settings(config: dict[str, Any], *, k: Any) -> None:
     for key in ("max_prompts", "eval_prompts"):
         value = config.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise Invalid(f"The round's {key} must be a whole number of at least 1.")
+            message = f"The round's {key} must be a whole number of at least 1."
+            raise Invalid(message, details=[{"key": key, "error": message}])
 
 
 def _add_step(round_: Round, role: str, run: TrainingRun) -> RoundStep:
@@ -144,15 +154,35 @@ def _last_metrics(run: TrainingRun, names: list[str]) -> dict[str, float | None]
     return out
 
 
-def gate_check(*, metrics: dict[str, float | None], gate: dict[str, float]) -> dict[str, Any]:
-    """The gate's verdict from a PPO run's last logged values (missing values fail closed)."""
+def _reward_gain(run: TrainingRun) -> float | None:
+    """The rise of the reward model's mean score over the run: mean of the last quarter of the
+    logged reward/score values minus mean of the first quarter (None with fewer than 2)."""
+    scores = list(
+        RunMetric.objects.filter(run=run, name="reward/score")
+        .order_by("step")
+        .values_list("value", flat=True)
+    )
+    if len(scores) < 2:
+        return None
+    window = max(1, len(scores) // 4)
+    return sum(scores[-window:]) / window - sum(scores[:window]) / window
+
+
+def gate_check(
+    *, metrics: dict[str, float | None], reward_gain: float | None, gate: dict[str, float]
+) -> dict[str, Any]:
+    """The gate's verdict from a PPO run's last logged values and the rise of its reward score
+    (missing values fail closed; a flat score does not pass)."""
     eos, kl, length = metrics["response/eos_rate"], metrics["kl/k1"], metrics["response/length"]
+    gain_min = gate["min_reward_gain"]
     checks = {
         "eos_rate": {"value": eos, "min": gate["min_eos_rate"],
                      "ok": eos is not None and eos >= gate["min_eos_rate"]},
         "kl": {"value": kl, "max": gate["max_kl"], "ok": kl is not None and kl <= gate["max_kl"]},
         "mean_length": {"value": length, "max": gate["max_mean_length"],
                         "ok": length is not None and length <= gate["max_mean_length"]},
+        "reward_gain": {"value": reward_gain, "above": gain_min,
+                        "ok": reward_gain is not None and reward_gain > gain_min},
     }  # fmt: skip
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
@@ -249,6 +279,7 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
     elif role == StepRole.PPO:
         verdict = gate_check(
             metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
+            reward_gain=_reward_gain(run),
             gate=round_.config["gate"],
         )
         new_policy = run.model_version

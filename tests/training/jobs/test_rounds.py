@@ -36,8 +36,9 @@ def setup(project, personas, settings, tmp_path, now):
 
 def _succeed(run: TrainingRun, now, settings, *, metrics=None, samples=None):
     loop.run_claim(run_id=run.pk, worker="w", now=now)
-    for name, value in (metrics or {}).items():
-        RunMetric.objects.create(run=run, step=1, name=name, value=value)
+    for name, values in (metrics or {}).items():
+        for step, value in enumerate(values if isinstance(values, list) else [values], 1):
+            RunMetric.objects.create(run=run, step=step, name=name, value=value)
     if samples is not None:
         result = {"output_dir": "x", "samples": samples}
     else:
@@ -56,7 +57,10 @@ def _samples(run: TrainingRun):
     ]  # fmt: skip
 
 
-GOOD = {"response/eos_rate": 0.9, "kl/k1": 2.0, "response/length": 20.0}
+GOOD = {
+    "response/eos_rate": 0.9, "kl/k1": 2.0, "response/length": 20.0,
+    "reward/score": [-0.3, -0.2, 0.1, 0.2],
+}  # fmt: skip
 
 
 def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
@@ -219,9 +223,56 @@ def test_only_one_round_runs_at_a_time_and_cancelling_its_stage_stops_it(
 def test_the_gate_fails_closed_when_a_metric_is_missing():
     verdict = rounds.gate_check(
         metrics={"response/eos_rate": 0.9, "kl/k1": None, "response/length": 10.0},
+        reward_gain=None,
         gate=rounds.DEFAULT_GATE,
     )
     assert verdict["passed"] is False and verdict["checks"]["kl"]["ok"] is False
+    assert verdict["checks"]["reward_gain"]["ok"] is False
+
+
+# Issue 14's round: the score stayed flat (-0.257 -> -0.268) while the ptx loss did the learning.
+@pytest.mark.parametrize(
+    "scores", [[-0.257, -0.26, -0.265, -0.268], [0.1, 0.1, 0.1, 0.1], [0.4], []]
+)
+def test_a_policy_whose_reward_did_not_rise_fails_the_gate_with_its_reason_shown(
+    project, personas, setup, settings, now, scores
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    _succeed(round_.reward_run, now, settings)
+    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "reward/score": scores})
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.FAILED and "reward_gain" in round_.error
+    assert round_.gate["checks"]["reward_gain"]["ok"] is False
+    assert not round_.runs("sample").exists()
+    page = Client()
+    page.force_login(personas.admin)
+    html = page.get(f"/p/{project.slug}/rounds/{round_.number}/").content.decode()
+    assert "<td>reward_gain</td>" in html and "did not pass the gate (reward_gain)" in html
+
+
+def test_the_reward_gain_compares_the_first_and_last_quarter_of_the_scores(
+    project, personas, setup, settings, now
+):
+    round_ = rounds.round_start(
+        project=project, policy=setup["sft"], created_by=personas.admin,
+        config={"gate": {"min_reward_gain": 0.25}},
+    )  # fmt: skip
+    _succeed(round_.reward_run, now, settings)
+    scores = [0.0, 0.1, 5.0, -5.0, 0.2, 0.2, 0.3, 0.4]  # first quarter 0.05, last 0.35
+    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "reward/score": scores})
+    round_.refresh_from_db()
+    check = round_.gate["checks"]["reward_gain"]
+    assert round_.gate["passed"] and check["value"] == pytest.approx(0.3)
+    assert check["above"] == 0.25 and round_.stage == RoundStage.SAMPLE
+
+
+@pytest.mark.parametrize("value", [-0.1, "0.1", None, float("nan"), True])
+def test_the_gates_min_reward_gain_is_a_number_of_at_least_0(project, personas, setup, value):
+    with pytest.raises(Invalid, match="min_reward_gain"):
+        rounds.round_start(
+            project=project, policy=setup["sft"], created_by=personas.admin,
+            config={"gate": {"min_reward_gain": value}},
+        )  # fmt: skip
 
 
 def test_cancelling_a_round_stops_its_running_step_and_frees_the_project(

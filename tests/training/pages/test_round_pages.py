@@ -8,7 +8,7 @@ from django.test import Client
 from labeling import queue, services
 from labeling.blinding import SLOTS
 from tests.factories import ModelVersionFactory, ranking_task
-from training import stages
+from training import loop, stages, storage
 from training.engine.config import RewardConfig
 from training.models import Round
 
@@ -44,6 +44,7 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
             "min_eos_rate": 0.6,
             "max_kl": 10,
             "max_mean_length": 64,
+            "min_reward_gain": 0.05,
             "reward_steps": 5,
             "sample_temperature": 0.7,
             "rank_temperature": 1.0,
@@ -51,7 +52,9 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
     )
     round_ = Round.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
-    assert round_.config["gate"] == {"min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0}
+    assert round_.config["gate"] == {
+        "min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0, "min_reward_gain": 0.05
+    }  # fmt: skip
     # The reward step's run stores its resolved config: what was asked, and every default.
     assert round_.reward_run.config == {**stages.stage("reward").resolve({}), "max_steps": 5}
     assert round_.config["sample"] == {"temperature": 0.7}
@@ -139,3 +142,56 @@ def test_a_rounds_k_from_the_form_splits_between_the_policies(project, personas,
     assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
     round_ = Round.objects.get()
     assert round_.config["k"] == 6 and round_.config["rank_sample"] == {"temperature": 0.9}
+
+
+def test_the_round_forms_step_settings_land_in_the_round_and_its_runs_configs(
+    project, personas, sft, settings, tmp_path, now
+):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512, "reward_lr": 3e-4, "reward_epochs": 3, "ppo_lr": 2e-5,
+            "ppo_batch_size": 8, "ppo_episodes": 256, "kl_coef": 0.05, "ptx_coef": 0.5,
+            "eval_prompts": 32}  # fmt: skip
+    assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
+    round_ = Round.objects.get()
+    assert round_.config["reward"] == {"lr": 3e-4, "epochs": 3}
+    assert round_.config["ppo"] == {"lr": 2e-5, "batch_size": 8, "mini_batch_size": 8,
+                                    "total_episodes": 256, "kl_coef": 0.05, "ptx_coef": 0.5}  # fmt: skip
+    assert round_.config["eval_prompts"] == 32
+    reward_defaults = stages.stage("reward").resolve({})
+    assert round_.reward_run.config == {**reward_defaults, "lr": 3e-4, "epochs": 3}
+    settings.RUN_ROOT = tmp_path / "runs"  # the reward step succeeds: PPO starts with its config
+    loop.run_claim(run_id=round_.reward_run.pk, worker="w", now=now)
+    model_dir = storage.run_dir(round_.reward_run) / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    result = {"output_dir": str(model_dir.parent)}
+    loop.run_succeed(run_id=round_.reward_run.pk, worker="w", result=result, now=now)
+    round_.refresh_from_db()
+    assert round_.ppo_run.config == {**stages.stage("ppo").resolve({}), **round_.config["ppo"]}
+
+
+def test_blank_step_fields_leave_the_stage_defaults(project, personas, sft):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512, "reward_lr": "", "ppo_lr": "", "eval_prompts": ""}  # fmt: skip
+    assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
+    round_ = Round.objects.get()
+    assert "reward" not in round_.config and "ppo" not in round_.config
+    assert "eval_prompts" not in round_.config
+    assert round_.reward_run.config == stages.stage("reward").resolve({})
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"reward_lr": -1e-4}, "reward_lr"), ({"reward_epochs": 0}, "reward_epochs"),
+     ({"ppo_lr": -1}, "ppo_lr"), ({"ppo_batch_size": 0}, "ppo_batch_size"),
+     ({"ppo_episodes": 4, "ppo_batch_size": 8}, "ppo_episodes"), ({"ptx_coef": -0.5}, "ptx_coef"),
+     ({"eval_prompts": 0}, "eval_prompts"), ({"min_reward_gain": -0.1}, "min_reward_gain")],
+)  # fmt: skip
+def test_a_bad_step_setting_shows_on_its_field_and_starts_nothing(
+    project, personas, sft, fields, field
+):
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    response = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, **fields})
+    assert response.status_code == 400 and response.context["form"].errors[field]
+    assert not Round.objects.exists()
