@@ -75,13 +75,12 @@ def registration_create(
             f"The source is one of {', '.join(SourceKind.values)}, not {source_kind!r}.",
             "source_kind",
         )
+    source = source.strip()
     if source_kind == SourceKind.HUB:
-        if not HUB_NAME.match(source.strip()):
+        if not HUB_NAME.match(source):
             raise _invalid(f"{source!r} is not a hub name like 'org/model'.", "source")
-        source = source.strip()
     else:
         source_path(kind=source_kind, source=source)  # refuse now, not in the worker
-        source = source.strip()
     if ModelVersion.objects.filter(project=project, name=name).exists():
         raise _invalid(f"The project already has a model named {name!r}.", "name")
     try:

@@ -15,6 +15,7 @@ model on the meta device: nothing the size of the weights is loaded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -27,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from training.engine.lm import PICKLE_SUFFIXES
+from training.engine.lm import check_safetensors_weights
 
 # What a model directory needs; anything else (pickle weights, training states, images) stays out.
 KEPT_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja", ".tiktoken")
@@ -74,12 +75,10 @@ def _copy_tree(source: Path, target: Path) -> None:
 def import_directory(source: Path, target: Path) -> None:
     if not source.is_dir():
         raise ModelRejected(f"{source} is not a directory.")
-    pickles = sorted(f.name for f in source.iterdir() if f.suffix in PICKLE_SUFFIXES)
-    if pickles and not any(source.glob("*.safetensors")):
-        raise ModelRejected(
-            f"{source.name} holds only pickle weights ({', '.join(pickles)}): loading them can run "
-            "code, so they are refused. Convert the model to safetensors first."
-        )
+    try:  # the stages' own refusal of pickle-only weights, before anything is copied
+        check_safetensors_weights(source)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ModelRejected(str(exc)) from exc
     _copy_tree(source, target)
 
 
@@ -142,13 +141,7 @@ def import_gguf(source: Path, target: Path) -> None:
 def _weight_headers(directory: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (dtype, shape) of every tensor in the directory's safetensors files."""
     files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        pickles = sorted(f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise ModelRejected(
-                f"Only pickle weights ({', '.join(pickles)}): refused, they can run code when "
-                "loaded. Convert the model to safetensors first."
-            )
+    if not files:  # pickle files are never copied in (import_directory refuses pickle-only ones)
         raise ModelRejected("No *.safetensors weight files.")
     headers: dict[str, tuple[str, tuple[int, ...]]] = {}
     for file in files:
@@ -261,7 +254,7 @@ def inspect_model(directory: Path, *, default_chat_template: str = "") -> ModelI
             or [getattr(AutoModelForCausalLM._model_mapping[type(config)], "__name__", "?")]
         )[0],
         model_type=config.model_type,
-        parameters=sum(_numel(shape) for _, shape in headers.values()),
+        parameters=sum(math.prod(shape) for _, shape in headers.values()),
         dtype=_DTYPE_NAMES.get(dtypes.most_common(1)[0][0], dtypes.most_common(1)[0][0]),
         size_bytes=sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()),
         vocab_size=len(tokenizer),
@@ -272,13 +265,6 @@ def inspect_model(directory: Path, *, default_chat_template: str = "") -> ModelI
 
 
 _DTYPE_NAMES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def import_model(
