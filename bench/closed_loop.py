@@ -320,7 +320,7 @@ def main() -> None:
     print(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
     for done in finished:
         ppo, rm = done.new_policy, ModelVersion.objects.get(training_run=done.reward_run)
-        kl = RunMetric.objects.filter(run=done.ppo_run, name="kl/k1").order_by("-step").first()
+        kl = RunMetric.objects.filter(run=done.policy_run, name="kl/k1").order_by("-step").first()
         print(f"round {done.number} ({done.policy.name} -> {ppo.name}): reward model held-out pair "
               f"accuracy {accuracy_text(rm_accuracy.get(rm.name))}; final KL to {done.policy.name} "
               f"per response (k1) {kl.value if kl else float('nan'):.3f}; mean gold quality "

@@ -24,6 +24,7 @@ class RunKind(models.TextChoices):
     PPO = "ppo", "PPO"
     SAMPLE = "sample", "Sampling"
     DPO = "dpo", "DPO (from rankings, no reward model)"
+    CRITIC_FREE = "critic_free", "Critic-free RL (GRPO, RLOO, REINFORCE++-baseline)"
 
 
 class TrainingRun(models.Model):
@@ -142,9 +143,17 @@ class RoundStatus(models.TextChoices):
 
 class RoundStage(models.TextChoices):
     REWARD = "reward", "Reward model"
-    PPO = "ppo", "PPO"
+    POLICY = "policy", "Training the new policy"
     SAMPLE = "sample", "Sampling into the queue"
     DONE = "done", "Done"
+
+
+class Recipe(models.TextChoices):
+    """What a round does between its start policy and the samples it puts back in the queue."""
+
+    INSTRUCTGPT = "instructgpt", "InstructGPT: reward model, PPO, sample"
+    CRITIC_FREE = "critic_free", "Critic-free: reward model, GRPO / RLOO / REINFORCE++, sample"
+    ITERATED_DPO = "iterated_dpo", "Iterated DPO: DPO on every ranking so far, sample"
 
 
 class Round(models.Model):
@@ -168,6 +177,7 @@ class Round(models.Model):
         related_name="+",
         help_text="Start policy.",
     )
+    recipe = models.CharField(max_length=16, choices=Recipe.choices, default=Recipe.INSTRUCTGPT)
     config = models.JSONField(default=dict, help_text="Per-stage overrides and the gate.")
     new_policy = models.ForeignKey(
         "labeling.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -194,6 +204,9 @@ class Round(models.Model):
             models.CheckConstraint(
                 condition=Q(stage__in=RoundStage.values), name="round_stage_valid"
             ),
+            models.CheckConstraint(
+                condition=Q(recipe__in=Recipe.values), name="round_recipe_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -210,13 +223,20 @@ class Round(models.Model):
         return self.runs(StepRole.REWARD).first()
 
     @property
-    def ppo_run(self) -> TrainingRun | None:
-        return self.runs(StepRole.PPO).first()
+    def policy_run(self) -> TrainingRun | None:
+        """The step that trained the new policy (PPO, critic-free RL or DPO)."""
+        return self.runs(StepRole.POLICY).first()
+
+    @property
+    def baseline_run(self) -> TrainingRun | None:
+        """SFT continued from the start policy for the policy step's budget (None: not asked)."""
+        return self.runs(StepRole.BASELINE).first()
 
 
 class StepRole(models.TextChoices):
     REWARD = "reward", "Reward model"
-    PPO = "ppo", "PPO"
+    POLICY = "policy", "New policy"  # PPO, critic-free RL or DPO, as the recipe says
+    BASELINE = "baseline", "Compute-matched SFT"  # SFT continued for the policy step's budget
     SAMPLE = "sample", "Sampling"
 
 

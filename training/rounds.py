@@ -1,5 +1,13 @@
-"""Training rounds: reward model on all rankings so far → PPO → the new policy's samples back in
-the queue, mixed and blinded with the previous policy's, plus blind A/B tasks on held-out prompts.
+"""Training rounds: a recipe that trains a new policy from every ranking so far, gates it, and puts
+its samples back in the queue, mixed and blinded with the previous policy's, plus blind A/B tasks
+on held-out prompts against the start policy and against a compute-matched SFT baseline.
+
+The recipes (Recipe): InstructGPT (reward model → PPO → sample), critic-free (reward model → GRPO /
+RLOO / REINFORCE++-baseline → sample) and iterated DPO (DPO on every ranking so far → sample). Once
+the new policy passes the gate, the start policy is also trained with plain SFT for as many
+optimizer steps as the policy step took (the "baseline" step, with the settings of the SFT run the
+start policy descends from), so a reviewer can tell what the rankings added over more SFT
+(issue 14: a round that looked like a win over its start SFT was a tie with an SFT trained longer).
 
 A round is an ordered recipe of steps (RoundStep rows, each a TrainingRun). Every step's settings
 are checked by its stage's config class when the round starts, so a typo in the PPO settings is
@@ -12,6 +20,7 @@ its reason and loses nothing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +33,7 @@ from labeling.services import evaluation_tasks_create, project_lock, ranking_tas
 
 from . import runs, stages
 from .models import (
+    Recipe,
     Round,
     RoundStage,
     RoundStatus,
@@ -41,31 +51,65 @@ from .models import (
 # The reward model's score of the policy must also have risen over the run, by more than
 # min_reward_gain (mean of the first quarter of logged scores against the last quarter): issue 14's
 # round kept a flat score (-0.257 -> -0.268) while the PPO-ptx loss did all the learning.
+# DPO samples nothing while it trains, so its gate is its held-out pair accuracy instead.
 DEFAULT_GATE = {
-    "min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0, "min_reward_gain": 0.0
+    "min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0, "min_reward_gain": 0.0,
+    "min_pair_accuracy": 0.5,
 }  # fmt: skip
 # "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
 # prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
 # rank, while the blind A/B samples on test prompts stay at the evaluation temperature). "k" is
 # the outputs of each ranking task (the project's K unless given), split between both policies.
+# "baseline" is the compute-matched SFT's settings over its inherited ones, or false for none.
 STAGE_KEYS = {
-    "reward", "ppo", "sample", "rank_sample", "gate", "max_prompts", "eval_prompts", "k"
+    "reward", "ppo", "critic_free", "dpo", "baseline", "sample", "rank_sample", "gate",
+    "max_prompts", "eval_prompts", "k",
 }  # fmt: skip
+POLICY_KEYS = ("ppo", "critic_free", "dpo")  # a step's settings key is its run kind
+
+
+@dataclass(frozen=True)
+class RecipeSteps:
+    reward_model: bool  # a reward model is trained first, on every ranking so far
+    policy_kind: str  # the run kind that trains the new policy
+
+
+RECIPES: dict[str, RecipeSteps] = {
+    Recipe.INSTRUCTGPT: RecipeSteps(reward_model=True, policy_kind=TrainingRun.Kind.PPO),
+    Recipe.CRITIC_FREE: RecipeSteps(reward_model=True, policy_kind=TrainingRun.Kind.CRITIC_FREE),
+    Recipe.ITERATED_DPO: RecipeSteps(reward_model=False, policy_kind=TrainingRun.Kind.DPO),
+}
+
+
+def planned_steps(recipe: str) -> list[str]:
+    """The labels of a recipe's training steps, in order (sampling and the baseline follow)."""
+    steps = RECIPES[recipe]
+    kinds = [TrainingRun.Kind.REWARD] if steps.reward_model else []
+    return [TrainingRun.Kind(kind).label for kind in [*kinds, steps.policy_kind]]
 
 
 def round_start(
-    *, project: Project, policy: ModelVersion, created_by: Any, config: dict[str, Any] | None = None
+    *,
+    project: Project,
+    policy: ModelVersion,
+    created_by: Any,
+    config: dict[str, Any] | None = None,
+    recipe: str = Recipe.INSTRUCTGPT,
 ) -> Round:
-    """Start round N+1 from `policy`: its first stage trains a reward model on every ranking so far."""
+    """Start round N+1 from `policy`: its first step trains a reward model on every ranking so far
+    (or, iterated DPO, the new policy itself)."""
     config = dict(config or {})
     unknown = set(config) - STAGE_KEYS
     if unknown:
         raise Invalid(f"Unknown round settings: {', '.join(sorted(unknown))}.")
+    if recipe not in RECIPES:
+        message = f"Unknown recipe {recipe!r:.40}; the recipes are {', '.join(RECIPES)}."
+        raise Invalid(message, details=[{"key": "recipe", "error": message}])
     if policy.project_id != project.pk or policy.kind == ModelVersion.Kind.REWARD:
         raise Invalid("Start a round from a policy (base, SFT or PPO) of this project.")
     gate = _gate_of(config.get("gate", {}))
     k = config.get("k", project.k)
-    _check_settings(config, k=k)
+    _check_settings(config, k=k, recipe=recipe)
     with transaction.atomic():
         # Two "Start round" presses at once: the second waits for the first's commit here, then
         # sees its round (the unique constraint on a project's running round is the backstop).
@@ -73,24 +117,43 @@ def round_start(
         if Round.objects.filter(project=project, status=RoundStatus.RUNNING).exists():
             raise Conflict("A round is already running in this project.")
         number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+        steps = RECIPES[recipe]
         round_ = Round.objects.create(
             project=project,
             number=number,
+            recipe=recipe,
+            stage=RoundStage.REWARD if steps.reward_model else RoundStage.POLICY,
             policy=policy,
             config={**config, "k": k, "gate": gate},
             created_by=created_by,
         )
-        # InstructGPT initialises the reward model from the SFT model: here the start policy,
-        # which also guarantees PPO's policy and reward model share a tokenizer.
-        run = runs.run_start(
-            project=project,
-            kind=TrainingRun.Kind.REWARD,
-            config=config.get("reward", {}),
-            created_by=created_by,
-            base_model=policy,
-        )
-        _add_step(round_, StepRole.REWARD, run)
+        if steps.reward_model:
+            # InstructGPT initialises the reward model from the SFT model: here the start policy,
+            # which also guarantees the policy and its reward model share a tokenizer.
+            run = runs.run_start(
+                project=project,
+                kind=TrainingRun.Kind.REWARD,
+                config=config.get("reward", {}),
+                created_by=created_by,
+                base_model=policy,
+            )
+            _add_step(round_, StepRole.REWARD, run)
+        else:
+            _start_policy_step(round_, reward_model=None)
         return round_
+
+
+def _start_policy_step(round_: Round, *, reward_model: ModelVersion | None) -> None:
+    kind = RECIPES[round_.recipe].policy_kind
+    run = runs.run_start(
+        project=round_.project,
+        kind=kind,
+        config=round_.config.get(kind, {}),
+        created_by=round_.created_by,
+        base_model=round_.policy,
+        reward_model=reward_model,
+    )
+    _add_step(round_, StepRole.POLICY, run)
 
 
 def _gate_of(values: Any) -> dict[str, float]:
@@ -105,7 +168,7 @@ def _gate_of(values: Any) -> dict[str, float]:
     return {**DEFAULT_GATE, **{k: float(v) for k, v in values.items()}}
 
 
-def _check_settings(config: dict[str, Any], *, k: Any) -> None:
+def _check_settings(config: dict[str, Any], *, k: Any, recipe: str) -> None:
     """Each step's settings, checked by its stage's config class now (Invalid names the key),
     exactly as each step's run will be given them."""
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_K:
@@ -113,11 +176,27 @@ def _check_settings(config: dict[str, Any], *, k: Any) -> None:
             f"The round's k (outputs per ranking task) must be from 2 to {MAX_K}, not {k!r:.40}."
         )
         raise Invalid(message, details=[{"key": "k", "error": message}])
-    for key, kind in (("reward", TrainingRun.Kind.REWARD), ("ppo", TrainingRun.Kind.PPO)):
+    steps = RECIPES[recipe]
+    used = [steps.policy_kind, *([TrainingRun.Kind.REWARD] if steps.reward_model else [])]
+    for key in ("reward", *POLICY_KEYS):
+        if key in config and key not in used:
+            message = f"The {recipe} recipe has no {key} step: leave out its settings."
+            raise Invalid(message, details=[{"key": key, "error": message, "step": key}])
+    for key in used:
         try:
-            stages.stage(kind).resolve(config.get(key, {}))
+            stages.stage(key).resolve(config.get(key, {}))
         except Invalid as exc:  # name the step too: "lr" is a setting of both
             raise Invalid(exc.message, details=[{**d, "step": key} for d in exc.details]) from None
+    baseline = config.get("baseline", {})
+    if baseline is not False:
+        if not isinstance(baseline, dict):
+            raise Invalid("The round's baseline settings must be an object, or false for none.")
+        try:  # the matched steps and the inherited SFT settings come later; check the rest now
+            stages.stage(TrainingRun.Kind.SFT).resolve({"max_steps": 1, **baseline})
+        except Invalid as exc:
+            raise Invalid(
+                exc.message, details=[{**d, "step": "baseline"} for d in exc.details]
+            ) from None
     sample = stages.stage(TrainingRun.Kind.SAMPLE)
     for key in ("sample", "rank_sample"):
         if not isinstance(config.get(key, {}), dict):
@@ -171,8 +250,8 @@ def _reward_gain(run: TrainingRun) -> float | None:
 def gate_check(
     *, metrics: dict[str, float | None], reward_gain: float | None, gate: dict[str, float]
 ) -> dict[str, Any]:
-    """The gate's verdict from a PPO run's last logged values and the rise of its reward score
-    (missing values fail closed; a flat score does not pass)."""
+    """The gate's verdict from an online policy run's (PPO, critic-free) last logged values and
+    the rise of its reward score (missing values fail closed; a flat score does not pass)."""
     eos, kl, length = metrics["response/eos_rate"], metrics["kl/k1"], metrics["response/length"]
     gain_min = gate["min_reward_gain"]
     checks = {
@@ -187,44 +266,116 @@ def gate_check(
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
+def dpo_gate_check(*, pair_accuracy: float | None, gate: dict[str, float]) -> dict[str, Any]:
+    """DPO's verdict: its implicit reward orders the held-out rankings' pairs better than chance
+    (DPO samples nothing while it trains, so there is no EOS rate, KL or score to read)."""
+    least = gate["min_pair_accuracy"]
+    ok = pair_accuracy is not None and pair_accuracy > least
+    checks = {"pair_accuracy": {"value": pair_accuracy, "above": least, "ok": ok}}
+    return {"checks": checks, "passed": ok}
+
+
+def _verdict(run: TrainingRun, gate: dict[str, float]) -> dict[str, Any]:
+    if run.kind == TrainingRun.Kind.DPO:
+        accuracy = _last_metrics(run, ["val/pair_accuracy"])["val/pair_accuracy"]
+        return dpo_gate_check(pair_accuracy=accuracy, gate=gate)
+    return gate_check(
+        metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
+        reward_gain=_reward_gain(run),
+        gate=gate,
+    )
+
+
+def optimizer_steps(run: TrainingRun) -> int:
+    """The optimizer steps a finished policy run took: what its compute-matched SFT gets."""
+    config, steps = run.config, run.total_steps
+    if run.kind == TrainingRun.Kind.PPO:  # every PPO step: epochs x mini-batches
+        return steps * config["ppo_epochs"] * (config["batch_size"] // config["mini_batch_size"])
+    if run.kind == TrainingRun.Kind.CRITIC_FREE:
+        responses = config["batch_size"] * config["group_size"]
+        return steps * config["update_epochs"] * (responses // config["mini_batch_size"])
+    return steps  # DPO: one optimizer step per step
+
+
+def _sft_ancestor_settings(version: ModelVersion) -> dict[str, Any]:
+    """The settings of the SFT run `version` descends from (nearest first), without its length of
+    training: the baseline continues SFT the way it was done. {} when there is none."""
+    seen: set[int] = set()
+    node: ModelVersion | None = version
+    while node is not None and node.pk not in seen:
+        seen.add(node.pk)
+        run = TrainingRun.objects.filter(model_version=node, kind=TrainingRun.Kind.SFT).first()
+        if run is not None:
+            stage = stages.stage(TrainingRun.Kind.SFT)
+            known = set(stage.resolve({}))  # settings an SFT run takes today
+            skip = {"max_steps", "epochs", "checkpoint_every"}
+            return {k: v for k, v in run.config.items() if k in known and k not in skip}
+        node = node.parent
+    return {}
+
+
+def baseline_settings(round_: Round, policy_run: TrainingRun) -> dict[str, Any]:
+    """The compute-matched SFT's settings: its ancestor SFT's, as many optimizer steps as the
+    policy step took, and the round's own baseline settings over both."""
+    matched = {"max_steps": max(1, optimizer_steps(policy_run))}
+    return {**_sft_ancestor_settings(round_.policy), **matched, **round_.config.get("baseline", {})}
+
+
 def ranking_sample_counts(k: int) -> tuple[int, int]:
     """How many of a mixed ranking task's `k` outputs the new and the previous policy sample."""
     k_new = math.ceil(k / 2)
     return k_new, k - k_new
 
 
-def _start_sampling(round_: Round, new_policy: ModelVersion, now: datetime) -> None:
-    """The new and the previous policy sample train prompts (K between them) and test prompts."""
+def _start_sample_run(
+    round_: Round, model: ModelVersion, split: str, k: int, settings: dict[str, Any], limit: int
+) -> None:
+    run = runs.run_start(
+        project=round_.project,
+        kind=TrainingRun.Kind.SAMPLE,
+        config={**settings, "k": k, "split": split, "max_prompts": limit, "create_tasks": False},
+        created_by=round_.created_by,
+        base_model=model,
+    )
+    _add_step(round_, StepRole.SAMPLE, run)
+
+
+def _has_test_prompts(project: Project) -> bool:
+    return Prompt.objects.filter(project=project, split=Split.TEST).exists()
+
+
+def _start_sampling(round_: Round, new_policy: ModelVersion, policy_run: TrainingRun) -> None:
+    """The new and the previous policy sample train prompts (K between them) and test prompts;
+    the compute-matched SFT starts training (it samples the test prompts when it is done)."""
     project, config = round_.project, round_.config
     k_new, k_previous = ranking_sample_counts(config.get("k", project.k))  # rounds before k: K
-    plans = [
-        (new_policy, Split.TRAIN, k_new),
-        (round_.policy, Split.TRAIN, k_previous),
-        (new_policy, Split.TEST, 1),
-        (round_.policy, Split.TEST, 1),
-    ]
-    has_test = Prompt.objects.filter(project=project, split=Split.TEST).exists()
-    for model, split, k in plans:
-        if split == Split.TEST and not has_test:
-            continue
-        if split == Split.TRAIN:
-            limit = config.get("max_prompts", 64)
-            settings = {**config.get("sample", {}), **config.get("rank_sample", {})}
-        else:
-            limit, settings = config.get("eval_prompts", 64), config.get("sample", {})
+    rank_settings = {**config.get("sample", {}), **config.get("rank_sample", {})}
+    limit = config.get("max_prompts", 64)
+    _start_sample_run(round_, new_policy, Split.TRAIN, k_new, rank_settings, limit)
+    _start_sample_run(round_, round_.policy, Split.TRAIN, k_previous, rank_settings, limit)
+    if _has_test_prompts(project):
+        eval_limit, settings = config.get("eval_prompts", 64), config.get("sample", {})
+        for model in (new_policy, round_.policy):
+            _start_sample_run(round_, model, Split.TEST, 1, settings, eval_limit)
+    if config.get("baseline", {}) is False:
+        return
+    if not stages.stage(TrainingRun.Kind.SFT).snapshot(project, {})["demonstrations"]:
+        round_.gate = {**round_.gate, "baseline": "none: no demonstrations to continue SFT on"}
+        round_.save(update_fields=["gate"])
+    else:
         run = runs.run_start(
             project=project,
-            kind=TrainingRun.Kind.SAMPLE,
-            config={**settings, "k": k, "split": split, "max_prompts": limit,
-                    "create_tasks": False},
+            kind=TrainingRun.Kind.SFT,
+            config=baseline_settings(round_, policy_run),
             created_by=round_.created_by,
-            base_model=model,
-        )  # fmt: skip
-        _add_step(round_, StepRole.SAMPLE, run)
+            base_model=round_.policy,
+        )
+        _add_step(round_, StepRole.BASELINE, run)
 
 
 def _finish_sampling(round_: Round, now: datetime) -> None:
-    """Mix both policies' train samples into ranking tasks; A/B tasks between them on test prompts."""
+    """Mix both policies' train samples into ranking tasks; A/B tasks on test prompts between the
+    new policy and the start policy, and between the new policy and the compute-matched SFT."""
     project = round_.project
     k = round_.config.get("k", project.k)
     completions = Completion.objects.filter(
@@ -234,16 +385,23 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
     found = runs.ranking_groups(completions.select_related("prompt").order_by("pk"), k=k)
     for group in found.groups:
         ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
-    assert round_.new_policy is not None  # set when the PPO step succeeded
+    assert round_.new_policy is not None  # set when the policy step succeeded
     comparisons = evaluation_tasks_create(
         project=project, model_a=round_.new_policy, model_b=round_.policy
     )
+    baseline_run = round_.baseline_run
+    baseline_comparisons = 0
+    if baseline_run is not None and baseline_run.model_version is not None:
+        baseline_comparisons = evaluation_tasks_create(
+            project=project, model_a=round_.new_policy, model_b=baseline_run.model_version
+        )
     round_.gate = {
         **round_.gate,
         "ranking_tasks": len(found.groups),
         "ranking_tasks_fewer_than_k": sum(len(g) < k for g in found.groups),
         "dropped_prompts": len(found.dropped),  # fewer than 2 different outputs: no task
         "comparison_tasks": comparisons,
+        "baseline_comparison_tasks": baseline_comparisons,
     }
     round_.stage = RoundStage.DONE
     round_.status = RoundStatus.SUCCEEDED
@@ -265,25 +423,13 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
         _fail(round_, f"The {run.kind} stage (run {run.pk}) {run.status}: {first_line[0]}", now)
         return
     if role == StepRole.REWARD:
-        round_.stage = RoundStage.PPO
+        round_.stage = RoundStage.POLICY
         round_.save(update_fields=["stage"])
-        ppo = runs.run_start(
-            project=round_.project,
-            kind=TrainingRun.Kind.PPO,
-            config=round_.config.get("ppo", {}),
-            created_by=round_.created_by,
-            base_model=round_.policy,
-            reward_model=run.model_version,
-        )
-        _add_step(round_, StepRole.PPO, ppo)
-    elif role == StepRole.PPO:
-        verdict = gate_check(
-            metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
-            reward_gain=_reward_gain(run),
-            gate=round_.config["gate"],
-        )
+        _start_policy_step(round_, reward_model=run.model_version)
+    elif role == StepRole.POLICY:
+        verdict = _verdict(run, round_.config["gate"])
         new_policy = run.model_version
-        assert new_policy is not None  # a succeeded PPO run registered exactly one version
+        assert new_policy is not None  # a succeeded policy run registered exactly one version
         round_.new_policy = new_policy
         round_.gate = verdict
         if not verdict["passed"]:
@@ -293,6 +439,15 @@ def round_on_run_finished(*, run: TrainingRun, now: datetime) -> None:
             return
         round_.stage = RoundStage.SAMPLE
         round_.save(update_fields=["new_policy", "gate", "stage"])
-        _start_sampling(round_, new_policy, now)
-    elif not round_.runs(StepRole.SAMPLE).exclude(status=RunStatus.SUCCEEDED).exists():
-        _finish_sampling(round_, now)
+        _start_sampling(round_, new_policy, run)
+    else:
+        if role == StepRole.BASELINE and _has_test_prompts(round_.project):
+            assert run.model_version is not None  # a succeeded SFT run registered its version
+            config = round_.config
+            _start_sample_run(round_, run.model_version, Split.TEST, 1, config.get("sample", {}),
+                              config.get("eval_prompts", 64))  # fmt: skip
+        unfinished = TrainingRun.objects.filter(
+            round_step__round=round_, round_step__role__in=[StepRole.SAMPLE, StepRole.BASELINE]
+        ).exclude(status=RunStatus.SUCCEEDED)
+        if not unfinished.exists():
+            _finish_sampling(round_, now)

@@ -14,6 +14,7 @@ from labeling import selectors as labeling_selectors
 from labeling import stats
 from labeling.models import Comparison, ModelVersion, Project, RankingEntry
 
+from . import rounds
 from .models import ModelRegistration, Round, RoundStep, StepRole, TrainingRun
 
 
@@ -67,23 +68,25 @@ def round_for_page(*, project: Project, number: int) -> Round | None:
     )
 
 
-STEP_LABELS = {StepRole.REWARD: "Reward model", StepRole.PPO: "PPO"}
-
-
 def round_steps(*, round_: Round) -> list[tuple[str, TrainingRun | None]]:
-    """(label, run) of each step in recipe order; None for the reward and PPO steps to come."""
+    """(label, run) of each step in recipe order; None for the training steps still to come."""
     steps = RoundStep.objects.filter(round=round_).select_related("run__base_model")
-    found: list[tuple[str, TrainingRun | None]] = [
-        (
-            STEP_LABELS.get(step.role)
-            or f"Sample {step.run.base_model.name} ({step.run.config.get('k')} per prompt)",
-            step.run,
-        )
-        for step in steps.order_by("position")
-    ]
-    if len(found) < len(STEP_LABELS):  # the steps still to come
-        found += [(label, None) for label in list(STEP_LABELS.values())[len(found) :]]
-    return found
+    found: list[tuple[str, TrainingRun | None]] = []
+    for step in steps.order_by("position"):
+        run = step.run
+        if step.role == StepRole.SAMPLE:
+            label = f"Sample {run.base_model.name} ({run.config.get('k')} per prompt)"
+        elif step.role == StepRole.BASELINE:
+            label = f"Compute-matched SFT ({run.config.get('max_steps')} steps)"
+        else:
+            label = run.get_kind_display()
+        found.append((label, run))
+    planned = rounds.planned_steps(round_.recipe)
+    done = sum(
+        role != StepRole.SAMPLE and role != StepRole.BASELINE
+        for role in steps.values_list("role", flat=True)
+    )
+    return found + [(label, None) for label in planned[done:]]
 
 
 def model_version_for_page(*, project: Project, version_id: int) -> ModelVersion | None:

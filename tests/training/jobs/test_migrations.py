@@ -72,11 +72,11 @@ def test_model_versions_samples_and_round_stages_survive_the_move_both_ways():
         RoundStep.objects.filter(round_id=round_.pk).values_list("position", "role", "run")
     )
     assert steps == [
-        (0, "reward", reward_run.pk), (1, "ppo", ppo_run.pk),
+        (0, "reward", reward_run.pk), (1, "policy", ppo_run.pk),
         (2, "sample", samplers[0].pk), (3, "sample", samplers[1].pk),
     ]  # fmt: skip
     today = Round.objects.get(pk=round_.pk)
-    assert today.reward_run.pk == reward_run.pk and today.ppo_run.pk == ppo_run.pk
+    assert today.reward_run.pk == reward_run.pk and today.policy_run.pk == ppo_run.pk
 
     back = _migrate(BEFORE)
     OldRound = back.get_model("training", "Round")

@@ -128,5 +128,5 @@ def test_a_round_cancelled_while_its_step_finishes_ends_cancelled_with_nothing_l
         round_, outcomes = _cancel_while_the_step_succeeds(project, admin, sft)
         assert outcomes == ["ok", "ok"], (trial, outcomes)
         assert round_.status == RoundStatus.CANCELLED, trial
-        left = round_.runs("ppo").exclude(status="cancelled").filter(cancel_requested=False)
+        left = round_.runs("policy").exclude(status="cancelled").filter(cancel_requested=False)
         assert not left.exists(), (trial, list(left.values("pk", "status")))

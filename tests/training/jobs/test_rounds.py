@@ -70,10 +70,10 @@ def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
     assert round_.stage == RoundStage.REWARD and round_.reward_run.kind == "reward"
     _succeed(round_.reward_run, now, settings)
     round_.refresh_from_db()
-    assert round_.stage == RoundStage.PPO
-    assert round_.ppo_run.reward_model == round_.reward_run.model_version
-    assert round_.ppo_run.base_model_id == setup["sft"].pk
-    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    assert round_.stage == RoundStage.POLICY
+    assert round_.policy_run.reward_model == round_.reward_run.model_version
+    assert round_.policy_run.base_model_id == setup["sft"].pk
+    _succeed(round_.policy_run, now, settings, metrics=GOOD)
     round_.refresh_from_db()
     assert round_.stage == RoundStage.SAMPLE and round_.gate["passed"]
     sample_runs = list(round_.runs("sample"))
@@ -109,7 +109,7 @@ def test_a_rounds_ranking_tasks_keep_the_different_outputs_and_count_prompts_lef
     assert round_.config["k"] == 3
     _succeed(round_.reward_run, now, settings)
     round_.refresh_from_db()
-    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    _succeed(round_.policy_run, now, settings, metrics=GOOD)
     new_train, old_train, *ab = list(round_.runs("sample"))
     assert (new_train.config["k"], old_train.config["k"]) == (2, 1)
     first, second, third = new_train.dataset["prompts"]
@@ -161,7 +161,7 @@ def test_rank_sample_settings_apply_to_the_ranking_samples_only(
     )  # fmt: skip
     _succeed(round_.reward_run, now, settings)
     round_.refresh_from_db()
-    _succeed(round_.ppo_run, now, settings, metrics=GOOD)
+    _succeed(round_.policy_run, now, settings, metrics=GOOD)
     by_split = [
         (set(Prompt.objects.filter(pk__in=r.dataset["prompts"]).values_list("split", flat=True)),
          r.config["temperature"], r.config["max_new_tokens"], len(r.dataset["prompts"]))
@@ -183,7 +183,7 @@ def test_a_policy_that_fails_the_gate_never_reaches_the_queue(
     round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
     _succeed(round_.reward_run, now, settings)
     round_.refresh_from_db()
-    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "response/eos_rate": 0.1})
+    _succeed(round_.policy_run, now, settings, metrics={**GOOD, "response/eos_rate": 0.1})
     round_.refresh_from_db()
     assert round_.status == RoundStatus.FAILED and "eos_rate" in round_.error
     assert round_.gate["checks"]["eos_rate"]["ok"] is False and round_.new_policy is not None
@@ -239,7 +239,7 @@ def test_a_policy_whose_reward_did_not_rise_fails_the_gate_with_its_reason_shown
 ):
     round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
     _succeed(round_.reward_run, now, settings)
-    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "reward/score": scores})
+    _succeed(round_.policy_run, now, settings, metrics={**GOOD, "reward/score": scores})
     round_.refresh_from_db()
     assert round_.status == RoundStatus.FAILED and "reward_gain" in round_.error
     assert round_.gate["checks"]["reward_gain"]["ok"] is False
@@ -259,7 +259,7 @@ def test_the_reward_gain_compares_the_first_and_last_quarter_of_the_scores(
     )  # fmt: skip
     _succeed(round_.reward_run, now, settings)
     scores = [0.0, 0.1, 5.0, -5.0, 0.2, 0.2, 0.3, 0.4]  # first quarter 0.05, last 0.35
-    _succeed(round_.ppo_run, now, settings, metrics={**GOOD, "reward/score": scores})
+    _succeed(round_.policy_run, now, settings, metrics={**GOOD, "reward/score": scores})
     round_.refresh_from_db()
     check = round_.gate["checks"]["reward_gain"]
     assert round_.gate["passed"] and check["value"] == pytest.approx(0.3)
@@ -280,7 +280,7 @@ def test_cancelling_a_round_stops_its_running_step_and_frees_the_project(
 ):
     round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
     _succeed(round_.reward_run, now, settings)
-    ppo = Round.objects.get(pk=round_.pk).ppo_run
+    ppo = Round.objects.get(pk=round_.pk).policy_run
     loop.run_claim(run_id=ppo.pk, worker="w", now=now)  # PPO is running on a worker
 
     loop.round_cancel(project=project, number=round_.number, now=now)

@@ -53,7 +53,8 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
     round_ = Round.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
     assert round_.config["gate"] == {
-        "min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0, "min_reward_gain": 0.05
+        "min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0, "min_reward_gain": 0.05,
+        "min_pair_accuracy": 0.5,
     }  # fmt: skip
     # The reward step's run stores its resolved config: what was asked, and every default.
     assert round_.reward_run.config == {**stages.stage("reward").resolve({}), "max_steps": 5}
@@ -167,7 +168,7 @@ def test_the_round_forms_step_settings_land_in_the_round_and_its_runs_configs(
     result = {"output_dir": str(model_dir.parent)}
     loop.run_succeed(run_id=round_.reward_run.pk, worker="w", result=result, now=now)
     round_.refresh_from_db()
-    assert round_.ppo_run.config == {**stages.stage("ppo").resolve({}), **round_.config["ppo"]}
+    assert round_.policy_run.config == {**stages.stage("ppo").resolve({}), **round_.config["ppo"]}
 
 
 def test_blank_step_fields_leave_the_stage_defaults(project, personas, sft):
