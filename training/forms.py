@@ -10,8 +10,8 @@ from django import forms
 from labeling.errors import Invalid
 from labeling.models import MAX_K, ModelVersion, Project
 
-from .models import RunKind, SourceKind
-from .rounds import DEFAULT_GATE
+from .models import Recipe, RunKind, SourceKind
+from .rounds import DEFAULT_GATE, RECIPES
 
 SETTINGS_HELP = (
     'Any other setting of the stage as JSON, e.g. {"warmup_steps": 10, "max_length": 256}. '
@@ -116,7 +116,8 @@ class RunForm(ConfigForm):
     def build_config(self) -> dict[str, Any]:
         data = self.cleaned_data
         named = {k: data[k] for k in self.NAMED if data.get(k) is not None}
-        if data["kind"] == RunKind.PPO and "max_steps" in named:
+        online = (RunKind.PPO, RunKind.CRITIC_FREE)  # they count episodes, not steps
+        if data["kind"] in online and "max_steps" in named:
             named["total_episodes"] = named.pop("max_steps") * named.get("batch_size", 16)
         if data["kind"] == RunKind.SAMPLE:
             named.pop("max_steps", None)
@@ -126,6 +127,17 @@ class RunForm(ConfigForm):
 
 class RoundForm(ConfigForm):
     policy = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from policy")
+    recipe = forms.ChoiceField(
+        choices=Recipe.choices, initial=Recipe.INSTRUCTGPT, required=False,
+        help_text="Critic-free uses the reward model without a value model (GRPO, RLOO or"
+        ' REINFORCE++-baseline: "estimator" in the JSON settings of critic_free); iterated DPO'
+        " trains on the rankings directly, without a reward model.",
+    )  # fmt: skip
+    baseline = forms.BooleanField(
+        required=False, initial=True, label="Compare with a compute-matched SFT",
+        help_text="Train the start policy with plain SFT for as many optimizer steps as the policy"
+        " step took, and add blind A/B tasks between it and the new policy.",
+    )  # fmt: skip
     max_prompts = forms.IntegerField(
         min_value=1, max_value=100_000, initial=64, label="Prompts to sample"
     )
@@ -145,21 +157,21 @@ class RoundForm(ConfigForm):
     )
     reward_steps = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
     ppo_lr = forms.FloatField(
-        required=False, label="PPO: policy learning rate",
+        required=False, label="Policy step: learning rate",
         widget=forms.NumberInput(attrs={"min": 0, "step": "any"}),
     )  # fmt: skip
     ppo_batch_size = forms.IntegerField(
-        required=False, label="PPO: prompts per step",
-        help_text="Also its minibatch, unless the JSON settings give mini_batch_size.",
+        required=False, label="Policy step: prompts (DPO: rankings) per step",
+        help_text="PPO: also its minibatch, unless the JSON settings give mini_batch_size.",
         widget=forms.NumberInput(attrs={"min": 1}),
     )  # fmt: skip
     ppo_episodes = forms.IntegerField(
-        required=False, label="PPO: total episodes (prompts rolled out)",
+        required=False, label="PPO / critic-free: total episodes (prompts rolled out)",
         widget=forms.NumberInput(attrs={"min": 1}),
     )  # fmt: skip
     kl_coef = forms.FloatField(min_value=0, max_value=10, required=False, label="KL coefficient β")
     ptx_coef = forms.FloatField(
-        required=False, label="PPO-ptx coefficient γ (0: off)",
+        required=False, label="PPO / critic-free: ptx coefficient γ (0: off)",
         widget=forms.NumberInput(attrs={"min": 0, "step": "any"}),
     )  # fmt: skip
     sample_temperature = forms.FloatField(
@@ -183,20 +195,29 @@ class RoundForm(ConfigForm):
         help_text="The policy's reward score, last quarter of PPO against the first, must rise by"
         " more than this; blank: 0 (any rise).",
     )  # fmt: skip
+    min_pair_accuracy = forms.FloatField(
+        required=False, min_value=0, max_value=1, initial=0.5,
+        label="Gate (iterated DPO): held-out pair accuracy above",
+    )  # fmt: skip
     settings = forms.JSONField(
         required=False,
         label="More settings per step (JSON)",
         help_text='Per step: {"reward": {"lr": 3e-4, "epochs": 3}, "ppo": {"ptx_coef": 0.5},'
+        ' "critic_free": {"estimator": "rloo"}, "dpo": {"beta": 0.1}, "baseline": {"lr": 1e-4},'
         ' "sample": {...}, "rank_sample": {...}}. Checked before the round starts.',
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
-    STEPS = ("reward", "ppo", "sample", "rank_sample")
-    # step -> {setting: the form field that sets it}
+    STEPS = ("reward", "ppo", "critic_free", "dpo", "baseline", "sample", "rank_sample")
+    # step -> {setting: the form field that sets it}; the policy step's fields go to the step of
+    # the chosen recipe (a field its run kind does not take is an error on that field)
+    ONLINE = {"lr": "ppo_lr", "batch_size": "ppo_batch_size", "total_episodes": "ppo_episodes",
+              "kl_coef": "kl_coef", "ptx_coef": "ptx_coef"}  # fmt: skip
     STEP_FIELDS = {
         "reward": {"lr": "reward_lr", "epochs": "reward_epochs", "max_steps": "reward_steps"},
-        "ppo": {"lr": "ppo_lr", "batch_size": "ppo_batch_size", "mini_batch_size": "ppo_batch_size",
-                "total_episodes": "ppo_episodes", "kl_coef": "kl_coef", "ptx_coef": "ptx_coef"},
+        "ppo": {**ONLINE, "mini_batch_size": "ppo_batch_size"},
+        "critic_free": ONLINE,
+        "dpo": {"lr": "ppo_lr", "batch_size": "ppo_batch_size"},
     }  # fmt: skip
     FIELDS = {
         **{f"{step}.{key}": field for step, m in STEP_FIELDS.items() for key, field in m.items()},
@@ -225,11 +246,19 @@ class RoundForm(ConfigForm):
 
     def build_config(self) -> dict[str, Any]:
         data = self.cleaned_data
+        data["recipe"] = data.get("recipe") or Recipe.INSTRUCTGPT  # not sent: the default
+        recipe = RECIPES[data["recipe"]]
         named: dict[str, dict[str, Any]] = {step: {} for step in self.STEPS}
-        for step, fields in self.STEP_FIELDS.items():
-            for key, field in fields.items():
+        steps = [recipe.policy_kind, *(["reward"] if recipe.reward_model else [])]
+        for step in steps:
+            for key, field in self.STEP_FIELDS[step].items():
                 if data.get(field) is not None:
                     named[step][key] = data[field]
+        used = {field for step in steps for field in self.STEP_FIELDS[step].values()}
+        for field in {f for m in self.STEP_FIELDS.values() for f in m.values()} - used:
+            if data.get(field) is not None:
+                label = self.fields[field].label or field
+                self.add_error(field, f"{label}: not a setting of the {data['recipe']} recipe.")
         if "mini_batch_size" in data["settings"].get("ppo", {}):
             named["ppo"].pop("mini_batch_size", None)
         if data.get("sample_temperature") is not None:
@@ -238,8 +267,14 @@ class RoundForm(ConfigForm):
             named["rank_sample"]["temperature"] = data["rank_temperature"]
         config: dict[str, Any] = {
             "max_prompts": data["max_prompts"],
-            "gate": {k: data[k] for k in ("min_eos_rate", "max_kl", "max_mean_length")},
+            "gate": {
+                k: data[k]
+                for k in ("min_eos_rate", "max_kl", "max_mean_length", "min_pair_accuracy")
+                if data.get(k) is not None
+            },
         }
+        if not data.get("baseline"):
+            config["baseline"] = False
         if data.get("min_reward_gain") is not None:
             config["gate"]["min_reward_gain"] = data["min_reward_gain"]
         for key in ("k", "eval_prompts"):
@@ -249,7 +284,7 @@ class RoundForm(ConfigForm):
             merged = _merge(
                 named[step], data["settings"].get(step, {}), f"{step}: a field and JSON"
             )
-            if merged:
+            if merged and not (step == "baseline" and config.get("baseline") is False):
                 config[step] = merged
         return config
 

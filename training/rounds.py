@@ -288,13 +288,15 @@ def _verdict(run: TrainingRun, gate: dict[str, float]) -> dict[str, Any]:
 
 def optimizer_steps(run: TrainingRun) -> int:
     """The optimizer steps a finished policy run took: what its compute-matched SFT gets."""
-    config, steps = run.config, run.total_steps
+    config = run.config
     if run.kind == TrainingRun.Kind.PPO:  # every PPO step: epochs x mini-batches
+        steps = config["total_episodes"] // config["batch_size"]
         return steps * config["ppo_epochs"] * (config["batch_size"] // config["mini_batch_size"])
     if run.kind == TrainingRun.Kind.CRITIC_FREE:
+        steps = config["total_episodes"] // config["batch_size"]
         responses = config["batch_size"] * config["group_size"]
         return steps * config["update_epochs"] * (responses // config["mini_batch_size"])
-    return steps  # DPO: one optimizer step per step
+    return run.total_steps  # DPO: one optimizer step per step, as many as its data gave
 
 
 def _sft_ancestor_settings(version: ModelVersion) -> dict[str, Any]:

@@ -146,6 +146,56 @@ def comparison_records(*, project: Project) -> list[stats.PairVerdict]:
     ]
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """A finished round's new policy against its start policy and its compute-matched SFT."""
+
+    round: Round
+    over_start: stats.WinRate
+    over_baseline: stats.WinRate | None  # None: the round trained no baseline
+    baseline_name: str | None
+
+
+def round_results(
+    *,
+    project: Project,
+    comparisons: list[stats.PairVerdict] | None = None,
+    number: int | None = None,
+    n_boot: int = 500,
+) -> list[RoundResult]:
+    """Blind A/B win rates of each round's new policy, newest round first: over the policy it
+    started from, and over SFT continued for the same optimizer steps (what the rankings added
+    beyond more demonstrations)."""
+    if comparisons is None:
+        comparisons = comparison_records(project=project)
+    found = []
+    rounds_ = Round.objects.filter(project=project, new_policy__isnull=False).select_related(
+        "policy", "new_policy"
+    )
+    if number is not None:
+        rounds_ = rounds_.filter(number=number)
+    for round_ in rounds_.order_by("-number"):
+        assert round_.new_policy is not None  # filtered above
+        new = round_.new_policy.name
+        baseline_run = round_.baseline_run
+        baseline = baseline_run.model_version if baseline_run is not None else None
+        found.append(
+            RoundResult(
+                round=round_,
+                over_start=stats.win_rate(
+                    comparisons, model=new, baseline=round_.policy.name, n_boot=n_boot
+                ),
+                over_baseline=stats.win_rate(
+                    comparisons, model=new, baseline=baseline.name, n_boot=n_boot
+                )
+                if baseline is not None
+                else None,
+                baseline_name=baseline.name if baseline is not None else None,
+            )
+        )
+    return found
+
+
 def rating_rows(*, project: Project) -> list[tuple[str, int, list[str]]]:
     """(model version, likert, flags) for every ranked completion: metadata rates per model."""
     entries = RankingEntry.objects.filter(ranking__task__project=project).values_list(
@@ -205,6 +255,7 @@ class Dashboard:
     pairs_needed: int  # held-out pairs to tell a 60% reward model from 50%
     agreement: float | None
     comparisons: int
+    rounds: list[RoundResult]
 
 
 def evaluation_dashboard(*, project: Project, baseline: str | None = None) -> Dashboard:
@@ -245,4 +296,5 @@ def evaluation_dashboard(*, project: Project, baseline: str | None = None) -> Da
         pairs_needed=stats.PAIRS_TO_TELL_60_FROM_50,
         agreement=labeling_selectors.labeler_agreement(project=project)["overall"],
         comparisons=len(comparisons),
+        rounds=round_results(project=project, comparisons=comparisons),
     )

@@ -117,6 +117,7 @@ def round_list(request: HttpRequest, slug: str) -> HttpResponse:
                     policy=form.cleaned_data["policy"],
                     created_by=request.user,
                     config=form.config(),
+                    recipe=form.cleaned_data["recipe"],
                 )
             except Conflict as exc:
                 error = exc.message
@@ -146,6 +147,10 @@ def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         "project": membership.project,
         "round": round_,
         "stages": selectors.round_steps(round_=round_),
+        # Judged after the round: not recomputed on every poll while it runs.
+        "results": []
+        if round_.status == RoundStatus.RUNNING
+        else selectors.round_results(project=membership.project, number=number),
         "live": round_.status == RoundStatus.RUNNING,
         "is_admin": membership.allows(Role.ADMIN),
     }

@@ -141,8 +141,10 @@ def test_the_round_form_refuses_a_typo_in_a_steps_settings(project, personas, ba
     url = f"/p/{project.slug}/rounds/"
     response = _client(personas.admin).post(url, {**form, "settings": '{"ppo": {"kl_coeff": 1}}'})
     assert response.status_code == 400 and b"kl_coeff" in response.content
-    response = _client(personas.admin).post(url, {**form, "settings": '{"dpo": {}}'})
-    assert response.status_code == 400 and b"Unknown step(s) dpo" in response.content
+    response = _client(personas.admin).post(url, {**form, "settings": '{"sft": {}}'})
+    assert response.status_code == 400 and b"Unknown step(s) sft" in response.content
+    response = _client(personas.admin).post(url, {**form, "settings": '{"dpo": {"beta": 1}}'})
+    assert response.status_code == 400 and b"instructgpt recipe has no dpo step" in response.content
     assert not Round.objects.exists()
 
 
