@@ -408,3 +408,31 @@ def held_out_accuracy(
     correct = min(pairs, max(0, round(accuracy * pairs)))
     low, high = wilson_interval(correct, pairs)
     return HeldOutAccuracy(accuracy, pairs, rankings, low, high)
+
+
+def within_prompt_agreement(
+    groups: Iterable[Sequence[tuple[float, float]]], *, tie_eps: float = 1e-9
+) -> HeldOutAccuracy | None:
+    """How often a scorer orders two answers to the same prompt as a reference does: `groups`
+    holds, per prompt, (score, reference) of each answer. Every pair of a prompt's answers whose
+    references differ by more than `tie_eps` counts; the scorer agrees when its scores differ
+    in the same direction (a scorer tie is a miss). The proportion comes with its Wilson
+    interval; `rankings` is the number of prompts that gave a pair.
+
+    This is the reward model's agreement with a gold judge issue 14 asks for: across prompts a
+    reward model may just prefer easy prompts, which says nothing about the choice RL makes
+    between answers to one prompt."""
+    agree = pairs = prompts = 0
+    for group in groups:
+        counted = 0
+        for (score_x, ref_x), (score_y, ref_y) in combinations(group, 2):
+            if abs(ref_x - ref_y) <= tie_eps:
+                continue
+            counted += 1
+            agree += (score_x - score_y) * (ref_x - ref_y) > 0
+        pairs += counted
+        prompts += counted > 0
+    if pairs == 0:
+        return None
+    low, high = wilson_interval(agree, pairs)
+    return HeldOutAccuracy(agree / pairs, pairs, prompts, low, high)

@@ -24,6 +24,7 @@ from labeling.stats import (
     trials_to_tell_apart,
     wilson_interval,
     win_rate,
+    within_prompt_agreement,
 )
 
 
@@ -341,3 +342,19 @@ def test_a_58_percent_accuracy_on_40_rankings_pairs_is_not_told_from_chance():
     assert large is not None and large.excludes_chance and large.enough_pairs
     assert large.low == pytest.approx(0.520127, abs=1e-6)  # 140 of 240
     assert held_out_accuracy(0.7, pairs=0) is None
+
+
+def test_within_prompt_agreement_counts_pairs_of_one_prompt_and_skips_reference_ties():
+    groups = [
+        # prompt 1: reference order c > b > a; the scorer gets (b, a) and (c, a) right, (c, b) wrong
+        [(0.1, 0.0), (0.9, 0.5), (0.5, 1.0)],
+        # prompt 2: a reference tie (skipped) and a scorer tie against a real difference (a miss)
+        [(0.3, 0.2), (0.7, 0.2), (0.7, 0.9)],
+        [(5.0, 0.4)],  # one answer: no pair, and not counted as a prompt
+    ]
+    result = within_prompt_agreement(groups)
+    # pairs: 3 from prompt 1 (2 agree), 2 from prompt 2 ((0.3, 0.2) vs (0.7, 0.9) agrees;
+    # (0.7, 0.2) vs (0.7, 0.9) is a scorer tie): 3 of 5
+    assert (result.accuracy, result.pairs, result.rankings) == (0.6, 5, 2)
+    assert (result.low, result.high) == pytest.approx(wilson_interval(3, 5))
+    assert within_prompt_agreement([[(1.0, 0.5), (2.0, 0.5)]]) is None
