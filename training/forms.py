@@ -195,6 +195,11 @@ class RoundForm(ConfigForm):
         help_text="The policy's reward score, last quarter of PPO against the first, must rise by"
         " more than this; blank: 0 (any rise).",
     )  # fmt: skip
+    min_held_out_gain = forms.FloatField(
+        required=False, label="Gate: least change of the held-out score",
+        help_text="PPO and critic-free hold out up to 32 of their prompts and score one sample of"
+        " each before and after training; blank: 0 (it may not fall).",
+    )  # fmt: skip
     min_pair_accuracy = forms.FloatField(
         required=False, min_value=0, max_value=1, initial=0.5,
         label="Gate (iterated DPO): held-out pair accuracy above",
@@ -269,7 +274,13 @@ class RoundForm(ConfigForm):
             "max_prompts": data["max_prompts"],
             "gate": {
                 k: data[k]
-                for k in ("min_eos_rate", "max_kl", "max_mean_length", "min_pair_accuracy")
+                for k in (
+                    "min_eos_rate",
+                    "max_kl",
+                    "max_mean_length",
+                    "min_held_out_gain",
+                    "min_pair_accuracy",
+                )  # fmt: skip
                 if data.get(k) is not None
             },
         }

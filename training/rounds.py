@@ -52,10 +52,14 @@ from .models import (
 # min_reward_gain (mean of the first quarter of logged scores against the last quarter): issue 14's
 # round kept a flat score (-0.257 -> -0.268) while the PPO-ptx loss did all the learning.
 # DPO samples nothing while it trains, so its gate is its held-out pair accuracy instead.
+# An online policy step also holds out up to HELD_OUT_PROMPTS of its prompts and scores one
+# sample of each before and after training: the score may not change by less than
+# min_held_out_gain (0: it may not fall).
 DEFAULT_GATE = {
     "min_eos_rate": 0.5, "max_kl": 8.0, "max_mean_length": 512.0, "min_reward_gain": 0.0,
-    "min_pair_accuracy": 0.5,
+    "min_held_out_gain": 0.0, "min_pair_accuracy": 0.5,
 }  # fmt: skip
+HELD_OUT_PROMPTS = 32
 # "sample" configures every sampling run of the round; "rank_sample" overrides it for the train
 # prompts' samples that become ranking tasks (e.g. temperature 1.0 there for varied outputs to
 # rank, while the blind A/B samples on test prompts stay at the evaluation temperature). "k" is
@@ -143,12 +147,20 @@ def round_start(
         return round_
 
 
+def _policy_settings(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The policy step's settings: an online step holds out prompts for the gate unless told."""
+    settings = dict(config.get(kind, {}))
+    if kind != TrainingRun.Kind.DPO:
+        settings.setdefault("eval_prompts", HELD_OUT_PROMPTS)
+    return settings
+
+
 def _start_policy_step(round_: Round, *, reward_model: ModelVersion | None) -> None:
     kind = RECIPES[round_.recipe].policy_kind
     run = runs.run_start(
         project=round_.project,
         kind=kind,
-        config=round_.config.get(kind, {}),
+        config=_policy_settings(kind, round_.config),
         created_by=round_.created_by,
         base_model=round_.policy,
         reward_model=reward_model,
@@ -184,7 +196,9 @@ def _check_settings(config: dict[str, Any], *, k: Any, recipe: str) -> None:
             raise Invalid(message, details=[{"key": key, "error": message, "step": key}])
     for key in used:
         try:
-            stages.stage(key).resolve(config.get(key, {}))
+            stages.stage(key).resolve(
+                _policy_settings(key, config) if key in POLICY_KEYS else config.get(key, {})
+            )
         except Invalid as exc:  # name the step too: "lr" is a setting of both
             raise Invalid(exc.message, details=[{**d, "step": key} for d in exc.details]) from None
     baseline = config.get("baseline", {})
@@ -248,10 +262,16 @@ def _reward_gain(run: TrainingRun) -> float | None:
 
 
 def gate_check(
-    *, metrics: dict[str, float | None], reward_gain: float | None, gate: dict[str, float]
+    *,
+    metrics: dict[str, float | None],
+    reward_gain: float | None,
+    gate: dict[str, float],
+    held_out_gain: float | None = None,
+    held_out: bool = False,
 ) -> dict[str, Any]:
-    """The gate's verdict from an online policy run's (PPO, critic-free) last logged values and
-    the rise of its reward score (missing values fail closed; a flat score does not pass)."""
+    """The gate's verdict from an online policy run's (PPO, critic-free) last logged values, the
+    rise of its reward score and (`held_out`: the run held prompts out) the change of its score
+    on held-out prompts. Missing values fail closed; a flat training score does not pass."""
     eos, kl, length = metrics["response/eos_rate"], metrics["kl/k1"], metrics["response/length"]
     gain_min = gate["min_reward_gain"]
     checks = {
@@ -263,6 +283,10 @@ def gate_check(
         "reward_gain": {"value": reward_gain, "above": gain_min,
                         "ok": reward_gain is not None and reward_gain > gain_min},
     }  # fmt: skip
+    if held_out:
+        least = gate.get("min_held_out_gain", 0.0)  # rounds started before it: 0
+        ok = held_out_gain is not None and held_out_gain >= least
+        checks["held_out_score_gain"] = {"value": held_out_gain, "min": least, "ok": ok}
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
@@ -279,10 +303,16 @@ def _verdict(run: TrainingRun, gate: dict[str, float]) -> dict[str, Any]:
     if run.kind == TrainingRun.Kind.DPO:
         accuracy = _last_metrics(run, ["val/pair_accuracy"])["val/pair_accuracy"]
         return dpo_gate_check(pair_accuracy=accuracy, gate=gate)
+    held = _last_metrics(run, ["eval/held_out_prompts", "eval/score_start", "eval/score"])
+    start, end = held["eval/score_start"], held["eval/score"]
+    # Too few prompts to hold any out (the engine logs 0) leaves nothing to check; asked for
+    # and not logged fails closed like every other missing value.
     return gate_check(
         metrics=_last_metrics(run, ["response/eos_rate", "kl/k1", "response/length"]),
         reward_gain=_reward_gain(run),
         gate=gate,
+        held_out_gain=end - start if start is not None and end is not None else None,
+        held_out=run.config.get("eval_prompts", 0) > 0 and held["eval/held_out_prompts"] != 0,
     )
 
 

@@ -314,9 +314,14 @@ class PPOConfig(TrainedModelConfig, FrozenModelConfig):
     ptx_max_length: int = 512  # prompt + response tokens per ptx demonstration
     sampler: str = "auto"  # rollouts use the built-in sampler ("auto" or "builtin"; not "vllm")
     compile: bool = False  # torch.compile the rollout sampler's decoding step (as SampleConfig's)
+    # Prompts held out of training (at most a quarter) and scored before and after: the round's
+    # gate refuses a policy whose held-out score fell. 0 = none.
+    eval_prompts: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.eval_prompts >= 0, f"eval_prompts must be >= 0, not {self.eval_prompts}",
+                 "eval_prompts")  # fmt: skip
         _require(
             self.batch_size % self.mini_batch_size == 0,
             f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size"

@@ -184,3 +184,44 @@ def make_rollout(
         "time/scoring": time.perf_counter() - generated,
     }
     return rollout, timings
+
+
+def held_out_split(n_prompts: int, wanted: int, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) prompt indices: up to `wanted` prompts, at most a quarter of them, held
+    out by a seeded draw (the same on resume), the rest in their order. wanted = 0: none."""
+    n_held = min(wanted, n_prompts // 4)
+    if n_held <= 0:
+        return list(range(n_prompts)), []
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    held = sorted(torch.randperm(n_prompts, generator=generator)[:n_held].tolist())
+    chosen = set(held)
+    return [i for i in range(n_prompts) if i not in chosen], held
+
+
+@torch.inference_mode()
+def held_out_score(
+    sampler: Sampler,
+    score_for: Callable[[list[str]], Scorer],
+    prompt_ids: Sequence[Sequence[int]],
+    prompt_texts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """The mean score of one sampled response per held-out prompt, drawn from a fixed `seed`, so
+    the scores before and after training differ by the policy only. A round's gate refuses a
+    policy whose held-out score fell (issue 14): a rising training score alone can be a policy
+    that fits its training prompts."""
+    scores = []
+    for start in range(0, len(prompt_ids), batch_size):
+        ids = prompt_ids[start : start + batch_size]
+        prompts, generation = sampler.generate(
+            ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + start
+        )
+        query_responses = torch.cat([prompts["input_ids"], generation.tokens], dim=1)
+        attention_mask = torch.cat([prompts["attention_mask"], generation.response_mask], dim=1)
+        score = score_for(prompt_texts[start : start + batch_size])
+        scores.append(score(query_responses, attention_mask, generation.tokens).float())
+    return float(torch.cat(scores).mean())

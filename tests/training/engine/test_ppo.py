@@ -22,7 +22,7 @@ from training.engine.config import PPOConfig
 from training.engine.lm import load_causal_lm, load_tokenizer
 from training.engine.precision import autocast, resolve_precision
 from training.engine.reward_model import RewardModel
-from training.engine.rollout import Rollout, make_rollout, response_logprobs
+from training.engine.rollout import Rollout, held_out_split, make_rollout, response_logprobs
 from training.engine.sampler import BuiltinSampler
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
@@ -74,12 +74,16 @@ def test_ppo_raises_reward_on_a_programmatic_reward_while_kl_stays_bounded(sft_m
         max_new_tokens=16,
         lr=5e-4,
         value_lr=5e-4,
+        eval_prompts=8,
     )
     result = ppo.run(cfg, {"prompts": questions(64, seed=5)}, reward_fn=mentions_banana)
     history = result["history"]
     scores = [entry["reward/score"] for entry in history]
     start, end = sum(scores[:2]) / 2, sum(scores[-3:]) / 3
     assert end > start + 0.4, scores
+    # On the 8 prompts it never trained on, the same sampling seed before and after:
+    assert history[0]["eval/held_out_prompts"] == 8
+    assert history[-1]["eval/score"] > history[0]["eval/score_start"] + 0.2
     kls = sorted(entry["kl/k1"] for entry in history)  # nats per response
     assert kls[len(kls) // 2] < 10
     assert kls[-1] < 50
@@ -255,3 +259,33 @@ def test_pure_bf16_ppo_on_the_cpu_trains_bf16_policy_and_value_trunk(
     assert watch.changed("policy") == watch.trainable["policy"]
     assert watch.changed("value_model") == watch.trainable["value_model"]
     assert all(torch.isfinite(torch.tensor(h["loss/policy"])) for h in result["history"])
+
+
+def test_held_out_prompts_are_scored_before_and_after_and_never_trained_on(sft_model_dir, tmp_path):
+    calls: list[list[str]] = []
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        calls.append(list(prompts))
+        return [float(len(r)) for r in responses]
+
+    cfg = PPOConfig(policy_path=str(sft_model_dir), output_dir=str(tmp_path), total_episodes=8,
+                    batch_size=4, mini_batch_size=4, ppo_epochs=1, max_new_tokens=8,
+                    eval_prompts=4)  # fmt: skip
+    prompts = [f"Question number {i}?" for i in range(16)]
+    result = ppo.run(cfg, {"prompts": prompts}, reward_fn=judge)
+    _, held = held_out_split(16, 4, cfg.seed)
+    held_texts = sorted(prompts[i] for i in held)
+    evaluations = [c for c in calls if sorted(c) == held_texts]
+    trained = {p for c in calls if c not in evaluations for p in c}
+    assert len(evaluations) == 2 and not trained & set(held_texts) and len(trained) == 8
+    history = result["history"]
+    assert "eval/score_start" in history[0] and "eval/score" in history[-1]
+
+
+def test_the_held_out_split_is_seeded_at_most_a_quarter_and_off_at_zero():
+    train, held = held_out_split(20, 8, seed=3)
+    assert len(held) == 5 and sorted(train + held) == list(range(20))
+    assert held_out_split(20, 8, seed=3) == (train, held)
+    assert held_out_split(20, 8, seed=4)[1] != held
+    assert held_out_split(20, 0, seed=3) == (list(range(20)), [])
+    assert held_out_split(3, 8, seed=3) == ([0, 1, 2], [])

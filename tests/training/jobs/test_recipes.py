@@ -246,3 +246,46 @@ def test_optimizer_steps_of_each_policy_kind(project, setup):  # noqa: F811 - th
     assert rounds.optimizer_steps(run("critic_free", 0, total_episodes=80, update_epochs=2,
                                       batch_size=8, group_size=4, mini_batch_size=16)) == 10 * 2 * 2  # fmt: skip
     assert rounds.optimizer_steps(run("dpo", 12)) == 12
+
+
+def test_a_policy_whose_held_out_score_fell_does_not_pass_the_gate(
+    project,
+    personas,
+    setup,
+    settings,
+    now,  # noqa: F811 - the fixture
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin)
+    fell = {**GOOD, "eval/score_start": 0.3, "eval/score": 0.1}
+    round_ = _to_sampling(round_, now, settings, metrics=fell)
+    assert round_.policy_run.config["eval_prompts"] == rounds.HELD_OUT_PROMPTS
+    assert round_.status == RoundStatus.FAILED and "held_out_score_gain" in round_.error
+    check = round_.gate["checks"]["held_out_score_gain"]
+    assert check["value"] == pytest.approx(-0.2) and check["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("ppo", "metrics", "passed", "checked"),
+    [
+        ({}, {"eval/held_out_prompts": 0}, True, False),  # too few prompts to hold any out
+        ({"eval_prompts": 0}, {}, True, False),  # asked for none
+        ({}, {"eval/held_out_prompts": 8, "eval/score": 0.5}, False, True),  # no start: closed
+    ],
+)
+def test_the_held_out_check_applies_when_prompts_were_held_out(
+    project,
+    personas,
+    setup,
+    settings,
+    now,
+    ppo,
+    metrics,
+    passed,
+    checked,  # noqa: F811
+):
+    round_ = rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin,
+                                config={"ppo": ppo} if ppo else {})  # fmt: skip
+    base = {k: v for k, v in GOOD.items() if not k.startswith("eval/")}
+    round_ = _to_sampling(round_, now, settings, metrics={**base, **metrics})
+    assert round_.gate["passed"] is passed
+    assert ("held_out_score_gain" in round_.gate["checks"]) is checked

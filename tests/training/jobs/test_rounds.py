@@ -60,6 +60,7 @@ def _samples(run: TrainingRun):
 GOOD = {
     "response/eos_rate": 0.9, "kl/k1": 2.0, "response/length": 20.0,
     "reward/score": [-0.3, -0.2, 0.1, 0.2],
+    "eval/held_out_prompts": 8, "eval/score_start": -0.4, "eval/score": -0.1,
 }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from django.test import Client
 from labeling import queue, services
 from labeling.blinding import SLOTS
 from tests.factories import ModelVersionFactory, ranking_task
-from training import loop, stages, storage
+from training import loop, rounds, stages, storage
 from training.engine.config import RewardConfig
 from training.models import Round
 
@@ -54,7 +54,7 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
     assert response.status_code == 302 and response["Location"] == f"/p/{project.slug}/rounds/1/"
     assert round_.config["gate"] == {
         "min_eos_rate": 0.6, "max_kl": 10.0, "max_mean_length": 64.0, "min_reward_gain": 0.05,
-        "min_pair_accuracy": 0.5,
+        "min_held_out_gain": 0.0, "min_pair_accuracy": 0.5,
     }  # fmt: skip
     # The reward step's run stores its resolved config: what was asked, and every default.
     assert round_.reward_run.config == {**stages.stage("reward").resolve({}), "max_steps": 5}
@@ -168,7 +168,10 @@ def test_the_round_forms_step_settings_land_in_the_round_and_its_runs_configs(
     result = {"output_dir": str(model_dir.parent)}
     loop.run_succeed(run_id=round_.reward_run.pk, worker="w", result=result, now=now)
     round_.refresh_from_db()
-    assert round_.policy_run.config == {**stages.stage("ppo").resolve({}), **round_.config["ppo"]}
+    assert round_.policy_run.config == {
+        **stages.stage("ppo").resolve({}), "eval_prompts": rounds.HELD_OUT_PROMPTS,
+        **round_.config["ppo"],
+    }  # fmt: skip
 
 
 def test_blank_step_fields_leave_the_stage_defaults(project, personas, sft):
