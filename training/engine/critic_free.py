@@ -292,7 +292,9 @@ def run(
         ptx_examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.ptx_max_length)
 
     total_steps = cfg.total_episodes // cfg.batch_size
-    optimizer = torch.optim.Adam(trainable_parameters(models.policy), lr=cfg.lr, fused=True)
+    optimizer: torch.optim.Optimizer = torch.optim.Adam(
+        trainable_parameters(models.policy), lr=cfg.lr, fused=True
+    )
     optimizers = {"optimizer": optimizer}
     start, history = checkpoint.resume_history(
         cfg.output_dir, models=models.trained(), optimizers=optimizers
