@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.training.engine.helpers import assert_plain_model_dir, causal_lm_parameters, unchanged
 from tests.training.engine.toy_model import demonstrations, letter_reward, questions
-from training.engine import critic_free
+from training.engine import critic_free, jobfile
 from training.engine.config import ESTIMATORS, ConfigError, CriticFreeConfig
 
 pytestmark = pytest.mark.slow  # trains a model on CPU
@@ -133,3 +139,35 @@ def test_a_config_that_cannot_run_is_refused_naming_its_keys(values, keys):
         CriticFreeConfig.from_dict({"policy_path": "p", "output_dir": "o", **values})
     assert set(refused.value.keys) == keys
     assert all(key in str(refused.value) for key in keys)
+
+
+def test_the_worker_runs_it_as_a_stage_of_its_own_with_python_m_training_engine(
+    sft_model_dir, reward_model_dir, tmp_path
+):
+    """The launcher's subprocess path: `python -m training.engine critic_free --run-dir DIR` finds
+    the module's Config and run(), as the worker starts every kind."""
+    config = {
+        "policy_path": str(sft_model_dir),
+        "reward_model_path": str(reward_model_dir),
+        "output_dir": str(tmp_path / "out"),
+        "estimator": "reinforce_pp_baseline",
+        "total_episodes": 2,
+        "batch_size": 2,
+        "group_size": 2,
+        "mini_batch_size": 4,
+        "max_new_tokens": 4,
+    }
+    job = {"config": config, "data": {"prompts": questions(2)}}
+    (tmp_path / jobfile.JOB_FILE).write_text(json.dumps(job))
+    repo = Path(__file__).resolve().parents[3]
+    engine = subprocess.run(
+        [sys.executable, "-m", "training.engine", "critic_free", "--run-dir", str(tmp_path)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert engine.returncode == 0, engine.stderr
+    outcome = json.loads((tmp_path / jobfile.OUTCOME_FILE).read_text())
+    assert outcome["total_steps"] == 1 and Path(outcome["model_dir"]).is_dir()
