@@ -359,9 +359,10 @@ def main() -> None:
             )
         else:
             name = "critic_free" if stage == "critic_free" else "ppo"
+            label = "GRPO" if stage == "critic_free" else stage.upper()
             share = figures[f"{name}_time_share"]
             print(
-                f"{stage.upper():7} {figures[f'{name}_episodes_per_s']:9,.1f} episodes/s"
+                f"{label:7} {figures[f'{name}_episodes_per_s']:9,.1f} episodes/s"
                 f"  ({figures[f'{name}_episodes_per_cpu_s']:,.1f} per CPU-s; "
                 f"generation {share['generation']:.0%}, scoring {share['scoring']:.0%}, "
                 f"update {share['update']:.0%}; mean response "
