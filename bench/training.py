@@ -1,6 +1,7 @@
 """Throughput of the training stages on fixed shapes, measured through each stage's real `run()`.
 
-    python bench/training.py [--model PATH] [--threads 2] [--steps N] [--stages sft,reward,ppo,ppo32]
+    python bench/training.py [--model PATH] [--threads 2] [--steps N]
+        [--stages sft,reward,ppo,ppo32,critic_free]
 
 Shapes (fixed by truncating long synthetic texts to exact token counts):
   SFT     batch 16 x 128 tokens (32 prompt + 96 response tokens; loss on the response)
@@ -12,6 +13,9 @@ Shapes (fixed by truncating long synthetic texts to exact token counts):
   PPO32   the same on a randomly initialised copy of the model (same architecture and tokenizer),
           which almost never samples EOS: every response is the full 32 tokens, the work of the
           issue's TRL reference (an untrained 4-layer, 128-wide GPT-2)
+  critic_free  GRPO (training/engine/critic_free.py) on PPO's work per step: 4 prompts x K = 4
+          responses of up to 32 new tokens, one on-policy epoch in one minibatch of 16, the same
+          reward model, learning rate 0; episodes are responses, as PPO's
 Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
 not timed. Throughput = work per step / the median wall time of the timed steps (between
 `on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
@@ -202,26 +206,48 @@ def random_copy(model: str, out: str) -> str:
     return path
 
 
-def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length: bool) -> dict:
-    from training.engine.config import PPOConfig
+def reward_model_beside(model: str, out: str) -> str:
+    """A reward model with an untrained head on the same trunk: the same work as a trained one."""
     from training.engine.lm import load_tokenizer
-    from training.engine.ppo import run
     from training.engine.precision import resolve_device
     from training.engine.reward_model import RewardModel
 
-    if full_length:
-        model = random_copy(model, out)
-    # A reward model with an untrained head on the same trunk: the same work as a trained one.
     tokenizer = load_tokenizer(model)
     reward_dir = Path(out) / "reward-model"
     RewardModel.from_causal_lm(model, tokenizer, resolve_device("auto")).save_pretrained(
         reward_dir, tokenizer
     )
+    return str(reward_dir)
+
+
+def online_figures(name: str, timer: Timer, episodes_per_step: int) -> dict:
+    """Episodes per second, the time shares of a step and the mean response of an online stage."""
+    wall, cpu = timer.rates(episodes_per_step)
+    timed = timer.timed_metrics()
+    seconds = sum(m["time/generation"] + m["time/scoring"] + m["time/update"] for m in timed)
+    split = {
+        part: sum(m[f"time/{part}"] for m in timed) / seconds
+        for part in ("generation", "scoring", "update")
+    }
+    return {
+        f"{name}_episodes_per_s": wall,
+        f"{name}_episodes_per_cpu_s": cpu,
+        f"{name}_time_share": split,
+        f"{name}_mean_response_length": statistics.mean(m["response/length"] for m in timed),
+    }
+
+
+def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length: bool) -> dict:
+    from training.engine.config import PPOConfig
+    from training.engine.ppo import run
+
+    if full_length:
+        model = random_copy(model, out)
     rng = random.Random(0)
     prompts = [text(rng, 60) for _ in range(16 * 8)]
     cfg = PPOConfig(
         policy_path=model,
-        reward_model_path=str(reward_dir),
+        reward_model_path=reward_model_beside(model, out),
         output_dir=str(Path(out) / "run"),
         total_episodes=16 * (steps + WARMUP_STEPS + 1),
         batch_size=16,
@@ -237,19 +263,33 @@ def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length:
     )
     timer = Timer()
     run(cfg, {"prompts": prompts}, on_progress=timer)
-    wall, cpu = timer.rates(16)
-    timed = timer.timed_metrics()
-    seconds = sum(m["time/generation"] + m["time/scoring"] + m["time/update"] for m in timed)
-    split = {
-        part: sum(m[f"time/{part}"] for m in timed) / seconds
-        for part in ("generation", "scoring", "update")
-    }
-    return {
-        "ppo_episodes_per_s": wall,
-        "ppo_episodes_per_cpu_s": cpu,
-        "ppo_time_share": split,
-        "ppo_mean_response_length": statistics.mean(m["response/length"] for m in timed),
-    }
+    return online_figures("ppo", timer, 16)
+
+
+def bench_critic_free(model: str, out: str, steps: int, prompt_tokens: int) -> dict:
+    from training.engine.config import CriticFreeConfig
+    from training.engine.critic_free import run
+
+    rng = random.Random(0)
+    prompts = [text(rng, 60) for _ in range(4 * 8)]
+    cfg = CriticFreeConfig(
+        policy_path=model,
+        reward_model_path=reward_model_beside(model, out),
+        output_dir=str(Path(out) / "run"),
+        estimator="grpo",
+        total_episodes=4 * (steps + WARMUP_STEPS + 1),
+        batch_size=4,
+        group_size=4,
+        mini_batch_size=16,
+        update_epochs=1,
+        max_prompt_length=prompt_tokens,
+        max_new_tokens=32,
+        checkpoint_every=0,
+        lr=0.0,  # as PPO's: the same samples every run
+    )
+    timer = Timer()
+    run(cfg, {"prompts": prompts}, on_progress=timer)
+    return online_figures("critic_free", timer, 16)
 
 
 STAGES = {"sft": bench_sft, "reward": bench_reward}
@@ -267,6 +307,8 @@ def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) 
     with tempfile.TemporaryDirectory() as out:
         if stage in ("ppo", "ppo32"):
             figures = bench_ppo(model, out, steps, prompt_tokens, full_length=stage == "ppo32")
+        elif stage == "critic_free":
+            figures = bench_critic_free(model, out, steps, prompt_tokens)
         else:
             figures = STAGES[stage](model, out, steps)
     figures["peak_memory_mb"] = peak_memory_mb(resolve_device("auto"))
@@ -316,13 +358,15 @@ def main() -> None:
                 end="",
             )
         else:
-            share = figures["ppo_time_share"]
+            name = "critic_free" if stage == "critic_free" else "ppo"
+            label = "GRPO" if stage == "critic_free" else stage.upper()
+            share = figures[f"{name}_time_share"]
             print(
-                f"{stage.upper():7} {figures['ppo_episodes_per_s']:9,.1f} episodes/s"
-                f"  ({figures['ppo_episodes_per_cpu_s']:,.1f} per CPU-s; "
+                f"{label:7} {figures[f'{name}_episodes_per_s']:9,.1f} episodes/s"
+                f"  ({figures[f'{name}_episodes_per_cpu_s']:,.1f} per CPU-s; "
                 f"generation {share['generation']:.0%}, scoring {share['scoring']:.0%}, "
                 f"update {share['update']:.0%}; mean response "
-                f"{figures['ppo_mean_response_length']:.1f} tokens)",
+                f"{figures[f'{name}_mean_response_length']:.1f} tokens)",
                 end="",
             )
         print(f"  peak memory {figures['peak_memory_mb']:,.0f} MiB")

@@ -22,6 +22,7 @@ from labeling.errors import Invalid
 from labeling.models import MAX_K, Demonstration, ModelKind, Project, Prompt, Ranking, Split
 from training.engine.config import (
     ConfigError,
+    CriticFreeConfig,
     DPOConfig,
     PPOConfig,
     RewardConfig,
@@ -191,6 +192,15 @@ STAGES: dict[str, Stage] = {
         kind=RunKind.PPO,
         config_class=PPOConfig,
         snapshot=_ppo_rows,
+        requires="prompts",
+        model_paths={"policy_path": "base", "reward_model_path": "reward"},
+        model_kind=ModelKind.POLICY,
+        options=frozenset({"split", "max_prompts"}),
+    ),
+    RunKind.CRITIC_FREE: Stage(
+        kind=RunKind.CRITIC_FREE,
+        config_class=CriticFreeConfig,
+        snapshot=_ppo_rows,  # the same prompts (and demonstrations for ptx) as PPO
         requires="prompts",
         model_paths={"policy_path": "base", "reward_model_path": "reward"},
         model_kind=ModelKind.POLICY,

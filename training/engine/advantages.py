@@ -98,3 +98,46 @@ def reinforce_pp_baseline_advantages(
     mean = masked_mean(returns, mask)
     rstd = masked_var(returns, mask, unbiased=False).clamp(min=eps).rsqrt()
     return torch.where(mask, (returns - mean) * rstd, torch.zeros_like(returns))
+
+
+def penalised_scores(
+    scores: torch.Tensor, finished: torch.Tensor, missing_eos_penalty: float
+) -> torch.Tensor:
+    """Each score minus a fixed penalty when its response never emitted EOS (TRL's
+    missing_eos_penalty; PPO's token_rewards does the same). # (batch,)"""
+    return scores - missing_eos_penalty * (~finished.bool()).float()
+
+
+def kl_in_score(
+    scores: torch.Tensor, kl_per_token: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """RLOO's sequence reward (TRL's RLOOTrainer, Ahmadian et al. sec. 3): the score minus kl_coef x
+    the k1 KL summed over the response's tokens. # (batch,)"""
+    kl = torch.where(response_mask.bool(), kl_per_token, torch.zeros_like(kl_per_token))
+    return scores - kl_coef * kl.sum(dim=1)
+
+
+def critic_free_advantages(
+    estimator: str,
+    scores: torch.Tensor,
+    response_mask: torch.Tensor,
+    kl_per_token: torch.Tensor,
+    *,
+    group_size: int,
+    kl_coef: float,
+) -> torch.Tensor:
+    """Per-token advantages of one estimator ("grpo", "rloo", "reinforce_pp_baseline") from the
+    (penalised) scores and the k1 KL to the reference per token. GRPO's advantages leave the KL
+    out (it is a loss term: `losses.policy_loss_with_kl`); RLOO subtracts it from each sequence's
+    reward before the leave-one-out baseline; REINFORCE++-baseline adds it per token before the
+    returns. scores: (batch,); response_mask, kl_per_token: (batch, T). # (batch, T)"""
+    if estimator == "grpo":
+        return sequence_to_tokens(grpo_advantages(scores, group_size), response_mask)
+    if estimator == "rloo":
+        rewards = kl_in_score(scores, kl_per_token, response_mask, kl_coef)
+        return sequence_to_tokens(rloo_advantages(rewards, group_size), response_mask)
+    if estimator == "reinforce_pp_baseline":
+        return reinforce_pp_baseline_advantages(
+            scores, group_size, response_mask, kl_per_token, kl_coef
+        )
+    raise ValueError(f"unknown estimator {estimator!r}")

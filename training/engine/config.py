@@ -1,4 +1,4 @@
-"""Frozen configs for the training stages (sft, reward, ppo, sample, dpo).
+"""Frozen configs for the training stages (sft, reward, ppo, critic_free, sample, dpo).
 
 `from_dict` is the one way in from plain data (a run row, a job file, a form): it refuses an
 unknown key, a value of the wrong type and a value the class cannot run with, each as a
@@ -21,6 +21,7 @@ from typing import Any, Self
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 SAMPLERS = ("auto", "builtin", "vllm")  # training/engine/sampler.py
+ESTIMATORS = ("grpo", "rloo", "reinforce_pp_baseline")  # training/engine/advantages.py
 MASTER_DTYPES = ("float32", "bfloat16")
 ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output projection
 # Layers LoRA may not adapt: the output projection (tied to the input embeddings in GPT-2, and
@@ -348,6 +349,71 @@ class PPOConfig(TrainedModelConfig, FrozenModelConfig):
                  "PPO rollouts use the built-in sampler: vLLM would need the policy's weights"
                  " loaded into it after every step, which is not implemented; use sampler"
                  " 'auto' or 'builtin'", "sampler")  # fmt: skip
+        self._require_no_dropout()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CriticFreeConfig(TrainedModelConfig, FrozenModelConfig):
+    """Online RL without a value model (training/engine/critic_free.py): K responses per prompt,
+    each judged against the others of its group."""
+
+    policy_path: str  # SFT model: initialises the policy and is the frozen KL reference
+    reward_model_path: str | None = None  # trained RewardModel dir (None: a programmatic reward)
+    # "grpo" (Shao et al. 2024: group-normalised scores, KL as a k3 loss term), "rloo" (Ahmadian
+    # et al. 2024: leave-one-out baseline, KL in the reward) or "reinforce_pp_baseline" (Hu et al.
+    # 2025: group-mean baseline, KL per token in the reward, batch-whitened returns)
+    estimator: str = "grpo"
+    group_size: int = 4  # K: responses sampled per prompt, the baseline of each other (>= 2)
+    batch_size: int = 4  # prompts per step (batch_size x group_size responses)
+    mini_batch_size: int = 16  # responses per gradient step
+    update_epochs: int = 1  # passes over each rollout batch (1 = on-policy, TRL's num_iterations)
+    total_episodes: int = 512  # prompts to roll out in total; steps = total_episodes // batch_size
+    lr: float = 1e-5  # policy learning rate (Adam)
+    kl_coef: float = 0.04  # beta: KL to the SFT reference (DeepSeekMath's GRPO uses 0.04)
+    cliprange: float = 0.2  # policy ratio clip
+    temperature: float = 1.0  # sampling temperature; log-probs are taken at the same temperature
+    max_new_tokens: int = 32  # response length cap
+    max_prompt_length: int = 256  # prompt tokens kept (cut from the left)
+    missing_eos_penalty: float = 1.0  # subtracted from the score of a response that never emits EOS
+    ptx_coef: float = 0.0  # gamma_ptx: weight of the SFT loss on demonstrations; 0 = off
+    ptx_batch_size: int = 8  # demonstrations per gradient step when ptx_coef > 0
+    ptx_max_length: int = 512  # prompt + response tokens per ptx demonstration
+    grad_clip: float = 1.0  # clip the policy's global gradient norm to this (0 = off)
+    sampler: str = "auto"  # rollouts use the built-in sampler ("auto" or "builtin"; not "vllm")
+    compile: bool = False  # torch.compile the rollout sampler's decoding step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.estimator in ESTIMATORS,
+                 f"estimator must be one of {ESTIMATORS}, not {self.estimator!r}",
+                 "estimator")  # fmt: skip
+        _require(self.group_size >= 2,
+                 f"group_size must be at least 2 (each response's baseline is the rest of its"
+                 f" group), not {self.group_size}", "group_size")  # fmt: skip
+        _require(self.update_epochs >= 1,
+                 f"update_epochs must be at least 1, not {self.update_epochs}",
+                 "update_epochs")  # fmt: skip
+        responses = self.batch_size * self.group_size
+        _require(
+            responses % self.mini_batch_size == 0,
+            f"batch_size x group_size ({responses} responses) must be a multiple of"
+            f" mini_batch_size ({self.mini_batch_size})",
+            "mini_batch_size", "batch_size", "group_size",
+        )  # fmt: skip
+        _require(self.temperature > 0, "temperature must be > 0 (log-probs divide by it)",
+                 "temperature")  # fmt: skip
+        _require(self.cliprange > 0, f"cliprange must be > 0, not {self.cliprange}", "cliprange")
+        _require(
+            self.total_episodes >= self.batch_size,
+            f"total_episodes ({self.total_episodes}) must be at least batch_size"
+            f" ({self.batch_size}): the run takes total_episodes // batch_size steps",
+            "total_episodes", "batch_size",
+        )  # fmt: skip
+        # As PPO's: the policy changes every step and vLLM would need its weights synced.
+        _require(self.sampler != "vllm",
+                 "critic-free rollouts use the built-in sampler: vLLM would need the policy's"
+                 " weights loaded into it after every step, which is not implemented; use"
+                 " sampler 'auto' or 'builtin'", "sampler")  # fmt: skip
         self._require_no_dropout()
 
 

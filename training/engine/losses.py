@@ -1,4 +1,4 @@
-"""Pure tensor math for SFT, the reward model and PPO. Imports torch only.
+"""Pure tensor math for SFT, the reward model, PPO and the critic-free methods. Imports torch only.
 
 Masks are float or bool tensors shaped like the values they mask; 1 marks a real token.
 References: InstructGPT (Ouyang et al. 2022, https://arxiv.org/abs/2203.02155), lm-human-preferences
@@ -177,6 +177,25 @@ def ppo_policy_loss(
         "ratio": masked_mean(ratio, mask),
     }
     return loss, stats
+
+
+def policy_loss_with_kl(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    kl_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's loss (Shao et al. 2024, eq. 3; TRL's GRPOTrainer): the clipped surrogate plus
+    kl_coef x the k3 KL of the current policy to the reference per token, differentiated through
+    log pi; token mean over the batch (TRL's default aggregation, not the paper's mean of
+    per-sequence means). With kl_coef 0 it is `ppo_policy_loss` (RLOO and REINFORCE++ put the KL
+    in the reward instead). Returns (loss, stats) with the k3 term as "kl_loss"."""
+    loss, stats = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange)
+    kl = masked_mean(kl_k3(logprobs, ref_logprobs), mask)
+    return loss + kl_coef * kl, {**stats, "kl_loss": kl}
 
 
 def ppo_value_loss(

@@ -30,7 +30,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training.engine import checkpoint, cpu_fast
-from training.engine.config import PPOConfig
+from training.engine.config import CriticFreeConfig, PPOConfig
 from training.engine.cpu_fast import first_pass as reuse_first_pass
 from training.engine.cpu_fast.first_pass import FirstPass
 from training.engine.cpu_fast.threads import SideBySide, in_order
@@ -279,7 +279,7 @@ def ptx_backward(
     policy: PreTrainedModel,
     examples: list[Example],
     gradient_step: int,
-    cfg: PPOConfig,
+    cfg: PPOConfig | CriticFreeConfig,
     pad_token_id: int,
     amp: Amp,
 ) -> float:

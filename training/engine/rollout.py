@@ -1,10 +1,12 @@
-"""Rollouts, shared by every online algorithm (PPO); `decode` also serves sampling for labelers.
+"""Rollouts, shared by every online algorithm (PPO, critic-free RL); `decode` also serves sampling
+for labelers.
 
 `make_rollout` samples a continuation for each prompt given with a `Sampler` (sampler.py; a
 prompt repeated K times gets K continuations) and adds what an online algorithm learns from: one
 score per response (a reward model or a programmatic reward), and the policy's log-probs, the
-reference's log-probs and the value model's values at every real response token, computed on
-the real tokens only and laid out (batch, T) with 0 after EOS, where every use masks them out.
+reference's log-probs and the value model's values (0 without a value model: the critic-free
+methods) at every real response token, computed on the real tokens only and laid out (batch, T)
+with 0 after EOS, where every use masks them out.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def response_logprobs(
 def make_rollout(
     policy: PreTrainedModel,
     reference: PreTrainedModel,
-    value_model: RewardModel,
+    value_model: RewardModel | None,
     score: Scorer,
     prompt_ids: Sequence[Sequence[int]],
     *,
@@ -118,7 +120,7 @@ def make_rollout(
     side: SideBySide | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
     """Sample a response per prompt (with the policy's weights: `sampler` samples from `policy`),
-    then one forward each of policy, reference, value model and reward. keep_graph: run the
+    then one forward each of policy, reference, value model (unless None) and reward. keep_graph: run the
     policy and value forwards with autograd and keep them (`first_pass`). side: the trained
     models' forwards beside the frozen ones', unless the reference is the policy with its LoRA
     adapters off. Returns the rollout and its timings."""
@@ -147,6 +149,8 @@ def make_rollout(
     def trained() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.set_grad_enabled(keep_graph), amp():
             logprobs, logits = logprobs_of(policy)
+            if value_model is None:  # critic-free: no value to estimate
+                return logprobs, logits, torch.zeros_like(logprobs.detach())
             values = value_model.response_values(
                 query_responses, attention_mask, prompt_length, response_mask
             )

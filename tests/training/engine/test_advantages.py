@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from training.engine.advantages import (
+    critic_free_advantages,
     grpo_advantages,
+    kl_in_score,
     last_token_mask,
+    penalised_scores,
     reinforce_pp_baseline_advantages,
     rloo_advantages,
     sequence_to_tokens,
@@ -159,3 +162,43 @@ def test_reinforce_pp_baseline_refuses_a_group_size_that_does_not_divide_the_bat
         reinforce_pp_baseline_advantages(
             torch.zeros(6), 4, torch.ones(6, 2), torch.zeros(6, 2), 0.1
         )
+
+
+def test_a_response_without_eos_loses_the_penalty_from_its_score():
+    scores = torch.tensor([0.5, 0.5, -1.0])
+    finished = torch.tensor([True, False, False])
+    assert penalised_scores(scores, finished, 2.0).tolist() == [0.5, -1.5, -3.0]
+
+
+def test_rloo_takes_the_summed_k1_kl_out_of_each_score_before_the_baseline():
+    # kl sums over the mask: [0.5 + 0.5, 2.0] (the 9.0 is padding); beta 0.1 -> [-0.1, -0.2].
+    scores = torch.tensor([1.0, 3.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    kl = torch.tensor([[0.5, 0.5], [2.0, 9.0]])
+    assert kl_in_score(scores, kl, mask, 0.1).tolist() == pytest.approx([0.9, 2.8])
+    # Rewards [0.9, 2.8], K = 2: each minus the other -> [-1.9, 1.9], on every real token.
+    advantages = critic_free_advantages("rloo", scores, mask, kl, group_size=2, kl_coef=0.1)
+    torch.testing.assert_close(advantages, torch.tensor([[-1.9, -1.9], [1.9, 0.0]]))
+
+
+def test_grpo_leaves_the_kl_out_of_its_advantages():
+    # Scores [1, 3]: mean 2, unbiased std sqrt(2) -> -+1/sqrt(2) (eps 1e-4), whatever the KL.
+    scores = torch.tensor([1.0, 3.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    kl = torch.tensor([[5.0, 5.0], [0.0, 0.0]])
+    advantages = critic_free_advantages("grpo", scores, mask, kl, group_size=2, kl_coef=1.0)
+    a = 1 / (math.sqrt(2) + 1e-4)
+    torch.testing.assert_close(advantages, torch.tensor([[-a, -a], [a, 0.0]]))
+
+
+def test_reinforce_pp_baseline_is_chosen_by_its_name_and_an_unknown_estimator_refused():
+    scores = torch.tensor([1.0, 3.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    kl = torch.tensor([[0.5, 0.5], [2.0, 9.0]])
+    expected = reinforce_pp_baseline_advantages(scores, 2, mask, kl, 0.1)
+    chosen = critic_free_advantages(
+        "reinforce_pp_baseline", scores, mask, kl, group_size=2, kl_coef=0.1
+    )
+    assert torch.equal(chosen, expected)
+    with pytest.raises(ValueError, match="unknown estimator 'ppo'"):
+        critic_free_advantages("ppo", scores, mask, kl, group_size=2, kl_coef=0.1)

@@ -8,6 +8,7 @@ import pytest
 
 from training.engine.config import (
     ConfigError,
+    CriticFreeConfig,
     DPOConfig,
     PPOConfig,
     RewardConfig,
@@ -103,6 +104,7 @@ def test_a_sampler_is_one_of_the_known_ones_and_ppo_refuses_vllm_by_name():
         (SFTConfig, {"model_path": "m"}),
         (RewardConfig, {"model_path": "m"}),
         (PPOConfig, {"policy_path": "p", "reward_model_path": "r"}),
+        (CriticFreeConfig, {"policy_path": "p", "reward_model_path": "r", "estimator": "rloo"}),
         (SampleConfig, {"model_path": "m"}),
     ],
 )

@@ -19,6 +19,7 @@ from training.engine.losses import (
     masked_mean,
     masked_whiten,
     pair_accuracy,
+    policy_loss_with_kl,
     ppo_policy_loss,
     ppo_value_loss,
     ranking_loss,
@@ -235,3 +236,33 @@ def test_logits_at_temperature_are_fp32_divided_and_untouched_at_one():
     assert at_temperature(logits, 0.5).dtype == torch.float32
     plain = logits.float()
     assert at_temperature(plain, 1.0) is plain  # no copy at temperature 1
+
+
+def test_grpo_adds_beta_times_the_token_mean_k3_kl_to_the_clipped_surrogate():
+    # On-policy (ratio 1): surrogate = -mean(A) over the 3 real tokens = -(1 + 1 - 2) / 3 = 0.
+    # k3 with log(ref / pi) = d: e^d - 1 - d; d = [0, log 2, -log 2] on the real tokens
+    # -> [0, 2 - 1 - log 2, 0.5 - 1 + log 2] = [0, 0.30685, 0.19315], mean 1/6.
+    logprobs = torch.tensor([[-1.0, -2.0], [-1.0, -7.0]], requires_grad=True)
+    ref_logprobs = torch.tensor([[-1.0, -2.0 + math.log(2)], [-1.0 - math.log(2), 0.0]])
+    advantages = torch.tensor([[1.0, 1.0], [-2.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, stats = policy_loss_with_kl(
+        logprobs, logprobs.detach(), ref_logprobs, advantages, mask, 0.2, 0.5
+    )
+    assert stats["kl_loss"].item() == pytest.approx(1 / 6)
+    assert loss.item() == pytest.approx(0.5 / 6)
+    # d k3 / d log pi = 1 - e^d: the gradient pulls log pi toward log ref.
+    loss.backward()
+    kl_grad = 0.5 / 3 * (1 - torch.tensor([[1.0, 2.0], [0.5, 0.0]]))
+    surrogate_grad = -advantages / 3
+    expected = torch.where(mask.bool(), surrogate_grad + kl_grad, 0.0)
+    torch.testing.assert_close(logprobs.grad, expected)
+
+
+def test_with_kl_coef_zero_the_loss_is_ppos():
+    logprobs = torch.tensor([[-1.0, -2.0]])
+    old = torch.tensor([[-1.5, -1.0]])
+    ref = torch.tensor([[-3.0, -3.0]])
+    advantages, mask = torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    loss, _ = policy_loss_with_kl(logprobs, old, ref, advantages, mask, 0.2, 0.0)
+    assert loss.item() == ppo_policy_loss(logprobs, old, advantages, mask, 0.2)[0].item()

@@ -38,8 +38,8 @@ def start(stage: str, config: dict, on_progress=None) -> dict:
         letter_reward,
         questions,
     )
-    from training.engine import ppo, reward, sft
-    from training.engine.config import PPOConfig, RewardConfig, SFTConfig
+    from training.engine import critic_free, ppo, reward, sft
+    from training.engine.config import CriticFreeConfig, PPOConfig, RewardConfig, SFTConfig
 
     if stage == "sft":
         return sft.run(
@@ -50,6 +50,13 @@ def start(stage: str, config: dict, on_progress=None) -> dict:
     if stage == "reward":
         data = {"rankings": banana_rankings(40), "demonstrations": demonstrations(8)}
         return reward.run(RewardConfig.from_dict(config), data, on_progress=on_progress)
+    if stage == "critic_free":
+        return critic_free.run(
+            CriticFreeConfig.from_dict(config),
+            {"prompts": questions(24)},
+            on_progress=on_progress,
+            reward_fn=letter_reward,
+        )
     return ppo.run(
         PPOConfig.from_dict(config),
         {"prompts": questions(24)},
@@ -76,6 +83,19 @@ def stage_config(stage: str, model_dir: Path, output_dir: Path, **settings) -> d
             "batch_size": 4,
             "eval_every": 3,
         }
+    if stage == "critic_free":
+        return {
+            **common,
+            "policy_path": str(model_dir),
+            "estimator": "rloo",
+            "total_episodes": 7 * 2,
+            "batch_size": 2,
+            "group_size": 3,
+            "mini_batch_size": 3,
+            "update_epochs": 2,
+            "max_new_tokens": 6,
+            "lr": 1e-3,
+        }
     return {
         **common,
         "policy_path": str(model_dir),
@@ -94,8 +114,14 @@ def without_timings(history: list[dict]) -> list[dict]:
 @pytest.mark.parametrize(
     ("stage", "settings"),
     # With LoRA a checkpoint holds the policy's adapters and the value model's adapters and head.
-    [("sft", {}), ("reward", {}), ("ppo", {}), ("ppo", {"lora_rank": 4, "lr": 1e-2})],
-    ids=["sft", "reward", "ppo", "ppo-lora"],
+    [
+        ("sft", {}),
+        ("reward", {}),
+        ("ppo", {}),
+        ("ppo", {"lora_rank": 4, "lr": 1e-2}),
+        ("critic_free", {}),
+    ],
+    ids=["sft", "reward", "ppo", "ppo-lora", "critic_free"],
 )
 def test_a_run_killed_mid_way_resumes_from_its_last_checkpoint_and_finishes(
     stage, settings, sft_model_dir, tmp_path

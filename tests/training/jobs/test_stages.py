@@ -15,7 +15,13 @@ from django.test import Client
 from labeling.errors import Invalid
 from tests.factories import ModelVersionFactory, submitted_demonstration
 from training import rounds, runs, stages
-from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig
+from training.engine.config import (
+    CriticFreeConfig,
+    PPOConfig,
+    RewardConfig,
+    SampleConfig,
+    SFTConfig,
+)
 from training.models import Round, RunKind, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -82,12 +88,19 @@ def test_every_stage_resolves_its_defaults_with_no_server_key_left():
     for kind, config_class in [
         (RunKind.SFT, SFTConfig), (RunKind.REWARD, RewardConfig),
         (RunKind.PPO, PPOConfig), (RunKind.SAMPLE, SampleConfig),
+        (RunKind.CRITIC_FREE, CriticFreeConfig),
     ]:  # fmt: skip
         resolved = stages.stage(kind).resolve({})
         assert not stages.SERVER_KEYS & set(resolved)
         assert set(resolved) == {f.name for f in dataclasses.fields(config_class)} - (
             stages.SERVER_KEYS
         )
+
+
+def test_a_critic_free_run_reads_the_reward_model_and_snapshots_prompts_like_ppo():
+    critic_free, ppo = stages.stage(RunKind.CRITIC_FREE), stages.stage(RunKind.PPO)
+    assert critic_free.needs_reward_model and critic_free.model_kind == "policy"
+    assert (critic_free.snapshot, critic_free.options) == (ppo.snapshot, ppo.options)
 
 
 def test_a_typo_in_a_rounds_ppo_settings_is_refused_before_the_reward_model_trains(
@@ -161,6 +174,9 @@ def test_the_round_form_refuses_a_typo_in_a_steps_settings(project, personas, ba
         ("sft", {"lr": 10**400}, "lr"),
         ("ppo", {"gamma": 1.5}, "gamma"),
         ("ppo", {"cliprange": 0}, "cliprange"),
+        ("critic_free", {"group_size": 1}, "group_size"),
+        ("critic_free", {"estimator": "ppo"}, "estimator"),
+        ("critic_free", {"max_prompts": 0}, "max_prompts"),
     ],
 )
 def test_data_options_and_numbers_out_of_range_are_refused_by_name(kind, config, key):
