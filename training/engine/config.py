@@ -381,9 +381,14 @@ class CriticFreeConfig(TrainedModelConfig, FrozenModelConfig):
     grad_clip: float = 1.0  # clip the policy's global gradient norm to this (0 = off)
     sampler: str = "auto"  # rollouts use the built-in sampler ("auto" or "builtin"; not "vllm")
     compile: bool = False  # torch.compile the rollout sampler's decoding step
+    # Prompts held out of training (at most a quarter) and scored before and after: the round's
+    # gate refuses a policy whose held-out score fell. 0 = none.
+    eval_prompts: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.eval_prompts >= 0, f"eval_prompts must be >= 0, not {self.eval_prompts}",
+                 "eval_prompts")  # fmt: skip
         _require(self.estimator in ESTIMATORS,
                  f"estimator must be one of {ESTIMATORS}, not {self.estimator!r}",
                  "estimator")  # fmt: skip

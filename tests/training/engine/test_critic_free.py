@@ -66,11 +66,16 @@ def test_a_few_dozen_steps_raise_a_programmatic_reward(estimator, sft_model_dir,
         lr=1e-3,
         kl_coef=0.01,
         checkpoint_every=0,
+        eval_prompts=8,
     )
     result = critic_free.run(cfg, {"prompts": questions(32, seed=5)}, reward_fn=letter_reward)
-    scores = [entry["reward/score"] for entry in result["history"]]
+    history = result["history"]
+    scores = [entry["reward/score"] for entry in history]
     first, last = sum(scores[:4]) / 4, sum(scores[-4:]) / 4
     assert last > first + 0.05, scores
+    # The 8 held-out prompts, never trained on, scored before and after from one seed:
+    assert history[0]["eval/held_out_prompts"] == 8
+    assert history[-1]["eval/score"] > history[0]["eval/score_start"], estimator
 
 
 def test_with_lora_the_reference_is_the_base_and_the_saved_policy_is_plain_and_merged(

@@ -289,3 +289,22 @@ def test_the_held_out_check_applies_when_prompts_were_held_out(
     round_ = _to_sampling(round_, now, settings, metrics={**base, **metrics})
     assert round_.gate["passed"] is passed
     assert ("held_out_score_gain" in round_.gate["checks"]) is checked
+
+
+def test_the_critic_free_recipe_runs_reward_model_then_critic_free_rl_with_the_ppo_gate(
+    project, personas, demonstrations, settings, now
+):
+    round_ = rounds.round_start(
+        project=project, policy=demonstrations["sft"], created_by=personas.admin,
+        recipe="critic_free",
+        config={"critic_free": {"estimator": "rloo", "total_episodes": 32, "batch_size": 4,
+                                "group_size": 4, "mini_batch_size": 8, "update_epochs": 2}},
+    )  # fmt: skip
+    assert round_.reward_run is not None and round_.stage == RoundStage.REWARD
+    round_ = _to_sampling(round_, now, settings)
+    run = round_.policy_run
+    assert (run.kind, run.reward_model_id) == ("critic_free", round_.reward_run.model_version_id)
+    assert (run.config["estimator"], run.config["eval_prompts"]) == ("rloo", 32)
+    assert round_.gate["passed"] and "held_out_score_gain" in round_.gate["checks"]
+    # 8 steps x 2 epochs x (16 responses / 8 per mini-batch) = 32 optimizer steps
+    assert round_.baseline_run.config["max_steps"] == 32
