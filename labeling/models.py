@@ -167,7 +167,7 @@ class ModelKind(models.TextChoices):
     BASE = "base", "Base"
     SFT = "sft", "SFT policy"
     REWARD = "reward", "Reward model"
-    POLICY = "policy", "Policy (PPO or DPO)"
+    POLICY = "policy", "Policy (PPO, critic-free RL or DPO)"
     EXTERNAL = "external", "External (imported completions)"
 
 
