@@ -1,18 +1,19 @@
 """The whole InstructGPT loop on this machine, from nothing, through the real platform.
 
     python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--rounds 2] [--reuse-base]
+        [--suite demo|errands]
 
-Build the tiny base model → a project with demo prompts → simulated labelers write demonstrations
-over the HTTP API → SFT on the worker → the SFT policy samples 8 per prompt into the ranking
-queue (the first K=4 distinct make a task) → simulated labelers rank (overlap 2, so agreement is
-measured) → round 1: reward model, PPO from SFT, gate, and the PPO and SFT policies sample every
-train prompt (2 + 2, at T=1) into mixed, blinded ranking tasks and the held-out prompts into A/B
-tasks → the crowd ranks those → each later round starts from the previous round's policy, its
-reward model on every ranking so far → simulated labelers judge the blind A/B pairs, each
-round's policy against SFT among them. Prints, for each round's policy, the win rate over SFT
-(simulated evaluators, and the gold quality function) with 95% intervals, the reward model's
-held-out accuracy beside the labelers' agreement ceiling, the round's final KL (to the policy it
-started from) and the wall time of every stage.
+Build the tiny base model → a project with prompts of --suite (demo; errands: written before any
+tuning, unseen by the base model) → simulated labelers write demonstrations over the HTTP API → SFT
+on the worker → the SFT policy samples 8 per prompt into the ranking queue (first K=4 distinct: a
+task) → simulated labelers rank (overlap 2: agreement is measured) → round 1: reward model, PPO
+from SFT, gate, and the PPO and SFT policies sample every train prompt (2 + 2, at T=1) into mixed,
+blinded ranking tasks and the held-out prompts into A/B tasks → the crowd ranks those → each later
+round starts from the previous round's policy, its reward model on every ranking so far → simulated
+labelers judge the blind A/B pairs, each round's policy against SFT among them. Prints, for each
+round's policy, the win rate over SFT (simulated evaluators, and the suite's gold judge) with 95%
+intervals, the reward model's held-out accuracy beside the labelers' agreement ceiling, the round's
+final KL (to the policy it started from) and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 Results, with the commands that produced them: docs/benchmarks.md.
@@ -133,6 +134,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--reuse-base", action="store_true", help="reuse var/models/tiny-base")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--suite", choices=("demo", "errands"), default="demo",
+        help="task suite (training.demo.suites): its prompts, the crowd's judge, the gold judge",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -170,13 +175,15 @@ def main() -> None:
     from labeling.models import Comparison, ModelVersion, Prompt, Split
     from training import rounds, runs
     from training import selectors as training_selectors
-    from training.demo import families
+    from training.demo import suites
     from training.demo.crowd import make_crowd
     from training.demo.http_crowd import run_crowd
     from training.management.commands.simulate_labelers import (
         calibration_rankings,
         simulated_tokens,
     )
+
+    task_suite = suites.suite(args.suite)
 
     call_command("migrate", verbosity=0)
     admin = get_user_model().objects.create_user("loop-admin", password=None, is_staff=True)
@@ -185,7 +192,7 @@ def main() -> None:
         guidelines="Answer exactly what is asked, briefly, then stop.",
     )  # fmt: skip
     lines = "\n".join(
-        json.dumps({"prompt": p}) for p in families.sample_prompts(args.prompts, seed=args.seed)
+        json.dumps({"prompt": p}) for p in task_suite.sample_prompts(args.prompts, seed=args.seed)
     )
     rows = imports.parse_prompts("prompts.jsonl", lines.encode(), max_bytes=50_000_000)
     services.prompts_import(project=project, rows=rows, source="bench")
@@ -217,7 +224,7 @@ def main() -> None:
             # ranking tasks (real samples are closer in quality than synthetic ones).
             labelers = make_crowd(
                 len(tokens), agreement=args.agreement, seed=seed,
-                rankings=calibration_rankings(project=project) or None,
+                rankings=calibration_rankings(project=project) or None, suite=args.suite,
             )  # fmt: skip
             summary = run_crowd(base_url, tokens, project.pk, kinds=kinds, crowd=labelers)
             for line in summary.lines():
@@ -295,8 +302,8 @@ def main() -> None:
     for c in Comparison.objects.filter(task__project=project).select_related(
         "task__prompt", "a_completion__model_version", "b_completion__model_version"
     ):
-        qa = families.judge(c.task.prompt.text, c.a_completion.text).quality
-        qb = families.judge(c.task.prompt.text, c.b_completion.text).quality
+        qa = task_suite.judge(c.task.prompt.text, c.a_completion.text).quality
+        qb = task_suite.judge(c.task.prompt.text, c.b_completion.text).quality
         winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
         a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
         gold[(c.task.prompt_id, frozenset((a, b)))] = stats.PairVerdict(
@@ -306,13 +313,13 @@ def main() -> None:
 
     def quality(version: ModelVersion) -> float:
         texts = version.completions.filter(prompt__split=Split.TEST).select_related("prompt")
-        scores = [families.judge(c.prompt.text, c.text).quality for c in texts]
+        scores = [task_suite.judge(c.prompt.text, c.text).quality for c in texts]
         return sum(scores) / max(len(scores), 1)
 
     agreement = selectors.labeler_agreement(project=project)
     rm_accuracy = {r.model: r.held_out for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
     ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
-    print("\n# bench/closed_loop.py results")
+    print(f"\n# bench/closed_loop.py results (suite {args.suite})")
     print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "
           f"{Ranking.objects.filter(task__project=project).count()} rankings; A/B samples of both "
           f"policies at temperature {args.eval_temperature}; labelers' pairwise agreement "

@@ -46,7 +46,7 @@ django_setup()  # the platform's split, distinct and mixing rules; no database i
 from labeling.imports import parse_prompts  # noqa: E402
 from labeling.models import Project, Split  # noqa: E402
 from labeling.services import split_for  # noqa: E402
-from training.demo import families  # noqa: E402
+from training.demo import suites  # noqa: E402
 from training.demo.crowd import gold_win_rate, make_crowd  # noqa: E402
 from training.engine import ppo, reward, sample, sft  # noqa: E402
 from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
@@ -61,14 +61,22 @@ from training.selectors import held_out_accuracy_of  # noqa: E402
 CPU = torch.device("cpu")
 EVAL_TEMPERATURE = 0.7  # the bench's A/B answers
 RewardFn = Callable[[list[str], list[str]], list[float]]
-# PPO's rewards besides the trained reward model ("rm"): what ptx alone does (zero), a perfect
-# reward model (the gold judge), and a reward any policy can learn (starts with "The").
-REWARD_FNS: dict[str, RewardFn] = {
-    "zero": lambda ps, ts: [0.0] * len(ts),
-    "gold": lambda ps, ts: [families.judge(p, t).quality for p, t in zip(ps, ts, strict=True)],
-    "the": lambda ps, ts: [float(t.strip().startswith("The")) for t in ts],
-}
-REWARDS = ("rm", *REWARD_FNS)
+
+
+def reward_fns(task_suite: suites.Suite) -> dict[str, RewardFn]:
+    """PPO's rewards besides the trained reward model ("rm"): what ptx alone does (zero), a
+    perfect reward model (the suite's gold judge), and a reward any policy can learn (starts with
+    "The")."""
+    return {
+        "zero": lambda ps, ts: [0.0] * len(ts),
+        "gold": lambda ps, ts: [
+            task_suite.judge(p, t).quality for p, t in zip(ps, ts, strict=True)
+        ],
+        "the": lambda ps, ts: [float(t.strip().startswith("The")) for t in ts],
+    }
+
+
+REWARDS = ("rm", "zero", "gold", "the")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class World:
     """The bench's prompts, demonstrations and SFT policy, under `out`."""
 
     out: Path
+    suite: suites.Suite  # the task suite: its prompts, the crowd's judge and the gold judge
     train: list[str]
     test: list[str]
     demos: list[dict]
@@ -110,13 +119,14 @@ def project_splits(prompts: list[str]) -> list[str]:
 
 
 def build_world(args: argparse.Namespace) -> World:
-    """The bench's prompts (`families.sample_prompts(--prompts, --seed)`), the crowd's
+    """The bench's prompts (the --suite's `sample_prompts(--prompts, --seed)`), the crowd's
     demonstrations of every non-test prompt, and SFT on them."""
     out = Path(args.out)
-    prompts = families.sample_prompts(args.prompts, seed=args.seed)
+    task_suite = suites.suite(args.suite)
+    prompts = task_suite.sample_prompts(args.prompts, seed=args.seed)
     splits = project_splits(prompts)
     rng = random.Random(args.seed)
-    crowd = make_crowd(6, agreement=0.73, seed=args.seed)
+    crowd = make_crowd(6, agreement=0.73, seed=args.seed, suite=args.suite)
     demos = [
         {"prompt": messages(p), "completion": crowd[i % 6].write_demonstration(p, rng)}
         for i, p in enumerate(p for p, s in zip(prompts, splits, strict=True) if s != Split.TEST)
@@ -128,6 +138,7 @@ def build_world(args: argparse.Namespace) -> World:
     )  # fmt: skip
     return World(
         out=out,
+        suite=task_suite,
         train=[p for p, s in zip(prompts, splits, strict=True) if s == Split.TRAIN],
         test=[p for p, s in zip(prompts, splits, strict=True) if s == Split.TEST],
         demos=demos,
@@ -145,10 +156,10 @@ def samples_of(model: Path, prompts: list[str], out: Path, k: int, temperature: 
     return sample.run(cfg, {"prompts": [{"prompt": messages(p)} for p in prompts]})["samples"]
 
 
-def crowd_rankings(tasks: list, *, seed: int, calibration: list) -> list[dict]:
-    """Two simulated labelers rank each (prompt, answers) task; the crowd is calibrated on the
-    first 500 `calibration` tasks (real samples are closer in quality than synthetic ones)."""
-    crowd = make_crowd(6, agreement=0.73, seed=seed, rankings=calibration[:500])
+def crowd_rankings(tasks: list, *, seed: int, calibration: list, suite: str) -> list[dict]:
+    """Two simulated labelers of `suite` rank each (prompt, answers) task; the crowd is calibrated
+    on the first 500 `calibration` tasks (real samples are closer in quality than synthetic ones)."""
+    crowd = make_crowd(6, agreement=0.73, seed=seed, rankings=calibration[:500], suite=suite)
     rng = random.Random(seed)
     return [
         {"prompt": messages(p), "completions": group,
@@ -169,7 +180,7 @@ def ranking_data(world: World, k: int, rank_samples: int, seed: int) -> tuple[li
     ]
     groups = ranking_groups(samples, k=k).groups  # reads .prompt_id and .text, as of a Completion
     tasks = [(world.train[g[0].prompt_id], [s.text for s in g]) for g in groups]
-    return tasks, crowd_rankings(tasks, seed=seed + 1, calibration=tasks)
+    return tasks, crowd_rankings(tasks, seed=seed + 1, calibration=tasks, suite=world.suite.name)
 
 
 def round_rankings(world: World, policy: Path, k: int, tasks: list, seed: int) -> list[dict]:
@@ -182,7 +193,7 @@ def round_rankings(world: World, policy: Path, k: int, tasks: list, seed: int) -
         mixed += [Sample(s["prompt_index"], s["completion"]) for s in samples]
     groups = ranking_groups(sorted(mixed, key=lambda s: s.prompt_id), k=k).groups
     more = [(world.train[g[0].prompt_id], [s.text for s in g]) for g in groups]
-    return crowd_rankings(more, seed=seed + 3, calibration=tasks)
+    return crowd_rankings(more, seed=seed + 3, calibration=tasks, suite=world.suite.name)
 
 
 def heldout_answers(
@@ -243,7 +254,7 @@ def train_ppo(world: World, args: argparse.Namespace, *, start: Path, rm: Path, 
                   ptx_coef=args.ptx, ptx_batch_size=args.ptx_batch_size,
                   temperature=args.temperature, checkpoint_every=0),
         {"prompts": [{"prompt": messages(p)} for p in world.train], "demonstrations": world.demos},
-        reward_fn=REWARD_FNS.get(reward_name),
+        reward_fn=reward_fns(world.suite).get(reward_name),
     )  # fmt: skip
 
 
@@ -269,13 +280,14 @@ def run_ppo(args: argparse.Namespace) -> None:
     policy_dir = world.out / args.tag
     new = heldout_answers(world, policy_dir / "model", policy_dir, "eval", k, temperature)
     times["evaluation"] = time.monotonic() - started
-    first, every = gold_win_rate(world.test, new[:1], old[:1]), gold_win_rate(world.test, new, old)
+    first = gold_win_rate(world.test, new[:1], old[:1], suite=world.suite.name)
+    every = gold_win_rate(world.test, new, old, suite=world.suite.name)
     by_family: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for new_row, old_row in zip(new, old, strict=True):
         for prompt, a, b in zip(world.test, new_row, old_row, strict=True):
-            family = by_family[families.family_of(prompt) or "other"]
-            family[0] += families.judge(prompt, b).quality
-            family[1] += families.judge(prompt, a).quality
+            family = by_family[world.suite.family_of(prompt) or "other"]
+            family[0] += world.suite.judge(prompt, b).quality
+            family[1] += world.suite.judge(prompt, a).quality
             family[2] += 1
     history = result["history"]
     settings = {key: value for key, value in vars(args).items() if key != "run"}
@@ -315,13 +327,14 @@ def run_ceiling(args: argparse.Namespace) -> None:
         rows.append((
             name, mean([h["reward/score"] for h in history[:16]]),
             mean([h["reward/score"] for h in history[-16:]]), history[-1]["kl/k1"],
-            mean([families.judge(p, a).quality for p, a in flat]),
+            mean([world.suite.judge(p, a).quality for p, a in flat]),
             mean([float(a.strip().startswith("The")) for _, a in flat]),
-            gold_win_rate(world.test, new, old), time.monotonic() - started,
+            gold_win_rate(world.test, new, old, suite=world.suite.name),
+            time.monotonic() - started,
         ))  # fmt: skip
         print(f"PPO against reward {name!r} done ({rows[-1][-1]:.0f} s)", flush=True)
 
-    sft_quality = [families.judge(p, a).quality for row in old for p, a in zip(world.test, row, strict=True)]  # fmt: skip
+    sft_quality = [world.suite.judge(p, a).quality for row in old for p, a in zip(world.test, row, strict=True)]  # fmt: skip
     perfect = mean([float(q >= 0.9999) for q in sft_quality])
     print(f"\n# bench/loop_study.py ceiling ({len(world.test)} test prompts x {k} answers, "
           f"T={temperature}, {args.episodes} PPO episodes, batch {args.batch_size}, lr {args.lr}, "
@@ -361,7 +374,7 @@ def run_rm_probe(args: argparse.Namespace) -> None:
     old = heldout_answers(world, world.sft, world.out, "eval-sft", 4, EVAL_TEMPERATURE)
     probe = [(p, a) for row in old for p, a in zip(world.test, row, strict=True)]
     prompts, texts = [p for p, _ in probe], [a for _, a in probe]
-    gold = [families.judge(p, t).quality for p, t in probe]
+    gold = [world.suite.judge(p, t).quality for p, t in probe]
     by_prompt: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_prompt[p].append(i)
@@ -398,6 +411,10 @@ def add_world_options(mode: argparse.ArgumentParser) -> None:
         "--model", default=str(ROOT / "var" / "models" / "tiny-base"), help="base model"
     )
     mode.add_argument("--seed", type=int, default=0, help="prompts and crowd, as the bench's")
+    mode.add_argument(
+        "--suite", choices=sorted(suites.SUITES), default="demo",
+        help="task suite: prompts, crowd and gold judge (use a fresh --out per suite)",
+    )  # fmt: skip
     mode.add_argument("--prompts", type=int, default=1500, help="prompts of the project")
     mode.add_argument("--sft-steps", type=int, default=150, help="SFT steps (batch 16)")
     mode.add_argument("--k", type=int, default=4, help="outputs per ranking task")

@@ -185,3 +185,29 @@ def test_the_crowd_stops_when_its_time_is_up(mixed_project, live_server):
 
     assert sum(_reported(output, kind) for kind in KINDS) == 0
     assert not Lease.objects.exists()
+
+
+def test_with_suite_errands_the_crowd_writes_that_suites_answers(live_server):
+    from training.demo import errands
+
+    project = ProjectFactory(slug="sim-errands", k=4, overlap=2, demo_overlap=1)
+    prompts = errands.sample_prompts(10, seed=2)
+    for text in prompts:
+        demonstration_task(project, PromptFactory(project=project, text=text))
+    out = io.StringIO()
+    call_command(
+        "simulate_labelers", "--url", live_server.url, "--project", "sim-errands",
+        "--labelers", "2", "--kinds", "demonstration", "--suite", "errands", stdout=out,
+    )  # fmt: skip
+
+    demos = Demonstration.objects.select_related("task__prompt")
+    assert _reported(out.getvalue(), "demonstration") == demos.count() == 10
+    golds = [d for d in demos if d.text == errands.gold_response(d.task.prompt.text)]
+    assert len(golds) >= 5  # skill is 0.6 to 0.95; the demo suite has no answer to these prompts
+
+
+def test_an_unknown_suite_is_refused(mixed_project, live_server):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="--suite"):
+        _simulate(live_server, "--suite", "nope")

@@ -1,10 +1,11 @@
 """A crowd of simulated labelers: how each one judges, and the calibration of their noise.
 
-Each `SimulatedLabeler` judges outputs with `training.demo.families.judge` plus its own Gaussian
-noise, so two labelers disagree on close calls the way people do. `make_crowd` picks the noise
-so that the crowd's pairwise agreement on ranking pairs lands near a target; InstructGPT reports
-72.6% among its labelers (Ouyang et al. 2022, section 5.1 / appendix B.5), hence the 0.73
-default. `training.demo.http_crowd.run_crowd` puts such a crowd to work over the HTTP API.
+Each `SimulatedLabeler` judges outputs with its task suite's gold judge (`training.demo.suites`;
+the "demo" suite, families.py, by default) plus its own Gaussian noise, so two labelers disagree
+on close calls the way people do. `make_crowd` picks the noise so that the crowd's pairwise
+agreement on ranking pairs lands near a target; InstructGPT reports 72.6% among its labelers
+(Ouyang et al. 2022, section 5.1 / appendix B.5), hence the 0.73 default.
+`training.demo.http_crowd.run_crowd` puts such a crowd to work over the HTTP API.
 
 Plain Python (+ numpy for the calibration); no Django, no torch.
 """
@@ -21,13 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from labeling import stats
-from training.demo.families import (
-    filler_sentence,
-    flawed_response,
-    gold_response,
-    judge,
-    sample_prompts,
-)
+from training.demo import suites
 
 FAILS_TO_FOLLOW = "fails_to_follow"
 # Below this (perceived) quality the judge flags "fails to follow"; a comparison where both
@@ -50,9 +45,14 @@ class SimulatedLabeler:
     skill: float  # probability that a demonstration is the gold answer, not a degraded one
     skip_rate: float  # probability of skipping any task offered
     tie_eps: float = 0.02  # outputs whose perceived qualities differ by less are tied
+    suite: str = "demo"  # the task suite (training.demo.suites) whose judge and answers it uses
+
+    @property
+    def tasks(self) -> suites.Suite:
+        return suites.suite(self.suite)
 
     def perceive(self, prompt_text: str, text: str, rng: random.Random) -> float:
-        return judge(prompt_text, text).quality + rng.gauss(0.0, self.noise)
+        return self.tasks.judge(prompt_text, text).quality + rng.gauss(0.0, self.noise)
 
     def skips(self, rng: random.Random) -> bool:
         return rng.random() < self.skip_rate
@@ -60,18 +60,18 @@ class SimulatedLabeler:
     def write_demonstration(self, prompt_text: str, rng: random.Random) -> str:
         """The gold answer, or (with probability 1 - skill) a wrong, partial or rambling one."""
         try:
-            gold = gold_response(prompt_text)
-        except ValueError:  # not a demo prompt: a plain, on-topic answer is the best we know
+            gold = self.tasks.gold_response(prompt_text)
+        except ValueError:  # off the suite: a plain, on-topic answer is the best we know
             gold = f"Here is a short, clear answer to: {prompt_text.strip()}"
         if rng.random() < self.skill:
             return gold
         seed = rng.randrange(2**31)
         if rng.random() < 0.5:
-            return f"{gold} {filler_sentence(seed=seed)}"
+            return f"{gold} {self.tasks.filler_sentence(seed=seed)}"
         try:
-            return flawed_response(prompt_text, seed=seed)
+            return self.tasks.flawed_response(prompt_text, seed=seed)
         except ValueError:
-            return filler_sentence(seed=seed)
+            return self.tasks.filler_sentence(seed=seed)
 
     def rank(self, prompt_text: str, completions: Sequence[str], rng: random.Random) -> list[Entry]:
         """One Entry per completion, in the order given: ranks by perceived quality, with ties.
@@ -79,7 +79,7 @@ class SimulatedLabeler:
         Outputs sorted by perceived quality are tied while each is within tie_eps of the one
         before it; ranks are "1224" style (a tie shares the better rank, the next skips).
         """
-        judged = [judge(prompt_text, text) for text in completions]
+        judged = [self.tasks.judge(prompt_text, text) for text in completions]
         perceived = [j.quality + rng.gauss(0.0, self.noise) for j in judged]
         order = sorted(range(len(completions)), key=lambda i: -perceived[i])
         ranks = [0] * len(completions)
@@ -126,23 +126,28 @@ class SimulatedLabeler:
 # --- calibration ----------------------------------------------------------------------------
 
 
-def synthetic_completions(prompt_text: str, k: int, rng: random.Random) -> list[str]:
-    """K distinct outputs for a demo prompt, spread in quality like a model's samples would be.
+def synthetic_completions(
+    prompt_text: str, k: int, rng: random.Random, *, suite: str = "demo"
+) -> list[str]:
+    """K distinct outputs for a prompt of the suite, spread in quality like a model's samples would be.
 
     Candidates are the gold answer, several flawed ones, gold plus an unrelated sentence and an
     unrelated sentence alone; outputs of distinct judge quality are preferred, so that few pairs
     are exact ties (no labeler, however careful, agrees with another on a coin flip).
     """
-    gold = gold_response(prompt_text)
-    candidates = [gold, f"{gold} {filler_sentence(seed=rng.randrange(2**31))}"]
-    candidates += [flawed_response(prompt_text, seed=rng.randrange(2**31)) for _ in range(k + 3)]
-    candidates.append(filler_sentence(seed=rng.randrange(2**31)))
+    tasks = suites.suite(suite)
+    gold = tasks.gold_response(prompt_text)
+    candidates = [gold, f"{gold} {tasks.filler_sentence(seed=rng.randrange(2**31))}"]
+    candidates += [
+        tasks.flawed_response(prompt_text, seed=rng.randrange(2**31)) for _ in range(k + 3)
+    ]
+    candidates.append(tasks.filler_sentence(seed=rng.randrange(2**31)))
     candidates = list(dict.fromkeys(candidates))
     rng.shuffle(candidates)
     chosen: list[str] = []
     qualities: set[float] = set()
     for text in candidates:
-        quality = judge(prompt_text, text).quality
+        quality = tasks.judge(prompt_text, text).quality
         if quality not in qualities and len(chosen) < k:
             chosen.append(text)
             qualities.add(quality)
@@ -152,14 +157,22 @@ def synthetic_completions(prompt_text: str, k: int, rng: random.Random) -> list[
     return chosen
 
 
-def synthetic_rankings(n: int, *, k: int = 4, seed: int) -> list[tuple[str, list[str]]]:
-    """`n` (prompt, K completions) items over the demo prompt families."""
+def synthetic_rankings(
+    n: int, *, k: int = 4, seed: int, suite: str = "demo"
+) -> list[tuple[str, list[str]]]:
+    """`n` (prompt, K completions) items over the prompt families of the suite."""
     rng = random.Random(seed)
-    return [(p, synthetic_completions(p, k, rng)) for p in sample_prompts(n, seed=seed)]
+    return [
+        (p, synthetic_completions(p, k, rng, suite=suite))
+        for p in suites.suite(suite).sample_prompts(n, seed=seed)
+    ]
 
 
-def quality_gaps(rankings: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+def quality_gaps(
+    rankings: Sequence[tuple[str, Sequence[str]]], *, suite: str = "demo"
+) -> np.ndarray:
     """Judge quality differences q_x - q_y over every output pair of every ranking."""
+    judge = suites.suite(suite).judge
     gaps = []
     for prompt_text, completions in rankings:
         qualities = [judge(prompt_text, text).quality for text in completions]
@@ -229,21 +242,25 @@ def make_crowd(
     skill: tuple[float, float] = (0.6, 0.95),
     skip_rate: tuple[float, float] = (0.0, 0.04),
     tie_eps: float = 0.02,
+    suite: str = "demo",
 ) -> list[SimulatedLabeler]:
-    """`n` labelers whose expected pairwise agreement on ranking pairs is `agreement`.
+    """`n` labelers of the suite `suite` whose expected pairwise agreement on ranking pairs
+    is `agreement`.
 
     Labelers differ: noise = scale * m with m uniform in [1 - spread, 1 + spread], skill and
     skip rate uniform in their ranges. The common scale is calibrated on `rankings`
     ((prompt, completions) items like the ones the crowd will rank), by default 300 synthetic
-    rankings of K=4 over the demo prompt families.
+    rankings of K=4 over the suite's prompt families.
     """
     if n < 1:
         raise ValueError("a crowd needs at least one labeler")
+    suites.suite(suite)  # an unknown suite fails here, not in the first labeler's first task
     rng = random.Random(seed)
     multipliers = [rng.uniform(1 - spread, 1 + spread) for _ in range(n)]
     if rankings is None:
-        rankings = synthetic_rankings(300, k=4, seed=seed)
-    scale = calibrate_noise(agreement, multipliers, quality_gaps(rankings), tie_eps=tie_eps)
+        rankings = synthetic_rankings(300, k=4, seed=seed, suite=suite)
+    gaps = quality_gaps(rankings, suite=suite)
+    scale = calibrate_noise(agreement, multipliers, gaps, tie_eps=tie_eps)
     return [
         SimulatedLabeler(
             name=f"sim-labeler-{i + 1}",
@@ -251,6 +268,7 @@ def make_crowd(
             skill=rng.uniform(*skill),
             skip_rate=rng.uniform(*skip_rate),
             tie_eps=tie_eps,
+            suite=suite,
         )
         for i in range(n)
     ]
@@ -269,11 +287,16 @@ def measured_agreement(rankings_by_labeler: dict[str, dict[int, list[int]]]) -> 
 
 
 def gold_win_rate(
-    prompts: Sequence[str], new: Sequence[Sequence[str]], old: Sequence[Sequence[str]]
+    prompts: Sequence[str],
+    new: Sequence[Sequence[str]],
+    old: Sequence[Sequence[str]],
+    *,
+    suite: str = "demo",
 ) -> stats.WinRate:
-    """Win rate of the `new` answers over the `old` by the gold judge (`judge`'s quality; equal
+    """Win rate of the `new` answers over the `old` by the suite's gold judge (its quality; equal
     qualities tie), with its bootstrap interval over prompts. `new[j][i]` and `old[j][i]` are the
     j-th answers of each model to prompts[i]."""
+    judge = suites.suite(suite).judge
     records = []
     for new_row, old_row in zip(new, old, strict=True):
         for i, (prompt, a, b) in enumerate(zip(prompts, new_row, old_row, strict=True)):

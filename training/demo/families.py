@@ -797,9 +797,15 @@ def judge(prompt: str, response: str) -> Judgement:
     else:
         family, params = parsed
         quality, flags = family.score(params, response)
+    return judgement_of(quality, flags)
+
+
+def judgement_of(quality: float, flags: set[str]) -> Judgement:
+    """The Judgement of a family's raw score: quality clipped to [0, 1], its likert, and
+    "fails_to_follow" added below 0.3 (shared with the other suites, see suites.py)."""
     quality = round(min(1.0, max(0.0, quality)), 4)
     if quality < 0.3:
-        flags.add(FLAG_FAILS_TO_FOLLOW)
+        flags = flags | {FLAG_FAILS_TO_FOLLOW}
     return Judgement(quality=quality, likert=1 + round(6 * quality), flags=frozenset(flags))
 
 

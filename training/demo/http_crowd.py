@@ -242,6 +242,7 @@ def run_crowd(
     kinds: Sequence[str] = KINDS,
     crowd: Sequence[SimulatedLabeler] | None = None,
     agreement: float = 0.73,
+    suite: str = "demo",
     seed: int = 0,
     max_tasks: int | None = None,
     seconds: float | None = None,
@@ -250,13 +251,14 @@ def run_crowd(
     """Let one simulated labeler per API token work the project until its queue is empty.
 
     Stops when no labeler is offered anything of `kinds` any more, after `max_tasks` tasks
-    claimed in all, or after `seconds`. `crowd` defaults to make_crowd(len(tokens), ...).
+    claimed in all, or after `seconds`. `crowd` defaults to make_crowd(len(tokens), ...) of the
+    task suite `suite` (a given crowd brings its own).
     """
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be among {', '.join(KINDS)}; got {', '.join(kinds)}")
     if crowd is None:
-        crowd = make_crowd(len(tokens), agreement=agreement, seed=seed)
+        crowd = make_crowd(len(tokens), agreement=agreement, seed=seed, suite=suite)
     if len(crowd) != len(tokens):
         raise ValueError(f"{len(tokens)} tokens for {len(crowd)} simulated labelers")
     start = time.monotonic()

@@ -1,11 +1,12 @@
 """Let a crowd of simulated labelers work a project through the HTTP API of a running server.
 
-    manage.py simulate_labelers --project demo --labelers 5 --url http://127.0.0.1:8000
+    manage.py simulate_labelers --project demo --labelers 5 --url http://127.0.0.1:8000 [--suite demo]
 
 Creates (once) the users sim-labeler-1..N as labelers of the project, issues each an API token
 (a day's, revoking the last run's), then runs
 training.demo.http_crowd.run_crowd against --url until the queue is empty for the kinds asked, or
---max-tasks / --seconds run out, and prints what was submitted. The users and tokens are made
+--max-tasks / --seconds run out, and prints what was submitted. --suite names the task suite
+(training.demo.suites) whose gold judge the labelers use and whose answers they write. The users and tokens are made
 here with the ORM (the command runs on the server); all labeling goes over HTTP.
 """
 
@@ -24,6 +25,7 @@ from accounts.services import api_token_issue
 from labeling.models import Membership, Project, Role, Task
 from training.demo.crowd import make_crowd
 from training.demo.http_crowd import KINDS, run_crowd
+from training.demo.suites import SUITES
 
 TOKEN_NAME = "simulate_labelers"  # noqa: S105 - a token's label, not a secret
 # Enough to calibrate the noise on the project's own outputs; more adds time, not accuracy.
@@ -98,6 +100,12 @@ class Command(BaseCommand):
             default=0.73,
             help="Target pairwise agreement on ranking pairs (InstructGPT: 0.726).",
         )
+        parser.add_argument(
+            "--suite",
+            choices=sorted(SUITES),
+            default="demo",
+            help="The task suite whose judge the labelers use (default: demo).",
+        )
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -114,6 +122,7 @@ class Command(BaseCommand):
             agreement=options["agreement"],
             seed=options["seed"],
             rankings=calibration_rankings(project=project) or None,
+            suite=options["suite"],
         )
         for labeler in crowd:
             self.stdout.write(
