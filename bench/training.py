@@ -10,12 +10,9 @@ Shapes (fixed by truncating long synthetic texts to exact token counts):
           earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
           by a reward model on the same trunk; learning rates 0 so that every run samples the
           same responses (all the work is done, the weights just do not move)
-  PPO32   the same on a randomly initialised copy of the model (same architecture and tokenizer),
-          which almost never samples EOS: every response is the full 32 tokens, the work of the
-          issue's TRL reference (an untrained 4-layer, 128-wide GPT-2)
-  critic_free  GRPO (training/engine/critic_free.py) on PPO's work per step: 4 prompts x K = 4
-          responses of up to 32 new tokens, one on-policy epoch in one minibatch of 16, the same
-          reward model, learning rate 0; episodes are responses, as PPO's
+  PPO32   the same on a random copy of the model, which almost never samples EOS: every response
+          is the full 32 tokens (the issue's TRL reference: an untrained 4-layer GPT-2)
+  critic_free  GRPO on PPO's work per step: 4 prompts x K = 4 responses, one epoch, one minibatch
 Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
 not timed. Throughput = work per step / the median wall time of the timed steps (between
 `on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
