@@ -298,7 +298,7 @@ def main() -> None:
             run = runs.run_start(
                 project=project, kind="sample", created_by=admin, base_model=sft,
                 config={"k": args.rank_samples, "temperature": args.rank_temperature, "max_new_tokens": 48,
-                        "max_prompts": args.rank_prompts or None},
+                        **({"max_prompts": args.rank_prompts} if args.rank_prompts else {})},
             )  # fmt: skip
             _wait_run(run.pk)
 
