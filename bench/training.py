@@ -5,7 +5,7 @@
 Shapes (fixed by truncating long synthetic texts to exact token counts):
   SFT     batch 16 x 128 tokens (32 prompt + 96 response tokens; loss on the response)
   reward, DPO  8 rankings per step, K = 4 completions of 32 prompt + 32 completion tokens: 48 pairs
-          from 32 sequences (DPO: the reference's log-probs once, before the first step)
+          from 32 sequences (DPO: reference log-probs once, up front); DPO2: 48 rankings of K = 2
   PPO     16 prompts of 16 tokens (--ppo-prompt-tokens) x up to 32 new tokens (the mean response
           length is printed), 4 PPO epochs, one minibatch of 16, scored by a reward model on the
           same trunk; learning rates 0, so every run samples the same responses
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -253,23 +254,26 @@ def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length:
     }
 
 
-def bench_dpo(model: str, out: str, steps: int) -> dict:
+def bench_dpo(model: str, out: str, steps: int, k: int = 4) -> dict:
+    """48 pairs per step: 8 rankings of K = 4 (32 sequences), or with k=2 (stage dpo2) 48 rankings
+    of K = 2, TRL's own pair-per-row work (96 sequences: nothing shared between pairs)."""
     from training.engine.config import DPOConfig
     from training.engine.dpo import run
 
+    rankings_per_step = 48 // math.comb(k, 2)
     rng = random.Random(0)
     rankings = [
         {
             "prompt": text(rng, 60),
-            "completions": [text(rng, 60) for _ in range(4)],
-            "ranks": rng.sample(range(4), 4),  # no ties: C(4,2) = 6 pairs per ranking
+            "completions": [text(rng, 60) for _ in range(k)],
+            "ranks": rng.sample(range(k), k),  # no ties: C(k,2) pairs per ranking
         }
-        for _ in range(8 * 8)
+        for _ in range(rankings_per_step * 8)
     ]
     cfg = DPOConfig(
         model_path=model,
         output_dir=out,
-        batch_size=8,
+        batch_size=rankings_per_step,
         max_length=64,  # prompts cut to 32 tokens, completions to the other 32
         max_steps=steps + WARMUP_STEPS + 1,
         val_fraction=0.0,
@@ -278,7 +282,7 @@ def bench_dpo(model: str, out: str, steps: int) -> dict:
     )
     timer = Timer()
     run(cfg, {"rankings": rankings}, on_progress=timer)
-    wall, cpu = timer.rates(8 * 6)
+    wall, cpu = timer.rates(48)
     return {"dpo_pairs_per_s": wall, "dpo_pairs_per_cpu_s": cpu}
 
 
@@ -334,7 +338,12 @@ def bench_critic_free_vs_trl(model: str, out: str, steps: int, estimator: str) -
     }
 
 
-STAGES = {"sft": bench_sft, "reward": bench_reward, "dpo": bench_dpo}
+STAGES = {
+    "sft": bench_sft,
+    "reward": bench_reward,
+    "dpo": bench_dpo,
+    "dpo2": lambda model, out, steps: bench_dpo(model, out, steps, k=2),
+}
 
 
 def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) -> None:
@@ -386,9 +395,9 @@ def main() -> None:
         if done.returncode:
             sys.exit(f"{stage} failed:\n{done.stderr}")
         figures = json.loads(done.stdout.strip().splitlines()[-1])
-        if stage == "dpo":
+        if stage in ("dpo", "dpo2"):
             print(
-                f"DPO     {figures['dpo_pairs_per_s']:9,.1f} pairs/s"
+                f"{stage.upper():7} {figures['dpo_pairs_per_s']:9,.1f} pairs/s"
                 f"  ({figures['dpo_pairs_per_cpu_s']:,.1f} pairs per CPU-s)",
                 end="",
             )
