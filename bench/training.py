@@ -1,28 +1,29 @@
 """Throughput of the training stages on fixed shapes, measured through each stage's real `run()`.
 
-    python bench/training.py [--model PATH] [--threads 2] [--steps N]
-        [--stages sft,reward,ppo,ppo32,critic_free]
+    python bench/training.py [--model PATH] [--threads 2] [--steps N] [--stages sft,reward,dpo,...]
 
 Shapes (fixed by truncating long synthetic texts to exact token counts):
   SFT     batch 16 x 128 tokens (32 prompt + 96 response tokens; loss on the response)
-  reward  8 rankings per batch, K = 4 completions of 32 prompt + 32 completion tokens (48 pairs)
-  PPO     16 prompts of 16 tokens (--ppo-prompt-tokens) x up to 32 new tokens (the model may stop
-          earlier: the mean response length is printed), 4 PPO epochs, one minibatch of 16, scored
-          by a reward model on the same trunk; learning rates 0 so that every run samples the
-          same responses (all the work is done, the weights just do not move)
-  PPO32   the same on a random copy of the model, which almost never samples EOS: every response
-          is the full 32 tokens (the issue's TRL reference: an untrained 4-layer GPT-2)
-  critic_free  GRPO on PPO's work per step: 4 prompts x K = 4 responses, one epoch, one minibatch
-Each stage runs in its own process (so peak RSS is per stage). The first steps are warm-up and are
-not timed. Throughput = work per step / the median wall time of the timed steps (between
-`on_progress` calls); "per CPU-s" divides by the median step's process CPU time instead (with
---threads 1 on a shared machine, close to what the work takes when the machine is idle).
+  reward, DPO  8 rankings per step, K = 4 completions of 32 prompt + 32 completion tokens: 48 pairs
+          from 32 sequences (DPO: reference log-probs once, up front); DPO2: 48 rankings of K = 2
+  PPO     16 prompts of 16 tokens (--ppo-prompt-tokens) x up to 32 new tokens (the mean response
+          length is printed), 4 PPO epochs, one minibatch of 16, scored by a reward model on the
+          same trunk; learning rates 0, so every run samples the same responses
+  PPO32   the same on a randomly initialised copy of the model, which almost never samples EOS:
+          every response is 32 tokens, the work of TRL's reference (an untrained GPT-2)
+  GRPO, RLOO  training/engine/critic_free.py on PPO32's random policy: 4 prompts of 16
+          tokens x K = 4 responses of 32 new tokens, one epoch, one minibatch of 16, kl_coef 0.04,
+          learning rate 0 (bench/trl_reference.py's grpo and rloo stages)
+Each stage runs in its own process (peak RSS per stage); the first steps are warm-up. Throughput =
+work per step / the median wall time of the timed steps (between `on_progress` calls); "per CPU-s"
+divides by the median step's process CPU time (near the idle figure with --threads 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -263,33 +264,88 @@ def bench_ppo(model: str, out: str, steps: int, prompt_tokens: int, full_length:
     return online_figures("ppo", timer, 16)
 
 
-def bench_critic_free(model: str, out: str, steps: int, prompt_tokens: int) -> dict:
-    from training.engine.config import CriticFreeConfig
-    from training.engine.critic_free import run
+def bench_dpo(model: str, out: str, steps: int, k: int = 4) -> dict:
+    """48 pairs per step: 8 rankings of K = 4 (32 sequences), or with k=2 (stage dpo2) 48 rankings
+    of K = 2, TRL's own pair-per-row work (96 sequences: nothing shared between pairs)."""
+    from training.engine.config import DPOConfig
+    from training.engine.dpo import run
 
+    rankings_per_step = 48 // math.comb(k, 2)
+    rng = random.Random(0)
+    rankings = [
+        {
+            "prompt": text(rng, 60),
+            "completions": [text(rng, 60) for _ in range(k)],
+            "ranks": rng.sample(range(k), k),  # no ties: C(k,2) pairs per ranking
+        }
+        for _ in range(rankings_per_step * 8)
+    ]
+    cfg = DPOConfig(
+        model_path=model,
+        output_dir=out,
+        batch_size=rankings_per_step,
+        max_length=64,  # prompts cut to 32 tokens, completions to the other 32
+        max_steps=steps + WARMUP_STEPS + 1,
+        val_fraction=0.0,
+        checkpoint_every=0,
+        eval_every=10**9,
+    )
+    timer = Timer()
+    run(cfg, {"rankings": rankings}, on_progress=timer)
+    wall, cpu = timer.rates(48)
+    return {"dpo_pairs_per_s": wall, "dpo_pairs_per_cpu_s": cpu}
+
+
+def bench_critic_free_vs_trl(model: str, out: str, steps: int, estimator: str) -> dict:
+    """Our critic-free loop on bench/trl_reference.py's GRPO/RLOO work per step."""
+    from training.engine import critic_free
+    from training.engine.config import CriticFreeConfig
+    from training.engine.lm import load_tokenizer
+    from training.engine.precision import resolve_device
+    from training.engine.reward_model import RewardModel
+
+    model = random_copy(model, out)  # every response the full 32 tokens, as TRL's random GPT-2
+    tokenizer = load_tokenizer(model)
+    reward_dir = Path(out) / "reward-model"
+    RewardModel.from_causal_lm(model, tokenizer, resolve_device("auto")).save_pretrained(
+        reward_dir, tokenizer
+    )
     rng = random.Random(0)
     prompts = [text(rng, 60) for _ in range(4 * 8)]
     cfg = CriticFreeConfig(
         policy_path=model,
-        reward_model_path=reward_model_beside(model, out),
+        reward_model_path=str(reward_dir),
         output_dir=str(Path(out) / "run"),
-        estimator="grpo",
-        total_episodes=4 * (steps + WARMUP_STEPS + 1),
-        batch_size=4,
+        estimator=estimator,
         group_size=4,
+        batch_size=4,  # prompts per step: 16 responses
         mini_batch_size=16,
-        update_epochs=1,
-        max_prompt_length=prompt_tokens,
+        update_epochs=1,  # TRL's num_iterations 1
+        total_episodes=4 * (steps + WARMUP_STEPS + 1),
+        max_prompt_length=16,
         max_new_tokens=32,
+        temperature=1.0,
+        kl_coef=0.04,  # > 0: the reference runs, as TRL's beta 0.04
         checkpoint_every=0,
-        lr=0.0,  # as PPO's: the same samples every run
+        lr=0.0,  # every computation runs, the samples are the same every run (as PPO's stage)
     )
     timer = Timer()
-    run(cfg, {"prompts": prompts}, on_progress=timer)
-    return online_figures("critic_free", timer, 16)
+    critic_free.run(cfg, {"prompts": prompts}, on_progress=timer)
+    wall, cpu = timer.rates(16)
+    timed = timer.timed_metrics()
+    return {
+        "episodes_per_s": wall,
+        "episodes_per_cpu_s": cpu,
+        "mean_response_length": statistics.mean(m.get("response/length", 32) for m in timed),
+    }
 
 
-STAGES = {"sft": bench_sft, "reward": bench_reward}
+STAGES = {
+    "sft": bench_sft,
+    "reward": bench_reward,
+    "dpo": bench_dpo,
+    "dpo2": lambda model, out, steps: bench_dpo(model, out, steps, k=2),
+}
 
 
 def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) -> None:
@@ -304,8 +360,8 @@ def child(stage: str, model: str, steps: int, threads: int, prompt_tokens: int) 
     with tempfile.TemporaryDirectory() as out:
         if stage in ("ppo", "ppo32"):
             figures = bench_ppo(model, out, steps, prompt_tokens, full_length=stage == "ppo32")
-        elif stage == "critic_free":
-            figures = bench_critic_free(model, out, steps, prompt_tokens)
+        elif stage in ("grpo", "rloo"):
+            figures = bench_critic_free_vs_trl(model, out, steps, stage)
         else:
             figures = STAGES[stage](model, out, steps)
     figures["peak_memory_mb"] = peak_memory_mb(resolve_device("auto"))
@@ -341,7 +397,20 @@ def main() -> None:
         if done.returncode:
             sys.exit(f"{stage} failed:\n{done.stderr}")
         figures = json.loads(done.stdout.strip().splitlines()[-1])
-        if stage == "sft":
+        if stage in ("dpo", "dpo2"):
+            print(
+                f"{stage.upper():7} {figures['dpo_pairs_per_s']:9,.1f} pairs/s"
+                f"  ({figures['dpo_pairs_per_cpu_s']:,.1f} pairs per CPU-s)",
+                end="",
+            )
+        elif stage in ("grpo", "rloo"):
+            print(
+                f"{stage.upper():7} {figures['episodes_per_s']:9,.1f} episodes/s"
+                f"  ({figures['episodes_per_cpu_s']:,.1f} per CPU-s; mean response"
+                f" {figures['mean_response_length']:.1f} tokens)",
+                end="",
+            )
+        elif stage == "sft":
             print(
                 f"SFT     {figures['sft_tokens_per_s']:9,.0f} tokens/s"
                 f"  ({figures['sft_tokens_per_cpu_s']:,.0f} per CPU-s)",
@@ -355,8 +424,7 @@ def main() -> None:
                 end="",
             )
         else:
-            name = "critic_free" if stage == "critic_free" else "ppo"
-            label = "GRPO" if stage == "critic_free" else stage.upper()
+            name, label = "ppo", stage.upper()
             share = figures[f"{name}_time_share"]
             print(
                 f"{label:7} {figures[f'{name}_episodes_per_s']:9,.1f} episodes/s"
