@@ -32,6 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from training.engine import checkpoint, cpu_fast
 from training.engine.advantages import critic_free_advantages, penalised_scores
 from training.engine.config import CriticFreeConfig
+from training.engine.cpu_fast import first_pass as reuse_first_pass
+from training.engine.cpu_fast.first_pass import FirstPass
 from training.engine.data import (
     Example,
     batch_for_step,
@@ -119,26 +121,33 @@ def minibatch_backward(
     share: float,
     cfg: CriticFreeConfig,
     amp: Amp,
+    first_pass: FirstPass | None = None,
 ) -> dict[str, float]:
     """Backpropagate `share` x the loss of the responses `part`, cut to their longest response;
-    shares are each part's share of the minibatch's tokens, so the parts sum to its token mean."""
+    shares are each part's share of the minibatch's tokens, so the parts sum to its token mean.
+    first_pass: the rollout's differentiable log-probs, used instead of the policy's forward
+    (valid only at the rollout's weights, i.e. before the first optimizer step)."""
     width = int(rollout.response_mask[part].sum(1).max())
     columns = slice(0, rollout.prompt_length + width)
     response_mask = rollout.response_mask[part, :width].float()  # (part, width)
-    with amp():
-        logprobs, _ = response_logprobs(
-            policy,
-            rollout.query_responses[part, columns],
-            rollout.attention_mask[part, columns],
-            rollout.responses[part, :width],
-            response_mask,
-            rollout.prompt_length,
-            cfg.temperature,
-        )
+    if first_pass is not None:  # cpu_fast: the rollout's own forward, its graph kept
+        logprobs = first_pass.logprobs[part, :width]
+    else:
+        with amp():
+            packed, _ = response_logprobs(
+                policy,
+                rollout.query_responses[part, columns],
+                rollout.attention_mask[part, columns],
+                rollout.responses[part, :width],
+                response_mask,
+                rollout.prompt_length,
+                cfg.temperature,
+            )
+        logprobs = unpack(packed, response_mask)  # (part, width)
     # GRPO differentiates a k3 KL term; RLOO and REINFORCE++ have the KL in their advantages
     # ("loss/kl" logs the k3 term for all three; it is in the loss only with GRPO).
     loss, stats = policy_loss_with_kl(
-        unpack(logprobs, response_mask),
+        logprobs,
         rollout.logprobs[part, :width],
         rollout.ref_logprobs[part, :width],
         advantages[part, :width],
@@ -174,15 +183,25 @@ def update(
     split = not cpu_fast.gpt2_applies(policy)  # GPT-2 on cpu_fast computes real tokens only
     per_step = cfg.update_epochs * (responses // cfg.mini_batch_size)
     gradient_steps = (step - 1) * per_step
+    first_pass = rollout.first_pass
     for _ in range(cfg.update_epochs):
         order = torch.randperm(responses, generator=shuffle).to(response_lengths.device)
         for minibatch in order.split(cfg.mini_batch_size):
             optimizer.zero_grad(set_to_none=True)
             minibatch_stats: dict[str, float] = defaultdict(float)
-            for part, share in length_parts(minibatch, response_lengths, split):
-                part_stats = minibatch_backward(policy, rollout, advantages, part, share, cfg, amp)
+            # cpu_fast: the first step backpropagates through the rollout's forward, whole.
+            parts = (
+                [(minibatch, 1.0)]
+                if first_pass is not None
+                else length_parts(minibatch, response_lengths, split)
+            )
+            for part, share in parts:
+                part_stats = minibatch_backward(
+                    policy, rollout, advantages, part, share, cfg, amp, first_pass
+                )
                 for name, value in part_stats.items():
                     minibatch_stats[name] += value
+            first_pass = rollout.first_pass = None  # the weights are about to change
             if ptx_examples:
                 minibatch_stats["loss/ptx"] = ptx_backward(
                     policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp
@@ -327,6 +346,8 @@ def run(
             temperature=cfg.temperature,
             seed=cfg.seed * 1_000_003 + step,
             amp=amp,
+            # cpu_fast: the first gradient step backpropagates through the rollout's forward.
+            keep_graph=reuse_first_pass.applies(device, len(repeated), cfg.mini_batch_size),
         )
         # Advantages from the group's scores and the k1 KL to the reference per token.
         scoring_started = time.perf_counter()

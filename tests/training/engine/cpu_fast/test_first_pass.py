@@ -11,8 +11,8 @@ import torch
 
 from tests.training.engine.helpers import CPU, assert_close_gradients, gradients
 from tests.training.engine.toy_model import questions
-from training.engine import ppo
-from training.engine.config import PPOConfig
+from training.engine import critic_free, ppo
+from training.engine.config import CriticFreeConfig, PPOConfig
 from training.engine.cpu_fast import first_pass
 from training.engine.data import encode_prompts
 from training.engine.lm import freeze, load_causal_lm, load_tokenizer
@@ -78,6 +78,49 @@ def test_the_first_step_through_the_rollouts_forwards_is_the_plain_recomputed_on
     reused, reused_grads = step(rollout.first_pass)
     fast_paths(False)
     assert not first_pass.applies(CPU, cfg.batch_size, cfg.mini_batch_size)
+    recomputed, recomputed_grads = step(None)
+    assert reused == pytest.approx(recomputed, rel=1e-5, abs=1e-7)
+    assert_close_gradients(reused_grads, recomputed_grads)
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_critic_frees_first_step_through_the_rollouts_forward_is_the_plain_recomputed_one(
+    sft_model_dir, fast_paths, estimator
+):
+    """The same for critic_free.py (policy only, no value model); GRPO's k3 term included."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    policy = load_causal_lm(sft_model_dir, tokenizer, CPU)
+    reference = freeze(load_causal_lm(sft_model_dir, tokenizer, CPU))
+    cfg = CriticFreeConfig(policy_path="p", output_dir="o", estimator=estimator, batch_size=2,
+                           group_size=3, mini_batch_size=6, temperature=0.7, kl_coef=0.1)  # fmt: skip
+    amp = partial(autocast, CPU, torch.float32)
+    fast_paths(True)
+    rollout, _ = make_rollout(
+        policy, reference, None,
+        lambda query_responses, attention_mask, responses: torch.zeros(responses.shape[0]),
+        encode_prompts(tokenizer, [q for q in questions(2) for _ in range(3)], 64),
+        sampler=BuiltinSampler(policy, tokenizer, amp), max_new_tokens=10,
+        temperature=cfg.temperature, seed=0, amp=amp, keep_graph=True,
+    )  # fmt: skip
+    assert rollout.first_pass is not None and rollout.first_pass.logprobs.requires_grad
+    response_mask = rollout.response_mask.float()
+    assert 0 < response_mask.mean() < 1  # responses of different lengths
+    generator = torch.Generator().manual_seed(1)
+    rollout.logprobs = rollout.logprobs + 0.1 * torch.randn(
+        response_mask.shape, generator=generator
+    )
+    advantages = torch.randn(response_mask.shape, generator=generator) * response_mask
+    minibatch = torch.randperm(6, generator=generator)
+
+    def step(reused: first_pass.FirstPass | None):
+        policy.zero_grad(set_to_none=True)
+        stats = critic_free.minibatch_backward(
+            policy, rollout, advantages, minibatch, 1.0, cfg, amp, reused
+        )
+        return stats, gradients(policy)
+
+    reused, reused_grads = step(rollout.first_pass)
+    fast_paths(False)
     recomputed, recomputed_grads = step(None)
     assert reused == pytest.approx(recomputed, rel=1e-5, abs=1e-7)
     assert_close_gradients(reused_grads, recomputed_grads)
