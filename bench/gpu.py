@@ -1,13 +1,13 @@
-"""Throughput on one GPU of SFT, reward, PPO and sampling through the engine's run(), beside TRL's.
+"""Throughput on one GPU of SFT, reward, DPO, PPO, GRPO and sampling through the engine, beside TRL.
 
-    python bench/gpu.py [--smoke] [--trl] [--stages sft,reward,ppo,sample,trl-sft,trl-reward,trl-grpo]
-                        [--set STAGE.FIELD=VALUE ...] [--reward-k 4] [--peak-tflops N] [--out FILE]
+    python bench/gpu.py [--smoke] [--trl] [--set STAGE.FIELD=VALUE ...] [--reward-k 4] [--out FILE]
+      [--stages sft,reward,dpo,ppo,critic_free,sample,trl-sft,trl-reward,trl-grpo] [--peak-tflops T]
 
 A randomly initialised Qwen2-0.5B shape (bf16 autocast on CUDA), each stage in its own process, the
 median step after warm-up; FULL below holds each step's work (SMOKE: a tiny shape for a CPU check).
-Prints SFT tokens/s and MFU, reward pairs/s, PPO episodes/s (with its generation/scoring/update
-shares), sampling tokens/s and the peak memory of each, then one JSON line of every figure. --trl:
-the same work through TRL's SFTTrainer, RewardTrainer and GRPOTrainer (skipped if trl won't import).
+Prints SFT tokens/s and MFU, reward and DPO pairs/s, PPO and critic-free GRPO episodes/s (with
+their generation/scoring/update shares), sampling tokens/s and the peak memory of each, then a JSON
+line of every figure. --trl: the same SFT, reward, GRPO work through TRL's trainers (if it imports).
 The H200 has transformers 5.17 (the engine needs 5.25) and no trl: carry wheels. Here, in the root:
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl transformers==5.25.0 huggingface_hub==2.4.0 httpx2==2.17.0 httpcore2==2.17.0 truststore==0.10.5 hf-xet==1.8.0 click==8.5.1 regex==2026.12.2 idna==3.20 trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 (TRL's other needs, pyarrow and pandas among them, are in the image.) Then run(carry=[".whl"]):
@@ -42,11 +42,25 @@ REPO = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
-from training.engine.config import PPOConfig, RewardConfig, SampleConfig, SFTConfig  # noqa: E402
+from training.engine.config import (  # noqa: E402
+    CriticFreeConfig,
+    DPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SampleConfig,
+    SFTConfig,
+)
 
-OURS = ("sft", "reward", "ppo", "sample")
+OURS = ("sft", "reward", "dpo", "ppo", "critic_free", "sample")
 TRL = ("trl-sft", "trl-reward", "trl-grpo")
-CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "sample": SampleConfig}
+CONFIGS = {
+    "sft": SFTConfig,
+    "reward": RewardConfig,
+    "dpo": DPOConfig,
+    "ppo": PPOConfig,
+    "critic_free": CriticFreeConfig,
+    "sample": SampleConfig,
+}
 WARMUP_STEPS = 2  # untimed, as in bench/training.py: the first timed step is step WARMUP_STEPS + 2
 # bf16 dense matrix peak by device name (vendor datasheets; the first match wins).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
@@ -65,6 +79,8 @@ class Shapes:
     reward_length: int  # prompt + completion (with EOS)
     reward_prompt: int
     ppo_prompts: int  # episodes per step; PPO epochs over minibatches of ppo_mini_batch
+    # (critic-free GRPO and TRL's: ppo_prompts / 4 prompts x 4 responses, ppo_epochs passes of one
+    # minibatch of all ppo_prompts; DPO: the reward stage's rankings and lengths)
     ppo_prompt: int
     ppo_response: int  # new tokens (a random policy rarely samples EOS: all of them)
     ppo_mini_batch: int
@@ -76,9 +92,13 @@ class Shapes:
     steps: dict[str, int]  # timed steps per stage (PPO and GRPO: rollout + update rounds)
 
 
-# The default run, estimated at 4-5 minutes on an H200: each of the 7 stage processes spends about
-# 15-25 s importing, loading the 2 GB of fp32 weights and saving its result; the timed work is
-# about 13 x 0.1 s for SFT and for reward, 7 x 4 s for PPO and GRPO, 6 x 5 s for sampling.
+GRPO_GROUP = 4  # responses per prompt of the GRPO stages (critic_free, trl-grpo)
+
+
+# The default run, estimated at 5-6 minutes on an H200 (not yet run on one): each of the 9 stage
+# processes spends about 15-25 s importing, loading the 2 GB of fp32 weights and saving its result;
+# the timed work is about 13 x 0.1 s for SFT, reward and DPO, 7 x 4 s for PPO, critic-free GRPO and
+# TRL's GRPO, 6 x 5 s for sampling.
 FULL = Shapes(
     model={
         "hidden_size": 896,
@@ -110,7 +130,9 @@ FULL = Shapes(
     steps={
         "sft": 10,
         "reward": 10,
+        "dpo": 10,
         "ppo": 4,
+        "critic_free": 4,
         "sample": 3,
         "trl-sft": 10,
         "trl-reward": 10,
@@ -428,25 +450,82 @@ def bench_reward(spec: dict, out: str) -> dict:
     }
 
 
-def bench_ppo(spec: dict, out: str) -> dict:
+def bench_dpo(spec: dict, out: str) -> dict:
+    """DPO on the reward stage's rankings (K = --reward-k, the same lengths): every step the policy
+    on each completion, C(K, 2) pairs per ranking; the reference's log-probs once, before step 1."""
+    from training.engine.dpo import run
+    from training.engine.lm import load_tokenizer
+
+    shapes, steps, k = spec["shapes"], total_steps(spec, "dpo"), spec["reward_k"]
+    cfg = DPOConfig(
+        model_path=spec["model_dir"],
+        output_dir=out,
+        batch_size=shapes["reward_sequences"] // k,
+        max_length=shapes["reward_length"],
+        max_steps=steps,
+        val_fraction=0.0,
+        checkpoint_every=0,
+        eval_every=10**9,
+        dtype=dtype(),
+    )
+    cfg = with_overrides(cfg, spec["overrides"].get("dpo", {}))
+    tokenizer = load_tokenizer(cfg.model_path)
+    rankings = ranking_rows(spec, tokenizer, k, cfg.batch_size * steps, cfg.max_length)
+    timer = Timer()
+    run(cfg, {"rankings": rankings}, on_progress=timer)
+    step_s = timer.median_step()
+    return {
+        "pairs_per_s": cfg.batch_size * math.comb(k, 2) / step_s,
+        "sequences_per_s": cfg.batch_size * k / step_s,
+        "k": k,
+        "rankings_per_step": cfg.batch_size,
+        "seq": cfg.max_length,
+        "step_s": step_s,
+    }
+
+
+def reward_model_dir(model: str, tokenizer, out: str) -> str:
+    """A reward model with an untrained head on the policy's trunk (built on the CPU, so that it is
+    not in the GPU's peak): the same work as a trained one."""
     import torch
 
-    from training.engine.lm import load_tokenizer
-    from training.engine.ppo import run
     from training.engine.reward_model import RewardModel
 
-    shapes, steps = spec["shapes"], total_steps(spec, "ppo")
-    model = spec["model_dir"]
-    tokenizer = load_tokenizer(model)
-    # A reward model with an untrained head on the same trunk (built on the CPU, so that it is not
-    # in the GPU's peak): the same work as a trained one.
     reward_dir = Path(out) / "reward-model"
     RewardModel.from_causal_lm(model, tokenizer, torch.device("cpu")).save_pretrained(
         reward_dir, tokenizer
     )
+    return str(reward_dir)
+
+
+def rollout_figures(timer: Timer, responses: int) -> dict:
+    """Episodes/s of a rollout-and-update loop (PPO, critic-free), each part's share of its time,
+    the generation's tokens/s and the mean response length over the timed steps."""
+    step_s = timer.median_step()
+    timed = timer.timed_metrics()
+    parts = ("generation", "scoring", "update")
+    seconds = {part: sum(m[f"time/{part}"] for m in timed) for part in parts}
+    length = statistics.mean(m["response/length"] for m in timed)
+    return {
+        "episodes_per_s": responses / step_s,
+        "time_share": {part: seconds[part] / sum(seconds.values()) for part in parts},
+        "generation_tokens_per_s": responses * length * len(timed) / seconds["generation"],
+        "mean_response_length": length,
+        "episodes_per_step": responses,
+        "step_s": step_s,
+    }
+
+
+def bench_ppo(spec: dict, out: str) -> dict:
+    from training.engine.lm import load_tokenizer
+    from training.engine.ppo import run
+
+    shapes, steps = spec["shapes"], total_steps(spec, "ppo")
+    model = spec["model_dir"]
+    tokenizer = load_tokenizer(model)
     cfg = PPOConfig(
         policy_path=model,
-        reward_model_path=str(reward_dir),
+        reward_model_path=reward_model_dir(model, tokenizer, out),
         output_dir=str(Path(out) / "run"),
         total_episodes=shapes["ppo_prompts"] * steps,
         batch_size=shapes["ppo_prompts"],
@@ -465,20 +544,50 @@ def bench_ppo(spec: dict, out: str) -> dict:
     prompts = [prompt_words(tokenizer, rng, cfg.max_prompt_length) for _ in range(cfg.batch_size)]
     timer = Timer()
     run(cfg, {"prompts": prompts * steps}, on_progress=timer)
-    step_s = timer.median_step()
-    timed = timer.timed_metrics()
-    parts = ("generation", "scoring", "update")
-    seconds = {part: sum(m[f"time/{part}"] for m in timed) for part in parts}
-    length = statistics.mean(m["response/length"] for m in timed)
-    return {
-        "episodes_per_s": cfg.batch_size / step_s,
-        "time_share": {part: seconds[part] / sum(seconds.values()) for part in parts},
-        "generation_tokens_per_s": cfg.batch_size * length * len(timed) / seconds["generation"],
-        "mean_response_length": length,
-        "episodes_per_step": cfg.batch_size,
+    figures = rollout_figures(timer, cfg.batch_size)
+    return figures | {"mini_batch": cfg.mini_batch_size, "epochs": cfg.ppo_epochs}
+
+
+def bench_critic_free(spec: dict, out: str) -> dict:
+    """Critic-free GRPO on trl-grpo's work: ppo_prompts / 4 prompts x 4 responses per step, scored
+    by a reward model on the same trunk, a KL to the reference (kl_coef 0.02, TRL's beta here), then
+    ppo_epochs passes of one minibatch of all the responses (TRL's num_iterations). lr 0, as PPO's
+    stage. An episode is a response, as TRL's."""
+    from training.engine.critic_free import run
+    from training.engine.lm import load_tokenizer
+
+    shapes, steps = spec["shapes"], total_steps(spec, "critic_free")
+    model = spec["model_dir"]
+    tokenizer = load_tokenizer(model)
+    cfg = CriticFreeConfig(
+        policy_path=model,
+        reward_model_path=reward_model_dir(model, tokenizer, out),
+        output_dir=str(Path(out) / "run"),
+        estimator="grpo",
+        group_size=GRPO_GROUP,
+        batch_size=shapes["ppo_prompts"] // GRPO_GROUP,  # prompts per step
+        mini_batch_size=shapes["ppo_prompts"],  # responses per gradient step
+        update_epochs=shapes["ppo_epochs"],
+        total_episodes=shapes["ppo_prompts"] // GRPO_GROUP * steps,
+        max_prompt_length=shapes["ppo_prompt"],
+        max_new_tokens=shapes["ppo_response"],
+        temperature=1.0,
+        kl_coef=0.02,
+        checkpoint_every=0,
+        lr=0.0,  # every step samples from the same random model and does the same work
+        dtype=dtype(),
+    )
+    cfg = with_overrides(cfg, spec["overrides"].get("critic_free", {}))
+    rng = random.Random(0)
+    prompts = [prompt_words(tokenizer, rng, cfg.max_prompt_length) for _ in range(cfg.batch_size)]
+    timer = Timer()
+    run(cfg, {"prompts": prompts * steps}, on_progress=timer)
+    figures = rollout_figures(timer, cfg.batch_size * cfg.group_size)
+    return figures | {
+        "prompts_per_step": cfg.batch_size,
+        "group_size": cfg.group_size,
         "mini_batch": cfg.mini_batch_size,
-        "epochs": cfg.ppo_epochs,
-        "step_s": step_s,
+        "epochs": cfg.update_epochs,
     }
 
 
@@ -670,10 +779,10 @@ def bench_trl_reward(spec: dict, out: str) -> dict:
 
 
 def bench_trl_grpo(spec: dict, out: str) -> dict:
-    """GRPO on our PPO's work: a generation of ppo_prompts completions (ppo_prompts / 4 prompts x
-    4 generations), scored by a reward model on the same trunk, a KL to the reference (beta 0.02,
-    as our kl_coef; TRL's default 0 skips the reference), then ppo_epochs passes of one minibatch
-    each (num_iterations). No value model: GRPO has none. lr 0, as ours."""
+    """GRPO on our PPO's work (and critic_free's): a generation of ppo_prompts completions
+    (ppo_prompts / 4 prompts x 4 generations), scored by a reward model on the same trunk, a KL to
+    the reference (beta 0.02, as our kl_coef; TRL's default 0 skips the reference), then ppo_epochs
+    passes of one minibatch each (num_iterations). No value model: GRPO has none. lr 0, as ours."""
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
@@ -688,7 +797,7 @@ def bench_trl_grpo(spec: dict, out: str) -> dict:
         out,
         per_device_train_batch_size=episodes,
         steps_per_generation=1,
-        num_generations=4,
+        num_generations=GRPO_GROUP,
         num_iterations=epochs,
         max_completion_length=shapes["ppo_response"],
         temperature=1.0,
@@ -750,7 +859,9 @@ def bench_trl_grpo(spec: dict, out: str) -> dict:
 STAGES = {
     "sft": bench_sft,
     "reward": bench_reward,
+    "dpo": bench_dpo,
     "ppo": bench_ppo,
+    "critic_free": bench_critic_free,
     "sample": bench_sample,
     "trl-sft": bench_trl_sft,
     "trl-reward": bench_trl_reward,
@@ -790,7 +901,14 @@ def child(spec: dict) -> None:
 
 def describe(stage: str, f: dict) -> str:
     """One line of a stage's figures."""
-    name = {"sft": "SFT", "reward": "reward", "ppo": "PPO", "sample": "sampling"}
+    name = {
+        "sft": "SFT",
+        "reward": "reward",
+        "dpo": "DPO",
+        "ppo": "PPO",
+        "critic_free": "critic-free",
+        "sample": "sampling",
+    }
     label = f"TRL {name.get(stage[4:], 'GRPO')}" if stage in TRL else name[stage]
     if "skipped" in f or "error" in f:
         return f"{label:12} {'skipped: ' + f['skipped'] if 'skipped' in f else 'FAILED'}"
@@ -800,13 +918,13 @@ def describe(stage: str, f: dict) -> str:
             f"{f['tokens_per_s']:10,.0f} tokens/s  MFU {mfu} ({f['model_tflops_per_s']:.1f}"
             f" model TFLOP/s; batch {f['batch']} x {f['seq']})"
         )
-    elif stage in ("reward", "trl-reward"):
+    elif stage in ("reward", "dpo", "trl-reward"):
         k = f"K = {f['k']}" if "k" in f else "pairs"
         text = (
             f"{f['pairs_per_s']:10,.1f} pairs/s  ({f['sequences_per_s']:,.1f} sequences/s;"
             f" {k}, {f['seq']} tokens)"
         )
-    elif stage == "ppo":
+    elif stage in ("ppo", "critic_free"):
         share = f["time_share"]
         text = (
             f"{f['episodes_per_s']:10,.2f} episodes/s  (generation {share['generation']:.0%},"
@@ -860,7 +978,8 @@ def versions() -> dict[str, str | None]:
 
 def targets(stages: dict[str, dict]) -> dict[str, Any]:
     """The issue's targets, where the figures exist: SFT MFU >= 45%, sampling >= 2,800 tokens/s,
-    each stage >= TRL's (PPO against GRPO, the nearest TRL trainer)."""
+    each stage >= TRL's (PPO against GRPO, the nearest TRL trainer; critic-free GRPO against it like
+    for like)."""
     ok = {name: f for name, f in stages.items() if "skipped" not in f and "error" not in f}
     found: dict[str, Any] = {}
     if (mfu := ok.get("sft", {}).get("mfu")) is not None:
@@ -871,6 +990,7 @@ def targets(stages: dict[str, dict]) -> dict[str, Any]:
         ("sft", "trl-sft", "tokens_per_s"),
         ("reward", "trl-reward", "sequences_per_s"),
         ("ppo", "trl-grpo", "episodes_per_s"),
+        ("critic_free", "trl-grpo", "episodes_per_s"),
     ):
         if ours in ok and theirs in ok:
             found[f"{ours}_over_trl"] = ok[ours][figure] / ok[theirs][figure]
@@ -950,10 +1070,13 @@ def main() -> None:
     print(
         f"shapes: SFT {shapes.sft_batch} x {shapes.sft_length} tokens (prompt {shapes.sft_prompt}); reward"
         f" {shapes.reward_sequences // args.reward_k} rankings of K = {args.reward_k} x"
-        f" {shapes.reward_length} tokens (TRL: {shapes.reward_sequences // 2} pairs); PPO"
-        f" {shapes.ppo_prompts} prompts of {shapes.ppo_prompt} x {shapes.ppo_response} new tokens,"
-        f" {shapes.ppo_epochs} epochs of minibatches of {shapes.ppo_mini_batch}; sampling K ="
-        f" {shapes.sample_k} x {shapes.sample_new} new tokens, batch {shapes.sample_batch};"
+        f" {shapes.reward_length} tokens (TRL: {shapes.reward_sequences // 2} pairs; DPO: as"
+        f" reward); PPO {shapes.ppo_prompts} prompts of {shapes.ppo_prompt} x"
+        f" {shapes.ppo_response} new tokens, {shapes.ppo_epochs} epochs of minibatches of"
+        f" {shapes.ppo_mini_batch}; GRPO (critic-free, TRL) {shapes.ppo_prompts // GRPO_GROUP}"
+        f" prompts x {GRPO_GROUP} responses, {shapes.ppo_epochs} epochs of one minibatch;"
+        f" sampling K = {shapes.sample_k} x {shapes.sample_new} new tokens, batch"
+        f" {shapes.sample_batch};"
         f" timed steps {shapes.steps} after {WARMUP_STEPS + 1}; overrides {overrides or 'none'}"
     )
     failed = False

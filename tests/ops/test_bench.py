@@ -126,9 +126,9 @@ def test_the_loop_study_runs_every_mode_on_a_toy_model(tmp_path):
 
 # The figure each stage of bench/gpu.py is about; TRL's stages say "skipped" where trl is missing.
 GPU_FIGURES = {
-    "sft": "tokens_per_s", "reward": "pairs_per_s", "ppo": "episodes_per_s",
-    "sample": "tokens_per_s", "trl-sft": "tokens_per_s", "trl-reward": "pairs_per_s",
-    "trl-grpo": "episodes_per_s",
+    "sft": "tokens_per_s", "reward": "pairs_per_s", "dpo": "pairs_per_s", "ppo": "episodes_per_s",
+    "critic_free": "episodes_per_s", "sample": "tokens_per_s", "trl-sft": "tokens_per_s",
+    "trl-reward": "pairs_per_s", "trl-grpo": "episodes_per_s",
 }  # fmt: skip
 
 
@@ -152,7 +152,9 @@ def test_the_gpu_bench_measures_every_stage_in_a_cpu_smoke_run(tmp_path):
     report = json.loads(lines[-1])
     assert report == json.loads((tmp_path / "gpu.json").read_text())
     assert list(report["stages"]) == list(GPU_FIGURES)
-    for label in ("SFT ", "reward ", "PPO ", "sampling ", "TRL SFT ", "TRL reward ", "TRL GRPO "):
+    labels = ("SFT ", "reward ", "DPO ", "PPO ", "critic-free ", "sampling ", "TRL SFT ",
+              "TRL reward ", "TRL GRPO ")  # fmt: skip
+    for label in labels:
         assert sum(line.startswith(label) for line in lines) == 1, label
     for stage, figures in report["stages"].items():
         if stage.startswith("trl-") and "skipped" in figures:
