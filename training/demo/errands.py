@@ -35,19 +35,16 @@ from typing import cast
 
 from training.demo.families import (
     FLAG_HALLUCINATION,
+    Catalogue,
     Judgement,
     Params,
     Score,
     _Family,
-    _generic_score,
-    _is_heldout,
     _off_task_count,
-    _prompt_key,
     _tidiness,
     _wordlist,
     _words,
     filler_sentence,
-    judgement_of,
 )
 
 __all__ = [
@@ -668,89 +665,13 @@ _FAMILIES: tuple[_Family, ...] = (
     ),
 )
 
-FAMILIES: tuple[str, ...] = tuple(f.name for f in _FAMILIES)
-_PATTERNS = [(f, pattern) for f in _FAMILIES for pattern in f.patterns()]
-
-
 # --- public API: the same as families.py's, over these families --------------------------------
 
-
-def _parse(prompt: str) -> tuple[_Family, Params] | None:
-    text = " ".join(prompt.split())
-    for family, pattern in _PATTERNS:
-        match = pattern.match(text)
-        if match and (params := family.coerce(match.groupdict())) is not None:
-            return family, params
-    return None
-
-
-def family_of(prompt: str) -> str | None:
-    """The family name of an errands prompt, or None when the text matches no family."""
-    parsed = _parse(prompt)
-    return parsed[0].name if parsed else None
-
-
-def _family_prompts(family: _Family, split: str) -> list[str]:
-    if split not in ("all", "train", "heldout"):
-        raise ValueError(f"unknown split {split!r}")
-    prompts = sorted(set(family.prompts()))
-    if split == "all":
-        return prompts
-    return [p for p in prompts if _is_heldout(p) == (split == "heldout")]
-
-
-def all_prompts(*, split: str = "all") -> list[str]:
-    """Every distinct errands prompt of `split` ("all", "train" or "heldout"), in a fixed order."""
-    return [p for family in _FAMILIES for p in _family_prompts(family, split)]
-
-
-def sample_prompts(n: int, *, seed: int, split: str = "all") -> list[str]:
-    """`n` distinct errands prompts, balanced across families (round-robin), deterministic in
-    `seed`; split as in families.sample_prompts (the same stable 10% rule is held out)."""
-    rng = random.Random(seed)
-    pools = []
-    for family in _FAMILIES:
-        prompts = _family_prompts(family, split)
-        rng.shuffle(prompts)
-        pools.append(prompts)
-    if n > sum(len(p) for p in pools):
-        raise ValueError(f"only {sum(len(p) for p in pools)} distinct {split} prompts, asked {n}")
-    out: list[str] = []
-    depth = 0
-    while len(out) < n:
-        out.extend(pool[depth] for pool in pools if depth < len(pool))
-        depth += 1
-    order = out[:n]
-    rng.shuffle(order)
-    return order
-
-
-def gold_response(prompt: str) -> str:
-    """An ideal answer to an errands prompt; ValueError for text that matches no family."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        raise ValueError(f"not an errands prompt: {prompt!r}")
-    family, params = parsed
-    return family.gold(params, _prompt_key(prompt))
-
-
-def flawed_response(prompt: str, *, seed: int) -> str:
-    """A plausible but wrong or partial answer (wrong order, naive plural, echo, hedge, ...)."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        raise ValueError(f"not an errands prompt: {prompt!r}")
-    family, params = parsed
-    return family.flawed(params, random.Random(seed))
-
-
-def judge(prompt: str, response: str) -> Judgement:
-    """Grade `response` to `prompt` from the texts alone; deterministic."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        quality, flags = _generic_score(prompt, response)
-    elif not response.strip():
-        quality, flags = 0.0, set()
-    else:
-        family, params = parsed
-        quality, flags = family.score(params, response)
-    return judgement_of(quality, flags)
+_CATALOGUE = Catalogue(_FAMILIES, "an errands prompt")
+FAMILIES: tuple[str, ...] = _CATALOGUE.names
+family_of = _CATALOGUE.family_of
+all_prompts = _CATALOGUE.all_prompts
+sample_prompts = _CATALOGUE.sample_prompts
+gold_response = _CATALOGUE.gold_response
+flawed_response = _CATALOGUE.flawed_response
+judge = _CATALOGUE.judge

@@ -695,18 +695,6 @@ _FAMILIES: tuple[_Family, ...] = (
     ),
 )
 
-FAMILIES: tuple[str, ...] = tuple(f.name for f in _FAMILIES)
-_PATTERNS = [(f, pattern) for f in _FAMILIES for pattern in f.patterns()]
-
-
-def _parse(prompt: str) -> tuple[_Family, Params] | None:
-    text = " ".join(prompt.split())
-    for family, pattern in _PATTERNS:
-        match = pattern.match(text)
-        if match and (params := family.coerce(match.groupdict())) is not None:
-            return family, params
-    return None
-
 
 def _prompt_key(prompt: str) -> int:
     return zlib.crc32(" ".join(prompt.split()).lower().encode())
@@ -718,86 +706,111 @@ def _is_heldout(prompt: str) -> bool:
     return _prompt_key(prompt) % 10 == 0
 
 
+class Catalogue:
+    """A suite's families and what every suite offers over them: parse a prompt's text back to
+    its family and parameters, list and sample prompts by split, the gold and flawed answers,
+    and the judge. `noun` names the suite's prompts in errors ("a demo prompt")."""
+
+    def __init__(self, families: tuple[_Family, ...], noun: str) -> None:
+        self.families = families
+        self.names: tuple[str, ...] = tuple(f.name for f in families)
+        self.noun = noun
+        self._patterns = [(f, pattern) for f in families for pattern in f.patterns()]
+
+    def parse(self, prompt: str) -> tuple[_Family, Params] | None:
+        text = " ".join(prompt.split())
+        for family, pattern in self._patterns:
+            match = pattern.match(text)
+            if match and (params := family.coerce(match.groupdict())) is not None:
+                return family, params
+        return None
+
+    def _parsed(self, prompt: str) -> tuple[_Family, Params]:
+        parsed = self.parse(prompt)
+        if parsed is None:
+            raise ValueError(f"not {self.noun}: {prompt!r}")
+        return parsed
+
+    def family_of(self, prompt: str) -> str | None:
+        """The family name of a prompt, or None when the text matches no family."""
+        parsed = self.parse(prompt)
+        return parsed[0].name if parsed else None
+
+    @staticmethod
+    def _family_prompts(family: _Family, split: str) -> list[str]:
+        if split not in ("all", "train", "heldout"):
+            raise ValueError(f"unknown split {split!r}")
+        prompts = sorted(set(family.prompts()))
+        if split == "all":
+            return prompts
+        return [p for p in prompts if _is_heldout(p) == (split == "heldout")]
+
+    def all_prompts(self, *, split: str = "all") -> list[str]:
+        """Every distinct prompt of `split` ("all", "train" or "heldout"), in a fixed order."""
+        return [p for family in self.families for p in self._family_prompts(family, split)]
+
+    def sample_prompts(self, n: int, *, seed: int, split: str = "all") -> list[str]:
+        """`n` distinct prompts, balanced across families (round-robin), deterministic in `seed`.
+
+        split: "all", "train" (never held out) or "heldout" (the stable 10% kept for evaluation).
+        """
+        rng = random.Random(seed)
+        pools = []
+        for family in self.families:
+            prompts = self._family_prompts(family, split)
+            rng.shuffle(prompts)
+            pools.append(prompts)
+        if n > sum(len(p) for p in pools):
+            raise ValueError(
+                f"only {sum(len(p) for p in pools)} distinct {split} prompts, asked {n}"
+            )
+        out: list[str] = []
+        depth = 0
+        while len(out) < n:
+            out.extend(pool[depth] for pool in pools if depth < len(pool))
+            depth += 1
+        order = out[:n]
+        rng.shuffle(order)
+        return order
+
+    def gold_response(self, prompt: str) -> str:
+        """An ideal answer to a prompt; ValueError for text that matches no family."""
+        family, params = self._parsed(prompt)
+        return family.gold(params, _prompt_key(prompt))
+
+    def flawed_response(self, prompt: str, *, seed: int) -> str:
+        """A plausible but wrong or partial answer (wrong item, wrong count, echo, hedge, ...)."""
+        family, params = self._parsed(prompt)
+        return family.flawed(params, random.Random(seed))
+
+    def judge(self, prompt: str, response: str) -> Judgement:
+        """Grade `response` to `prompt` from the texts alone; deterministic."""
+        parsed = self.parse(prompt)
+        if parsed is None:
+            quality, flags = _generic_score(prompt, response)
+        elif not response.strip():
+            quality, flags = 0.0, set()
+        else:
+            family, params = parsed
+            quality, flags = family.score(params, response)
+        return judgement_of(quality, flags)
+
+
 # --- public API --------------------------------------------------------------------------------
 
-
-def family_of(prompt: str) -> str | None:
-    """The family name of a demo prompt, or None when the text matches no family."""
-    parsed = _parse(prompt)
-    return parsed[0].name if parsed else None
-
-
-def _family_prompts(family: _Family, split: str) -> list[str]:
-    if split not in ("all", "train", "heldout"):
-        raise ValueError(f"unknown split {split!r}")
-    prompts = sorted(set(family.prompts()))
-    if split == "all":
-        return prompts
-    return [p for p in prompts if _is_heldout(p) == (split == "heldout")]
-
-
-def all_prompts(*, split: str = "all") -> list[str]:
-    """Every distinct demo prompt of `split` ("all", "train" or "heldout"), in a fixed order."""
-    return [p for family in _FAMILIES for p in _family_prompts(family, split)]
-
-
-def sample_prompts(n: int, *, seed: int, split: str = "all") -> list[str]:
-    """`n` distinct demo prompts, balanced across families (round-robin), deterministic in `seed`.
-
-    split: "all", "train" (never held out) or "heldout" (the stable 10% kept for evaluation).
-    """
-    rng = random.Random(seed)
-    pools = []
-    for family in _FAMILIES:
-        prompts = _family_prompts(family, split)
-        rng.shuffle(prompts)
-        pools.append(prompts)
-    if n > sum(len(p) for p in pools):
-        raise ValueError(f"only {sum(len(p) for p in pools)} distinct {split} prompts, asked {n}")
-    out: list[str] = []
-    depth = 0
-    while len(out) < n:
-        out.extend(pool[depth] for pool in pools if depth < len(pool))
-        depth += 1
-    order = out[:n]
-    rng.shuffle(order)
-    return order
-
-
-def gold_response(prompt: str) -> str:
-    """An ideal answer to a demo prompt; ValueError for text that matches no family."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        raise ValueError(f"not a demo prompt: {prompt!r}")
-    family, params = parsed
-    return family.gold(params, _prompt_key(prompt))
-
-
-def flawed_response(prompt: str, *, seed: int) -> str:
-    """A plausible but wrong or partial answer (wrong item, wrong count, echo, hedge, ...)."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        raise ValueError(f"not a demo prompt: {prompt!r}")
-    family, params = parsed
-    return family.flawed(params, random.Random(seed))
+_CATALOGUE = Catalogue(_FAMILIES, "a demo prompt")
+FAMILIES: tuple[str, ...] = _CATALOGUE.names
+family_of = _CATALOGUE.family_of
+all_prompts = _CATALOGUE.all_prompts
+sample_prompts = _CATALOGUE.sample_prompts
+gold_response = _CATALOGUE.gold_response
+flawed_response = _CATALOGUE.flawed_response
+judge = _CATALOGUE.judge
 
 
 def filler_sentence(*, seed: int) -> str:
     """An unrelated short sentence, for building rambling answers."""
     return _filler(random.Random(seed))
-
-
-def judge(prompt: str, response: str) -> Judgement:
-    """Grade `response` to `prompt` from the texts alone; deterministic."""
-    parsed = _parse(prompt)
-    if parsed is None:
-        quality, flags = _generic_score(prompt, response)
-    elif not response.strip():
-        quality, flags = 0.0, set()
-    else:
-        family, params = parsed
-        quality, flags = family.score(params, response)
-    return judgement_of(quality, flags)
 
 
 def judgement_of(quality: float, flags: set[str]) -> Judgement:
