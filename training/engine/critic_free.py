@@ -70,8 +70,7 @@ from training.engine.rollout import (
     Rollout,
     Scorer,
     function_scorer,
-    held_out_score,
-    held_out_split,
+    hold_out,
     make_rollout,
     response_logprobs,
     reward_model_scorer,
@@ -321,19 +320,14 @@ def run(
     start, history = checkpoint.resume_history(
         cfg.output_dir, models=models.trained(), optimizers=optimizers
     )
-    train, held_out = held_out_split(len(prompts), cfg.eval_prompts, cfg.seed)
-    evaluate = partial(
-        held_out_score, sampler, partial(scorer, models, reward_fn, tokenizer),
-        [prompt_ids[i] for i in held_out], [prompt_texts[i] for i in held_out],
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed,
-        batch_size=cfg.batch_size * cfg.group_size,
+    held_out = hold_out(
+        sampler, partial(scorer, models, reward_fn, tokenizer), prompt_ids, prompt_texts, wanted=cfg.eval_prompts,
+        resumed=start > 0, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, batch_size=cfg.batch_size * cfg.group_size,
     )  # fmt: skip
-    before = {"eval/held_out_prompts": float(len(held_out))} if cfg.eval_prompts else {}
-    if held_out and start == 0:
-        before["eval/score_start"] = evaluate()
     for step in range(start + 1, total_steps + 1):
         # Rollout: each prompt of the batch group_size times, in contiguous groups.
-        indices = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
+        indices = batch_for_step(held_out.train, step - 1, cfg.batch_size, cfg.seed)
         repeated = [i for i in indices for _ in range(cfg.group_size)]
         rollout, timings = make_rollout(
             models.policy,
@@ -370,9 +364,9 @@ def run(
         timings["time/update"] = time.perf_counter() - update_started
         metrics = {**step_metrics(rollout, kl, advantages, stats, cfg.group_size), **timings}
         if step == start + 1:
-            metrics |= before
-        if held_out and step == total_steps:
-            metrics["eval/score"] = evaluate()
+            metrics |= held_out.before
+        if held_out.evaluate is not None and step == total_steps:
+            metrics["eval/score"] = held_out.evaluate()
         history.append({"step": step, **metrics})
         checkpoint.save_if_due(
             cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,

@@ -81,8 +81,7 @@ from training.engine.rollout import (
     Rollout,
     Scorer,
     function_scorer,
-    held_out_score,
-    held_out_split,
+    hold_out,
     make_rollout,
     response_logprobs,
     reward_model_scorer,
@@ -525,21 +524,17 @@ def run(
     start, history = checkpoint.resume_history(
         cfg.output_dir, models=models.trained(), optimizers=optimizers
     )
-    train, held_out = held_out_split(len(prompts), cfg.eval_prompts, cfg.seed)
-    evaluate = partial(
-        held_out_score, sampler, score_batch, [prompt_ids[i] for i in held_out],
-        [prompt_texts[i] for i in held_out], max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature, seed=cfg.seed, batch_size=cfg.batch_size,
+    held_out = hold_out(
+        sampler, score_batch, prompt_ids, prompt_texts, wanted=cfg.eval_prompts,
+        resumed=start > 0, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, batch_size=cfg.batch_size,
     )  # fmt: skip
-    before = {"eval/held_out_prompts": float(len(held_out))} if cfg.eval_prompts else {}
-    if held_out and start == 0:
-        before["eval/score_start"] = evaluate()
 
     # The policy's and the value model's passes run side by side on a multi-core CPU (cpu_fast).
     with SideBySide(device).running() as side:
         for step in range(start + 1, total_steps + 1):
             # Rollout: sample a response per prompt, score it, evaluate log-probs and values.
-            indices = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
+            indices = batch_for_step(held_out.train, step - 1, cfg.batch_size, cfg.seed)
             rollout, timings = make_rollout(
                 models.policy,
                 models.reference,
@@ -569,10 +564,10 @@ def run(
                 pad_token_id=tokenizer.pad_token_id,
             )
             if step == start + 1:
-                metrics |= before
-            if held_out and step == total_steps:
+                metrics |= held_out.before
+            if held_out.evaluate is not None and step == total_steps:
                 with side.alone():
-                    metrics["eval/score"] = evaluate()
+                    metrics["eval/score"] = held_out.evaluate()
             history.append({"step": step, **metrics})
             checkpoint.save_if_due(
                 cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,

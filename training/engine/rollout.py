@@ -229,3 +229,42 @@ def held_out_score(
         score = score_for(prompt_texts[start : start + batch_size])
         scores.append(score(query_responses, attention_mask, generation.tokens).float())
     return float(torch.cat(scores).mean())
+
+
+@dataclass
+class HeldOut:
+    """An online loop's held-out prompts: the indices it trains on, and the held-out score before
+    the first step (`before`, logged with step 1) and after the last (`evaluate()`)."""
+
+    train: list[int]
+    evaluate: Callable[[], float] | None  # None: nothing held out
+    before: dict[str, float]
+
+
+def hold_out(
+    sampler: Sampler,
+    score_for: Callable[[list[str]], Scorer],
+    prompt_ids: Sequence[Sequence[int]],
+    prompt_texts: list[str],
+    *,
+    wanted: int,
+    resumed: bool,
+    seed: int,
+    max_new_tokens: int,
+    temperature: float,
+    batch_size: int,
+) -> HeldOut:
+    """Hold out up to `wanted` prompts (held_out_split) and score them now unless `resumed` (the
+    score before training is then in the run's history already)."""
+    train, held = held_out_split(len(prompt_ids), wanted, seed)
+    if not held:
+        return HeldOut(train, None, {"eval/held_out_prompts": 0.0} if wanted else {})
+    evaluate = partial(
+        held_out_score, sampler, score_for, [prompt_ids[i] for i in held],
+        [prompt_texts[i] for i in held], max_new_tokens=max_new_tokens, temperature=temperature,
+        seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+    before = {"eval/held_out_prompts": float(len(held))}
+    if not resumed:
+        before["eval/score_start"] = evaluate()
+    return HeldOut(train, evaluate, before)
