@@ -418,7 +418,6 @@ def ranking_rows(spec: dict, tokenizer, k: int, count: int, length: int) -> list
 
 
 def bench_reward(spec: dict, out: str) -> dict:
-    from training.engine.lm import load_tokenizer
     from training.engine.reward import run
 
     shapes, steps, k = spec["shapes"], total_steps(spec, "reward"), spec["reward_k"]
@@ -435,6 +434,13 @@ def bench_reward(spec: dict, out: str) -> dict:
         dtype=dtype(),
     )
     cfg = with_overrides(cfg, spec["overrides"].get("reward", {}))
+    return on_rankings(run, cfg, spec, k, steps)
+
+
+def on_rankings(run: Any, cfg: Any, spec: dict, k: int, steps: int) -> dict:
+    """Time a stage that trains on rankings of K (reward model, DPO): pairs and sequences/s."""
+    from training.engine.lm import load_tokenizer
+
     tokenizer = load_tokenizer(cfg.model_path)
     rankings = ranking_rows(spec, tokenizer, k, cfg.batch_size * steps, cfg.max_length)
     timer = Timer()
@@ -454,7 +460,6 @@ def bench_dpo(spec: dict, out: str) -> dict:
     """DPO on the reward stage's rankings (K = --reward-k, the same lengths): every step the policy
     on each completion, C(K, 2) pairs per ranking; the reference's log-probs once, before step 1."""
     from training.engine.dpo import run
-    from training.engine.lm import load_tokenizer
 
     shapes, steps, k = spec["shapes"], total_steps(spec, "dpo"), spec["reward_k"]
     cfg = DPOConfig(
@@ -469,19 +474,7 @@ def bench_dpo(spec: dict, out: str) -> dict:
         dtype=dtype(),
     )
     cfg = with_overrides(cfg, spec["overrides"].get("dpo", {}))
-    tokenizer = load_tokenizer(cfg.model_path)
-    rankings = ranking_rows(spec, tokenizer, k, cfg.batch_size * steps, cfg.max_length)
-    timer = Timer()
-    run(cfg, {"rankings": rankings}, on_progress=timer)
-    step_s = timer.median_step()
-    return {
-        "pairs_per_s": cfg.batch_size * math.comb(k, 2) / step_s,
-        "sequences_per_s": cfg.batch_size * k / step_s,
-        "k": k,
-        "rankings_per_step": cfg.batch_size,
-        "seq": cfg.max_length,
-        "step_s": step_s,
-    }
+    return on_rankings(run, cfg, spec, k, steps)
 
 
 def reward_model_dir(model: str, tokenizer, out: str) -> str:

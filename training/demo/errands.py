@@ -45,6 +45,7 @@ from training.demo.families import (
     _wordlist,
     _words,
     filler_sentence,
+    yes_no_score,
 )
 
 __all__ = [
@@ -402,20 +403,7 @@ def _parity_gold(p: Params, key: int) -> str:
 
 
 def _parity_score(p: Params, response: str) -> Score:
-    words = _words(response)
-    said = [w for w in words if w in ("yes", "no")]
-    right = "yes" if _parity_truth(p) else "no"
-    if not said:
-        core = 0.0
-    elif len(set(said)) > 1:
-        core = 0.3  # hedged with both answers
-    elif said[0] == right:
-        core = 1.0
-    else:
-        core = 0.05  # right format, wrong answer
-    allowed = {"yes", "no", str(p["n"]), "even", "odd", "number", "not"}
-    flags = {FLAG_HALLUCINATION} if _off_task_count(words, allowed) >= 3 else set()
-    return core * _tidiness(words, allowed, limit=8), flags
+    return yes_no_score(_parity_truth(p), response, {str(p["n"]), "even", "odd", "number"})
 
 
 def _parity_flawed(p: Params, rng: random.Random) -> str:

@@ -541,10 +541,12 @@ def _compare_gold(p: Params, key: int) -> str:
     return "Yes." if _compare_truth(p) else "No."
 
 
-def _compare_score(p: Params, response: str) -> Score:
+def yes_no_score(truth: bool, response: str, allowed: set[str]) -> Score:
+    """A yes/no question's score (shared with errands.py): the answer right, hedged with both,
+    or wrong; off-task words beyond `allowed` cost tidiness and flag hallucination."""
     words = _words(response)
     said = [w for w in words if w in ("yes", "no")]
-    right = "yes" if _compare_truth(p) else "no"
+    right = "yes" if truth else "no"
     if not said:
         core = 0.0
     elif len(set(said)) > 1:
@@ -553,9 +555,14 @@ def _compare_score(p: Params, response: str) -> Score:
         core = 1.0
     else:
         core = 0.05  # right format, wrong answer
-    allowed = {"yes", "no", str(p["a"]), str(p["b"]), str(p["relation"]), "than", "not"}
+    allowed = allowed | {"yes", "no", "not"}
     flags = {FLAG_HALLUCINATION} if _off_task_count(words, allowed) >= 3 else set()
     return core * _tidiness(words, allowed, limit=8), flags
+
+
+def _compare_score(p: Params, response: str) -> Score:
+    allowed = {str(p["a"]), str(p["b"]), str(p["relation"]), "than"}
+    return yes_no_score(_compare_truth(p), response, allowed)
 
 
 def _compare_flawed(p: Params, rng: random.Random) -> str:
