@@ -264,7 +264,10 @@ class Task(models.Model):
                 fields=["project", "kind", "-priority", "id"],
                 condition=Q(done=False),
                 name="task_open_queue",
-            )
+            ),
+            # The tasks more than one labeler answers: labeler agreement reads only these
+            # (statements.AGREEMENT_PAIRS).
+            models.Index(fields=["project"], condition=Q(overlap__gt=1), name="task_shared"),
         ]
 
     def __str__(self) -> str:
@@ -319,7 +322,11 @@ class Lease(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["task", "user"], name="lease_once_per_task_and_user"),
+            # INCLUDE status (PostgreSQL): the claim's per-candidate probe of the user's lease
+            # (statements.MINE) is then one index-only lookup.
+            models.UniqueConstraint(
+                fields=["task", "user"], include=["status"], name="lease_once_per_task_and_user"
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=LeaseStatus.values), name="lease_status_valid"
             ),
@@ -401,6 +408,8 @@ class Ranking(models.Model):
                 name="ranking_notes_max_length",
             ),
         ]
+        # The reviewer page's "rankings in the last 7 days" reads only that week.
+        indexes = [models.Index(fields=["created_at"], name="ranking_created")]
 
     def __str__(self) -> str:
         return f"ranking {self.pk} by {self.labeler_id}"
@@ -472,3 +481,51 @@ class Comparison(models.Model):
 
     def __str__(self) -> str:
         return f"comparison {self.pk}: {self.winner}"
+
+
+# --- counters the database keeps (labeling/tally.py) --------------------------------------------
+
+
+class TaskTally(models.Model):
+    """Per project, task kind and shard: how many tasks, how many done, how many submissions they
+    want (the sum of their overlap). Kept by PostgreSQL triggers on labeling_task (migration
+    labeling 0010), so that the progress page reads at most 16 rows a kind instead of counting
+    every task. A task counts in shard `id % 16`: the submit that marks a task done updates one
+    of 16 rows, so concurrent submits seldom wait on the same counter. SQLite keeps none and
+    counts (labeling/tally.py)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=TaskKind.choices)
+    shard = models.PositiveSmallIntegerField()
+    tasks = models.IntegerField(default=0)
+    done = models.IntegerField(default=0)
+    wanted = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "shard"], name="task_tally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} tasks of project {self.project_id}, shard {self.shard}"
+
+
+class LabelerTally(models.Model):
+    """Per project, labeler and task kind: leases submitted and skipped. Kept by PostgreSQL
+    triggers on labeling_lease (migration labeling 0010): the reviewer page and progress sum
+    these rows instead of joining every lease to its task. One row per labeler, so only that
+    labeler's own transactions ever wait on it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=TaskKind.choices)
+    submitted = models.IntegerField(default=0)
+    skipped = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user", "kind"], name="labeler_tally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} leases of user {self.user_id} in project {self.project_id}"

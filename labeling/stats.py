@@ -319,6 +319,31 @@ def pairwise_agreement(rows: Iterable[RankRow]) -> Agreement:
     )
 
 
+def agreement_from_pair_counts(rows: Iterable[tuple[int, int, int, int]]) -> Agreement:
+    """pairwise_agreement's result from its counts per labeler pair: (labeler a, labeler b,
+    completion pairs they ordered alike, completion pairs both ordered strictly), a < b, as the
+    database counts them (labeling/sql/statements.AGREEMENT_PAIRS)."""
+    pairs: dict[tuple[int, int], float] = {}
+    per_labeler: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # [agreed, compared]
+    agreed = total = 0
+    for a, b, same, shared in rows:
+        same, shared = int(same), int(shared)
+        if not shared:
+            continue
+        pairs[(a, b)] = same / shared
+        for labeler in (a, b):
+            per_labeler[labeler][0] += same
+            per_labeler[labeler][1] += shared
+        agreed += same
+        total += shared
+    return Agreement(
+        overall=agreed / total if total else None,
+        comparisons=total,
+        pairs=pairs,
+        per_labeler={k: v[0] / v[1] for k, v in per_labeler.items()},
+    )
+
+
 # --- a proportion and its interval (reward-model accuracy) -----------------------------------
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.95996: the two-sided 95% normal quantile

@@ -9,70 +9,47 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from .. import stats
-from ..models import Demonstration, Lease, Membership, Project, Ranking, RankingEntry, Role, Task
+from .. import sql, stats, tally
+from ..models import Demonstration, Membership, Project, Ranking, RankingEntry, Role, Task
+from ..sql import statements
 
 
 def project_progress(*, project: Project) -> dict[str, dict[str, int]]:
-    """Per task kind: tasks, done, submissions collected, submissions wanted."""
-    out: dict[str, dict[str, int]] = {}
-    for kind in Task.Kind.values:
-        tasks = Task.objects.filter(project=project, kind=kind)
-        agg = tasks.aggregate(
-            total=Count("pk", distinct=True),
-            done=Count("pk", filter=Q(done=True), distinct=True),
-        )
-        wanted = sum(tasks.values_list("overlap", flat=True))
-        submitted = Lease.objects.filter(
-            task__project=project, task__kind=kind, status=Lease.Status.SUBMITTED
-        ).count()
-        out[kind] = {
-            "tasks": agg["total"],
-            "done": agg["done"],
-            "submitted": submitted,
-            "wanted": wanted,
-        }
-    return out
+    """Per task kind: tasks, done, submissions collected, submissions wanted (labeling/tally.py:
+    the database's counters on PostgreSQL)."""
+    return tally.progress(project_id=project.pk)
 
 
-def labeler_counts(*, project: Project, now: datetime) -> list[dict]:
-    """Per member: demonstrations, rankings (all time and last 7 days), skips, agreement."""
+def labeler_counts(*, project: Project, now: datetime, agreement: dict | None = None) -> list[dict]:
+    """Per member: demonstrations, rankings (all time and last 7 days), skips, agreement.
+
+    Totals come from the database's counters (labeling/tally.py); the last 7 days from the
+    rankings' creation index, which reads only that week's rankings.
+    """
     week_ago = now - timedelta(days=7)
     members = (
         Membership.objects.filter(project=project).select_related("user").order_by("user__username")
     )
-    demos = dict(
-        Demonstration.objects.filter(task__project=project)
-        .values_list("labeler_id")
-        .annotate(n=Count("pk"))
-    )
-    ranks = dict(
-        Ranking.objects.filter(task__project=project)
-        .values_list("labeler_id")
-        .annotate(n=Count("pk"))
-    )
-    skips = dict(
-        Lease.objects.filter(task__project=project, status=Lease.Status.SKIPPED)
-        .values_list("user_id")
-        .annotate(n=Count("pk"))
-    )
+    totals = tally.labeler_totals(project_id=project.pk)
     recent = dict(
         Ranking.objects.filter(task__project=project, created_at__gte=week_ago)
         .values_list("labeler_id")
         .annotate(n=Count("pk"))
     )
-    agreement = labeler_agreement(project=project)
+    if agreement is None:
+        agreement = labeler_agreement(project=project)
+    none = dict.fromkeys([*Task.Kind.values, "skipped"], 0)
     return [
         {
             "user_id": m.user_id,
             "username": m.user.username,
             "role": m.role,
-            "demonstrations": demos.get(m.user_id, 0),
-            "rankings": ranks.get(m.user_id, 0),
+            "demonstrations": totals.get(m.user_id, none)[Task.Kind.DEMONSTRATION],
+            "rankings": totals.get(m.user_id, none)[Task.Kind.RANKING],
             "rankings_last_7_days": recent.get(m.user_id, 0),
-            "skips": skips.get(m.user_id, 0),
+            "skips": totals.get(m.user_id, none)["skipped"],
             "agreement": agreement["per_labeler"].get(m.user_id),
         }
         for m in members
@@ -81,12 +58,11 @@ def labeler_counts(*, project: Project, now: datetime) -> list[dict]:
 
 def labeler_agreement(*, project: Project) -> dict:
     """Pairwise agreement of labelers on the project's shared ranking tasks
-    (stats.pairwise_agreement): overall, per labeler pair, per labeler, and how many completion
-    pairs were compared, as a dict of Agreement's fields."""
-    entries = RankingEntry.objects.filter(ranking__task__project=project).values_list(
-        "ranking__task_id", "ranking__labeler_id", "completion_id", "rank"
-    )
-    return asdict(stats.pairwise_agreement(entries.iterator(chunk_size=5000)))
+    (stats.pairwise_agreement, counted by the database: statements.AGREEMENT_PAIRS): overall,
+    per labeler pair, per labeler, and how many completion pairs were compared, as a dict of
+    Agreement's fields."""
+    rows = sql.rows(statements.AGREEMENT_PAIRS, [project.pk])
+    return asdict(stats.agreement_from_pair_counts(rows))
 
 
 def demonstrations_for_review(*, project: Project) -> QuerySet[Demonstration]:

@@ -43,22 +43,26 @@ HELD = """
     ORDER BY l.created_at, l.id LIMIT 1"""
 
 # Open tasks of the kind with a free slot that this user has not finished, skipped or written the
-# prompt of; `mine` is the user's own (expired, still active) lease on it, if any. NOT IN, not
-# NOT EXISTS: PostgreSQL hashes the user's finished tasks once per query instead of probing per
-# task, so a labeler deep into the queue does not re-scan everything they already did.
-# `{tried}` excludes tasks this claim already found full, `{holding}` is HOLDING, `{lock}` the
-# row lock (FOR UPDATE OF t, with or without SKIP LOCKED).
-CANDIDATE = """
-    SELECT t.id, t.overlap,
-           (SELECT m.id FROM labeling_lease m WHERE m.task_id = t.id AND m.user_id = %s) AS mine
+# prompt of; `mine` is the user's own lease on it, if any (an expired, still active one is
+# re-activated). The walk goes down the open queue (index task_open_queue) and probes each
+# candidate's lease of this user through the unique (task, user) index, which carries the lease's
+# status (INCLUDE), so the probe is one index-only lookup. Both probes are scalar subqueries: the
+# planner always runs them per candidate (a SubPlan), never as a join that would first read the
+# user's whole history (the old `t.id NOT IN (SELECT task_id FROM labeling_lease WHERE user_id =
+# ...)` hashed all of a labeler's leases, in every project and kind, on every claim: 0.6-1.6 s for
+# a labeler with 47k finished leases, issue 15). The cost is now the number of open tasks walked,
+# not the labeler's past. `{tried}` excludes tasks this claim already found full, `{holding}` is
+# HOLDING, `{lock}` the row lock (FOR UPDATE OF t, with or without SKIP LOCKED).
+MINE = "(SELECT m.{column} FROM labeling_lease m WHERE m.task_id = t.id AND m.user_id = %s)"
+CANDIDATE = f"""
+    SELECT t.id, t.overlap, {MINE.format(column="id")} AS mine
     FROM labeling_task t JOIN labeling_prompt p ON p.id = t.prompt_id
-    WHERE t.project_id = %s AND t.kind = %s AND NOT t.done {tried}
+    WHERE t.project_id = %s AND t.kind = %s AND NOT t.done {{tried}}
       AND (p.submitted_by_id IS NULL OR p.submitted_by_id <> %s)
-      AND t.id NOT IN (SELECT m.task_id FROM labeling_lease m
-                       WHERE m.user_id = %s AND m.status <> 'active')
-      AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {holding}) < t.overlap
+      AND COALESCE({MINE.format(column="status")}, 'active') = 'active'
+      AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {{holding}}) < t.overlap
     ORDER BY t.priority DESC, t.id
-    LIMIT 1{lock}"""
+    LIMIT 1{{lock}}"""  # noqa: S608
 
 # The task's held slots.
 TAKEN = f"SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = %s AND {HOLDING}"  # noqa: S608
@@ -192,3 +196,84 @@ TOKEN_USER = (
     " FROM {token_table} t JOIN {user_table} u ON u.id = t.user_id"
     " WHERE t.digest = %s"
 )
+
+# --- counters (labeling/tally.py; the triggers that keep them: migration labeling 0010) --------
+
+# Shards of labeling_tasktally: a task counts in shard id % TASK_TALLY_SHARDS.
+TASK_TALLY_SHARDS = 16
+
+# A project's counters recounted from its rows (after a bulk load with triggers off, or to check
+# the triggers): the rows are deleted and written anew, in one transaction (the caller's).
+TALLY_DELETE = (
+    "DELETE FROM labeling_tasktally WHERE project_id = %s;"
+    " DELETE FROM labeling_labelertally WHERE project_id = %s"
+)
+TASK_TALLY_REBUILD = f"""
+    INSERT INTO labeling_tasktally (project_id, kind, shard, tasks, done, wanted)
+    SELECT project_id, kind, id %% {TASK_TALLY_SHARDS}, COUNT(*),
+           COUNT(*) FILTER (WHERE done), SUM(overlap)
+    FROM labeling_task WHERE project_id = %s
+    GROUP BY 1, 2, 3"""  # noqa: S608
+LABELER_TALLY_REBUILD = """
+    INSERT INTO labeling_labelertally (project_id, user_id, kind, submitted, skipped)
+    SELECT t.project_id, l.user_id, t.kind,
+           COUNT(*) FILTER (WHERE l.status = 'submitted'),
+           COUNT(*) FILTER (WHERE l.status = 'skipped')
+    FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
+    WHERE t.project_id = %s AND l.status IN ('submitted', 'skipped')
+    GROUP BY 1, 2, 3"""
+
+# Progress per task kind from the counters: tasks, done, wanted (TaskTally), submitted
+# (LabelerTally): at most 16 + labelers rows a kind.
+PROGRESS_TALLIED = """
+    SELECT kind, SUM(tasks), SUM(done), SUM(wanted), 0 FROM labeling_tasktally
+    WHERE project_id = %s GROUP BY kind
+    UNION ALL
+    SELECT kind, 0, 0, 0, SUM(submitted) FROM labeling_labelertally
+    WHERE project_id = %s GROUP BY kind"""
+# The same, counted from the rows (SQLite, which keeps no counters; and the parity tests).
+PROGRESS_COUNTED = """
+    SELECT kind, COUNT(*), SUM(CASE WHEN done THEN 1 ELSE 0 END), SUM(overlap), 0
+    FROM labeling_task WHERE project_id = %s GROUP BY kind
+    UNION ALL
+    SELECT t.kind, 0, 0, 0, COUNT(*) FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
+    WHERE t.project_id = %s AND l.status = 'submitted' GROUP BY t.kind"""
+
+# Per labeler and kind: leases submitted and skipped.
+LABELER_TALLIED = """
+    SELECT user_id, kind, submitted, skipped FROM labeling_labelertally WHERE project_id = %s"""
+LABELER_COUNTED = """
+    SELECT l.user_id, t.kind, SUM(CASE WHEN l.status = 'submitted' THEN 1 ELSE 0 END),
+           SUM(CASE WHEN l.status = 'skipped' THEN 1 ELSE 0 END)
+    FROM labeling_lease l JOIN labeling_task t ON t.id = l.task_id
+    WHERE t.project_id = %s AND l.status IN ('submitted', 'skipped')
+    GROUP BY l.user_id, t.kind"""
+
+# --- labeler agreement (selectors.labeler_agreement) --------------------------------------------
+
+# Per pair of labelers (a < b): of the completion pairs both ordered strictly on a task both
+# ranked, how many they ordered the same way, and how many there were (stats.pairwise_agreement's
+# counts, done by the database: at 10^6 rankings, loading all 4 x 10^6 entries into Python took
+# 75 s and 567 MB, issue 15). Only tasks with overlap > 1 can have two rankings (a task never
+# takes more labelers than its overlap, which is fixed when it is made), and the partial index
+# task_shared finds them. `p` is each labeler's strict order of each completion pair (c1 < c2):
+# +1 when c1 was ranked better.
+AGREEMENT_PAIRS = """
+    WITH e AS (
+        SELECT r.task_id, r.labeler_id, re.completion_id, re.rank
+        FROM labeling_task t
+        JOIN labeling_ranking r ON r.task_id = t.id
+        JOIN labeling_rankingentry re ON re.ranking_id = r.id
+        WHERE t.project_id = %s AND t.overlap > 1
+    ),
+    p AS (
+        SELECT a.task_id, a.labeler_id, a.completion_id AS c1, b.completion_id AS c2,
+               CASE WHEN a.rank < b.rank THEN 1 ELSE -1 END AS pref
+        FROM e a JOIN e b ON b.task_id = a.task_id AND b.labeler_id = a.labeler_id
+                         AND b.completion_id > a.completion_id
+        WHERE a.rank <> b.rank
+    )
+    SELECT x.labeler_id, y.labeler_id, SUM(CASE WHEN x.pref = y.pref THEN 1 ELSE 0 END), COUNT(*)
+    FROM p x JOIN p y ON y.task_id = x.task_id AND y.c1 = x.c1 AND y.c2 = x.c2
+                     AND y.labeler_id > x.labeler_id
+    GROUP BY x.labeler_id, y.labeler_id"""

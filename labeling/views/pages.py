@@ -427,8 +427,8 @@ def import_file(request: HttpRequest, slug: str, what: str) -> HttpResponse:
 @page_view
 def review(request: HttpRequest, slug: str) -> HttpResponse:
     project = _membership(request, slug, Role.REVIEWER).project
-    counts = selectors.labeler_counts(project=project, now=timezone.now())
     agreement = selectors.labeler_agreement(project=project)
+    counts = selectors.labeler_counts(project=project, now=timezone.now(), agreement=agreement)
     names = {row["user_id"]: row["username"] for row in counts}
     pairs = [
         {"a": names.get(a, a), "b": names.get(b, b), "agreement": value}

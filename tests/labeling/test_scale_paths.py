@@ -1,0 +1,134 @@
+"""The fast paths of issue 15 against the plain ones: labeler agreement counted by the database
+equals stats.pairwise_agreement over every entry; the claim's plan never reads a labeler's whole
+history."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+
+import pytest
+from django.db import connection
+
+from labeling import queue, selectors, services, stats
+from labeling.blinding import SLOTS
+from labeling.models import Lease, RankingEntry, Task
+from labeling.sql import statements
+from tests.factories import member, ranking_task
+
+pytestmark = pytest.mark.django_db
+
+
+def _rank_everything(project, labelers, now, rng):
+    """Every labeler ranks every task they are served, with random ranks and some ties."""
+    for user in labelers:
+        while lease := queue.claim_next(user_id=user.pk, project=project, kind="ranking", now=now):
+            n = lease.task.task_completions.count()
+            ranks = [rng.randint(1, n) for _ in range(n)]
+            entries = [
+                {"completion": slot, "rank": rank, "likert": rng.randint(1, 7), "flags": []}
+                for slot, rank in zip(SLOTS[:n], ranks, strict=True)
+            ]
+            services.ranking_submit(lease_id=lease.pk, user_id=user.pk, entries=entries, now=now)
+
+
+def test_agreement_counted_by_the_database_equals_the_plain_computation(project, personas, now):
+    rng = random.Random(7)
+    project.overlap = 3
+    project.save()
+    labelers = [personas.alice, personas.bob, member(project, "carol"), member(project, "dan")]
+    for _ in range(6):
+        ranking_task(project)
+    project.overlap = 1  # a task nobody else ranks: never shared
+    project.save()
+    ranking_task(project)
+    _rank_everything(project, labelers, now, rng)
+
+    rows = RankingEntry.objects.filter(ranking__task__project=project).values_list(
+        "ranking__task_id", "ranking__labeler_id", "completion_id", "rank"
+    )
+    plain = asdict(stats.pairwise_agreement(rows))
+    fast = selectors.labeler_agreement(project=project)
+    assert plain["comparisons"] > 20  # the data set shares enough to compare
+    assert fast["comparisons"] == plain["comparisons"]
+    assert fast["overall"] == pytest.approx(plain["overall"], abs=1e-12)
+    assert fast["pairs"].keys() == plain["pairs"].keys()
+    for key, value in plain["pairs"].items():
+        assert fast["pairs"][key] == pytest.approx(value, abs=1e-12)
+    assert fast["per_labeler"] == pytest.approx(plain["per_labeler"], abs=1e-12)
+
+
+def test_agreement_of_a_project_with_no_shared_task_is_none(project, personas, now):
+    ranking_task(project)
+    _rank_everything(project, [personas.alice], now, random.Random(1))
+    assert selectors.labeler_agreement(project=project) == {
+        "overall": None,
+        "comparisons": 0,
+        "pairs": {},
+        "per_labeler": {},
+    }
+
+
+@pytest.mark.postgres_only
+def test_the_claim_probes_the_labelers_lease_per_task_and_never_scans_their_history(
+    project, personas, now
+):
+    """Whatever the planner thinks of the table sizes, the user's leases are looked up per
+    candidate task through the (task, user) index: no sequential, bitmap or hash read of
+    labeling_lease, which is what made a claim cost a labeler's whole history (issue 15)."""
+    tasks = [ranking_task(project) for _ in range(30)]
+    Lease.objects.bulk_create(
+        Lease(
+            task=task,
+            user=personas.alice,
+            status="submitted",
+            created_at=now,
+            expires_at=now,
+            heartbeat_at=now,
+            submitted_at=now,
+        )  # fmt: skip
+        for task in tasks[:20]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_lease; ANALYZE labeling_task")
+    query = statements.CANDIDATE.format(
+        tried="", holding=statements.HOLDING, lock=" FOR UPDATE OF t SKIP LOCKED"
+    )
+    user = personas.alice.pk
+    params = [user, project.pk, Task.Kind.RANKING, user, user, now]
+    plans = {}
+    with connection.cursor() as cursor:
+        for seqscan in ("on", "off"):
+            cursor.execute(f"SET LOCAL enable_seqscan = {seqscan}")
+            cursor.execute("EXPLAIN (FORMAT JSON) " + query, params)
+            plans[seqscan] = list(_nodes(cursor.fetchone()[0]))
+    for nodes in plans.values():
+        lease_reads = [(node, in_subplan) for node, in_subplan in nodes if _on_lease(node)]
+        assert len(lease_reads) == 3, "mine, the user's finished lease, the held slots"
+        assert all(in_subplan for _, in_subplan in lease_reads), "each runs per candidate task"
+        assert not [node for node, _ in nodes if "Hash" in node["Node Type"]]
+        assert not [node for node, _ in nodes if "hashed" in node.get("Subplan Name", "")]
+    # Where the table is big enough to use them, each of those reads is one index lookup.
+    for node, _ in plans["off"]:
+        if _on_lease(node):
+            assert node["Node Type"] in ("Index Scan", "Index Only Scan"), node["Node Type"]
+            assert "task_id = t.id" in node["Index Cond"], node
+    claimed = queue.claim(
+        user_id=user, project_id=project.pk, kind="ranking", lease_seconds=600, now=now
+    )
+    assert claimed is not None
+    assert Lease.objects.get(pk=claimed.lease_id).task_id == tasks[20].pk  # first not done
+
+
+def _nodes(plan):
+    """(node, whether it runs inside a SubPlan) for every node of an EXPLAIN (FORMAT JSON)."""
+    stack = [(plan[0]["Plan"], False)]
+    while stack:
+        node, in_subplan = stack.pop()
+        yield node, in_subplan
+        for child in node.get("Plans", []):
+            stack.append((child, in_subplan or child.get("Parent Relationship") == "SubPlan"))
+
+
+def _on_lease(node) -> bool:
+    return node.get("Relation Name") == "labeling_lease"
