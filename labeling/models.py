@@ -336,7 +336,14 @@ class Lease(models.Model):
                 name="lease_submitted_has_time",
             ),
         ]
-        indexes = [models.Index(fields=["task", "status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["task", "status", "expires_at"]),
+            # A labeler's active leases (a few), without their finished history (tens of
+            # thousands): statements.HELD at every claim, and the home page.
+            models.Index(
+                fields=["user"], condition=Q(status="active"), name="lease_active_by_user"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"lease {self.pk} on task {self.task_id} for user {self.user_id} ({self.status})"

@@ -261,5 +261,13 @@ class Migration(migrations.Migration):
             model_name="ranking",
             index=models.Index(fields=["created_at"], name="ranking_created"),
         ),
+        migrations.AddIndex(
+            model_name="lease",
+            index=models.Index(
+                condition=models.Q(("status", "active")),
+                fields=["user"],
+                name="lease_active_by_user",
+            ),
+        ),
         migrations.RunPython(triggers_on, triggers_off),
     ]
