@@ -174,6 +174,11 @@ if DATABASE_URL:
         _db["OPTIONS"] = dict(SQLITE_OPTIONS)
         _db["CONN_MAX_AGE"] = 0
     else:
+        # No JIT compilation: PostgreSQL compiles any query its planner prices over 100,000,
+        # which at 10^6 tasks includes the labeler's home page (a 10 ms query paid 44 ms of
+        # JIT, issue 15). Every query here is short or already aggregated by the database.
+        _options = _db.setdefault("OPTIONS", {})
+        _options["options"] = f"{_options.get('options', '')} -c jit=off".strip()
         _db["TEST"] = {}
         test_name = os.environ.get("TEST_DATABASE_NAME")
         if test_name:

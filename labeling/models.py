@@ -343,6 +343,12 @@ class Lease(models.Model):
             models.Index(
                 fields=["user"], condition=Q(status="active"), name="lease_active_by_user"
             ),
+            # "Skipped today" on the labeler's home page.
+            models.Index(
+                fields=["user", "expires_at"],
+                condition=Q(status="skipped"),
+                name="lease_skipped_by_user",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -371,6 +377,8 @@ class Demonstration(models.Model):
                 name="demonstration_max_length",
             ),
         ]
+        # A labeler's demonstrations today (home page) without reading all of theirs.
+        indexes = [models.Index(fields=["labeler", "created_at"], name="demonstration_by_labeler")]
 
     def __str__(self) -> str:
         return f"demonstration {self.pk} by {self.labeler_id}"
@@ -415,8 +423,12 @@ class Ranking(models.Model):
                 name="ranking_notes_max_length",
             ),
         ]
-        # The reviewer page's "rankings in the last 7 days" reads only that week.
-        indexes = [models.Index(fields=["created_at"], name="ranking_created")]
+        indexes = [
+            # The reviewer page's "rankings in the last 7 days" reads only that week.
+            models.Index(fields=["created_at"], name="ranking_created"),
+            # A labeler's rankings today (home page) without reading all of theirs.
+            models.Index(fields=["labeler", "created_at"], name="ranking_by_labeler"),
+        ]
 
     def __str__(self) -> str:
         return f"ranking {self.pk} by {self.labeler_id}"

@@ -28,8 +28,7 @@ from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 
 from . import access, sql
 from .errors import Conflict
@@ -53,18 +52,6 @@ def _slots_taken(task_id: int, now: datetime, *, excluding_lease: int | None = N
     if excluding_lease is not None:
         leases = leases.exclude(pk=excluding_lease)
     return leases.count()
-
-
-def slots_taken(now: datetime) -> Coalesce:
-    """Per task row: how many of its overlap slots are held now (an expression to annotate)."""
-    taken = (
-        Lease.objects.filter(_holding(now), task=OuterRef("pk"))
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
 
 
 # The first key of the claim's advisory locks ("IL"); the second is a hash of the triple. Two

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef
-
-from .. import access, queue, sql
+from .. import access, sql
 from ..blinding import SLOTS
 from ..errors import NotFound
 from ..models import (
@@ -32,12 +30,19 @@ FLAG_LABELS = dict(FLAG_CHOICES)
 class HomeRow:
     project: Project
     role: str
-    waiting: dict[str, int]
+    waiting: dict[str, int]  # at most statements.WAITING_CAP + 1
     held_lease_id: int | None
+
+    @property
+    def waiting_shown(self) -> dict[str, str]:
+        """The counts as the page shows them: past the cap, "1000+"."""
+        cap = statements.WAITING_CAP
+        return {kind: f"{cap}+" if n > cap else str(n) for kind, n in self.waiting.items()}
 
 
 def home_rows(*, user_id: int, now: datetime) -> list[HomeRow]:
-    """The user's projects with what waits for them per task kind: three queries in all."""
+    """The user's projects with what waits for them per task kind (counted up to
+    statements.WAITING_CAP + 1: the page says "1000+"): three queries in all."""
     memberships = list(
         Membership.objects.select_related("project")
         .filter(user_id=user_id)
@@ -56,16 +61,7 @@ def home_rows(*, user_id: int, now: datetime) -> list[HomeRow]:
         .values_list("task__project_id", "pk")
     ):
         held.setdefault(project_id, lease_id)
-    open_tasks = (
-        Task.objects.filter(project_id__in=project_ids, done=False)
-        .exclude(prompt__submitted_by_id=user_id)
-        .exclude(Exists(Lease.objects.filter(task=OuterRef("pk"), user_id=user_id)))
-        .annotate(taken=queue.slots_taken(now))
-        .filter(taken__lt=F("overlap"))
-        .order_by()
-        .values_list("project_id", "kind")
-        .annotate(n=Count("pk"))
-    )
+    open_tasks = sql.rows(statements.WAITING, [user_id, user_id, sql.ts(now), user_id])
     waiting = {(project_id, kind): n for project_id, kind, n in open_tasks}
     return [
         HomeRow(

@@ -277,3 +277,27 @@ AGREEMENT_PAIRS = """
     FROM p x JOIN p y ON y.task_id = x.task_id AND y.c1 = x.c1 AND y.c2 = x.c2
                      AND y.labeler_id > x.labeler_id
     GROUP BY x.labeler_id, y.labeler_id"""
+
+# --- the labeler's home page (selectors.home_rows) ----------------------------------------------
+
+# Home shows how many tasks wait for the labeler, per project and kind, counted up to WAITING_CAP
+# + 1 ("1000+"): a labeler needs to know there is work, not how much past that, and counting
+# every open task cost the page 0.3-0.9 s at 10^6 tasks. Each count walks the open queue (index
+# task_open_queue) and stops at the cap; the rule for "waiting" is the claim's (CANDIDATE): not
+# done, a free slot, no lease of theirs, not a prompt they wrote. One row per membership and kind.
+WAITING_CAP = 1000
+WAITING = f"""
+    SELECT m.project_id, k.kind, (
+        SELECT COUNT(*) FROM (
+            SELECT 1 FROM labeling_task t JOIN labeling_prompt p ON p.id = t.prompt_id
+            WHERE t.project_id = m.project_id AND t.kind = k.kind AND NOT t.done
+              AND (p.submitted_by_id IS NULL OR p.submitted_by_id <> %s)
+              AND NOT EXISTS (SELECT 1 FROM labeling_lease l
+                              WHERE l.task_id = t.id AND l.user_id = %s)
+              AND (SELECT COUNT(*) FROM labeling_lease h WHERE h.task_id = t.id AND {HOLDING})
+                  < t.overlap
+            LIMIT {WAITING_CAP + 1}) w)
+    FROM labeling_membership m CROSS JOIN (
+        SELECT 'demonstration' AS kind UNION ALL SELECT 'ranking' UNION ALL SELECT 'comparison'
+    ) k
+    WHERE m.user_id = %s"""  # noqa: S608

@@ -100,6 +100,7 @@ def test_the_claim_probes_the_labelers_lease_per_task_and_never_scans_their_hist
     with connection.cursor() as cursor:
         for seqscan in ("on", "off"):
             cursor.execute(f"SET LOCAL enable_seqscan = {seqscan}")
+            cursor.execute(f"SET LOCAL enable_bitmapscan = {seqscan}")
             cursor.execute("EXPLAIN (FORMAT JSON) " + query, params)
             plans[seqscan] = list(_nodes(cursor.fetchone()[0]))
     for nodes in plans.values():
