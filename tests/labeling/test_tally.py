@@ -133,3 +133,18 @@ def test_progress_counts_the_same_on_either_path_in_a_project_with_nothing_yet(p
     assert tally.progress(project_id=project.pk, counted=True) == tally.progress(
         project_id=project.pk
     )
+
+
+def test_tally_rebuild_finds_counters_that_drifted_and_recounts_them(project, personas):
+    from django.core.management import CommandError, call_command
+
+    demonstration_task(project)
+    call_command("tally_rebuild", "--check")  # the triggers kept them
+    TaskTally.objects.filter(project=project).update(done=5)  # as a load with triggers off would
+    with pytest.raises(CommandError, match=project.slug):
+        call_command("tally_rebuild", "--check")
+    call_command("tally_rebuild", "--project", project.slug)
+    call_command("tally_rebuild", "--check")
+    assert tally.progress(project_id=project.pk)["demonstration"]["done"] == 0
+    with pytest.raises(CommandError, match="No project"):
+        call_command("tally_rebuild", "--project", "no-such-project")
