@@ -137,7 +137,8 @@ def refresh_request(*, project_id: int, now: datetime) -> ReviewSnapshot:
     """Ask a worker to recompute the project's snapshot, once the current transaction commits.
     Asked again only when no recompute is pending, or the pending one looks lost."""
     snapshot, _ = ReviewSnapshot.objects.get_or_create(project_id=project_id)
-    pending = snapshot.computing and now - snapshot.requested_at < REQUEST_RETRY
+    asked = snapshot.requested_at
+    pending = snapshot.computing and asked is not None and now - asked < REQUEST_RETRY
     if not pending:
         snapshot.requested_at = now
         snapshot.save(update_fields=["requested_at"])
@@ -168,25 +169,31 @@ class Freshness:
     def data(self) -> dict[str, Any]:
         return self.snapshot.data if self.snapshot is not None else {}
 
-    @property
-    def capped(self) -> bool:
-        return max(self.new_comparisons, self.new_entries) >= NEW_COUNT_CAP
+    cap = NEW_COUNT_CAP  # for the page: a count at the cap reads "100000+"
+
+
+def freshness_of(*, project: Project) -> Freshness:
+    """The project's snapshot and what came in after it, computing nothing."""
+    snapshot = ReviewSnapshot.objects.filter(project=project).first()
+    if snapshot is None or snapshot.computed_at is None:
+        new_comparisons, new_entries = _new_since(project.pk, None)
+        return Freshness(
+            None, new_comparisons, new_entries, snapshot is not None and snapshot.computing
+        )
+    new_comparisons, new_entries = _new_since(project.pk, snapshot)
+    return Freshness(snapshot, new_comparisons, new_entries, snapshot.computing)
 
 
 def snapshot_for_page(*, project: Project, now: datetime) -> Freshness:
-    """The snapshot to show: current ones as they are; a missing or stale one recomputed inline
+    """The snapshot to show: a current one as it is; a missing or stale one recomputed inline
     for a small project, and otherwise asked of a worker while the page shows what it has."""
-    snapshot = ReviewSnapshot.objects.filter(project=project).first()
-    have = snapshot is not None and snapshot.computed_at is not None
-    new_comparisons, new_entries = _new_since(project.pk, snapshot if have else None)
-    if have and new_comparisons == new_entries == 0:
-        return Freshness(snapshot, 0, 0, snapshot.computing)
-    if new_comparisons + new_entries < INLINE_LIMIT:
+    found = freshness_of(project=project)
+    if found.snapshot is not None and found.new_comparisons == found.new_entries == 0:
+        return found
+    if found.new_comparisons + found.new_entries < INLINE_LIMIT:
         return Freshness(refresh_snapshot(project_id=project.pk, now=now), 0, 0, False)
     snapshot = refresh_request(project_id=project.pk, now=now)
-    return Freshness(
-        snapshot if have else None, new_comparisons, new_entries, snapshot.computing
-    )
+    return Freshness(found.snapshot, found.new_comparisons, found.new_entries, snapshot.computing)
 
 
 def _new_since(project_id: int, snapshot: ReviewSnapshot | None) -> tuple[int, int]:

@@ -214,9 +214,7 @@ def round_results(
         found.append(
             RoundResult(
                 round=round_,
-                over_start=win_rate_of(
-                    data, model=new, baseline=round_.policy.name, n_boot=n_boot
-                ),
+                over_start=win_rate_of(data, model=new, baseline=round_.policy.name, n_boot=n_boot),
                 over_baseline=win_rate_of(data, model=new, baseline=baseline.name, n_boot=n_boot)
                 if baseline is not None
                 else None,

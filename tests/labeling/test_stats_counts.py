@@ -100,9 +100,7 @@ def test_one_prompt_collapses_the_interval_and_no_judgement_gives_none():
     one = [judged("ppo", "sft", "a"), judged("ppo", "sft", "b")]
     result = counted_win_rate(one, model="ppo", baseline="sft")
     assert result.rate == result.low == result.high == 0.5
-    none = win_rate_from_counts(
-        model="ppo", baseline="sft", wins=0, losses=0, ties=0, clusters=[]
-    )
+    none = win_rate_from_counts(model="ppo", baseline="sft", wins=0, losses=0, ties=0, clusters=[])
     assert (none.n, none.rate, none.low, none.high) == (0, None, None, None)
 
 
