@@ -114,11 +114,14 @@ def current_data(*, project_id: int) -> dict[str, Any]:
 def refresh_snapshot(*, project_id: int, now: datetime) -> ReviewSnapshot:
     """Count the project's judgements up to the current watermarks, fit, and store the snapshot
     (`now`: when counting began, what the page calls "computed at")."""
-    comparisons_upto = sql.value(q.MAX_COMPARISON_ID)
-    entries_upto = sql.value(q.MAX_ENTRY_ID)
-    data = snapshot_data(
-        project_id=project_id, comparisons_upto=comparisons_upto, entries_upto=entries_upto
-    )
+    with transaction.atomic():
+        if sql.postgres():
+            sql.run(q.NO_JIT)
+        comparisons_upto = sql.value(q.MAX_COMPARISON_ID)
+        entries_upto = sql.value(q.MAX_ENTRY_ID)
+        data = snapshot_data(
+            project_id=project_id, comparisons_upto=comparisons_upto, entries_upto=entries_upto
+        )
     snapshot, _ = ReviewSnapshot.objects.update_or_create(
         project_id=project_id,
         defaults={
@@ -190,7 +193,10 @@ def snapshot_for_page(*, project: Project, now: datetime) -> Freshness:
     found = freshness_of(project=project)
     if found.snapshot is not None and found.new_comparisons == found.new_entries == 0:
         return found
-    if found.new_comparisons + found.new_entries < INLINE_LIMIT:
+    # The project's size, not what is new: a few new judgements in a large project still mean
+    # counting all of it again.
+    counted = found.snapshot.comparisons + found.snapshot.entries if found.snapshot else 0
+    if counted + found.new_comparisons + found.new_entries < INLINE_LIMIT:
         return Freshness(refresh_snapshot(project_id=project.pk, now=now), 0, 0, False)
     snapshot = refresh_request(project_id=project.pk, now=now)
     return Freshness(found.snapshot, found.new_comparisons, found.new_entries, snapshot.computing)

@@ -202,6 +202,10 @@ TOKEN_USER = (
 # %s`), the highest id when the snapshot began, so the counts of one snapshot agree and "how many
 # since" is an indexed range. Comparisons and outputs are reached through their task's project.
 
+# PostgreSQL only, for the transaction that counts: these few large scans gain nothing from
+# JIT compilation, which cost ~4 s per statement at 10^6 comparisons.
+NO_JIT = "SET LOCAL jit = off"
+
 # The highest id of a table: the watermark of a snapshot (the primary key's index, one probe).
 MAX_COMPARISON_ID = "SELECT COALESCE(MAX(id), 0) FROM labeling_comparison"
 MAX_ENTRY_ID = "SELECT COALESCE(MAX(id), 0) FROM labeling_rankingentry"
@@ -209,19 +213,24 @@ MAX_ENTRY_ID = "SELECT COALESCE(MAX(id), 0) FROM labeling_rankingentry"
 # Per ordered pair of model versions (side a, side b), outcome and bin of normalised length
 # difference d = (len_a − len_b)/(len_a + len_b) (lengths in characters, as Python's len): how
 # many, Σd and Σd². Plain Bradley–Terry sums the bins; the length-controlled fit uses each
-# group's mean d (stats.bradley_terry_draws). `{bins}` is the bins per unit of d.
+# group's mean d (stats.bradley_terry_draws). `{bins}` is the bins per unit of d. MATERIALIZED
+# (PostgreSQL 12+, SQLite 3.35+): d is computed as the joined rows come, and only the narrow
+# rows are grouped; inlined, PostgreSQL sorted the rows with both answers' text in them and
+# spilled 0.4 GB to disk at 10^6 comparisons (15 s against 6 s).
 REVIEW_VERDICTS = """
+    WITH v AS MATERIALIZED (
+        SELECT ca.model_version_id AS model_a, cb.model_version_id AS model_b, c.winner,
+               CASE WHEN length(ca.text) + length(cb.text) > 0
+                    THEN CAST(length(ca.text) - length(cb.text) AS DOUBLE PRECISION)
+                         / (length(ca.text) + length(cb.text))
+                    ELSE 0 END AS d
+        FROM labeling_comparison c
+        JOIN labeling_task t ON t.id = c.task_id
+        JOIN labeling_completion ca ON ca.id = c.a_completion_id
+        JOIN labeling_completion cb ON cb.id = c.b_completion_id
+        WHERE t.project_id = %s AND c.id <= %s)
     SELECT v.model_a, v.model_b, v.winner, COUNT(*), SUM(v.d), SUM(v.d * v.d)
-    FROM (SELECT ca.model_version_id AS model_a, cb.model_version_id AS model_b, c.winner,
-                 CASE WHEN length(ca.text) + length(cb.text) > 0
-                      THEN CAST(length(ca.text) - length(cb.text) AS DOUBLE PRECISION)
-                           / (length(ca.text) + length(cb.text))
-                      ELSE 0 END AS d
-          FROM labeling_comparison c
-          JOIN labeling_task t ON t.id = c.task_id
-          JOIN labeling_completion ca ON ca.id = c.a_completion_id
-          JOIN labeling_completion cb ON cb.id = c.b_completion_id
-          WHERE t.project_id = %s AND c.id <= %s) v
+    FROM v
     GROUP BY v.model_a, v.model_b, v.winner, ROUND(v.d * {bins})"""
 
 # The prompt clusters of the win-rate bootstrap, per unordered pair of model versions (lo < hi
@@ -262,7 +271,8 @@ REVIEW_LIKERT = """
 
 # Per model version and flag: how many rated outputs carry it (an output once, however often it
 # repeats the flag: DISTINCT). `{elements}` is REVIEW_FLAG_ELEMENTS of the backend: the flags
-# array as rows of a column `value`, and a guard for a value that is not an array.
+# array as rows of a column `value`, and a guard for a value that is not an array. Outputs
+# without flags (most) are left out before the joins: 5 s instead of 17 s at 4·10^6 outputs.
 REVIEW_FLAGS = """
     SELECT f.model_version_id, f.flag, COUNT(*)
     FROM (SELECT DISTINCT e.id, co.model_version_id, j.value AS flag
@@ -271,7 +281,7 @@ REVIEW_FLAGS = """
           JOIN labeling_task t ON t.id = r.task_id
           JOIN labeling_completion co ON co.id = e.completion_id
           {elements}
-          WHERE t.project_id = %s AND e.id <= %s) f
+          WHERE t.project_id = %s AND e.id <= %s AND e.flags <> '[]') f
     GROUP BY f.model_version_id, f.flag"""
 REVIEW_FLAG_ELEMENTS = {
     "postgresql": """CROSS JOIN LATERAL jsonb_array_elements_text(
