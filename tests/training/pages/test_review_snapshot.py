@@ -8,7 +8,9 @@ import random
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from labeling import stats
 from labeling.models import (
@@ -275,3 +277,17 @@ def test_recompute_enqueues_a_refresh_that_a_worker_runs(celery_worker, now):
     poll = reviewer.get(f"/p/{project.slug}/review/dashboard/", headers={"HX-Request": "true"})
     assert poll["HX-Refresh"] == "true"
     assert ReviewSnapshot.objects.get(project=project).comparisons == 1
+
+
+def test_a_current_snapshot_is_shown_without_counting_again(project, personas, mixed, now):
+    review.refresh_snapshot(project_id=project.pk, now=now)
+    reviewer = Client()
+    reviewer.force_login(personas.reviewer)
+    with CaptureQueriesContext(connection) as queries:
+        page = reviewer.get(f"/p/{project.slug}/review/dashboard/")
+    assert page.status_code == 200 and "nothing new since" in page.content.decode()
+    statements = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "GROUP BY v.model_a" not in statements and "s.half" not in statements
+    # 10 today: session, user, membership, the snapshot, two "new since" counts, reward models,
+    # rounds and labeler agreement's (labeling.selectors) own; none of them groups judgements.
+    assert len(queries.captured_queries) <= 15
