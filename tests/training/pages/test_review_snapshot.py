@@ -230,7 +230,9 @@ def test_a_project_with_no_snapshot_and_too_much_to_count_inline_says_it_is_bein
     assert "No blind comparisons" in html
 
 
-def test_recompute_needs_a_reviewer_and_a_csrf_token(project, personas, mixed):
+def test_recompute_needs_a_reviewer_of_the_project_a_post_and_a_csrf_token(
+    project, personas, mixed
+):
     url = f"/p/{project.slug}/review/dashboard/recompute/"
     labeler = Client()
     labeler.force_login(personas.alice)
@@ -238,6 +240,12 @@ def test_recompute_needs_a_reviewer_and_a_csrf_token(project, personas, mixed):
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(personas.reviewer)
     assert strict.post(url).status_code == 403
+    outsider = Client()
+    outsider.force_login(personas.outsider)
+    assert outsider.post(url).status_code == 404
+    reviewer = Client()
+    reviewer.force_login(personas.reviewer)
+    assert reviewer.get(url).status_code == reviewer.put(url).status_code == 405
     assert not ReviewSnapshot.objects.filter(project=project, requested_at__isnull=False).exists()
 
 
