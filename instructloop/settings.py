@@ -357,6 +357,7 @@ CELERY_TASK_ROUTES = {
     "training.tasks.register_model": {"queue": "gpu"},
     "training.tasks.requeue_stale_runs": {"queue": "cpu"},
     "training.tasks.resend_registrations": {"queue": "cpu"},
+    "training.tasks.refresh_review_snapshot": {"queue": "cpu"},
     "labeling.tasks.*": {"queue": "cpu"},
 }
 # How a worker runs a stage (training/launcher.py): in its own process, or as a supervised child

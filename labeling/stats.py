@@ -461,3 +461,274 @@ def within_prompt_agreement(
         return None
     low, high = wilson_interval(agree, pairs)
     return HeldOutAccuracy(agree / pairs, pairs, prompts, low, high)
+
+
+# --- the same figures from counts (the reviewer dashboard at scale) --------------------------
+#
+# At 10^6 judgements the record-based functions above are too slow to run per page (a pick
+# matrix of n_boot × prompts, a refit over every comparison per resample). Every figure they
+# compute depends on the judgements only through a few counts, which the database can group:
+# the functions below take those counts and give the same point estimates, and intervals from the
+# same bootstrap distribution (different draws). The record-based functions stay the reference
+# the parity tests (tests/labeling/test_stats_counts.py) pin these to.
+
+# (score of `model` in half points: 2 per win, 1 per tie; judgements; prompts with exactly these)
+Cluster = tuple[int, int, int]
+
+
+def win_rate_clusters(
+    comparisons: Iterable[PairVerdict], *, model: str, baseline: str
+) -> list[Cluster]:
+    """The prompt clusters of `model` against `baseline` as signatures (score in half points,
+    judgements, how many prompts share both): what `win_rate_from_counts` needs of the records."""
+    per_prompt: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for c in comparisons:
+        if (c.model_a, c.model_b) == (model, baseline):
+            half = round(2 * c.score_a)
+        elif (c.model_a, c.model_b) == (baseline, model):
+            half = 2 - round(2 * c.score_a)
+        else:
+            continue
+        per_prompt[c.prompt_id][0] += half
+        per_prompt[c.prompt_id][1] += 1
+    signatures: dict[tuple[int, int], int] = defaultdict(int)
+    for half, n in per_prompt.values():
+        signatures[(half, n)] += 1
+    return [(half, n, prompts) for (half, n), prompts in sorted(signatures.items())]
+
+
+def win_rate_from_counts(
+    *,
+    model: str,
+    baseline: str,
+    wins: int,
+    losses: int,
+    ties: int,
+    clusters: Sequence[Cluster],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> WinRate:
+    """`win_rate` from counts: the same rate, and an interval from the same bootstrap.
+
+    Prompts with the same (score, judgements) signature are exchangeable in the prompt-clustered
+    bootstrap, so drawing P prompts with replacement is the same, in distribution, as drawing
+    how many prompts of each signature were picked: multinomial(P, share of each signature).
+    One draw costs O(signatures), not O(prompts), and signatures are few (judgements per prompt
+    are few).
+    """
+    n = wins + losses + ties
+    if n == 0:
+        return WinRate(model, baseline, 0, 0, 0, 0, None, None, None)
+    halves, counts, prompts = np.array(clusters, dtype=float).reshape(-1, 3).T  # (signatures,)
+    rng = np.random.default_rng(seed)
+    picked = rng.multinomial(int(prompts.sum()), prompts / prompts.sum(), size=n_boot)
+    boot_rates = (picked @ halves) / 2 / (picked @ counts)  # (boot,)
+    low, high = np.percentile(boot_rates, [2.5, 97.5])
+    rate = (wins + ties / 2) / n
+    return WinRate(model, baseline, n, wins, losses, ties, rate, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class VerdictCount:
+    """Judgements of one ordered model pair with one outcome score (and, for length control, one
+    bin of normalised length difference d = (len_a − len_b)/(len_a + len_b)): how many, and the
+    sum of d and of d² over them."""
+
+    model_a: str
+    model_b: str
+    score_a: float  # 1, 0 or 1/2, as PairVerdict.score_a
+    count: int
+    diff_sum: float = 0.0
+    diff_sq_sum: float = 0.0
+
+
+def length_diff(len_a: int, len_b: int) -> float:
+    """(len_a − len_b)/(len_a + len_b), 0 for two empty answers (as bradley_terry computes it)."""
+    total = len_a + len_b
+    return (len_a - len_b) / total if total > 0 else 0.0
+
+
+def verdict_counts(
+    comparisons: Iterable[PairVerdict], *, bins_per_unit: int | None = None
+) -> list[VerdictCount]:
+    """The records grouped as the database groups them (training/review.py): per ordered pair,
+    outcome score and length bin round(d · bins_per_unit); every distinct d its own group when
+    `bins_per_unit` is None (then the length-controlled fit is exact)."""
+    groups: dict[tuple, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    for c in comparisons:
+        d = length_diff(c.len_a, c.len_b)
+        key = d if bins_per_unit is None else round(d * bins_per_unit)
+        group = groups[(c.model_a, c.model_b, c.score_a, key)]
+        group[0] += 1
+        group[1] += d
+        group[2] += d * d
+    return [
+        VerdictCount(a, b, score, int(n), total, squares)
+        for (a, b, score, _), (n, total, squares) in groups.items()
+    ]
+
+
+@dataclass(frozen=True)
+class RatingDraws:
+    """Bradley–Terry ratings before anchoring: the fit and its bootstrap refits (Elo scale, any
+    shift), so that a page can anchor them on whichever model the reviewer picks."""
+
+    models: list[str]
+    point: list[float]  # (models,)
+    boot: list[list[float]]  # (boot, models)
+    n: list[int]  # (models,): comparisons each model took part in
+
+
+def bradley_terry_draws(
+    groups: Sequence[VerdictCount],
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    length_controlled: bool = False,
+    rtol: float = 1e-8,
+) -> RatingDraws:
+    """`bradley_terry`'s fit and bootstrap from counts: one weighted row per group.
+
+    The loss of a group of w identical rows is w times the loss of one, so the weighted fit is
+    the plain fit. Resampling N comparisons with replacement draws multinomial(N, w/N) group
+    weights (exact in distribution). Each refit starts from the point fit (a resample's optimum
+    is close to it) and stops when a Newton step is below `rtol` relative to the coefficients.
+    For length control a group's covariate is its mean d; with binned groups that is within
+    half a bin of each member's d (tests/labeling/test_stats_counts.py states the tolerance).
+    """
+    groups = [g for g in groups if g.count > 0]
+    models = sorted({g.model_a for g in groups} | {g.model_b for g in groups})
+    if not groups:
+        return RatingDraws([], [], [], [])
+    column = {m: i for i, m in enumerate(models)}
+    rows = np.arange(len(groups))
+    weights = np.array([g.count for g in groups], dtype=float)  # (groups,)
+    features = np.zeros((len(groups), len(models)))  # (groups, models)
+    features[rows, [column[g.model_a] for g in groups]] += math.log(BASE)
+    features[rows, [column[g.model_b] for g in groups]] -= math.log(BASE)
+    if length_controlled:
+        total = weights.sum()
+        diff_sums = np.array([g.diff_sum for g in groups])
+        mean = diff_sums.sum() / total
+        squares = sum(g.diff_sq_sum for g in groups) / total
+        variance = squares - mean * mean
+        covariate = diff_sums / weights  # (groups,)
+        # bradley_terry divides by the spread (np.std) of every comparison's d; the same here.
+        # A spread within rounding of zero (every d the same) is zero, as there.
+        if variance > 1e-12 * squares:
+            covariate = covariate / math.sqrt(variance)
+        features = np.column_stack([features, covariate])  # (groups, models + 1)
+    targets = np.array([g.score_a for g in groups])  # (groups,)
+
+    point_coefs = _fit_weighted_logistic(features, targets, weights, l2=L2, rtol=1e-12)
+    rng = np.random.default_rng(seed)
+    resampled = rng.multinomial(int(weights.sum()), weights / weights.sum(), size=n_boot)
+    boot = [
+        SCALE
+        * _fit_weighted_logistic(
+            features, targets, draw.astype(float), l2=L2, init=point_coefs, rtol=rtol
+        )[: len(models)]
+        for draw in resampled
+    ]
+    n_per_model = dict.fromkeys(models, 0)
+    for g in groups:
+        n_per_model[g.model_a] += g.count
+        if g.model_b != g.model_a:
+            n_per_model[g.model_b] += g.count
+    return RatingDraws(
+        models=models,
+        point=[float(x) for x in SCALE * point_coefs[: len(models)]],
+        boot=[[float(x) for x in b] for b in boot],
+        n=[n_per_model[m] for m in models],
+    )
+
+
+def ratings_anchored(draws: RatingDraws, *, anchor: str | None = None) -> list[Rating]:
+    """The ratings of `draws` shifted so `anchor` is 1000 (the mean when None), each bootstrap
+    draw re-anchored before its percentiles are taken, as `bradley_terry` does; best first."""
+    if not draws.models:
+        return []
+    if anchor is not None and anchor not in draws.models:
+        raise ValueError(f"anchor {anchor!r} is not among the compared models")
+    point = np.array(draws.point)  # (models,)
+    boot = np.array(draws.boot).reshape(-1, len(draws.models))  # (boot, models)
+
+    def anchored(ratings: np.ndarray) -> np.ndarray:
+        if anchor is not None:
+            shift = ratings[..., draws.models.index(anchor)]
+        else:
+            shift = ratings.mean(axis=-1)
+        return ratings - np.expand_dims(shift, -1) + INIT_RATING
+
+    point = anchored(point)
+    if len(boot):
+        low, high = np.percentile(anchored(boot), [2.5, 97.5], axis=0)
+    else:
+        low, high = point, point
+    ratings = [
+        Rating(m, float(point[i]), float(low[i]), float(high[i]), draws.n[i])
+        for i, m in enumerate(draws.models)
+    ]
+    return sorted(ratings, key=lambda r: -r.rating)
+
+
+def _fit_weighted_logistic(
+    features: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    *,
+    l2: float,
+    init: np.ndarray | None = None,
+    rtol: float = 1e-8,
+    max_iter: int = 100,
+) -> np.ndarray:
+    """`_fit_logistic` with a weight per row, a starting point, and a relative stopping test.
+
+    The absolute test of `_fit_logistic` (a step below 1e-10) is fine for a few thousand rows;
+    with 10^6 comparisons the objective is ~10^6 and its rounding (~1e-10 relative) makes the
+    line search reject every step near the optimum, so it halves down to the floor and runs to
+    max_iter. Here a step is accepted when it does not raise the objective by more than its
+    rounding, and the loop stops when a step is small against the coefficients.
+    """
+
+    def objective(coefs: np.ndarray) -> float:
+        logits = features @ coefs
+        losses = np.logaddexp(0.0, logits) - targets * logits
+        return float(weights @ losses + l2 / 2 * coefs @ coefs)
+
+    coefs = np.zeros(features.shape[1]) if init is None else init.copy()
+    eye = np.eye(features.shape[1])
+    for _ in range(max_iter):
+        probs = 0.5 * (1.0 + np.tanh(features @ coefs / 2))  # sigmoid without overflow
+        gradient = features.T @ (weights * (probs - targets)) + l2 * coefs
+        hessian = (features.T * (weights * probs * (1.0 - probs))) @ features + l2 * eye
+        step = np.linalg.solve(hessian, gradient)
+        current, size = objective(coefs), 1.0
+        slack = 1e-12 * max(abs(current), 1.0)
+        while objective(coefs - size * step) > current + slack and size > 1e-10:
+            size /= 2
+        coefs = coefs - size * step
+        if np.max(np.abs(size * step)) <= rtol * max(1.0, float(np.max(np.abs(coefs)))):
+            break
+    return coefs
+
+
+def metadata_rates_from_counts(
+    outputs: Mapping[str, int],
+    flagged: Mapping[str, Mapping[str, int]],
+    *,
+    flags: Sequence[str] = (),
+) -> dict[str, dict[str, float]]:
+    """`metadata_rates` from counts: rated outputs per model, and per model and flag how many of
+    them carry it (each output once, however often the flag is repeated in it)."""
+    all_flags = set(flags) | {f for per_model in flagged.values() for f in per_model}
+    return {
+        model: {flag: flagged.get(model, {}).get(flag, 0) / n for flag in sorted(all_flags)}
+        for model, n in outputs.items()
+        if n
+    }
+
+
+def mean_likert_from_counts(totals: Mapping[str, tuple[int, int]]) -> dict[str, tuple[float, int]]:
+    """`mean_likert` from each model's (sum of Likert scores, outputs rated)."""
+    return {model: (total / n, n) for model, (total, n) in totals.items() if n}

@@ -334,3 +334,39 @@ class ModelRegistration(models.Model):
 
     def __str__(self) -> str:
         return f"registration of {self.name} ({self.status})"
+
+
+class ReviewSnapshot(models.Model):
+    """The reviewer dashboard's aggregates for a project, as of a watermark (training/review.py).
+
+    The dashboard is computed from these counts, not from the judgements, so a page at 10^6
+    comparisons renders in milliseconds; the snapshot is refreshed in the background (or inline
+    for a small project) and the page says how fresh it is.
+    """
+
+    project = models.OneToOneField(
+        "labeling.Project", on_delete=models.CASCADE, related_name="review_snapshot"
+    )
+    computed_at = models.DateTimeField(null=True, blank=True, help_text="When counting began.")
+    comparisons_upto = models.BigIntegerField(
+        default=0, help_text="Watermark: comparisons with an id up to this one are counted."
+    )
+    entries_upto = models.BigIntegerField(
+        default=0, help_text="Watermark: ranking entries with an id up to this one are counted."
+    )
+    comparisons = models.PositiveIntegerField(default=0, help_text="Comparisons counted.")
+    entries = models.PositiveIntegerField(default=0, help_text="Ranked outputs counted.")
+    data = models.JSONField(default=dict, blank=True, help_text="The aggregates and the fits.")
+    requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a background recompute was last asked for."
+    )
+
+    def __str__(self) -> str:
+        return f"review snapshot of project {self.project_id} at {self.computed_at}"
+
+    @property
+    def computing(self) -> bool:
+        """A background recompute was asked for after the figures were computed."""
+        return self.requested_at is not None and (
+            self.computed_at is None or self.requested_at > self.computed_at
+        )

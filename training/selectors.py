@@ -14,7 +14,7 @@ from labeling import selectors as labeling_selectors
 from labeling import stats
 from labeling.models import Comparison, ModelVersion, Project, RankingEntry
 
-from . import rounds
+from . import review, rounds
 from .models import ModelRegistration, Round, RoundStep, StepRole, TrainingRun
 
 
@@ -156,18 +156,50 @@ class RoundResult:
     baseline_name: str | None
 
 
+def win_rate_of(
+    data: dict[str, Any], *, model: str, baseline: str, n_boot: int = review.WIN_RATE_BOOTSTRAPS
+) -> stats.WinRate:
+    """`model`'s win rate over `baseline` from a snapshot's aggregates (training/review.py):
+    the pair's outcome counts and prompt clusters, turned to `model`'s side."""
+    wins = losses = ties = 0
+    for a, b, outcome, n in data.get("outcomes", ()):
+        if {a, b} != {model, baseline} or a == b:
+            continue
+        if outcome == "tie":
+            ties += n
+        elif (outcome == "a") == (a == model):
+            wins += n
+        else:
+            losses += n
+    clusters = [
+        (half, n, prompts) if lo == model else (2 * n - half, n, prompts)
+        for lo, hi, half, n, prompts in data.get("clusters", ())
+        if {lo, hi} == {model, baseline}
+    ]
+    return stats.win_rate_from_counts(
+        model=model,
+        baseline=baseline,
+        wins=wins,
+        losses=losses,
+        ties=ties,
+        clusters=clusters,
+        n_boot=n_boot,
+    )
+
+
 def round_results(
     *,
     project: Project,
-    comparisons: list[stats.PairVerdict] | None = None,
+    data: dict[str, Any] | None = None,
     number: int | None = None,
-    n_boot: int = 500,
+    n_boot: int = review.WIN_RATE_BOOTSTRAPS,
 ) -> list[RoundResult]:
     """Blind A/B win rates of each round's new policy, newest round first: over the policy it
     started from, and over SFT continued for the same optimizer steps (what the rankings added
-    beyond more demonstrations)."""
-    if comparisons is None:
-        comparisons = comparison_records(project=project)
+    beyond more demonstrations). From a snapshot's aggregates (`data`); the judgements so far,
+    counted now, when none is given."""
+    if data is None:
+        data = review.current_data(project_id=project.pk)
     found = []
     rounds_ = Round.objects.filter(project=project, new_policy__isnull=False).select_related(
         "policy", "new_policy"
@@ -182,12 +214,8 @@ def round_results(
         found.append(
             RoundResult(
                 round=round_,
-                over_start=stats.win_rate(
-                    comparisons, model=new, baseline=round_.policy.name, n_boot=n_boot
-                ),
-                over_baseline=stats.win_rate(
-                    comparisons, model=new, baseline=baseline.name, n_boot=n_boot
-                )
+                over_start=win_rate_of(data, model=new, baseline=round_.policy.name, n_boot=n_boot),
+                over_baseline=win_rate_of(data, model=new, baseline=baseline.name, n_boot=n_boot)
                 if baseline is not None
                 else None,
                 baseline_name=baseline.name if baseline is not None else None,
@@ -245,12 +273,12 @@ def reward_model_accuracies(*, project: Project) -> list[RewardModelAccuracy]:
 class Dashboard:
     models: list[str]
     baseline: str | None
-    win_rates: list
-    ratings: list
-    ratings_lc: list
+    win_rates: list[stats.WinRate]
+    ratings: list[stats.Rating]
+    ratings_lc: list[stats.Rating]
     flags: list[str]
-    metadata: dict
-    likert: dict
+    metadata: dict[str, dict[str, float]]
+    likert: dict[str, tuple[float, int]]
     reward_models: list[RewardModelAccuracy]
     pairs_needed: int  # held-out pairs to tell a 60% reward model from 50%
     agreement: float | None
@@ -258,43 +286,45 @@ class Dashboard:
     rounds: list[RoundResult]
 
 
-def evaluation_dashboard(*, project: Project, baseline: str | None = None) -> Dashboard:
-    """Everything the reviewer dashboard shows, computed from the project's judgements."""
-    comparisons = comparison_records(project=project)
-    rows = rating_rows(project=project)
-    compared = sorted({c.model_a for c in comparisons} | {c.model_b for c in comparisons})
-    models = sorted(set(compared) | {name for name, _, _ in rows})
+def evaluation_dashboard(
+    *, project: Project, baseline: str | None = None, data: dict[str, Any] | None = None
+) -> Dashboard:
+    """Everything the reviewer dashboard shows, from a snapshot's aggregates (`data`,
+    training/review.py; the judgements so far, counted now, when none is given). Win rates and
+    the anchoring of ratings follow the chosen baseline, from those few numbers."""
+    if data is None:
+        data = review.current_data(project_id=project.pk)
+    outcomes = data.get("outcomes", [])
+    compared = sorted({a for a, *_ in outcomes} | {b for _, b, *_ in outcomes})
+    totals = {model: (total, n) for model, total, n in data.get("likert", [])}
+    flagged: dict[str, dict[str, int]] = {}
+    for model, flag, n in data.get("flags", []):
+        flagged.setdefault(model, {})[flag] = n
     if baseline not in compared:
         # Default baseline: the oldest compared model version (usually the SFT policy).
-        order = dict(
-            ModelVersion.objects.filter(project=project, name__in=compared).values_list(
-                "name", "pk"
-            )
-        )
+        order = data.get("model_ids", {})
         baseline = min(compared, key=lambda n: order.get(n, 0)) if compared else None
-    win_rates = [
-        stats.win_rate(comparisons, model=m, baseline=baseline, n_boot=500)
-        for m in compared
-        if m != baseline
-    ]
+    win_rates = [win_rate_of(data, model=m, baseline=baseline) for m in compared if m != baseline]
     return Dashboard(
-        models=models,
+        models=sorted(set(compared) | set(totals)),
         baseline=baseline,
         win_rates=[w for w in win_rates if w.n],
-        ratings=stats.bradley_terry(comparisons, anchor=baseline, n_boot=100)
-        if comparisons
-        else [],
-        ratings_lc=stats.bradley_terry(
-            comparisons, anchor=baseline, n_boot=100, length_controlled=True
-        )
-        if comparisons
-        else [],
+        ratings=_ratings(data.get("ratings"), anchor=baseline),
+        ratings_lc=_ratings(data.get("ratings_lc"), anchor=baseline),
         flags=list(project.flags),
-        metadata=stats.metadata_rates(rows, flags=project.flags),
-        likert=stats.mean_likert(rows),
+        metadata=stats.metadata_rates_from_counts(
+            {model: n for model, (_, n) in totals.items()}, flagged, flags=project.flags
+        ),
+        likert=stats.mean_likert_from_counts(totals),
         reward_models=reward_model_accuracies(project=project),
         pairs_needed=stats.PAIRS_TO_TELL_60_FROM_50,
         agreement=labeling_selectors.labeler_agreement(project=project)["overall"],
-        comparisons=len(comparisons),
-        rounds=round_results(project=project, comparisons=comparisons),
+        comparisons=sum(n for *_, n in outcomes),
+        rounds=round_results(project=project, data=data),
     )
+
+
+def _ratings(draws: dict[str, Any] | None, *, anchor: str | None) -> list[stats.Rating]:
+    if not draws:
+        return []
+    return stats.ratings_anchored(stats.RatingDraws(**draws), anchor=anchor)

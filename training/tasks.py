@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.utils import timezone
 
-from . import dispatch, launcher, registry, runs
+from . import dispatch, launcher, registry, review, runs
 
 
 @shared_task(name=dispatch.RUN_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -41,6 +41,12 @@ def resend_registrations() -> list[int]:
     for registration_id in ids:
         registry.registration_send(registration_id)
     return ids
+
+
+@shared_task(name=review.REFRESH_TASK)
+def refresh_review_snapshot(project_id: int) -> int:  # queue: cpu (settings.CELERY_TASK_ROUTES)
+    """Recompute a project's reviewer dashboard (asked for by review.refresh_request)."""
+    return review.refresh_snapshot(project_id=project_id, now=timezone.now()).comparisons
 
 
 @worker_ready.connect

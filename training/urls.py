@@ -16,4 +16,9 @@ urlpatterns = [
         "p/<slug:slug>/models/<int:version_id>/", views.model_version_detail, name="model-version"
     ),
     path("p/<slug:slug>/review/dashboard/", views.review_dashboard, name="review_dashboard"),
+    path(
+        "p/<slug:slug>/review/dashboard/recompute/",
+        views.review_recompute,
+        name="review_recompute",
+    ),
 ]

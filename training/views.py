@@ -17,7 +17,7 @@ from labeling.errors import Conflict, Forbidden, Invalid
 from labeling.models import Membership, Role
 from labeling.views.pages import page_view
 
-from . import loop, registry, rounds, runs, selectors
+from . import loop, registry, review, rounds, runs, selectors
 from .charts import charts_for
 from .forms import RegisterModelForm, RoundForm, RunForm
 from .models import RoundStatus, RunStatus
@@ -147,10 +147,15 @@ def round_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         "project": membership.project,
         "round": round_,
         "stages": selectors.round_steps(round_=round_),
-        # Judged after the round: not recomputed on every poll while it runs.
+        # Judged after the round: not recomputed on every poll while it runs. From the
+        # dashboard's snapshot of aggregates (training/review.py), as fresh as it says there.
         "results": []
         if round_.status == RoundStatus.RUNNING
-        else selectors.round_results(project=membership.project, number=number),
+        else selectors.round_results(
+            project=membership.project,
+            number=number,
+            data=review.snapshot_for_page(project=membership.project, now=timezone.now()).data,
+        ),
         "live": round_.status == RoundStatus.RUNNING,
         "is_admin": membership.allows(Role.ADMIN),
     }
@@ -232,8 +237,35 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
 @page_view
 @require_GET
 def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    """The figures come from the project's snapshot of aggregates (training/review.py); the
+    htmx poll of a page whose snapshot is being recomputed gets the freshness line, and a full
+    reload once the new figures are in."""
     project = _membership(request, slug, Role.REVIEWER).project
+    freshness = review.snapshot_for_page(project=project, now=timezone.now())
+    if request.htmx:
+        context = {"project": project, "f": freshness, "baseline": request.GET.get("baseline")}
+        response = render(request, "training/dashboard.html#freshness", context)
+        if not freshness.computing:
+            response["HX-Refresh"] = "true"
+        return response
     dashboard = selectors.evaluation_dashboard(
-        project=project, baseline=request.GET.get("baseline")
+        project=project, baseline=request.GET.get("baseline"), data=freshness.data
     )
-    return render(request, "training/dashboard.html", {"project": project, "d": dashboard})
+    context = {"project": project, "d": dashboard, "f": freshness, "baseline": dashboard.baseline}
+    return render(request, "training/dashboard.html", context)
+
+
+@page_view
+@require_POST
+def review_recompute(request: HttpRequest, slug: str) -> HttpResponse:
+    """Ask a worker to recompute the dashboard's figures; the page polls until they are in."""
+    project = _membership(request, slug, Role.REVIEWER).project
+    review.refresh_request(project_id=project.pk, now=timezone.now())
+    if not request.htmx:
+        return redirect("review_dashboard", slug=slug)
+    context = {
+        "project": project,
+        "f": review.freshness_of(project=project),
+        "baseline": request.POST.get("baseline"),
+    }
+    return render(request, "training/dashboard.html#freshness", context)
