@@ -5,105 +5,180 @@
   one record per strictly ordered pair of a ranking (all C(K,2) pairs, ties dropped).
 - Rankings: one record per labeler ranking with all metadata, and the K-way shape the reward
   model trains on ({"prompt", "completions", "ranks"}).
+
+Records are read with hand-written statements (labeling/sql/statements.py, "the exports" says
+why) in keyset pages of PAGE rows in id order, so an export of 10^6 rankings holds one page in
+memory, and `after` resumes one: the records after that id (`id` of an SFT record, `ranking_id`
+of a ranking or a preference pair; a preference export resumes at a ranking boundary). The plain
+ORM reading they replace is the reference in tests/labeling/test_exports.py.
+
+Written out as JSON lines (orjson) or as a Parquet file (pyarrow, row groups of ROW_GROUP
+records) that `datasets.load_dataset("parquet", ...)` reads.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
 from collections.abc import Iterable, Iterator
-from itertools import combinations
-from typing import Any
+from itertools import combinations, groupby
+from operator import itemgetter
+from typing import IO, Any
 
-from django.db.models import Prefetch, QuerySet
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.contrib.auth import get_user_model
 
-from .models import Demonstration, Project, Ranking, RankingEntry
+from . import sql
+from .models import Project
+from .sql import statements
 
-CHUNK = 500
+# Rows per keyset page: big enough that a statement's round trip and planning are noise next to
+# its rows (a few µs a row), small enough that a page of rankings stays a few MB.
+PAGE = 1000
+# Records per Parquet row group: memory holds one group (as records, then as Arrow columns).
+ROW_GROUP = 20_000
 
 
-def _demonstrations(project: Project, split: str | None, ids: Iterable[int] | None) -> QuerySet:
-    qs = Demonstration.objects.filter(prompt__project=project).select_related("prompt")
-    if split:
-        qs = qs.filter(prompt__split=split)
+def _pages(
+    statement: str,
+    *,
+    alias: str,
+    project: Project,
+    split: str | None,
+    after: int,
+    ids: Iterable[int] | None,
+    **names: str,
+) -> Iterator[list[tuple]]:
+    """The rows of `statement` in pages of at most PAGE, in id order from the first id > `after`
+    (the first column of each row is its id). With `ids`, only those (a page of them at a time)."""
+    filters = statements.EXPORT_SPLIT if split else ""
+    by_split = [split] if split else []
     if ids is not None:
-        qs = qs.filter(pk__in=list(ids))
-    return qs.order_by("pk")
+        wanted = sorted({i for i in ids if i > after})
+        for start in range(0, len(wanted), PAGE):
+            chunk = wanted[start : start + PAGE]
+            in_chunk = statements.EXPORT_IDS.format(alias=alias, ids=sql.placeholders(len(chunk)))
+            query = statement.format(filters=filters + in_chunk, **names)
+            page = sql.rows(query, [project.pk, after, *by_split, *chunk, PAGE])
+            if page:
+                yield page
+        return
+    query = statement.format(filters=filters, **names)
+    while True:
+        page = sql.rows(query, [project.pk, after, *by_split, PAGE])
+        if page:
+            yield page
+        if len(page) < PAGE:
+            return
+        after = page[-1][0]
+
+
+def _grouped(statement: str, page: list[tuple]) -> dict[int, list[tuple]]:
+    """The rows of `statement` (ranking id first) for the rankings of `page`, by ranking id."""
+    ids = [row[0] for row in page]
+    rows = sql.rows(statement.format(ids=sql.placeholders(len(ids))), ids)
+    return {ranking_id: list(group) for ranking_id, group in groupby(rows, key=itemgetter(0))}
 
 
 def sft_records(
-    *, project: Project, split: str | None = None, ids: Iterable[int] | None = None
+    *,
+    project: Project,
+    split: str | None = None,
+    ids: Iterable[int] | None = None,
+    after: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    for d in _demonstrations(project, split, ids).iterator(chunk_size=CHUNK):
-        yield {
-            "messages": [*d.prompt.messages, {"role": "assistant", "content": d.text}],
-            "id": d.pk,
-            "prompt_id": d.prompt_id,
-            "split": d.prompt.split,
-        }
-
-
-def _rankings(project: Project, split: str | None, ids: Iterable[int] | None) -> QuerySet:
-    entries = RankingEntry.objects.select_related("completion__model_version").order_by("pk")
-    qs = (
-        Ranking.objects.filter(task__project=project)
-        .select_related("task__prompt", "labeler")
-        .prefetch_related(Prefetch("entries", queryset=entries))
+    pages = _pages(
+        statements.EXPORT_DEMONSTRATIONS,
+        alias="d",
+        project=project,
+        split=split,
+        after=after,
+        ids=ids,
     )
-    if split:
-        qs = qs.filter(task__prompt__split=split)
-    if ids is not None:
-        qs = qs.filter(pk__in=list(ids))
-    return qs.order_by("pk")
-
-
-def ranking_records(
-    *, project: Project, split: str | None = None, ids: Iterable[int] | None = None
-) -> Iterator[dict[str, Any]]:
-    for r in _rankings(project, split, ids).iterator(chunk_size=CHUNK):
-        entries = sorted(r.entries.all(), key=lambda e: e.completion_id)
-        prompt = r.task.prompt
-        yield {
-            "ranking_id": r.pk,
-            "task_id": r.task_id,
-            "prompt_id": prompt.pk,
-            "split": prompt.split,
-            "labeler_id": r.labeler_id,
-            "labeler": r.labeler.username,
-            "prompt": prompt.messages,
-            "completions": [e.completion.text for e in entries],
-            "ranks": [e.rank for e in entries],
-            "likert": [e.likert for e in entries],
-            "flags": [e.flags for e in entries],
-            "completion_ids": [e.completion_id for e in entries],
-            "model_versions": [e.completion.model_version.name for e in entries],
-            "none_acceptable": r.none_acceptable,
-            "notes": r.notes,
-            "time_spent_ms": r.time_spent_ms,
-            "shown_order": r.shown_order,
-            "created_at": r.created_at.isoformat(),
-        }
-
-
-def preference_pairs(
-    *, project: Project, split: str | None = None, ids: Iterable[int] | None = None
-) -> Iterator[dict[str, Any]]:
-    for record in ranking_records(project=project, split=split, ids=ids):
-        items = list(zip(record["completions"], record["ranks"], strict=True))
-        for (text_a, rank_a), (text_b, rank_b) in combinations(items, 2):
-            if rank_a == rank_b:
-                continue  # ties carry no preference (InstructGPT drops them)
-            chosen, rejected = (text_a, text_b) if rank_a < rank_b else (text_b, text_a)
+    for page in pages:
+        for pk, prompt_id, prompt_split, messages, text in page:
             yield {
-                "prompt": record["prompt"],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "ranking_id": record["ranking_id"],
+                "messages": [*orjson.loads(messages), {"role": "assistant", "content": text}],
+                "id": pk,
+                "prompt_id": prompt_id,
+                "split": prompt_split,
             }
 
 
-def jsonl_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
-    for record in records:
-        yield json.dumps(record, ensure_ascii=False) + "\n"
+def ranking_records(
+    *,
+    project: Project,
+    split: str | None = None,
+    ids: Iterable[int] | None = None,
+    after: int = 0,
+) -> Iterator[dict[str, Any]]:
+    pages = _pages(
+        statements.EXPORT_RANKINGS,
+        alias="r",
+        project=project,
+        split=split,
+        after=after,
+        ids=ids,
+        user_table=get_user_model()._meta.db_table,
+    )
+    for page in pages:
+        entries_of = _grouped(statements.EXPORT_RANKING_ENTRIES, page)
+        for row in page:
+            (pk, task_id, prompt_id, prompt_split, labeler_id, username, messages) = row[:7]
+            (none_acceptable, notes, time_spent_ms, shown_order, created_at) = row[7:]
+            entries = entries_of.get(pk, [])
+            yield {
+                "ranking_id": pk,
+                "task_id": task_id,
+                "prompt_id": prompt_id,
+                "split": prompt_split,
+                "labeler_id": labeler_id,
+                "labeler": username,
+                "prompt": orjson.loads(messages),
+                "completions": [e[2] for e in entries],
+                "ranks": [e[3] for e in entries],
+                "likert": [e[4] for e in entries],
+                "flags": [orjson.loads(e[5]) for e in entries],
+                "completion_ids": [e[1] for e in entries],
+                "model_versions": [e[6] for e in entries],
+                "none_acceptable": bool(none_acceptable),  # SQLite answers 0/1
+                "notes": notes,
+                "time_spent_ms": time_spent_ms,
+                "shown_order": orjson.loads(shown_order),
+                "created_at": sql.aware(created_at).isoformat(),  # type: ignore[union-attr]
+            }
+
+
+def preference_pairs(
+    *,
+    project: Project,
+    split: str | None = None,
+    ids: Iterable[int] | None = None,
+    after: int = 0,
+) -> Iterator[dict[str, Any]]:
+    pages = _pages(
+        statements.EXPORT_RANKING_PROMPTS,
+        alias="r",
+        project=project,
+        split=split,
+        after=after,
+        ids=ids,
+    )
+    for page in pages:
+        entries_of = _grouped(statements.EXPORT_RANKING_TEXTS, page)
+        for pk, messages in page:
+            prompt = orjson.loads(messages)
+            for (_, text_a, rank_a), (_, text_b, rank_b) in combinations(entries_of.get(pk, []), 2):
+                if rank_a == rank_b:
+                    continue  # ties carry no preference (InstructGPT drops them)
+                chosen, rejected = (text_a, text_b) if rank_a < rank_b else (text_b, text_a)
+                yield {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "ranking_id": pk,
+                }
 
 
 EXPORTS = {
@@ -111,3 +186,96 @@ EXPORTS = {
     "preferences": preference_pairs,
     "rankings": ranking_records,
 }
+
+
+def jsonl_chunks(records: Iterable[dict[str, Any]], lines: int = PAGE) -> Iterator[bytes]:
+    """JSON lines, `lines` to a chunk: one write to the client per chunk, not per record."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    chunk: list[bytes] = []
+    for record in records:
+        chunk.append(dumps(record, option=newline))
+        if len(chunk) == lines:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk)
+
+
+# --- Parquet ------------------------------------------------------------------------------------
+
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_IDS = pa.list_(pa.int64())
+_TEXTS = pa.list_(pa.string())
+
+# One schema per kind, declared rather than inferred: every row group of a file must agree, and
+# an empty export is still a file with its columns. Same fields, in the same order, as the JSON.
+SCHEMAS = {
+    "sft": pa.schema(
+        [
+            ("messages", _MESSAGES),
+            ("id", pa.int64()),
+            ("prompt_id", pa.int64()),
+            ("split", pa.string()),
+        ]
+    ),
+    "preferences": pa.schema(
+        [
+            ("prompt", _MESSAGES),
+            ("chosen", _MESSAGES),
+            ("rejected", _MESSAGES),
+            ("ranking_id", pa.int64()),
+        ]
+    ),
+    "rankings": pa.schema(
+        [
+            ("ranking_id", pa.int64()),
+            ("task_id", pa.int64()),
+            ("prompt_id", pa.int64()),
+            ("split", pa.string()),
+            ("labeler_id", pa.int64()),
+            ("labeler", pa.string()),
+            ("prompt", _MESSAGES),
+            ("completions", _TEXTS),
+            ("ranks", _IDS),
+            ("likert", _IDS),
+            ("flags", pa.list_(_TEXTS)),
+            ("completion_ids", _IDS),
+            ("model_versions", _TEXTS),
+            ("none_acceptable", pa.bool_()),
+            ("notes", pa.string()),
+            ("time_spent_ms", pa.int64()),
+            ("shown_order", _IDS),
+            ("created_at", pa.string()),  # the JSON export's ISO 8601 text, as it is
+        ]
+    ),
+}
+
+
+def parquet_write(
+    kind: str, records: Iterable[dict[str, Any]], sink: str | IO[bytes], row_group: int = ROW_GROUP
+) -> int:
+    """Writes `records` of `kind` to `sink` as a Parquet file, one row group per `row_group`
+    records; returns how many it wrote."""
+    schema = SCHEMAS[kind]
+    written = 0
+    with pq.ParquetWriter(sink, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == row_group:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                written, batch = written + len(batch), []
+        if batch or not written:
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+            written += len(batch)
+    return written
+
+
+def parquet_file(kind: str, records: Iterable[dict[str, Any]]) -> IO[bytes]:
+    """The export as a Parquet file, written to an anonymous temporary file (gone once closed:
+    FileResponse closes it when the response is sent) and rewound for reading. A file, not a
+    stream: Parquet's footer, which readers need first, is written last."""
+    file = tempfile.TemporaryFile()  # noqa: SIM115 - the response closes it
+    parquet_write(kind, records, file)
+    file.seek(0)
+    return file
