@@ -144,6 +144,10 @@ def _demonstrate_all(project, labeler, now) -> None:
 
 @pytest.fixture
 def world(project, personas, now):
+    return build_world(project, personas, now)
+
+
+def build_world(project, personas, now):
     """Two labelers rank 6 tasks (overlap 2) and write 6 demonstrations over three splits; the
     outsider's project has work of its own, which no export of `project` may show."""
     project.overlap = 2
