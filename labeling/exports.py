@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator
+from functools import cache
 from itertools import combinations, groupby
 from operator import itemgetter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from django.contrib.auth import get_user_model
 
 from . import sql
 from .models import Project
 from .sql import statements
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Rows per keyset page: big enough that a statement's round trip and planning are noise next to
 # its rows (a few µs a row), small enough that a page of rankings stays a few MB.
@@ -203,52 +205,54 @@ def jsonl_chunks(records: Iterable[dict[str, Any]], lines: int = PAGE) -> Iterat
 
 # --- Parquet ------------------------------------------------------------------------------------
 
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-_IDS = pa.list_(pa.int64())
-_TEXTS = pa.list_(pa.string())
+# pyarrow is imported when a Parquet file is asked for, not with this module: it costs a web
+# worker about 0.4 s of start-up and 50 MB, and the JSON exports and the labeler loop never use it.
 
-# One schema per kind, declared rather than inferred: every row group of a file must agree, and
-# an empty export is still a file with its columns. Same fields, in the same order, as the JSON.
-SCHEMAS = {
-    "sft": pa.schema(
-        [
-            ("messages", _MESSAGES),
+
+@cache
+def parquet_schema(kind: str) -> pa.Schema:
+    """The Parquet schema of an export, declared rather than inferred: every row group of a file
+    must agree, and an empty export is still a file with its columns. Same fields, in the same
+    order, as the JSON records."""
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    ints, texts = pa.list_(pa.int64()), pa.list_(pa.string())
+    fields = {
+        "sft": [
+            ("messages", messages),
             ("id", pa.int64()),
             ("prompt_id", pa.int64()),
             ("split", pa.string()),
-        ]
-    ),
-    "preferences": pa.schema(
-        [
-            ("prompt", _MESSAGES),
-            ("chosen", _MESSAGES),
-            ("rejected", _MESSAGES),
+        ],
+        "preferences": [
+            ("prompt", messages),
+            ("chosen", messages),
+            ("rejected", messages),
             ("ranking_id", pa.int64()),
-        ]
-    ),
-    "rankings": pa.schema(
-        [
+        ],
+        "rankings": [
             ("ranking_id", pa.int64()),
             ("task_id", pa.int64()),
             ("prompt_id", pa.int64()),
             ("split", pa.string()),
             ("labeler_id", pa.int64()),
             ("labeler", pa.string()),
-            ("prompt", _MESSAGES),
-            ("completions", _TEXTS),
-            ("ranks", _IDS),
-            ("likert", _IDS),
-            ("flags", pa.list_(_TEXTS)),
-            ("completion_ids", _IDS),
-            ("model_versions", _TEXTS),
+            ("prompt", messages),
+            ("completions", texts),
+            ("ranks", ints),
+            ("likert", ints),
+            ("flags", pa.list_(texts)),
+            ("completion_ids", ints),
+            ("model_versions", texts),
             ("none_acceptable", pa.bool_()),
             ("notes", pa.string()),
             ("time_spent_ms", pa.int64()),
-            ("shown_order", _IDS),
+            ("shown_order", ints),
             ("created_at", pa.string()),  # the JSON export's ISO 8601 text, as it is
-        ]
-    ),
-}
+        ],
+    }
+    return pa.schema(fields[kind])
 
 
 def parquet_write(
@@ -256,7 +260,10 @@ def parquet_write(
 ) -> int:
     """Writes `records` of `kind` to `sink` as a Parquet file, one row group per `row_group`
     records; returns how many it wrote."""
-    schema = SCHEMAS[kind]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema(kind)
     written = 0
     with pq.ParquetWriter(sink, schema) as writer:
         batch: list[dict[str, Any]] = []

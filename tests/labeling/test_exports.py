@@ -256,4 +256,4 @@ def test_an_empty_export_is_still_a_parquet_file_with_its_columns(project):
     sink = io.BytesIO()
     assert exports.parquet_write("rankings", iter([]), sink) == 0
     table = pq.read_table(io.BytesIO(sink.getvalue()))
-    assert table.num_rows == 0 and table.schema == exports.SCHEMAS["rankings"]
+    assert table.num_rows == 0 and table.schema == exports.parquet_schema("rankings")
