@@ -21,7 +21,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Iterator
 from functools import cache
-from itertools import combinations, groupby
+from itertools import combinations, groupby, islice
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any
 
@@ -258,23 +258,27 @@ def parquet_schema(kind: str) -> pa.Schema:
 def parquet_write(
     kind: str, records: Iterable[dict[str, Any]], sink: str | IO[bytes], row_group: int = ROW_GROUP
 ) -> int:
-    """Writes `records` of `kind` to `sink` as a Parquet file, one row group per `row_group`
-    records; returns how many it wrote."""
+    """Writes `records` of `kind` to `sink` as a Parquet file, in row groups of `row_group`
+    records; returns how many it wrote. Records become Arrow columns a page at a time, so memory
+    holds one row group as Arrow data (a few tens of MB) and one page as Python objects, not
+    20,000 records as dicts (180 MB of rankings)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = parquet_schema(kind)
     written = 0
+    it = iter(records)
     with pq.ParquetWriter(sink, schema) as writer:
-        batch: list[dict[str, Any]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == row_group:
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-                written, batch = written + len(batch), []
-        if batch or not written:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-            written += len(batch)
+        group: list[pa.RecordBatch] = []
+        while chunk := list(islice(it, min(PAGE, row_group - sum(b.num_rows for b in group)))):
+            group.append(pa.RecordBatch.from_pylist(chunk, schema=schema))
+            if sum(b.num_rows for b in group) == row_group:
+                writer.write_table(pa.Table.from_batches(group), row_group_size=row_group)
+                written, group = written + row_group, []
+        if group or not written:  # the last group; an empty export still gets its columns
+            table = pa.Table.from_batches(group, schema=schema)
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            written += table.num_rows
     return written
 
 
