@@ -45,7 +45,6 @@ ROW_GROUP = 20_000
 def _pages(
     statement: str,
     *,
-    alias: str,
     project: Project,
     split: str | None,
     after: int,
@@ -53,25 +52,23 @@ def _pages(
     **names: str,
 ) -> Iterator[list[tuple]]:
     """The rows of `statement` in pages of at most PAGE, in id order from the first id > `after`
-    (the first column of each row is its id). With `ids`, only those (a page of them at a time)."""
-    filters = statements.EXPORT_SPLIT if split else ""
+    (the first column of each row is its id). With `ids` (a training run's frozen dataset), only
+    those: the same pages over the span of the ids, filtered here. An `IN` list of a page's ids
+    led PostgreSQL's planner to walk a whole index per page; the span costs one read of the
+    project's rows in it, and a frozen dataset is most of a project's rows."""
+    query = statement.format(filters=statements.EXPORT_SPLIT if split else "", **names)
     by_split = [split] if split else []
-    if ids is not None:
-        wanted = sorted({i for i in ids if i > after})
-        for start in range(0, len(wanted), PAGE):
-            chunk = wanted[start : start + PAGE]
-            in_chunk = statements.EXPORT_IDS.format(alias=alias, ids=sql.placeholders(len(chunk)))
-            query = statement.format(filters=filters + in_chunk, **names)
-            page = sql.rows(query, [project.pk, after, *by_split, *chunk, PAGE])
-            if page:
-                yield page
-        return
-    query = statement.format(filters=filters, **names)
+    wanted = None if ids is None else set(ids)
+    if wanted is not None:
+        if not wanted:
+            return
+        after, last = max(after, min(wanted) - 1), max(wanted)
     while True:
         page = sql.rows(query, [project.pk, after, *by_split, PAGE])
-        if page:
-            yield page
-        if len(page) < PAGE:
+        rows = page if wanted is None else [row for row in page if row[0] in wanted]
+        if rows:
+            yield rows
+        if len(page) < PAGE or (wanted is not None and page[-1][0] >= last):
             return
         after = page[-1][0]
 
@@ -79,7 +76,8 @@ def _pages(
 def _grouped(statement: str, page: list[tuple]) -> dict[int, list[tuple]]:
     """The rows of `statement` (ranking id first) for the rankings of `page`, by ranking id."""
     ids = [row[0] for row in page]
-    rows = sql.rows(statement.format(ids=sql.placeholders(len(ids))), ids)
+    query = statement.format(ids=sql.placeholders(len(ids)))
+    rows = sql.rows(query, [ids[0], ids[-1], *ids])
     return {ranking_id: list(group) for ranking_id, group in groupby(rows, key=itemgetter(0))}
 
 
@@ -92,7 +90,6 @@ def sft_records(
 ) -> Iterator[dict[str, Any]]:
     pages = _pages(
         statements.EXPORT_DEMONSTRATIONS,
-        alias="d",
         project=project,
         split=split,
         after=after,
@@ -117,7 +114,6 @@ def ranking_records(
 ) -> Iterator[dict[str, Any]]:
     pages = _pages(
         statements.EXPORT_RANKINGS,
-        alias="r",
         project=project,
         split=split,
         after=after,
@@ -161,7 +157,6 @@ def preference_pairs(
 ) -> Iterator[dict[str, Any]]:
     pages = _pages(
         statements.EXPORT_RANKING_PROMPTS,
-        alias="r",
         project=project,
         split=split,
         after=after,
