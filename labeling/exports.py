@@ -13,17 +13,17 @@ of a ranking or a preference pair; a preference export resumes at a ranking boun
 ORM reading they replace is the reference in tests/labeling/test_exports.py.
 
 Written out as JSON lines (orjson) or as a Parquet file (pyarrow, row groups of ROW_GROUP
-records) that `datasets.load_dataset("parquet", ...)` reads.
+records) that `datasets.load_dataset("parquet", ...)` reads, both streamed as they are made.
 """
 
 from __future__ import annotations
 
-import tempfile
+import io
 from collections.abc import Iterable, Iterator
 from functools import cache
 from itertools import combinations, groupby, islice
 from operator import itemgetter
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.contrib.auth import get_user_model
@@ -250,19 +250,42 @@ def parquet_schema(kind: str) -> pa.Schema:
     return pa.schema(fields[kind])
 
 
-def parquet_write(
-    kind: str, records: Iterable[dict[str, Any]], sink: str | IO[bytes], row_group: int = ROW_GROUP
-) -> int:
-    """Writes `records` of `kind` to `sink` as a Parquet file, in row groups of `row_group`
-    records; returns how many it wrote. Records become Arrow columns a page at a time, so memory
-    holds one row group as Arrow data (a few tens of MB) and one page as Python objects, not
-    20,000 records as dicts (180 MB of rankings)."""
+class _Drain(io.RawIOBase):
+    """A write-only sink for ParquetWriter that hands back what was written since last asked."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def drain(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def parquet_chunks(
+    kind: str, records: Iterable[dict[str, Any]], row_group: int = ROW_GROUP
+) -> Iterator[bytes]:
+    """`records` of `kind` as a Parquet file, streamed: the magic bytes, then each row group of
+    `row_group` records as soon as it is written, then the footer (Parquet writes its index
+    last, so a file can be sent as it is made). Records become Arrow columns a page at a time:
+    memory holds one row group as Arrow data and one page as Python objects (a row group of
+    20,000 rankings as dicts took 180 MB)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = parquet_schema(kind)
-    written = 0
-    it = iter(records)
+    sink, it, written = _Drain(), iter(records), 0
     with pq.ParquetWriter(sink, schema) as writer:
         group: list[pa.RecordBatch] = []
         while chunk := list(islice(it, min(PAGE, row_group - sum(b.num_rows for b in group)))):
@@ -270,18 +293,8 @@ def parquet_write(
             if sum(b.num_rows for b in group) == row_group:
                 writer.write_table(pa.Table.from_batches(group), row_group_size=row_group)
                 written, group = written + row_group, []
+                yield sink.drain()
         if group or not written:  # the last group; an empty export still gets its columns
             table = pa.Table.from_batches(group, schema=schema)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
-            written += table.num_rows
-    return written
-
-
-def parquet_file(kind: str, records: Iterable[dict[str, Any]]) -> IO[bytes]:
-    """The export as a Parquet file, written to an anonymous temporary file (gone once closed:
-    FileResponse closes it when the response is sent) and rewound for reading. A file, not a
-    stream: Parquet's footer, which readers need first, is written last."""
-    file = tempfile.TemporaryFile()  # noqa: SIM115 - the response closes it
-    parquet_write(kind, records, file)
-    file.seek(0)
-    return file
+    yield sink.drain()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -68,7 +68,7 @@ class NDJSONRenderer(BaseRenderer):
 
 class ParquetRenderer(BaseRenderer):
     """Lets a client ask for an export as a Parquet file, with `?format=parquet` or its Accept
-    type (IANA's, 2024). The view writes the file itself; what reaches a renderer is an error,
+    type (IANA's, 2024). The view streams the file itself; what reaches a renderer is an error,
     which ExportView answers in JSON."""
 
     media_type = "application/vnd.apache.parquet"
@@ -447,9 +447,9 @@ class RankingTaskImportView(ApiView):
 
 
 class ExportView(ApiView):
-    """A training-ready export: JSON lines streamed as they are read (the default, or
-    `Accept: application/x-ndjson`), or a Parquet file (`?format=parquet` or
-    `Accept: application/vnd.apache.parquet`). Both hold constant memory (exports.py).
+    """A training-ready export, streamed as it is read in constant memory (exports.py): JSON
+    lines (the default, or `Accept: application/x-ndjson`), or a Parquet file (`?format=parquet`
+    or `Accept: application/vnd.apache.parquet`).
 
     Resuming: a stream cut short cannot say where it stopped (its headers are long gone), so the
     client does: it keeps the complete lines it got and asks again with `?after=` the id of the
@@ -494,16 +494,19 @@ class ExportView(ApiView):
             f"-after-{after}" * bool(after)
         )
         if request.accepted_renderer.format == ParquetRenderer.format:
-            return FileResponse(
-                exports.parquet_file(kind, records),
-                as_attachment=True,
-                filename=f"{name}.parquet",
-                content_type=ParquetRenderer.media_type,
+            chunks, media_type, suffix = (
+                exports.parquet_chunks(kind, records),
+                ParquetRenderer.media_type,
+                "parquet",
             )
-        response = StreamingHttpResponse(
-            exports.jsonl_chunks(records), content_type="application/x-ndjson"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{name}.jsonl"'
+        else:
+            chunks, media_type, suffix = (
+                exports.jsonl_chunks(records),
+                "application/x-ndjson",
+                "jsonl",
+            )
+        response = StreamingHttpResponse(chunks, content_type=media_type)
+        response["Content-Disposition"] = f'attachment; filename="{name}.{suffix}"'
         return response
 
     def finalize_response(
