@@ -484,29 +484,23 @@ class ExportView(ApiView):
         },
         summary="Stream a training-ready JSONL export, or get it as Parquet (reviewer)",
     )
-    def get(self, request: Request, project_id: int, kind: str) -> HttpResponseBase:
+    def get(self, request: Request, project_id: int, kind: str) -> StreamingHttpResponse:
         membership = _member(request, project_id, Role.REVIEWER)
         query = s.ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         split, after = query.validated_data.get("split"), query.validated_data.get("after", 0)
         records = exports.EXPORTS[kind](project=membership.project, split=split, after=after)
-        name = f"{membership.project.slug}-{kind}-{split or 'all'}" + (
-            f"-after-{after}" * bool(after)
-        )
+        name = f"{membership.project.slug}-{kind}-{split or 'all'}"
+        if after:
+            name += f"-after-{after}"
         if request.accepted_renderer.format == ParquetRenderer.format:
-            chunks, media_type, suffix = (
-                exports.parquet_chunks(kind, records),
-                ParquetRenderer.media_type,
-                "parquet",
-            )
+            chunks, media_type = exports.parquet_chunks(kind, records), ParquetRenderer.media_type
+            name += ".parquet"
         else:
-            chunks, media_type, suffix = (
-                exports.jsonl_chunks(records),
-                "application/x-ndjson",
-                "jsonl",
-            )
+            chunks, media_type = exports.jsonl_chunks(records), "application/x-ndjson"
+            name += ".jsonl"
         response = StreamingHttpResponse(chunks, content_type=media_type)
-        response["Content-Disposition"] = f'attachment; filename="{name}.{suffix}"'
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
     def finalize_response(
