@@ -387,6 +387,17 @@ class ImportResultSerializer(serializers.Serializer):
 
 class ExportQuerySerializer(serializers.Serializer):
     split = serializers.ChoiceField(choices=Split.choices, required=False)
+    # The resume cursor: the id of the last complete record received (exports.py).
+    after = serializers.IntegerField(
+        min_value=0,
+        max_value=2**63 - 1,  # a bigint: larger is no id, and PostgreSQL would refuse it
+        required=False,
+        error_messages={
+            "invalid": "`after` must be the id of the last record received: a whole number.",
+            "min_value": "`after` must be the id of the last record received: 0 or more.",
+            "max_value": "`after` is larger than any id.",
+        },
+    )
 
 
 class KindProgressSerializer(serializers.Serializer):

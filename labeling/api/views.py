@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -63,6 +64,20 @@ class NDJSONRenderer(BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
         return (json.dumps(data, ensure_ascii=False) + "\n").encode()
+
+
+class ParquetRenderer(BaseRenderer):
+    """Lets a client ask for an export as a Parquet file, with `?format=parquet` or its Accept
+    type (IANA's, 2024). The view streams the file itself; what reaches a renderer is an error,
+    which ExportView answers in JSON."""
+
+    media_type = "application/vnd.apache.parquet"
+    format = "parquet"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return JSONRenderer().render(data)
 
 
 class CreatesProjects(BasePermission):
@@ -432,31 +447,70 @@ class RankingTaskImportView(ApiView):
 
 
 class ExportView(ApiView):
-    renderer_classes = [JSONRenderer, NDJSONRenderer]
+    """A training-ready export, streamed as it is read in constant memory (exports.py): JSON
+    lines (the default, or `Accept: application/x-ndjson`), or a Parquet file (`?format=parquet`
+    or `Accept: application/vnd.apache.parquet`).
+
+    Resuming: a stream cut short cannot say where it stopped (its headers are long gone), so the
+    client does: it keeps the complete lines it got and asks again with `?after=` the id of the
+    last one (`id` for sft, `ranking_id` for rankings). A preference export resumes at a ranking
+    boundary: the client drops the trailing lines of the last ranking_id it got (that ranking's
+    pairs may be incomplete) and asks with `?after=` the ranking_id before it.
+    """
+
+    renderer_classes = [JSONRenderer, NDJSONRenderer, ParquetRenderer]
 
     @extend_schema(
         tags=["exports"],
-        parameters=[OpenApiParameter("split", enum=Split.values, required=False)],
+        parameters=[
+            OpenApiParameter("split", enum=Split.values, required=False),
+            OpenApiParameter(
+                "after",
+                int,
+                required=False,
+                description="Resume: only records after this id (`id` of sft records, "
+                "`ranking_id` of rankings and preference pairs).",
+            ),
+            OpenApiParameter("format", enum=["jsonl", "parquet"], required=False),
+        ],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
                 OpenApiTypes.STR, description="One JSON record per line (TRL/datasets shapes)."
             ),
+            (200, ParquetRenderer.media_type): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The same records as a Parquet file."
+            ),
             **ERRORS,
         },
-        summary="Stream a training-ready JSONL export (reviewer)",
+        summary="Stream a training-ready JSONL export, or get it as Parquet (reviewer)",
     )
     def get(self, request: Request, project_id: int, kind: str) -> StreamingHttpResponse:
         membership = _member(request, project_id, Role.REVIEWER)
         query = s.ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        split = query.validated_data.get("split")
-        records = exports.EXPORTS[kind](project=membership.project, split=split)
-        response = StreamingHttpResponse(
-            exports.jsonl_lines(records), content_type="application/x-ndjson"
-        )
-        filename = f"{membership.project.slug}-{kind}-{split or 'all'}.jsonl"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        split, after = query.validated_data.get("split"), query.validated_data.get("after", 0)
+        records = exports.EXPORTS[kind](project=membership.project, split=split, after=after)
+        name = f"{membership.project.slug}-{kind}-{split or 'all'}"
+        if after:
+            name += f"-after-{after}"
+        if request.accepted_renderer.format == ParquetRenderer.format:
+            chunks, media_type = exports.parquet_chunks(kind, records), ParquetRenderer.media_type
+            name += ".parquet"
+        else:
+            chunks, media_type = exports.jsonl_chunks(records), "application/x-ndjson"
+            name += ".jsonl"
+        response = StreamingHttpResponse(chunks, content_type=media_type)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        # An error is JSON whichever format was asked for (a 400 is no Parquet file).
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class ProgressView(ApiView):

@@ -407,3 +407,62 @@ NEW_ENTRIES = """
                           JOIN labeling_ranking r ON r.id = e.ranking_id
                           JOIN labeling_task t ON t.id = r.task_id
                           WHERE e.id > %s AND t.project_id = %s LIMIT {cap}) s"""
+
+# --- the exports (labeling/exports.py) ----------------------------------------------------------
+
+# Training-ready exports read plain rows, never model instances: through the ORM an export built
+# seven instances per ranking (ranking, task, prompt, labeler, entries, completions, model
+# versions) and ran at 353 rankings/s at 10^6. Each statement reads one keyset page: rows after
+# the last id sent (`id > %s ORDER BY id LIMIT %s`), so memory stays one page whatever the size,
+# no cursor outlives a page, and a client resumes an interrupted export from the last id it got.
+# `{filters}` is nothing or EXPORT_SPLIT.
+EXPORT_SPLIT = " AND p.split = %s"
+
+# SFT: a demonstration with its prompt (the project is the prompt's, as the ORM export filtered).
+EXPORT_DEMONSTRATIONS = """
+    SELECT d.id, d.prompt_id, p.split, p.messages, d.text
+    FROM labeling_demonstration d JOIN labeling_prompt p ON p.id = d.prompt_id
+    WHERE p.project_id = %s AND d.id > %s{filters}
+    ORDER BY d.id LIMIT %s"""
+
+# Rankings: one row per ranking with its prompt and labeler; its entries come from
+# EXPORT_RANKING_ENTRIES, one statement per page (K rows per ranking, the prompt sent once).
+# `{user_table}` is the user model's table.
+EXPORT_RANKINGS = """
+    SELECT r.id, r.task_id, t.prompt_id, p.split, r.labeler_id, u.username, p.messages,
+           r.none_acceptable, r.notes, r.time_spent_ms, r.shown_order, r.created_at
+    FROM labeling_ranking r
+    JOIN labeling_task t ON t.id = r.task_id
+    JOIN labeling_prompt p ON p.id = t.prompt_id
+    JOIN {user_table} u ON u.id = r.labeler_id
+    WHERE t.project_id = %s AND r.id > %s{filters}
+    ORDER BY r.id LIMIT %s"""
+
+# A page's entries, each ranking's in completion id order (the order the records list them in).
+# `{ids}`: the page's ranking ids, from the first to the last. The range is for the planner: with
+# the `IN` list alone PostgreSQL estimated a few thousand of 400,000 entries as a large share and
+# scanned the whole table for every page (100 ms a page at 10^5 rankings, growing with the
+# table); the range makes it an index range scan.
+ENTRIES_OF_PAGE = "e.ranking_id BETWEEN %s AND %s AND e.ranking_id IN ({ids})"
+EXPORT_RANKING_ENTRIES = f"""
+    SELECT e.ranking_id, e.completion_id, c.text, e.rank, e.likert, e.flags, v.name
+    FROM labeling_rankingentry e
+    JOIN labeling_completion c ON c.id = e.completion_id
+    JOIN labeling_modelversion v ON v.id = c.model_version_id
+    WHERE {ENTRIES_OF_PAGE}
+    ORDER BY e.ranking_id, e.completion_id"""  # noqa: S608
+
+# Preferences need only each ranking's prompt and its entries' texts and ranks: the same pages,
+# without the columns (and the joins) that the pairs do not carry.
+EXPORT_RANKING_PROMPTS = """
+    SELECT r.id, p.messages
+    FROM labeling_ranking r
+    JOIN labeling_task t ON t.id = r.task_id
+    JOIN labeling_prompt p ON p.id = t.prompt_id
+    WHERE t.project_id = %s AND r.id > %s{filters}
+    ORDER BY r.id LIMIT %s"""
+EXPORT_RANKING_TEXTS = f"""
+    SELECT e.ranking_id, c.text, e.rank
+    FROM labeling_rankingentry e JOIN labeling_completion c ON c.id = e.completion_id
+    WHERE {ENTRIES_OF_PAGE}
+    ORDER BY e.ranking_id, e.completion_id"""  # noqa: S608

@@ -51,5 +51,6 @@ def entries_for(lease, ranks, likert=4, flags=()):
 
 
 def jsonl(response) -> list:
-    body = b"".join(response.streaming_content).decode()
-    return [json.loads(line) for line in body.splitlines()]
+    body = b"".join(response.streaming_content)
+    # Lines end at "\n" only (str.splitlines would also split at a U+2028 inside a text).
+    return [json.loads(line) for line in body.split(b"\n") if line]
