@@ -381,6 +381,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "training.tasks.resend_registrations",
         "schedule": float(env_int("INSTRUCTLOOP_REQUEUE_EVERY_SECONDS", 30, minimum=1)),
     },
+    # The reviewer dashboards' figures, recounted where judgements came in (training/review.py).
+    "refresh-review-snapshots": {
+        "task": "training.tasks.refresh_stale_review_snapshots",
+        "schedule": float(env_int("INSTRUCTLOOP_REVIEW_REFRESH_SECONDS", 900, minimum=10)),
+    },
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -158,6 +158,19 @@ def _send(project_id: int) -> None:
         ReviewSnapshot.objects.filter(project_id=project_id).update(requested_at=None)
 
 
+def refresh_stale(*, now: datetime) -> list[int]:
+    """Ask for a recompute of every project whose snapshot has judgements after it (the beat
+    runs this every INSTRUCTLOOP_REVIEW_REFRESH_SECONDS): a large project's figures are then at
+    most that old even when nobody opens its dashboard. Projects nobody ever opened have no
+    snapshot and are left alone. Returns the projects asked for."""
+    asked = []
+    for snapshot in ReviewSnapshot.objects.filter(computed_at__isnull=False).order_by("pk"):
+        if any(_new_since(snapshot.project_id, snapshot)):
+            refresh_request(project_id=snapshot.project_id, now=now)
+            asked.append(snapshot.project_id)
+    return asked
+
+
 @dataclass(frozen=True)
 class Freshness:
     """The snapshot a page shows and how old it is."""

@@ -49,6 +49,11 @@ def refresh_review_snapshot(project_id: int) -> int:  # queue: cpu (settings.CEL
     return review.refresh_snapshot(project_id=project_id, now=timezone.now()).comparisons
 
 
+@shared_task(name="training.tasks.refresh_stale_review_snapshots")
+def refresh_stale_review_snapshots() -> list[int]:  # beat (settings.CELERY_BEAT_SCHEDULE)
+    return review.refresh_stale(now=timezone.now())
+
+
 @worker_ready.connect
 def _requeue_on_start(**_: object) -> None:
     requeue_stale_runs.delay()

@@ -299,3 +299,19 @@ def test_a_current_snapshot_is_shown_without_counting_again(project, personas, m
     # 10 today: session, user, membership, the snapshot, two "new since" counts, reward models,
     # rounds and labeler agreement's (labeling.selectors) own; none of them groups judgements.
     assert len(queries.captured_queries) <= 15
+
+
+def test_the_beat_asks_for_a_recount_only_where_judgements_came_in_after_the_snapshot(
+    project, personas, mixed, now, django_capture_on_commit_callbacks
+):
+    review.refresh_snapshot(project_id=project.pk, now=now - timedelta(hours=1))
+    with django_capture_on_commit_callbacks() as sends:
+        assert review.refresh_stale(now=now) == []  # nothing new: nothing asked
+    assert sends == []
+    sft, ppo, _ = mixed
+    judge(project, [personas.alice], a=ppo, b=sft, winner="b", now=now)
+    with django_capture_on_commit_callbacks() as sends:
+        assert review.refresh_stale(now=now) == [project.pk]
+        assert review.refresh_stale(now=now) == [project.pk]  # still stale, but asked once
+    assert len(sends) == 1
+    assert ReviewSnapshot.objects.get(project=project).requested_at == now
