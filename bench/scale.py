@@ -390,14 +390,15 @@ def note_backend():
     BACKENDS[pid] = ((int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"), hwm[0])
 
 
+LEASE_SECONDS = 900  # the built project's (bench/scale.py build)
+
+
 def claim_once(user_id):
     from labeling import queue
-    from labeling.models import Project
-    project = Project.objects.only("lease_seconds").get(pk=PROJECT)
     t0 = time.perf_counter()
     with transaction.atomic():
         queue.claim(user_id=user_id, project_id=PROJECT, kind="ranking",
-                    lease_seconds=project.lease_seconds, now=timezone.now())
+                    lease_seconds=LEASE_SECONDS, now=timezone.now())
         transaction.set_rollback(True)  # the data stays as built
     return time.perf_counter() - t0
 
@@ -448,7 +449,8 @@ def explained_claim(user_id):
     median = ordered[len(ordered) // 2]
     first = candidate(runs[0])
     return {"candidate": candidate(median), "first_run": first,
-            "statements": len(median), "all_ms": sum(s["ms"] for s in median)}
+            "statements": len(median), "all_ms": sum(s["ms"] for s in median),
+            "each": [(s["text"], s["ms"], s["hit"], s["read"]) for s in median]}
 
 
 def claims(users, seconds, at_most):
@@ -690,6 +692,13 @@ def _line(title: str, r: dict, timeout: float, what: str) -> str:
     return f"  {title:<32} {what:<58} {cost}"
 
 
+def _label(text: str) -> str:
+    """A statement as auto_explain quoted it: its prepared name, else its first words."""
+    if text.startswith("PREPARE "):
+        return text.split()[1]
+    return text[:70]
+
+
 def _what(figure: str, r: dict) -> str:
     if figure == "a":
         parts = []
@@ -699,8 +708,8 @@ def _what(figure: str, r: dict) -> str:
         return "; ".join(parts)
     if figure == "b":
         a, s = r["alone"], r["sixteen"]
-        return (f"1: p50 {a['p50_ms']:.1f} p95 {a['p95_ms']:.1f} ms; 16: p50 {s['p50_ms']:.1f}"
-                f" p95 {s['p95_ms']:.1f} ms")  # fmt: skip
+        return (f"1: p50 {a['p50_ms']:.1f} p95 {a['p95_ms']:.1f} ms ({a['claims']}); 16: p50"
+                f" {s['p50_ms']:.1f} p95 {s['p95_ms']:.1f} ms ({s['claims']})")  # fmt: skip
     if figure in ("f1", "f2"):
         return (f"{r['per_s']:,.0f}/s over {r['lines']:,} (RSS {r['rss_at_1000_mb'] or 0:.0f}"
                 f"→{r['rss_end_mb']:.0f} MB) [{r['status']}]")  # fmt: skip
@@ -729,6 +738,8 @@ def measure(*, name: str, code_dir: Path, only: list[str], timeout: float, limit
                           f" first run {x['first_run']['ms']:.2f} ms (read"
                           f" {x['first_run']['read']}); candidate: {x['candidate']['text'][:110]}",
                           flush=True)  # fmt: skip
+                    for text, ms, hit, read in x["each"]:
+                        print(f"        {ms:9.2f} ms hit {hit:>6} read {read:>6}  {_label(text)}")
 
 
 def main(argv: list[str] | None = None) -> None:
