@@ -606,10 +606,11 @@ class Backends:
                     self.seen[pid] = (first, cpu)
                     self.peak_kb = max(self.peak_kb, hwm)
                 self.stop.wait(0.2)
-            # A figure's backends are new (a fresh process connects): their CPU counts from 0.
         conn.close()
 
     def cpu(self, existing: set[int]) -> float:
+        """CPU seconds spent during the figure: a backend that was there before counts from its
+        first sample, a new one (the figure's own connections) from its start."""
         return sum(
             last - (first if pid in existing else 0) for pid, (first, last) in self.seen.items()
         )
