@@ -255,9 +255,10 @@ def _child_env(code_dir: Path, url: str) -> dict[str, str]:
 # The maintained aggregates bulk SQL with triggers off does not fill, rebuilt by the code's own
 # functions where it has them (absent in older checkouts: skipped). Prints one JSON line.
 REBUILD = """
-import importlib, json, time
+import importlib, inspect, json, time
 import django
 django.setup()
+from django.utils import timezone
 done = {}
 for module, name, label in [("labeling.tally", "rebuild", "tally rebuild"),
                             ("training.review", "refresh_snapshot",
@@ -267,7 +268,8 @@ for module, name, label in [("labeling.tally", "rebuild", "tally rebuild"),
     except (ImportError, AttributeError):
         continue
     t0 = time.perf_counter()
-    fn(project_id=%d)
+    extra = {"now": timezone.now()} if "now" in inspect.signature(fn).parameters else {}
+    fn(project_id=%d, **extra)
     done[label] = time.perf_counter() - t0
 print(json.dumps(done))
 """
