@@ -10,7 +10,6 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from labeling import selectors as labeling_selectors
 from labeling import stats
 from labeling.models import Comparison, ModelVersion, Project, RankingEntry
 
@@ -318,7 +317,7 @@ def evaluation_dashboard(
         likert=stats.mean_likert_from_counts(totals),
         reward_models=reward_model_accuracies(project=project),
         pairs_needed=stats.PAIRS_TO_TELL_60_FROM_50,
-        agreement=labeling_selectors.labeler_agreement(project=project)["overall"],
+        agreement=data.get("agreement"),
         comparisons=sum(n for *_, n in outcomes),
         rounds=round_results(project=project, data=data),
     )

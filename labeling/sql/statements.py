@@ -257,14 +257,16 @@ LABELER_COUNTED = """
 # 75 s and 567 MB, issue 15). Only tasks with overlap > 1 can have two rankings (a task never
 # takes more labelers than its overlap, which is fixed when it is made), and the partial index
 # task_shared finds them. `p` is each labeler's strict order of each completion pair (c1 < c2):
-# +1 when c1 was ranked better.
+# +1 when c1 was ranked better. Entries up to a watermark id (the review snapshot's; everything:
+# ALL_IDS).
+ALL_IDS = 2**63 - 1
 AGREEMENT_PAIRS = """
     WITH e AS (
         SELECT r.task_id, r.labeler_id, re.completion_id, re.rank
         FROM labeling_task t
         JOIN labeling_ranking r ON r.task_id = t.id
         JOIN labeling_rankingentry re ON re.ranking_id = r.id
-        WHERE t.project_id = %s AND t.overlap > 1
+        WHERE t.project_id = %s AND t.overlap > 1 AND re.id <= %s
     ),
     p AS (
         SELECT a.task_id, a.labeler_id, a.completion_id AS c1, b.completion_id AS c2,

@@ -296,9 +296,47 @@ def test_a_current_snapshot_is_shown_without_counting_again(project, personas, m
     assert page.status_code == 200 and "nothing new since" in page.content.decode()
     statements = " ".join(q["sql"] for q in queries.captured_queries)
     assert "GROUP BY v.model_a" not in statements and "s.half" not in statements
-    # 10 today: session, user, membership, the snapshot, two "new since" counts, reward models,
-    # rounds and labeler agreement's (labeling.selectors) own; none of them groups judgements.
+    assert "JOIN p y" not in statements  # labelers' agreement comes from the snapshot too
+    assert "Labelers' pairwise agreement is the ceiling" in page.content.decode()
+    # 9 today: session, user, membership, the snapshot, two "new since" counts, reward models
+    # and rounds; none of them groups judgements.
     assert len(queries.captured_queries) <= 15
+
+
+def test_the_snapshot_keeps_the_labelers_agreement_up_to_its_watermark(project, personas, now):
+    from labeling import selectors as labeling_selectors
+    from tests.factories import member, ranking_task
+
+    project.overlap = 3
+    project.save()
+    task = ranking_task(project)
+    completions = list(task.completions.order_by("pk"))
+
+    def rank(labeler, ranks):
+        lease = Lease.objects.create(task=task, user=labeler, status="submitted", created_at=now,
+                                     expires_at=now, heartbeat_at=now, submitted_at=now)  # fmt: skip
+        ranking = Ranking.objects.create(task=task, labeler=labeler, lease=lease, shown_order=[],
+                                         created_at=now)  # fmt: skip
+        RankingEntry.objects.bulk_create(
+            RankingEntry(ranking=ranking, completion=c, rank=r, likert=4)
+            for c, r in zip(completions, ranks, strict=True)
+        )
+
+    rank(personas.alice, (1, 2, 3, 4))
+    rank(personas.bob, (2, 1, 3, 4))
+    snapshot = review.refresh_snapshot(project_id=project.pk, now=now)
+    # 6 completion pairs ordered by both; they disagree on one: 5/6.
+    assert snapshot.data["agreement"] == pytest.approx(5 / 6)
+    rank(member(project, "carol"), (4, 3, 2, 1))  # after the snapshot: disagrees with both
+    assert labeling_selectors.labeler_agreement(project=project)["overall"] == pytest.approx(
+        (5 + 0 + 1) / 18
+    )
+    kept = review.snapshot_data(
+        project_id=project.pk,
+        comparisons_upto=snapshot.comparisons_upto,
+        entries_upto=snapshot.entries_upto,
+    )
+    assert kept["agreement"] == pytest.approx(5 / 6)
 
 
 def test_the_beat_asks_for_a_recount_only_where_judgements_came_in_after_the_snapshot(
