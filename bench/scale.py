@@ -6,7 +6,8 @@ SQL. `measure` runs each figure of a checkout (--code DIR) in a fresh subprocess
 prints wall time, the process's peak RSS, and the PostgreSQL backends' CPU time and peak VmHWM:
 a. the claim's statements (auto_explain, as EXPLAIN (ANALYZE, BUFFERS)), fresh and deep labeler;
 b. claim end to end p50/p95, 1 and 16 labelers; c. the reviewer dashboard; d. progress (API and
-admin page); e. agreement (API) and the review page; f. rankings and preference exports.
+admin page); e. agreement (API) and the review page; f. rankings and preference exports; g. the
+whole rankings export as Parquet (not in the default set: --only g).
 
     python bench/scale.py build --size 1e5
     taskset -c 0 python bench/scale.py measure --size 1e5 --code ../wt-old --only a,b
@@ -526,6 +527,30 @@ def export(kind, limit):
             "per_s": lines / seconds, "rss_at_1000_mb": early_rss, "rss_end_mb": rss_mb()}
 
 
+# The whole export as a Parquet file, written to a temporary file as it streams; its rows as
+# pyarrow reads them back (an older checkout answers JSON lines or an error: no rows).
+def parquet(kind):
+    import tempfile
+
+    client = client_as(ARGS["reviewer"])
+    t0 = time.perf_counter()
+    response = client.get(f"/api/v1/projects/{PROJECT}/export/{kind}/?format=parquet")
+    size, rows = 0, None
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as out:
+        for chunk in response.streaming_content if response.streaming else [response.content]:
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        seconds = time.perf_counter() - t0
+        if response.get("Content-Type", "").startswith("application/vnd.apache.parquet"):
+            import pyarrow.parquet as pq
+
+            rows = pq.read_metadata(out.name).num_rows
+    response.close()
+    return {"status": response.status_code, "s": seconds, "bytes": size, "rows": rows,
+            "rss_end_mb": rss_mb()}  # fmt: skip
+
+
 with connection.cursor() as cur:
     cur.execute("SELECT 1")
 t0 = time.perf_counter()
@@ -548,6 +573,8 @@ elif FIGURE == "f1":
     out = export("rankings", ARGS["limit"])
 elif FIGURE == "f2":
     out = export("preferences", ARGS["limit"])
+elif FIGURE == "g":
+    out = parquet("rankings")
 out["figure_s"] = time.perf_counter() - t0
 note_backend()
 out["backends"] = BACKENDS
@@ -556,11 +583,13 @@ print(json.dumps(out))
 
 FIGURES = {
     "a": ["a"], "b": ["b"], "c": ["c"], "d": ["d1", "d2"], "e": ["e1", "e2"], "f": ["f1", "f2"],
+    "g": ["g"],
 }  # fmt: skip
 TITLES = {
     "a": "claim statement (auto_explain)", "b": "claim end to end", "c": "reviewer dashboard page",
     "d1": "progress API", "d2": "project admin page (progress)", "e1": "agreement API",
     "e2": "review page (agreement)", "f1": "export rankings", "f2": "export preference pairs",
+    "g": "export rankings as Parquet (whole)",
 }  # fmt: skip
 
 
@@ -716,6 +745,10 @@ def _what(figure: str, r: dict) -> str:
     if figure in ("f1", "f2"):
         return (f"{r['per_s']:,.0f}/s over {r['lines']:,} (RSS {r['rss_at_1000_mb'] or 0:.0f}"
                 f"→{r['rss_end_mb']:.0f} MB) [{r['status']}]")  # fmt: skip
+    if figure == "g":
+        rows = "no Parquet" if r["rows"] is None else f"{r['rows']:,} rows"
+        return (f"{r['s']:.1f} s, {r['bytes'] / 1e6:,.0f} MB, {rows} (RSS {r['rss_end_mb']:.0f}"
+                f" MB) [{r['status']}]")  # fmt: skip
     cold = f" (first {r['cold_s'] * 1000:,.0f})" if r["cold_s"] != r["s"] else ""
     return f"{r['s'] * 1000:,.0f} ms{cold} [{r['status']}] {r['bytes']:,} bytes"
 
