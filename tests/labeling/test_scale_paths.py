@@ -10,7 +10,7 @@ from dataclasses import asdict
 import pytest
 from django.db import connection
 
-from labeling import queue, selectors, services, stats
+from labeling import queue, selectors, services, sql, stats
 from labeling.blinding import SLOTS
 from labeling.models import Lease, RankingEntry, Task
 from labeling.sql import statements
@@ -103,6 +103,13 @@ def test_the_claim_probes_the_labelers_lease_per_task_and_never_scans_their_hist
             cursor.execute(f"SET LOCAL enable_bitmapscan = {seqscan}")
             cursor.execute("EXPLAIN (FORMAT JSON) " + query, params)
             plans[seqscan] = list(_nodes(cursor.fetchone()[0]))
+        # The plan a claim really runs: the prepared statement's generic plan (GENERIC_PLANS).
+        cursor.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        cursor.execute(statements.GENERIC_PLANS)
+        execute = sql._prepared(cursor, "il_test_candidate", query, len(params))
+        cursor.execute("EXPLAIN (FORMAT JSON) " + execute, params)
+        plans["generic"] = list(_nodes(cursor.fetchone()[0]))
+        cursor.execute("DEALLOCATE il_test_candidate")
     for nodes in plans.values():
         lease_reads = [(node, in_subplan) for node, in_subplan in nodes if _on_lease(node)]
         assert len(lease_reads) == 3, "mine, the user's finished lease, the held slots"
