@@ -106,7 +106,7 @@ def claim(
         key = _claim_key(user_id=user_id, project_id=project_id, kind=kind)
         first = [
             (None, statements.COMMIT_MAY_LAG, ()),
-            (None, statements.GENERIC_PLANS, ()),
+            (None, statements.CLAIM_PLANS, ()),
             ("il_claim_lock", statements.CLAIM_LOCK, key),
         ]
         held = sql.one(statements.HELD, params, name="il_held", pg_first=first)

@@ -21,14 +21,17 @@ from __future__ import annotations
 # durably. Saves one fsync per claim, the largest single cost of the labeler loop.
 COMMIT_MAY_LAG = "SET LOCAL synchronous_commit TO OFF"
 
-# The claim's prepared statements run their generic plan (PostgreSQL only, for the claim's
-# transaction). By default PostgreSQL re-plans a prepared statement for each call's values while it
-# expects that to pay; at 10^6 tasks it kept re-planning the candidate statement, 0.3 ms of
-# planning for 0.03 ms of execution, which made a claim 50% slower than in a project of 10^3
-# (issue 15). The claim's statements have one right plan whatever the values (walk the project's
-# open queue, probe per task), and the generic plan is that one (tests/labeling/test_scale_paths.py
-# reads it).
-GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+# The claim's plans (PostgreSQL only, for the claim's transaction): the prepared statements' generic
+# plan, built without sequential scans. The claim's statements have one right plan whatever the
+# values and the table sizes (walk the project's open queue in order, probe each task's leases
+# through the (task, user) index), so they are held to it (tests/labeling/test_scale_paths.py):
+# - by default PostgreSQL re-plans a prepared statement for each call's values while it expects
+#   that to pay; at 10^6 tasks it kept re-planning the candidate statement, 0.3 ms of planning
+#   for 0.03 ms of execution, which made a claim 50% slower than in a project of 10^3;
+# - a plan made while labeling_lease was small (a new project, a fresh install) probed it by
+#   sequential scan per task, and a connection kept that plan as the table grew: claims slowed to
+#   10-70 ms within a minute of a new project's work (bench/labeler_loop.py, issue 15).
+CLAIM_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 # One claim at a time per (labeler, project, kind), PostgreSQL only: a transaction-scoped
 # advisory lock (memory only: no row is written, no WAL), keyed by queue._claim_key. Prepared, and
