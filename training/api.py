@@ -1,11 +1,18 @@
-"""/api/v1/ for the machine side: registering base models and listing a project's models.
+"""/api/v1/ for the machine side: registering base models, listing a project's models, and the
+evaluation dashboard's figures.
 Thin like labeling/api/views.py: membership check, one registry or selector call."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,10 +21,10 @@ from labeling import access
 from labeling.api.formats import JSONParser
 from labeling.api.serializers import ErrorSerializer, StrictSerializer
 from labeling.api.views import ApiView
-from labeling.errors import NotFound
+from labeling.errors import Invalid, NotFound
 from labeling.models import ModelVersion, Role
 
-from . import registry, selectors
+from . import registry, review, selectors
 from .models import ModelRegistration, SourceKind
 
 ERRORS = {
@@ -154,3 +161,124 @@ class ModelVersionListView(generics.ListAPIView):
     @extend_schema(tags=["models"], summary="The project's model versions (reviewer and up)")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+
+# --- the reviewer dashboard's figures as JSON ------------------------------------------------
+
+
+class WinRateSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    baseline = serializers.CharField()
+    n = serializers.IntegerField(help_text="Blind judgements between the two.")
+    wins = serializers.IntegerField()
+    losses = serializers.IntegerField()
+    ties = serializers.IntegerField(help_text="Ties and 'both bad'.")
+    rate = serializers.FloatField(allow_null=True, help_text="(wins + ties/2) / n.")
+    low = serializers.FloatField(allow_null=True, help_text="95% prompt-clustered bootstrap.")
+    high = serializers.FloatField(allow_null=True)
+
+
+class RatingSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    rating = serializers.FloatField(help_text="Bradley–Terry on the Elo scale, baseline 1000.")
+    low = serializers.FloatField(help_text="95% bootstrap interval.")
+    high = serializers.FloatField()
+    n = serializers.IntegerField(help_text="Comparisons the model took part in.")
+
+
+class LikertSerializer(serializers.Serializer):
+    mean = serializers.FloatField()
+    n = serializers.IntegerField(help_text="Rated outputs.")
+
+
+class RewardModelSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    accuracy = serializers.FloatField(allow_null=True)
+    held_out = HeldOutAccuracySerializer(allow_null=True)
+
+
+class RoundResultSerializer(serializers.Serializer):
+    number = serializers.IntegerField(source="round.number")
+    recipe = serializers.CharField(source="round.recipe")
+    over_start = WinRateSerializer(help_text="The new policy against the policy it started from.")
+    over_baseline = WinRateSerializer(
+        allow_null=True, help_text="Against SFT trained for as many optimizer steps (null: none)."
+    )
+    baseline = serializers.CharField(source="baseline_name", allow_null=True)
+
+
+class EvaluationSerializer(serializers.Serializer):
+    computed_at = serializers.DateTimeField(
+        allow_null=True, help_text="When these figures were counted (null: not yet)."
+    )
+    comparisons = serializers.IntegerField(help_text="Blind comparisons they are counted from.")
+    new_comparisons = serializers.IntegerField(
+        help_text="Comparisons since then (counted up to 100,000)."
+    )
+    new_ranked_outputs = serializers.IntegerField(help_text="Ranked outputs since then.")
+    computing = serializers.BooleanField(help_text="A worker is counting them again.")
+    baseline = serializers.CharField(allow_null=True)
+    win_rates = WinRateSerializer(many=True)
+    ratings = RatingSerializer(many=True)
+    ratings_length_controlled = RatingSerializer(many=True)
+    flag_rates = serializers.DictField(
+        child=serializers.DictField(child=serializers.FloatField()),
+        help_text="Per model, the share of its ranked outputs carrying each flag.",
+    )
+    likert = serializers.DictField(child=LikertSerializer())
+    reward_models = RewardModelSerializer(many=True)
+    pairs_needed = serializers.IntegerField(
+        help_text="Held-out pairs that tell a 60% reward model from a coin (95%, 80% power)."
+    )
+    agreement = serializers.FloatField(
+        allow_null=True, help_text="Labelers' pairwise agreement on shared rankings."
+    )
+    rounds = RoundResultSerializer(many=True)
+
+
+class EvaluationView(ApiView):
+    @extend_schema(
+        tags=["reports"],
+        parameters=[
+            OpenApiParameter(
+                "baseline", str, description="A compared model's name (default: the oldest)."
+            )
+        ],
+        responses={200: EvaluationSerializer, **ERRORS},
+        summary="The evaluation dashboard's figures (reviewer): win rates with intervals,"
+        " Bradley–Terry, flags, Likert, reward models, agreement, rounds",
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.REVIEWER
+        )
+        freshness = review.snapshot_for_page(project=membership.project, now=timezone.now())
+        baseline = request.query_params.get("baseline")
+        dashboard = selectors.evaluation_dashboard(
+            project=membership.project, baseline=baseline, data=freshness.data
+        )
+        if baseline is not None and dashboard.baseline != baseline:
+            compared = sorted({w.model for w in dashboard.win_rates} | {dashboard.baseline or ""})
+            raise Invalid(
+                f"baseline {baseline!r} has no blind comparisons here; compared models:"
+                f" {', '.join(m for m in compared if m) or 'none yet'}."
+            )
+        snapshot = freshness.snapshot
+        figures = {
+            "computed_at": snapshot.computed_at if snapshot is not None else None,
+            "comparisons": dashboard.comparisons,
+            "new_comparisons": freshness.new_comparisons,
+            "new_ranked_outputs": freshness.new_entries,
+            "computing": freshness.computing,
+            "baseline": dashboard.baseline,
+            "win_rates": dashboard.win_rates,
+            "ratings": dashboard.ratings,
+            "ratings_length_controlled": dashboard.ratings_lc,
+            "flag_rates": dashboard.metadata,
+            "likert": {m: {"mean": mean, "n": n} for m, (mean, n) in dashboard.likert.items()},
+            "reward_models": dashboard.reward_models,
+            "pairs_needed": dashboard.pairs_needed,
+            "agreement": dashboard.agreement,
+            "rounds": dashboard.rounds,
+        }
+        return Response(EvaluationSerializer(figures).data)

@@ -12,6 +12,7 @@ project = "projects/<id:project_id>/"
 
 urlpatterns = [
     path(f"{project}models/", api.ModelVersionListView.as_view(), name="models"),
+    path(f"{project}evaluation/", api.EvaluationView.as_view(), name="evaluation"),
     path(
         f"{project}model-registrations/",
         api.RegistrationListView.as_view(),

@@ -39,6 +39,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "progress": ("/api/v1/projects/{p}/progress/", {"GET": "reviewer"}),
     "agreement": ("/api/v1/projects/{p}/agreement/", {"GET": "reviewer"}),
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
+    "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
     "demonstrations": ("/api/v1/projects/{p}/demonstrations/", {"GET": "labeler"}),
     "rankings": ("/api/v1/projects/{p}/rankings/", {"GET": "labeler"}),
     "lease": ("/api/v1/leases/{demo}/", {"GET": "owner"}),
