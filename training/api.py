@@ -1,5 +1,5 @@
-"""/api/v1/ for the machine side: registering base models, listing a project's models, and the
-evaluation dashboard's figures.
+"""/api/v1/ for the machine side: registering base models, listing a project's models and runs,
+a run's metrics for polling, cancelling a run, and the evaluation dashboard's figures.
 Thin like labeling/api/views.py: membership check, one registry or selector call."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
 from labeling.models import ModelVersion, Role
 
-from . import registry, review, selectors
-from .models import ModelRegistration, SourceKind
+from . import loop, registry, review, selectors
+from .models import ModelRegistration, SourceKind, TrainingRun
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid input; `errors` lists each."),
@@ -282,3 +282,117 @@ class EvaluationView(ApiView):
             "rounds": dashboard.rounds,
         }
         return Response(EvaluationSerializer(figures).data)
+
+
+# --- training runs --------------------------------------------------------------------------
+
+
+class RunSerializer(serializers.ModelSerializer):
+    base_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model_version = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, help_text="The model it registered, once it succeeded."
+    )
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "kind", "status", "config", "base_model", "reward_model", "model_version",
+            "step", "total_steps", "attempt", "max_attempts", "cancel_requested", "error",
+            "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MetricPointSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    step = serializers.IntegerField()
+    value = serializers.FloatField()
+
+
+class RunDetailSerializer(serializers.Serializer):
+    run = RunSerializer()
+    metrics = MetricPointSerializer(
+        many=True, help_text="Logged values after `since`, in step order (at most 10,000)."
+    )
+    next_since = serializers.IntegerField(
+        help_text="The step to ask from next (`?since=`) when polling for new points."
+    )
+
+
+class RunListView(generics.ListAPIView):
+    serializer_class = RunSerializer
+    queryset = TrainingRun.objects.none()
+
+    def get_queryset(self):
+        membership = access.membership_require(
+            user_id=self.request.user.pk, project_id=self.kwargs["project_id"], role=Role.REVIEWER
+        )
+        return selectors.runs_of(project=membership.project)
+
+    @extend_schema(tags=["runs"], summary="The project's training runs, newest first (reviewer)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class RunDetailView(ApiView):
+    @extend_schema(
+        tags=["runs"],
+        parameters=[
+            OpenApiParameter(
+                "since", int, description="Only metric points after this step (default -1: all)."
+            )
+        ],
+        responses={200: RunDetailSerializer, **ERRORS},
+        summary="A run with its metric points, for polling (reviewer)",
+    )
+    def get(self, request: Request, project_id: int, run_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.REVIEWER
+        )
+        run = selectors.run_for_page(project=membership.project, run_id=run_id)
+        if run is None:
+            raise NotFound("No such run.")
+        since = _since(request.query_params.get("since"))
+        points = selectors.run_metrics_since(run=run, since=since, limit=METRICS_PAGE)
+        if len(points) == METRICS_PAGE and points[0][1] != points[-1][1]:
+            # A full page may end inside a step: that step comes whole in the next answer.
+            points = [point for point in points if point[1] != points[-1][1]]
+        next_since = points[-1][1] if points else since
+        body = {
+            "run": run,
+            "metrics": [{"name": n, "step": st, "value": v} for n, st, v in points],
+            "next_since": next_since,
+        }
+        return Response(RunDetailSerializer(body).data)
+
+
+# Metric points one answer carries at most; a client asks again from `next_since`.
+METRICS_PAGE = 10_000
+
+
+def _since(raw: str | None) -> int:
+    if raw is None:
+        return -1
+    try:
+        since = int(raw)
+    except ValueError:
+        raise Invalid(f"since must be a whole step number, not {raw!r}.") from None
+    if since < -1:
+        raise Invalid(f"since must be -1 or more, not {since}.")
+    return since
+
+
+class RunCancelView(ApiView):
+    @extend_schema(
+        tags=["runs"],
+        request=None,
+        responses={200: RunSerializer, 409: OpenApiResponse(ErrorSerializer), **ERRORS},
+        summary="Stop a run (admin): a queued one at once, a running one at its next step",
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        run = loop.run_cancel(run_id=run_id, project=membership.project, now=timezone.now())
+        return Response(RunSerializer(run).data)

@@ -13,6 +13,9 @@ project = "projects/<id:project_id>/"
 urlpatterns = [
     path(f"{project}models/", api.ModelVersionListView.as_view(), name="models"),
     path(f"{project}evaluation/", api.EvaluationView.as_view(), name="evaluation"),
+    path(f"{project}runs/", api.RunListView.as_view(), name="runs"),
+    path(f"{project}runs/<id:run_id>/", api.RunDetailView.as_view(), name="run"),
+    path(f"{project}runs/<id:run_id>/cancel/", api.RunCancelView.as_view(), name="run-cancel"),
     path(
         f"{project}model-registrations/",
         api.RegistrationListView.as_view(),

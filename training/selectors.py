@@ -25,6 +25,15 @@ def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[Training
     )
 
 
+def runs_of(*, project: Project) -> QuerySet[TrainingRun]:
+    """Every run of the project, newest first, with the models it names (the API pages it)."""
+    return (
+        TrainingRun.objects.filter(project=project)
+        .select_related("base_model", "reward_model", "model_version")
+        .order_by("-pk")
+    )
+
+
 def run_for_page(*, project: Project, run_id: int) -> TrainingRun | None:
     return (
         TrainingRun.objects.filter(pk=run_id, project=project)
@@ -41,6 +50,16 @@ def run_curves(*, run: TrainingRun) -> list[tuple[str, int, float]]:
         .exclude(name__startswith="tasks/")
         .order_by("step")
         .values_list("name", "step", "value")
+    )
+
+
+def run_metrics_since(*, run: TrainingRun, since: int, limit: int) -> list[tuple[str, int, float]]:
+    """(name, step, value) of the run's logged values after step `since`, step order, at most
+    `limit` (bookkeeping rows included: run/… marks where an attempt started)."""
+    return list(
+        run.metric_points.filter(step__gt=since)
+        .order_by("step", "name")
+        .values_list("name", "step", "value")[:limit]
     )
 
 

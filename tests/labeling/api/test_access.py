@@ -40,6 +40,9 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "agreement": ("/api/v1/projects/{p}/agreement/", {"GET": "reviewer"}),
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
     "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
+    "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer"}),
+    "run": ("/api/v1/projects/{p}/runs/{run}/", {"GET": "reviewer"}),
+    "run-cancel": ("/api/v1/projects/{p}/runs/{run}/cancel/", {"POST": "admin"}),
     "demonstrations": ("/api/v1/projects/{p}/demonstrations/", {"GET": "labeler"}),
     "rankings": ("/api/v1/projects/{p}/rankings/", {"GET": "labeler"}),
     "lease": ("/api/v1/leases/{demo}/", {"GET": "owner"}),
@@ -75,7 +78,15 @@ def _user(personas, role):
 
 def _url(template, project, personas, leases):
     alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
+    run = None
+    if "{run}" in template:
+        from tests.factories import ModelVersionFactory
+        from training.models import TrainingRun
+
+        base = ModelVersionFactory(project=project, kind="base")
+        run = TrainingRun.objects.create(project=project, kind="sft", base_model=base).pk
     return template.format(
+        run=run,
         p=project.pk,
         bob=personas.bob.pk,
         demo=leases.demonstration.pk,

@@ -152,3 +152,77 @@ def test_a_sampling_run_takes_k_and_temperature_from_the_form_or_the_projects_k(
     # K is a sampling setting: an SFT run refuses it on the field.
     response = admin.post(url, {"kind": "sft", "base_model": base.pk, "k": 4})
     assert response.status_code == 400 and response.context["form"].errors["k"]
+
+
+def _api(user):
+    from rest_framework.test import APIClient
+
+    from tests.factories import api_key
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
+    return client
+
+
+def test_the_api_lists_runs_and_a_script_polls_one_for_new_metric_points(project, personas, base):
+    older = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
+                                     step=2, total_steps=4, config={"lr": 1e-3})  # fmt: skip
+    for step, loss in ((1, 2.0), (2, 1.5)):
+        run.metric_points.create(step=step, name="train/loss", value=loss)
+    reviewer = _api(personas.reviewer)
+    listed = reviewer.get(f"/api/v1/projects/{project.pk}/runs/").json()
+    assert [r["id"] for r in listed["results"]] == [run.pk, older.pk]
+    assert listed["results"][0]["base_model"] == "tiny-base"
+    url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/"
+    first = reviewer.get(url).json()
+    assert first["run"]["status"] == "running" and first["run"]["config"] == {"lr": 1e-3}
+    assert [(p["step"], p["value"]) for p in first["metrics"]] == [(1, 2.0), (2, 1.5)]
+    assert first["next_since"] == 2
+    run.metric_points.create(step=3, name="train/loss", value=1.2)
+    later = reviewer.get(url, {"since": first["next_since"]}).json()
+    assert [(p["step"], p["value"]) for p in later["metrics"]] == [(3, 1.2)]
+    assert later["next_since"] == 3
+    assert reviewer.get(url, {"since": 3}).json()["metrics"] == []
+
+
+def test_a_full_page_of_metric_points_never_ends_inside_a_step(
+    project, personas, base, monkeypatch
+):
+    from training import api
+
+    monkeypatch.setattr(api, "METRICS_PAGE", 3)
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    for step in (1, 2):
+        for name in ("a", "b"):
+            run.metric_points.create(step=step, name=name, value=float(step))
+    url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/"
+    page = _api(personas.reviewer).get(url).json()
+    assert [(p["step"], p["name"]) for p in page["metrics"]] == [(1, "a"), (1, "b")]
+    rest = _api(personas.reviewer).get(url, {"since": page["next_since"]}).json()
+    assert [(p["step"], p["name"]) for p in rest["metrics"]] == [(2, "a"), (2, "b")]
+
+
+@pytest.mark.parametrize("since", ["-2", "abc", "1.5"])
+def test_a_bad_since_is_a_400_that_says_what_it_must_be(project, personas, base, since):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    response = _api(personas.reviewer).get(
+        f"/api/v1/projects/{project.pk}/runs/{run.pk}/", {"since": since}
+    )
+    assert response.status_code == 400 and "since must be" in response.content.decode()
+
+
+def test_an_admin_cancels_a_run_over_the_api_and_a_finished_run_is_a_409(project, personas, base):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/cancel/"
+    assert _api(personas.reviewer).post(url).status_code == 403
+    assert _api(personas.outsider).post(url).status_code == 404
+    answer = _api(personas.admin).post(url)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    assert _api(personas.admin).post(url).status_code == 409
+    foreign = TrainingRun.objects.create(project=personas.other_project, kind="sft",
+                                         base_model=ModelVersionFactory(project=personas.other_project))  # fmt: skip
+    assert (
+        _api(personas.admin).get(f"/api/v1/projects/{project.pk}/runs/{foreign.pk}/").status_code
+        == 404
+    )
