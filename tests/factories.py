@@ -136,3 +136,12 @@ def submitted_demonstration(
 def api_key(user, *, lifetime=None) -> str:
     """The key of a new API token of `user` (never expiring unless `lifetime` says otherwise)."""
     return api_token_issue(user_id=user.pk, name="test", now=timezone.now(), lifetime=lifetime).key
+
+
+def api_client(user):
+    """A DRF test client that sends a new API token of `user`, as a script would."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
+    return client

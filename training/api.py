@@ -1,5 +1,6 @@
 """/api/v1/ for the machine side: registering base models, listing a project's models and runs,
-a run's metrics for polling, cancelling a run, and the evaluation dashboard's figures.
+a run's metrics for polling, cancelling a run, starting, reading and cancelling rounds, and the
+evaluation dashboard's figures.
 Thin like labeling/api/views.py: membership check, one registry or selector call."""
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
 from labeling.models import ModelVersion, Role
 
-from . import loop, registry, review, selectors
-from .models import ModelRegistration, SourceKind, TrainingRun
+from . import loop, registry, review, rounds, selectors
+from .models import ModelRegistration, Recipe, Round, SourceKind, TrainingRun
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid input; `errors` lists each."),
@@ -396,3 +397,130 @@ class RunCancelView(ApiView):
         )
         run = loop.run_cancel(run_id=run_id, project=membership.project, now=timezone.now())
         return Response(RunSerializer(run).data)
+
+
+# --- rounds ---------------------------------------------------------------------------------
+
+
+class RoundStepSerializer(serializers.Serializer):
+    label = serializers.CharField()
+    run = RunSerializer(allow_null=True, help_text="null: a step still to come.")
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    new_policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Round
+        fields = [
+            "number", "recipe", "status", "stage", "policy", "new_policy", "config", "gate",
+            "error", "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RoundDetailSerializer(serializers.Serializer):
+    round = RoundSerializer()
+    steps = RoundStepSerializer(many=True)
+    results = RoundResultSerializer(
+        allow_null=True, help_text="Win rates once the round finished and was judged blind."
+    )
+
+
+class RoundStartSerializer(StrictSerializer):
+    policy = serializers.CharField(
+        max_length=120, help_text="The name of the policy to start from (base, SFT or a policy)."
+    )
+    recipe = serializers.ChoiceField(choices=Recipe.choices, default=Recipe.INSTRUCTGPT)
+    config = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Per-step settings (keyed by run kind: reward, ppo, critic_free, dpo, baseline,"
+        " sample, rank_sample), the gate and max_prompts, eval_prompts, k; e.g."
+        ' {"reward": {"max_steps": 50}, "ppo": {"lr": 1e-5}, "gate": {"max_kl": 8}, "k": 4}.',
+    )
+
+
+class RoundListView(generics.ListAPIView):
+    serializer_class = RoundSerializer
+    queryset = Round.objects.none()
+
+    def get_queryset(self):
+        membership = access.membership_require(
+            user_id=self.request.user.pk, project_id=self.kwargs["project_id"], role=Role.REVIEWER
+        )
+        return selectors.rounds_for_project(project=membership.project)
+
+    @extend_schema(tags=["rounds"], summary="The project's rounds, newest first (reviewer)")
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["rounds"],
+        request=RoundStartSerializer,
+        responses={201: RoundSerializer, 409: OpenApiResponse(ErrorSerializer), **ERRORS},
+        summary="Start the next round (admin); settings are checked before anything runs",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        body = RoundStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy = ModelVersion.objects.filter(
+            project=membership.project, name=body.validated_data["policy"]
+        ).first()
+        if policy is None:
+            raise Invalid(f"No model named {body.validated_data['policy']!r} in this project.")
+        round_ = rounds.round_start(
+            project=membership.project,
+            policy=policy,
+            created_by=request.user,
+            config=body.validated_data["config"],
+            recipe=body.validated_data["recipe"],
+        )
+        return Response(RoundSerializer(round_).data, status=status.HTTP_201_CREATED)
+
+
+class RoundDetailView(ApiView):
+    @extend_schema(
+        tags=["rounds"],
+        responses={200: RoundDetailSerializer, **ERRORS},
+        summary="A round with each step's run and, once judged, its win rates (reviewer)",
+    )
+    def get(self, request: Request, project_id: int, number: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.REVIEWER
+        )
+        round_ = selectors.round_for_page(project=membership.project, number=number)
+        if round_ is None:
+            raise NotFound("No such round.")
+        results = None
+        if round_.new_policy_id is not None:
+            data = review.snapshot_for_page(project=membership.project, now=timezone.now()).data
+            found = selectors.round_results(project=membership.project, data=data, number=number)
+            results = found[0] if found else None
+        body = {
+            "round": round_,
+            "steps": [
+                {"label": label, "run": run} for label, run in selectors.round_steps(round_=round_)
+            ],
+            "results": results,
+        }
+        return Response(RoundDetailSerializer(body).data)
+
+
+class RoundCancelView(ApiView):
+    @extend_schema(
+        tags=["rounds"],
+        request=None,
+        responses={200: RoundSerializer, 409: OpenApiResponse(ErrorSerializer), **ERRORS},
+        summary="Stop a running round and its unfinished runs (admin)",
+    )
+    def post(self, request: Request, project_id: int, number: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        round_ = loop.round_cancel(project=membership.project, number=number, now=timezone.now())
+        return Response(RoundSerializer(round_).data)

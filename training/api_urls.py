@@ -16,6 +16,11 @@ urlpatterns = [
     path(f"{project}runs/", api.RunListView.as_view(), name="runs"),
     path(f"{project}runs/<id:run_id>/", api.RunDetailView.as_view(), name="run"),
     path(f"{project}runs/<id:run_id>/cancel/", api.RunCancelView.as_view(), name="run-cancel"),
+    path(f"{project}rounds/", api.RoundListView.as_view(), name="rounds"),
+    path(f"{project}rounds/<id:number>/", api.RoundDetailView.as_view(), name="round"),
+    path(
+        f"{project}rounds/<id:number>/cancel/", api.RoundCancelView.as_view(), name="round-cancel"
+    ),
     path(
         f"{project}model-registrations/",
         api.RegistrationListView.as_view(),

@@ -43,6 +43,9 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer"}),
     "run": ("/api/v1/projects/{p}/runs/{run}/", {"GET": "reviewer"}),
     "run-cancel": ("/api/v1/projects/{p}/runs/{run}/cancel/", {"POST": "admin"}),
+    "rounds": ("/api/v1/projects/{p}/rounds/", {"GET": "reviewer", "POST": "admin"}),
+    "round": ("/api/v1/projects/{p}/rounds/{round}/", {"GET": "reviewer"}),
+    "round-cancel": ("/api/v1/projects/{p}/rounds/{round}/cancel/", {"POST": "admin"}),
     "demonstrations": ("/api/v1/projects/{p}/demonstrations/", {"GET": "labeler"}),
     "rankings": ("/api/v1/projects/{p}/rankings/", {"GET": "labeler"}),
     "lease": ("/api/v1/leases/{demo}/", {"GET": "owner"}),
@@ -78,15 +81,17 @@ def _user(personas, role):
 
 def _url(template, project, personas, leases):
     alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
-    run = None
-    if "{run}" in template:
+    run = round_ = None
+    if "{run}" in template or "{round}" in template:
         from tests.factories import ModelVersionFactory
-        from training.models import TrainingRun
+        from training.models import Round, TrainingRun
 
         base = ModelVersionFactory(project=project, kind="base")
         run = TrainingRun.objects.create(project=project, kind="sft", base_model=base).pk
+        round_ = Round.objects.create(project=project, number=1, policy=base).number
     return template.format(
         run=run,
+        round=round_,
         p=project.pk,
         bob=personas.bob.pk,
         demo=leases.demonstration.pk,

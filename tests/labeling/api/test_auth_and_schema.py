@@ -94,6 +94,10 @@ def test_the_schema_endpoint_serves_valid_openapi_documenting_every_api_path():
         ("/api/v1/projects/{project_id}/runs/", "get"),
         ("/api/v1/projects/{project_id}/runs/{run_id}/", "get"),
         ("/api/v1/projects/{project_id}/runs/{run_id}/cancel/", "post"),
+        ("/api/v1/projects/{project_id}/rounds/", "get"),
+        ("/api/v1/projects/{project_id}/rounds/", "post"),
+        ("/api/v1/projects/{project_id}/rounds/{number}/", "get"),
+        ("/api/v1/projects/{project_id}/rounds/{number}/cancel/", "post"),
         ("/api/v1/projects/{project_id}/demonstrations/", "get"),
         ("/api/v1/projects/{project_id}/rankings/", "get"),
     ]:

@@ -22,7 +22,13 @@ from labeling.models import (
     Task,
     TaskCompletion,
 )
-from tests.factories import CompletionFactory, ModelVersionFactory, PromptFactory, member
+from tests.factories import (
+    CompletionFactory,
+    ModelVersionFactory,
+    PromptFactory,
+    api_client,
+    member,
+)
 from tests.worker import wait_until
 from training import review, selectors
 from training.models import ReviewSnapshot
@@ -355,22 +361,12 @@ def test_the_beat_asks_for_a_recount_only_where_judgements_came_in_after_the_sna
     assert ReviewSnapshot.objects.get(project=project).requested_at == now
 
 
-def _api(user):
-    from rest_framework.test import APIClient
-
-    from tests.factories import api_key
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
-    return client
-
-
 def test_the_api_answers_the_dashboards_figures_with_their_intervals_and_freshness(
     project, personas, mixed
 ):
     sft, ppo, dpo = mixed
     url = f"/api/v1/projects/{project.pk}/evaluation/"
-    body = _api(personas.reviewer).get(url).json()
+    body = api_client(personas.reviewer).get(url).json()
     assert body["computed_at"] is not None and body["computing"] is False
     assert body["baseline"] == "sft-1" and body["new_comparisons"] == 0
     plain = selectors.comparison_records(project=project)
@@ -384,7 +380,7 @@ def test_the_api_answers_the_dashboards_figures_with_their_intervals_and_freshne
     assert set(body["flag_rates"]) == {"sft-1", "ppo-1", "dpo-1"}
     assert body["likert"]["ppo-1"]["n"] == 3 and body["pairs_needed"] == 194
 
-    other = _api(personas.reviewer).get(url, {"baseline": "ppo-1"}).json()
+    other = api_client(personas.reviewer).get(url, {"baseline": "ppo-1"}).json()
     assert other["baseline"] == "ppo-1"
     assert {w["baseline"] for w in other["win_rates"]} == {"ppo-1"}
 
@@ -393,8 +389,8 @@ def test_the_api_refuses_a_baseline_nobody_compared_and_people_outside_the_revie
     project, personas, mixed
 ):
     url = f"/api/v1/projects/{project.pk}/evaluation/"
-    bad = _api(personas.reviewer).get(url, {"baseline": "gpt-9"})
+    bad = api_client(personas.reviewer).get(url, {"baseline": "gpt-9"})
     assert bad.status_code == 400
     assert "gpt-9" in bad.content.decode() and "dpo-1, ppo-1, sft-1" in bad.content.decode()
-    assert _api(personas.alice).get(url).status_code == 403
-    assert _api(personas.outsider).get(url).status_code == 404
+    assert api_client(personas.alice).get(url).status_code == 403
+    assert api_client(personas.outsider).get(url).status_code == 404

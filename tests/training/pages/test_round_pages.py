@@ -7,7 +7,7 @@ from django.test import Client
 
 from labeling import queue, services
 from labeling.blinding import SLOTS
-from tests.factories import ModelVersionFactory, ranking_task
+from tests.factories import ModelVersionFactory, api_client, ranking_task
 from training import loop, rounds, stages, storage
 from training.engine.config import RewardConfig
 from training.models import Round
@@ -198,4 +198,49 @@ def test_a_bad_step_setting_shows_on_its_field_and_starts_nothing(
             "max_mean_length": 512}  # fmt: skip
     response = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, **fields})
     assert response.status_code == 400 and response.context["form"].errors[field]
+    assert not Round.objects.exists()
+
+
+def test_a_script_starts_a_round_reads_its_steps_and_cancels_it_over_theapi_client(
+    project, personas, sft, django_capture_on_commit_callbacks
+):
+    url = f"/api/v1/projects/{project.pk}/rounds/"
+    body = {"policy": "sft-0", "recipe": "instructgpt",
+            "config": {"reward": {"max_steps": 5}, "gate": {"max_kl": 9}, "max_prompts": 8}}  # fmt: skip
+    assert api_client(personas.reviewer).post(url, body, format="json").status_code == 403
+    with django_capture_on_commit_callbacks():
+        started = api_client(personas.admin).post(url, body, format="json")
+    assert started.status_code == 201, started.content
+    assert started.json()["number"] == 1 and started.json()["policy"] == "sft-0"
+    round_ = Round.objects.get()
+    assert round_.reward_run.config["max_steps"] == 5 and round_.config["gate"]["max_kl"] == 9
+    again = api_client(personas.admin).post(url, body, format="json")
+    assert again.status_code == 409  # one running round per project
+    detail = api_client(personas.reviewer).get(f"{url}1/").json()
+    assert detail["round"]["status"] == "running" and detail["results"] is None
+    assert detail["steps"][0]["run"]["kind"] == "reward"
+    assert [s["run"] for s in detail["steps"][1:]] == [None] * (len(detail["steps"]) - 1)
+    assert [r["number"] for r in api_client(personas.reviewer).get(url).json()["results"]] == [1]
+    cancelled = api_client(personas.admin).post(f"{url}1/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert api_client(personas.admin).post(f"{url}1/cancel/").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"policy": "no-such-model"}, "No model named"),
+        ({"policy": "sft-0", "recipe": "magic"}, "recipe"),
+        ({"policy": "sft-0", "config": {"nonsense": 1}}, "Unknown round settings"),
+        ({"policy": "sft-0", "config": {"k": 12}}, "k"),
+        ({"policy": "sft-0", "extra": 1}, "extra"),
+    ],
+)
+def test_a_bad_round_request_is_a_400_that_names_the_problem_and_starts_nothing(
+    project, personas, sft, body, words
+):
+    response = api_client(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/rounds/", body, format="json"
+    )
+    assert response.status_code == 400 and words in response.content.decode(), response.content
     assert not Round.objects.exists()

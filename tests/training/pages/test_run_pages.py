@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from labeling.models import Demonstration, Lease, ModelVersion
-from tests.factories import ModelVersionFactory, PromptFactory, demonstration_task
+from tests.factories import ModelVersionFactory, PromptFactory, api_client, demonstration_task
 from training import stages
 from training.models import RunStatus, TrainingRun
 
@@ -154,23 +154,13 @@ def test_a_sampling_run_takes_k_and_temperature_from_the_form_or_the_projects_k(
     assert response.status_code == 400 and response.context["form"].errors["k"]
 
 
-def _api(user):
-    from rest_framework.test import APIClient
-
-    from tests.factories import api_key
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_key(user)}")
-    return client
-
-
 def test_the_api_lists_runs_and_a_script_polls_one_for_new_metric_points(project, personas, base):
     older = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
     run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
                                      step=2, total_steps=4, config={"lr": 1e-3})  # fmt: skip
     for step, loss in ((1, 2.0), (2, 1.5)):
         run.metric_points.create(step=step, name="train/loss", value=loss)
-    reviewer = _api(personas.reviewer)
+    reviewer = api_client(personas.reviewer)
     listed = reviewer.get(f"/api/v1/projects/{project.pk}/runs/").json()
     assert [r["id"] for r in listed["results"]] == [run.pk, older.pk]
     assert listed["results"][0]["base_model"] == "tiny-base"
@@ -197,16 +187,16 @@ def test_a_full_page_of_metric_points_never_ends_inside_a_step(
         for name in ("a", "b"):
             run.metric_points.create(step=step, name=name, value=float(step))
     url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/"
-    page = _api(personas.reviewer).get(url).json()
+    page = api_client(personas.reviewer).get(url).json()
     assert [(p["step"], p["name"]) for p in page["metrics"]] == [(1, "a"), (1, "b")]
-    rest = _api(personas.reviewer).get(url, {"since": page["next_since"]}).json()
+    rest = api_client(personas.reviewer).get(url, {"since": page["next_since"]}).json()
     assert [(p["step"], p["name"]) for p in rest["metrics"]] == [(2, "a"), (2, "b")]
 
 
 @pytest.mark.parametrize("since", ["-2", "abc", "1.5"])
 def test_a_bad_since_is_a_400_that_says_what_it_must_be(project, personas, base, since):
     run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
-    response = _api(personas.reviewer).get(
+    response = api_client(personas.reviewer).get(
         f"/api/v1/projects/{project.pk}/runs/{run.pk}/", {"since": since}
     )
     assert response.status_code == 400 and "since must be" in response.content.decode()
@@ -215,14 +205,16 @@ def test_a_bad_since_is_a_400_that_says_what_it_must_be(project, personas, base,
 def test_an_admin_cancels_a_run_over_the_api_and_a_finished_run_is_a_409(project, personas, base):
     run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
     url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/cancel/"
-    assert _api(personas.reviewer).post(url).status_code == 403
-    assert _api(personas.outsider).post(url).status_code == 404
-    answer = _api(personas.admin).post(url)
+    assert api_client(personas.reviewer).post(url).status_code == 403
+    assert api_client(personas.outsider).post(url).status_code == 404
+    answer = api_client(personas.admin).post(url)
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
-    assert _api(personas.admin).post(url).status_code == 409
+    assert api_client(personas.admin).post(url).status_code == 409
     foreign = TrainingRun.objects.create(project=personas.other_project, kind="sft",
                                          base_model=ModelVersionFactory(project=personas.other_project))  # fmt: skip
     assert (
-        _api(personas.admin).get(f"/api/v1/projects/{project.pk}/runs/{foreign.pk}/").status_code
+        api_client(personas.admin)
+        .get(f"/api/v1/projects/{project.pk}/runs/{foreign.pk}/")
+        .status_code
         == 404
     )
