@@ -524,3 +524,49 @@ class RoundCancelView(ApiView):
         )
         round_ = loop.round_cancel(project=membership.project, number=number, now=timezone.now())
         return Response(RoundSerializer(round_).data)
+
+
+# --- a model version's lineage ----------------------------------------------------------------
+
+
+class ModelLineageSerializer(serializers.Serializer):
+    model = ModelVersionSerializer()
+    parent = serializers.CharField(allow_null=True, help_text="The model it was trained from.")
+    run = RunSerializer(
+        allow_null=True, help_text="The run that made it, with the config it resolved and ran."
+    )
+    dataset = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="The exact rows it was trained on, by kind (ids), as the run froze them.",
+    )
+    registration = RegistrationSerializer(
+        allow_null=True, help_text="For a registered base model: where it came from."
+    )
+    children = serializers.ListField(child=serializers.CharField())
+
+
+class ModelVersionDetailView(ApiView):
+    @extend_schema(
+        tags=["models"],
+        responses={200: ModelLineageSerializer, **ERRORS},
+        summary="A model version's lineage: parent, run, resolved config, exact data (reviewer)",
+    )
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.REVIEWER
+        )
+        version = selectors.model_version_for_page(
+            project=membership.project, version_id=version_id
+        )
+        if version is None:
+            raise NotFound("No such model version.")
+        run = selectors.training_run_of(version)
+        body = {
+            "model": version,
+            "parent": version.parent.name if version.parent is not None else None,
+            "run": run,
+            "dataset": run.dataset if run is not None else {},
+            "registration": getattr(version, "registration", None),
+            "children": list(version.children.order_by("pk").values_list("name", flat=True)),
+        }
+        return Response(ModelLineageSerializer(body).data)

@@ -12,6 +12,7 @@ project = "projects/<id:project_id>/"
 
 urlpatterns = [
     path(f"{project}models/", api.ModelVersionListView.as_view(), name="models"),
+    path(f"{project}models/<id:version_id>/", api.ModelVersionDetailView.as_view(), name="model"),
     path(f"{project}evaluation/", api.EvaluationView.as_view(), name="evaluation"),
     path(f"{project}runs/", api.RunListView.as_view(), name="runs"),
     path(f"{project}runs/<id:run_id>/", api.RunDetailView.as_view(), name="run"),

@@ -41,6 +41,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
     "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
     "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer"}),
+    "model": ("/api/v1/projects/{p}/models/{model}/", {"GET": "reviewer"}),
     "run": ("/api/v1/projects/{p}/runs/{run}/", {"GET": "reviewer"}),
     "run-cancel": ("/api/v1/projects/{p}/runs/{run}/cancel/", {"POST": "admin"}),
     "rounds": ("/api/v1/projects/{p}/rounds/", {"GET": "reviewer", "POST": "admin"}),
@@ -81,15 +82,17 @@ def _user(personas, role):
 
 def _url(template, project, personas, leases):
     alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
-    run = round_ = None
-    if "{run}" in template or "{round}" in template:
+    run = round_ = model = None
+    if "{run}" in template or "{round}" in template or "{model}" in template:
         from tests.factories import ModelVersionFactory
         from training.models import Round, TrainingRun
 
         base = ModelVersionFactory(project=project, kind="base")
         run = TrainingRun.objects.create(project=project, kind="sft", base_model=base).pk
         round_ = Round.objects.create(project=project, number=1, policy=base).number
+        model = base.pk
     return template.format(
+        model=model,
         run=run,
         round=round_,
         p=project.pk,

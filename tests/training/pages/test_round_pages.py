@@ -244,3 +244,31 @@ def test_a_bad_round_request_is_a_400_that_names_the_problem_and_starts_nothing(
     )
     assert response.status_code == 400 and words in response.content.decode(), response.content
     assert not Round.objects.exists()
+
+
+def test_the_api_answers_a_models_lineage_with_its_run_config_and_exact_rows(
+    project, personas, sft
+):
+    started = api_client(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/rounds/", {"policy": "sft-0"}, format="json"
+    )
+    assert started.status_code == 201
+    run = Round.objects.get().reward_run
+    rm = ModelVersionFactory(project=project, name="rm-1", kind="reward", path="", parent=sft)
+    run.model_version = rm
+    run.save(update_fields=["model_version"])
+    url = f"/api/v1/projects/{project.pk}/models/{rm.pk}/"
+    body = api_client(personas.reviewer).get(url).json()
+    assert body["model"]["name"] == "rm-1" and body["parent"] == "sft-0"
+    assert body["run"]["id"] == run.pk and body["run"]["config"]["lr"] == RewardConfig.lr
+    assert body["dataset"] == run.dataset and len(body["dataset"]["rankings"]) == 1
+    base = api_client(personas.reviewer).get(f"/api/v1/projects/{project.pk}/models/{sft.pk}/")
+    assert base.json()["run"] is None and base.json()["children"] == ["rm-1"]
+    assert api_client(personas.alice).get(url).status_code == 403
+    foreign = ModelVersionFactory(project=personas.other_project)
+    assert (
+        api_client(personas.reviewer)
+        .get(f"/api/v1/projects/{project.pk}/models/{foreign.pk}/")
+        .status_code
+        == 404
+    )
