@@ -1,7 +1,7 @@
-"""/api/v1/ for the machine side: registering base models, listing a project's models and runs,
-a run's metrics for polling, cancelling a run, starting, reading and cancelling rounds, and the
-evaluation dashboard's figures.
-Thin like labeling/api/views.py: membership check, one registry or selector call."""
+"""/api/v1/ for the machine side: registering base models, a project's models and their lineage,
+launching, polling and cancelling runs, starting, reading and cancelling rounds, and the
+evaluation dashboard's figures. Thin like labeling/api/views.py: membership check, one service
+or selector call."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
 from labeling.models import ModelVersion, Role
 
-from . import loop, registry, review, rounds, selectors
+from . import loop, registry, review, rounds, runs, selectors
 from .models import ModelRegistration, Recipe, Round, SourceKind, TrainingRun
 
 ERRORS = {
@@ -321,6 +321,20 @@ class RunDetailSerializer(serializers.Serializer):
     )
 
 
+class RunStartSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+    base_model = serializers.CharField(max_length=120, help_text="The model to train from.")
+    reward_model = serializers.CharField(
+        max_length=120, required=False, help_text="PPO and critic-free runs: the reward model."
+    )
+    config = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="The stage's settings (training/engine/config.py); what is left out takes the"
+        " stage's default, and the run stores them all.",
+    )
+
+
 class RunListView(generics.ListAPIView):
     serializer_class = RunSerializer
     queryset = TrainingRun.objects.none()
@@ -334,6 +348,38 @@ class RunListView(generics.ListAPIView):
     @extend_schema(tags=["runs"], summary="The project's training runs, newest first (reviewer)")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["runs"],
+        request=RunStartSerializer,
+        responses={201: RunSerializer, **ERRORS},
+        summary="Launch a training run (admin): its config is checked by the stage's config class"
+        " and stored resolved; the rows it trains on are frozen now",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        body = RunStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        reward_name = data.get("reward_model")
+        run = runs.run_start(
+            project=membership.project,
+            kind=data["kind"],
+            config=data["config"],
+            created_by=request.user,
+            base_model=_model_named(membership.project, data["base_model"]),
+            reward_model=_model_named(membership.project, reward_name) if reward_name else None,
+        )
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+def _model_named(project: Any, name: str) -> ModelVersion:
+    found = ModelVersion.objects.filter(project=project, name=name).first()
+    if found is None:
+        raise Invalid(f"No model named {name!r} in this project.")
+    return found
 
 
 class RunDetailView(ApiView):
@@ -468,14 +514,9 @@ class RoundListView(generics.ListAPIView):
         )
         body = RoundStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        policy = ModelVersion.objects.filter(
-            project=membership.project, name=body.validated_data["policy"]
-        ).first()
-        if policy is None:
-            raise Invalid(f"No model named {body.validated_data['policy']!r} in this project.")
         round_ = rounds.round_start(
             project=membership.project,
-            policy=policy,
+            policy=_model_named(membership.project, body.validated_data["policy"]),
             created_by=request.user,
             config=body.validated_data["config"],
             recipe=body.validated_data["recipe"],

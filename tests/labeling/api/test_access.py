@@ -40,7 +40,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "agreement": ("/api/v1/projects/{p}/agreement/", {"GET": "reviewer"}),
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
     "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
-    "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer"}),
+    "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer", "POST": "admin"}),
     "model": ("/api/v1/projects/{p}/models/{model}/", {"GET": "reviewer"}),
     "run": ("/api/v1/projects/{p}/runs/{run}/", {"GET": "reviewer"}),
     "run-cancel": ("/api/v1/projects/{p}/runs/{run}/cancel/", {"POST": "admin"}),

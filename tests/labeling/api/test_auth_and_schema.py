@@ -92,6 +92,7 @@ def test_the_schema_endpoint_serves_valid_openapi_documenting_every_api_path():
         ("/api/v1/projects/{project_id}/labelers/", "get"),
         ("/api/v1/projects/{project_id}/evaluation/", "get"),
         ("/api/v1/projects/{project_id}/runs/", "get"),
+        ("/api/v1/projects/{project_id}/runs/", "post"),
         ("/api/v1/projects/{project_id}/models/{version_id}/", "get"),
         ("/api/v1/projects/{project_id}/runs/{run_id}/", "get"),
         ("/api/v1/projects/{project_id}/runs/{run_id}/cancel/", "post"),

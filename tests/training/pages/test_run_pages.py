@@ -218,3 +218,41 @@ def test_an_admin_cancels_a_run_over_the_api_and_a_finished_run_is_a_409(project
         .status_code
         == 404
     )
+
+
+def test_an_admin_launches_a_run_over_the_api_with_its_config_resolved_and_data_frozen(
+    project, personas, base, now, django_capture_on_commit_callbacks
+):
+    demo = _demonstration(project, personas.alice, now)
+    url = f"/api/v1/projects/{project.pk}/runs/"
+    body = {"kind": "sft", "base_model": "tiny-base", "config": {"max_steps": 3}}
+    assert api_client(personas.reviewer).post(url, body, format="json").status_code == 403
+    with django_capture_on_commit_callbacks() as sends:
+        launched = api_client(personas.admin).post(url, body, format="json")
+    assert launched.status_code == 201, launched.content
+    run = TrainingRun.objects.get(pk=launched.json()["id"])
+    assert run.config == {**stages.stage("sft").resolve({}), "max_steps": 3}
+    assert launched.json()["config"] == run.config
+    assert run.dataset == {"demonstrations": [demo.pk]} and len(sends) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"kind": "sft", "base_model": "nope"}, "No model named"),
+        ({"kind": "magic", "base_model": "tiny-base"}, "kind"),
+        ({"kind": "sft", "base_model": "tiny-base", "config": {"lr": -1}}, "lr"),
+        ({"kind": "sft", "base_model": "tiny-base", "config": {"no_such": 1}}, "no_such"),
+        ({"kind": "ppo", "base_model": "tiny-base"}, "reward model"),
+        ({"kind": "reward", "base_model": "tiny-base"}, "no data"),
+    ],
+)
+def test_a_bad_run_request_is_a_400_that_names_the_problem_and_launches_nothing(
+    project, personas, base, now, body, words
+):
+    _demonstration(project, personas.alice, now)
+    response = api_client(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/runs/", body, format="json"
+    )
+    assert response.status_code == 400 and words in response.content.decode(), response.content
+    assert not TrainingRun.objects.exists()
