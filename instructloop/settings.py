@@ -269,7 +269,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # A labeler's handle for an output (labeling/blinding.py), one name wherever it appears.
-    "ENUM_NAME_OVERRIDES": {"SlotEnum": "labeling.blinding.SLOTS"},
+    "ENUM_NAME_OVERRIDES": {
+        "SlotEnum": "labeling.blinding.SLOTS",
+        # Three choice sets are fields named "kind": name each after what it kinds.
+        "RunKindEnum": "training.models.RunKind",
+        "ModelKindEnum": "labeling.models.ModelKind",
+        "TaskKindEnum": "labeling.models.TaskKind",
+    },
     # `<id:...>` (labeling/converters.py): a row id, at most PostgreSQL's bigint.
     "PATH_CONVERTER_OVERRIDES": {
         "id": {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
