@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -108,6 +109,19 @@ class MemberSetSerializer(StrictSerializer):
         slug_field="username", queryset=User.objects.filter(is_active=True)
     )
     role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberInviteSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = serializers.EmailField(required=False, default="")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.LABELER)
+
+
+class MemberInvitedSerializer(MemberSerializer):
+    invite_link = serializers.URLField(
+        help_text="Where they set their first password; it expires (PASSWORD_RESET_TIMEOUT) and"
+        " works once. Send it to them yourself."
+    )
 
 
 # --- the queue ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ urlpatterns = [
     path(project, views.ProjectDetailView.as_view(), name="project"),
     path(f"{project}members/", views.MemberListView.as_view(), name="members"),
     path(f"{project}members/<id:user_id>/", views.MemberDetailView.as_view(), name="member"),
+    path(f"{project}invitations/", views.InvitationView.as_view(), name="invitations"),
     path(f"{project}prompts/import/", views.PromptImportView.as_view(), name="prompts-import"),
     path(
         f"{project}ranking-tasks/import/",

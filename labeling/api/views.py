@@ -38,6 +38,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.invites import invite_link
 from labeling import access, exports, queue, selectors, services
 from labeling.models import Comparison, Demonstration, Membership, Ranking, Role, Split
 
@@ -213,6 +214,27 @@ class MemberListView(generics.ListAPIView):
             project=membership.project, user=data["username"], role=data["role"]
         )
         return Response(s.MemberSerializer(changed).data)
+
+
+class InvitationView(ApiView):
+    @extend_schema(
+        tags=["members"],
+        request=s.MemberInviteSerializer,
+        responses={201: s.MemberInvitedSerializer, **ERRORS},
+        summary="Invite someone new (admin): an account without a password, a member at once,"
+        " and the link that sets their password",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.MemberInviteSerializer, request)
+        invited = services.member_invite(project=membership.project, **data)
+        body = {
+            "user_id": invited.user_id,
+            "user": invited.user,
+            "role": invited.role,
+            "invite_link": invite_link(request, invited.user),
+        }
+        return Response(s.MemberInvitedSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailView(ApiView):

@@ -32,6 +32,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "next": ("/api/v1/projects/{p}/next/", {"POST": "labeler"}),
     "members": ("/api/v1/projects/{p}/members/", {"GET": "admin", "POST": "admin"}),
     "member": ("/api/v1/projects/{p}/members/{bob}/", {"DELETE": "admin"}),
+    "invitations": ("/api/v1/projects/{p}/invitations/", {"POST": "admin"}),
     "prompts-import": ("/api/v1/projects/{p}/prompts/import/", {"POST": "admin"}),
     "ranking-tasks-import": ("/api/v1/projects/{p}/ranking-tasks/import/", {"POST": "admin"}),
     "export-sft": ("/api/v1/projects/{p}/export/sft/", {"GET": "reviewer"}),

@@ -129,3 +129,52 @@ def test_the_page_and_the_api_agree_on_who_may_create_projects(personas):
         "admin-here",
     }
     assert Membership.objects.get(project__slug="staff", user=staff).role == Role.ADMIN
+
+
+def test_an_admin_invites_over_the_api_and_the_link_sets_a_password_that_gets_a_token(
+    project, personas, api
+):
+    url = f"/api/v1/projects/{project.pk}/invitations/"
+    body = {"username": "nina", "email": "nina@example.org", "role": "reviewer"}
+    assert api(personas.reviewer).post(url, body, format="json").status_code == 403
+    invited = api(personas.admin).post(url, body, format="json")
+    assert invited.status_code == 201, invited.content
+    answer = invited.json()
+    assert (answer["username"], answer["role"]) == ("nina", "reviewer")
+    link = answer["invite_link"].replace("http://testserver", "")
+    assert link.startswith("/accounts/reset/")
+    browser = Client()
+    set_form = browser.get(link, follow=True)
+    done = browser.post(
+        set_form.redirect_chain[-1][0],
+        {"new_password1": "a-long-new-pass-42", "new_password2": "a-long-new-pass-42"},
+    )
+    assert done.status_code == 302
+    token = APIClient().post(
+        "/api/v1/auth/token/", {"username": "nina", "password": "a-long-new-pass-42"}, format="json"
+    )
+    assert token.status_code == 200
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {token.json()['token']}")
+    assert script.get(f"/api/v1/projects/{project.pk}/progress/").status_code == 200
+    again = api(personas.admin).post(url, body, format="json")
+    assert again.status_code == 400 and "already exists; add them instead" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"username": "has space", "role": "labeler"}, "username"),
+        ({"username": "nina", "email": "not-an-address"}, "email"),
+        ({"username": "nina", "role": "owner"}, "role"),
+        ({"username": "nina", "password": "x"}, "password"),
+    ],
+)
+def test_a_bad_invitation_is_a_400_on_its_field_and_creates_nobody(
+    project, personas, api, body, field
+):
+    answer = api(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/invitations/", body, format="json"
+    )
+    assert answer.status_code == 400 and field in answer.json(), answer.json()
+    assert not Membership.objects.filter(user__username__in=["nina", "has space"]).exists()
