@@ -75,6 +75,12 @@ class ProjectSerializer(serializers.Serializer):
     demo_overlap = serializers.IntegerField(source="project.demo_overlap")
     flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
     lease_seconds = serializers.IntegerField(source="project.lease_seconds")
+    valid_percent = serializers.IntegerField(
+        source="project.valid_percent", help_text="Share of new prompts held out for validation."
+    )
+    test_percent = serializers.IntegerField(
+        source="project.test_percent", help_text="Share of new prompts held out for A/B tests."
+    )
     created_at = serializers.DateTimeField(source="project.created_at")
     role = serializers.ChoiceField(choices=Role.choices)
 
@@ -95,7 +101,22 @@ class ProjectCreateSerializer(StrictSerializer):
 
 
 class ProjectUpdateSerializer(StrictSerializer):
-    guidelines = serializers.CharField(max_length=100_000, allow_blank=True, trim_whitespace=False)
+    """Only the fields sent change; each applies to what comes next (tasks made, leases taken,
+    prompts imported from now on)."""
+
+    name = serializers.CharField(max_length=120, required=False)
+    guidelines = serializers.CharField(
+        max_length=100_000, allow_blank=True, trim_whitespace=False, required=False
+    )
+    k = serializers.IntegerField(min_value=2, max_value=MAX_K, required=False)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    demo_overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    flags = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(FLAG_CODES)), required=False
+    )
+    lease_seconds = serializers.IntegerField(min_value=30, max_value=7 * 24 * 3600, required=False)
+    valid_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    test_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
 
 
 class MemberSerializer(serializers.Serializer):

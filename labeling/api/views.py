@@ -179,12 +179,12 @@ class ProjectDetailView(ApiView):
         tags=["projects"],
         request=s.ProjectUpdateSerializer,
         responses={200: s.ProjectSerializer, **ERRORS},
-        summary="Edit the guidelines (admin)",
+        summary="Change the guidelines or settings (admin); only the fields sent change",
     )
     def patch(self, request: Request, project_id: int) -> Response:
         membership = _member(request, project_id, Role.ADMIN)
         data = _valid(s.ProjectUpdateSerializer, request)
-        services.project_update_guidelines(project=membership.project, **data)
+        services.project_update(project=membership.project, changes=data)
         return Response(s.ProjectSerializer(membership).data)
 
 

@@ -178,3 +178,46 @@ def test_a_bad_invitation_is_a_400_on_its_field_and_creates_nobody(
     )
     assert answer.status_code == 400 and field in answer.json(), answer.json()
     assert not Membership.objects.filter(user__username__in=["nina", "has space"]).exists()
+
+
+def test_an_admin_changes_settings_over_the_api_and_only_the_fields_sent_change(
+    project, personas, api
+):
+    url = f"/api/v1/projects/{project.pk}/"
+    before = api(personas.admin).get(url).json()
+    changed = api(personas.admin).patch(
+        url, {"k": 3, "overlap": 2, "flags": ["hallucination"], "test_percent": 25}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
+    after = changed.json()
+    assert (after["k"], after["overlap"], after["flags"], after["test_percent"]) == (
+        3, 2, ["hallucination"], 25,
+    )  # fmt: skip
+    unchanged = {"name", "guidelines", "demo_overlap", "lease_seconds", "valid_percent"}
+    assert {f: after[f] for f in unchanged} == {f: before[f] for f in unchanged}
+    project.refresh_from_db()
+    assert (project.k, project.overlap, project.test_percent) == (3, 2, 25)
+    assert api(personas.reviewer).patch(url, {"k": 5}, format="json").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"k": 12}, '"k":'),
+        ({"valid_percent": 60, "test_percent": 50}, "add up to more than 100"),
+        ({"name": "Taken"}, "A project with this name already exists"),
+        ({"flags": ["rude"]}, '"flags":'),
+        ({"slug": "new-slug"}, '"slug":["This field is not accepted."]'),
+        ({"guidelines": "a\x00b"}, "Null characters are not allowed"),
+    ],
+)
+def test_bad_settings_are_a_400_that_names_them_and_change_nothing(
+    project, personas, api, body, says
+):
+    from tests.factories import ProjectFactory
+
+    ProjectFactory(name="Taken")
+    before = Project.objects.filter(pk=project.pk).values().get()
+    answer = api(personas.admin).patch(f"/api/v1/projects/{project.pk}/", body, format="json")
+    assert answer.status_code == 400 and says in answer.content.decode(), answer.content
+    assert Project.objects.filter(pk=project.pk).values().get() == before
