@@ -43,6 +43,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
     "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
     "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer", "POST": "admin"}),
+    "evaluation-refresh": ("/api/v1/projects/{p}/evaluation/refresh/", {"POST": "reviewer"}),
     "evaluation-tasks": ("/api/v1/projects/{p}/evaluation-tasks/", {"POST": "admin"}),
     "models": ("/api/v1/projects/{p}/models/", {"GET": "reviewer"}),
     "model": ("/api/v1/projects/{p}/models/{model}/", {"GET": "reviewer"}),
