@@ -34,6 +34,7 @@ from labeling.models import (
     Ranking,
     Role,
     Split,
+    Task,
     TaskKind,
     Winner,
 )
@@ -546,5 +547,28 @@ class ComparisonReviewSerializer(serializers.ModelSerializer):
         fields = [
             "id", "task_id", "prompt_id", "prompt", "labeler", "a", "b", "winner", "notes",
             "time_spent_ms", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TaskOutputSerializer(serializers.Serializer):
+    completion = serializers.IntegerField(source="completion_id")
+    position = serializers.IntegerField()
+    model = serializers.CharField(source="completion.model_version.name")
+    text = serializers.CharField(source="completion.text")
+
+
+class TaskReviewSerializer(serializers.ModelSerializer):
+    """A task as reviewers see it: its prompt, and its outputs with the model behind each."""
+
+    prompt = serializers.CharField(source="prompt.text", help_text="Its last user turn.")
+    split = serializers.CharField(source="prompt.split")
+    completions = TaskOutputSerializer(source="task_completions", many=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "kind", "prompt_id", "prompt", "split", "overlap", "priority", "done",
+            "completions", "created_at",
         ]  # fmt: skip
         read_only_fields = fields

@@ -40,7 +40,17 @@ from rest_framework.views import APIView
 
 from accounts.invites import invite_link
 from labeling import access, exports, queue, selectors, services
-from labeling.models import Comparison, Demonstration, Membership, Ranking, Role, Split
+from labeling.errors import Invalid
+from labeling.models import (
+    Comparison,
+    Demonstration,
+    Membership,
+    Ranking,
+    Role,
+    Split,
+    Task,
+    TaskKind,
+)
 
 from . import fast
 from . import serializers as s
@@ -574,6 +584,29 @@ class DemonstrationListView(generics.ListAPIView):
         return selectors.demonstrations_visible(membership=membership)
 
     @extend_schema(tags=["submissions"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class TaskListView(generics.ListAPIView):
+    """The project's tasks, newest first, with the models behind their outputs (reviewer)."""
+
+    serializer_class = s.TaskReviewSerializer
+    queryset = Task.objects.none()
+
+    def get_queryset(self):
+        _member(self.request, self.kwargs["project_id"], Role.REVIEWER)
+        kind = self.request.query_params.get("kind")
+        if kind is not None and kind not in TaskKind.values:
+            raise Invalid(f"kind must be one of {', '.join(TaskKind.values)}, not {kind!r}.")
+        return selectors.tasks_for_review(project_id=self.kwargs["project_id"], kind=kind)
+
+    @extend_schema(
+        tags=["submissions"],
+        parameters=[OpenApiParameter("kind", enum=TaskKind.values, required=False)],
+        responses={200: s.TaskReviewSerializer(many=True), **ERRORS},
+        summary="The project's tasks, newest first, with their outputs and models (reviewer)",
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

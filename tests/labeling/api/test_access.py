@@ -62,6 +62,7 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "demonstrations": ("/api/v1/projects/{p}/demonstrations/", {"GET": "labeler"}),
     "rankings": ("/api/v1/projects/{p}/rankings/", {"GET": "labeler"}),
     "comparisons": ("/api/v1/projects/{p}/comparisons/", {"GET": "reviewer"}),
+    "tasks": ("/api/v1/projects/{p}/tasks/", {"GET": "reviewer"}),
     "lease": ("/api/v1/leases/{demo}/", {"GET": "owner"}),
     "heartbeat": ("/api/v1/leases/{demo}/heartbeat/", {"POST": "owner"}),
     "reclaim": ("/api/v1/leases/{demo}/reclaim/", {"POST": "owner"}),
