@@ -417,8 +417,13 @@ class RankingTaskImportSerializer(_ImportSerializer):
 
 
 class ImportResultSerializer(serializers.Serializer):
-    created = serializers.IntegerField()
+    created = serializers.IntegerField(help_text="New prompts.")
     tasks_created = serializers.IntegerField()
+    splits = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="New prompts per split (train, valid, test); test prompts get no"
+        " demonstration task: they are held out for blind A/B evaluation.",
+    )
 
 
 class ExportQuerySerializer(serializers.Serializer):
