@@ -18,12 +18,12 @@ from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from labeling import access
+from labeling import access, services
 from labeling.api.formats import JSONParser
 from labeling.api.serializers import ErrorSerializer, StrictSerializer
 from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
-from labeling.models import ModelVersion, Role
+from labeling.models import Completion, ModelVersion, Role, Split
 
 from . import loop, registry, review, rounds, runs, selectors
 from .models import ModelRegistration, Recipe, Round, SourceKind, TrainingRun
@@ -445,6 +445,33 @@ class RunCancelView(ApiView):
         return Response(RunSerializer(run).data)
 
 
+class RunResumeView(ApiView):
+    @extend_schema(
+        tags=["runs"],
+        request=None,
+        responses={
+            202: RunSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Not a failed run, or a step of a round (start a new round).",
+            ),
+            **ERRORS,
+        },
+        summary="Queue a failed run again (admin); it continues from its last checkpoint",
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        run = loop.run_resume(
+            run_id=run_id,
+            project=membership.project,
+            now=timezone.now(),
+            by=request.user.get_username(),
+        )
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
 # --- rounds ---------------------------------------------------------------------------------
 
 
@@ -611,3 +638,87 @@ class ModelVersionDetailView(ApiView):
             "children": list(version.children.order_by("pk").values_list("name", flat=True)),
         }
         return Response(ModelLineageSerializer(body).data)
+
+
+# --- a model's outputs and blind A/B tasks between two models ------------------------------
+
+
+class CompletionSerializer(serializers.ModelSerializer):
+    prompt = serializers.CharField(source="prompt.text", help_text="Its last user turn.")
+    split = serializers.CharField(source="prompt.split")
+
+    class Meta:
+        model = Completion
+        fields = [
+            "id", "prompt_id", "prompt", "split", "text", "temperature", "top_p", "max_tokens",
+            "seed", "finished", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class ModelCompletionListView(generics.ListAPIView):
+    serializer_class = CompletionSerializer
+    queryset = Completion.objects.none()
+
+    def get_queryset(self):
+        membership = access.membership_require(
+            user_id=self.request.user.pk, project_id=self.kwargs["project_id"], role=Role.REVIEWER
+        )
+        version = selectors.model_version_for_page(
+            project=membership.project, version_id=self.kwargs["version_id"]
+        )
+        if version is None:
+            raise NotFound("No such model version.")
+        split = self.request.query_params.get("split")
+        if split is not None and split not in Split.values:
+            raise Invalid(f"split must be one of {', '.join(Split.values)}, not {split!r}.")
+        return selectors.completions_of(version=version, split=split)
+
+    @extend_schema(
+        tags=["models"],
+        parameters=[OpenApiParameter("split", enum=Split.values, required=False)],
+        responses={200: CompletionSerializer(many=True), **ERRORS},
+        summary="The outputs a model version sampled, with their prompts (reviewer)",
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class EvaluationTasksSerializer(StrictSerializer):
+    model_a = serializers.CharField(max_length=120, help_text="A model version's name.")
+    model_b = serializers.CharField(max_length=120, help_text="Another model version's name.")
+    split = serializers.ChoiceField(
+        choices=Split.choices,
+        default=Split.TEST,
+        help_text="The prompts whose outputs of both models are compared.",
+    )
+
+
+class EvaluationTasksCreatedSerializer(serializers.Serializer):
+    created = serializers.IntegerField(
+        help_text="New A/B tasks: one per prompt with an output of both models and no such task."
+    )
+
+
+class EvaluationTasksView(ApiView):
+    @extend_schema(
+        tags=["reports"],
+        request=EvaluationTasksSerializer,
+        responses={201: EvaluationTasksCreatedSerializer, **ERRORS},
+        summary="Blind A/B tasks between two model versions (admin), one per prompt both"
+        " sampled; prompts that have one already are skipped",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.ADMIN
+        )
+        body = EvaluationTasksSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        project, data = membership.project, body.validated_data
+        created = services.evaluation_tasks_create(
+            project=project,
+            model_a=_model_named(project, data["model_a"]),
+            model_b=_model_named(project, data["model_b"]),
+            split=data["split"],
+        )
+        return Response({"created": created}, status=status.HTTP_201_CREATED)

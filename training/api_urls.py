@@ -13,10 +13,17 @@ project = "projects/<id:project_id>/"
 urlpatterns = [
     path(f"{project}models/", api.ModelVersionListView.as_view(), name="models"),
     path(f"{project}models/<id:version_id>/", api.ModelVersionDetailView.as_view(), name="model"),
+    path(
+        f"{project}models/<id:version_id>/completions/",
+        api.ModelCompletionListView.as_view(),
+        name="model-completions",
+    ),
     path(f"{project}evaluation/", api.EvaluationView.as_view(), name="evaluation"),
+    path(f"{project}evaluation-tasks/", api.EvaluationTasksView.as_view(), name="evaluation-tasks"),
     path(f"{project}runs/", api.RunListView.as_view(), name="runs"),
     path(f"{project}runs/<id:run_id>/", api.RunDetailView.as_view(), name="run"),
     path(f"{project}runs/<id:run_id>/cancel/", api.RunCancelView.as_view(), name="run-cancel"),
+    path(f"{project}runs/<id:run_id>/resume/", api.RunResumeView.as_view(), name="run-resume"),
     path(f"{project}rounds/", api.RoundListView.as_view(), name="rounds"),
     path(f"{project}rounds/<id:number>/", api.RoundDetailView.as_view(), name="round"),
     path(

@@ -19,7 +19,7 @@ from labeling.errors import Conflict, NotFound
 from labeling.models import Project
 
 from . import dispatch, rounds, runs, storage
-from .models import Round, RoundStatus, RunStatus, TrainingRun
+from .models import Round, RoundStatus, RoundStep, RunStatus, TrainingRun
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 
@@ -120,6 +120,47 @@ def run_cancel(*, run_id: int, project: Project, now: datetime) -> TrainingRun:
             raise Conflict(f"The run already {run.status}.")
         _cancel(run, now=now)
         return run
+
+
+def run_resume(*, run_id: int, project: Project, now: datetime, by: str = "") -> TrainingRun:
+    """Queue a failed run again with a fresh set of attempts. Its engine continues from the last
+    checkpoint the run saved (the launcher's retry path), so the steps before it are not paid
+    twice. The failure it had stays on the row, as a retried attempt's does, until it succeeds.
+
+    Only a failed run: a cancelled one discarded its checkpoints (start a new run), and a step
+    of a round belongs to that round, which stopped when the step failed (start a new round)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id, project=project).first()
+        if run is None:
+            raise NotFound("No such run.")
+        if run.status != RunStatus.FAILED:
+            hints = {
+                RunStatus.CANCELLED.value: " A cancelled run's checkpoints are gone: start a new run.",
+                RunStatus.SUCCEEDED.value: "",
+            }
+            hint = hints.get(run.status, " It has not finished.")
+            raise Conflict(f"Only a failed run can be resumed; this one is {run.status}.{hint}")
+        step = RoundStep.objects.filter(run=run).select_related("round").first()
+        if step is not None:
+            raise Conflict(
+                f"This run is a step of round {step.round.number}, which stopped when the step"
+                " failed: start a new round instead."
+            )
+        who = f" by {by}" if by else ""
+        run.error = f"Resumed{who} at {now:%Y-%m-%d %H:%M:%S} UTC. It had failed: {run.error}"[
+            :20_000
+        ]
+        run.status = RunStatus.QUEUED
+        run.max_attempts = run.attempt + RESUME_ATTEMPTS
+        run.finished_at = None
+        run.cancel_requested = False
+        run.save()
+        dispatch.run_enqueue_on_commit(run.pk)
+        return run
+
+
+# The attempts a resumed run gets (as many as a new run).
+RESUME_ATTEMPTS = 3
 
 
 def _cancel(run: TrainingRun, *, now: datetime) -> None:

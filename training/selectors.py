@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from labeling import stats
-from labeling.models import Comparison, ModelVersion, Project, RankingEntry
+from labeling.models import Comparison, Completion, ModelVersion, Project, RankingEntry
 
 from . import review, rounds
 from .models import ModelRegistration, Round, RoundStep, StepRole, TrainingRun
@@ -113,6 +113,14 @@ def model_version_for_page(*, project: Project, version_id: int) -> ModelVersion
         .select_related("parent", "training_run", "registration")
         .first()
     )
+
+
+def completions_of(*, version: ModelVersion, split: str | None = None) -> QuerySet[Completion]:
+    """The outputs a model version sampled, oldest first, with their prompts."""
+    completions = (
+        Completion.objects.filter(model_version=version).select_related("prompt").order_by("pk")
+    )
+    return completions if split is None else completions.filter(prompt__split=split)
 
 
 def registrations_for_page(*, project: Project, limit: int = 50) -> list[ModelRegistration]:

@@ -8,6 +8,7 @@ urlpatterns = [
     path("p/<slug:slug>/runs/", views.run_list, name="run-list"),
     path("p/<slug:slug>/runs/<int:run_id>/", views.run_detail, name="run-detail"),
     path("p/<slug:slug>/runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
     path("p/<slug:slug>/rounds/", views.round_list, name="round-list"),
     path("p/<slug:slug>/rounds/<int:number>/", views.round_detail, name="round-detail"),
     path("p/<slug:slug>/rounds/<int:number>/cancel/", views.round_cancel, name="round-cancel"),

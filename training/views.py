@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 
+from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -20,7 +21,7 @@ from labeling.views.pages import page_view
 from . import loop, registry, review, rounds, runs, selectors
 from .charts import charts_for
 from .forms import RegisterModelForm, RoundForm, RunForm
-from .models import RoundStatus, RunStatus
+from .models import RoundStatus, RoundStep, RunStatus
 
 # The curves worth a glance, in reading order (names as the stages log them).
 CURVES = [
@@ -86,6 +87,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "dataset_sizes": {k: len(v) for k, v in run.dataset.items() if isinstance(v, list)},
         "outcome": selectors.sampling_outcome(run=run),
         "live": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
+        "in_round": RoundStep.objects.filter(run=run).exists(),
     }
     template = "training/run_detail.html#live" if request.htmx else "training/run_detail.html"
     return render(request, template, context)
@@ -97,6 +99,22 @@ def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
     membership = _membership(request, slug, Role.ADMIN)
     with contextlib.suppress(Conflict):  # already finished: the page shows its final state
         loop.run_cancel(run_id=run_id, project=membership.project, now=timezone.now())
+    return redirect("run-detail", slug=slug, run_id=run_id)
+
+
+@page_view
+@require_POST
+def run_resume(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    membership = _membership(request, slug, Role.ADMIN)
+    try:
+        loop.run_resume(
+            run_id=run_id,
+            project=membership.project,
+            now=timezone.now(),
+            by=request.user.get_username(),
+        )
+    except Conflict as exc:
+        messages.error(request, str(exc))
     return redirect("run-detail", slug=slug, run_id=run_id)
 
 

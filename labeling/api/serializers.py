@@ -487,3 +487,29 @@ class ComparisonSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ComparisonOutputSerializer(serializers.Serializer):
+    completion = serializers.IntegerField(source="pk")
+    model = serializers.CharField(source="model_version.name")
+    text = serializers.CharField()
+
+
+class ComparisonReviewSerializer(serializers.ModelSerializer):
+    """A blind A/B judgement as reviewers read it: both outputs with the models behind them, in
+    the sides the labeler saw (A: shown first)."""
+
+    labeler = serializers.CharField(source="labeler.username")
+    prompt_id = serializers.IntegerField(source="task.prompt_id")
+    prompt = serializers.CharField(source="task.prompt.text", help_text="Its last user turn.")
+    a = ComparisonOutputSerializer(source="a_completion")
+    b = ComparisonOutputSerializer(source="b_completion")
+    winner = serializers.CharField(help_text="a, b, tie or both_bad.")
+
+    class Meta:
+        model = Comparison
+        fields = [
+            "id", "task_id", "prompt_id", "prompt", "labeler", "a", "b", "winner", "notes",
+            "time_spent_ms", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields

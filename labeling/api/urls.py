@@ -43,6 +43,7 @@ urlpatterns = [
     path(f"{project}labelers/", views.LabelersView.as_view(), name="labelers"),
     path(f"{project}demonstrations/", views.DemonstrationListView.as_view(), name="demonstrations"),
     path(f"{project}rankings/", views.RankingListView.as_view(), name="rankings"),
+    path(f"{project}comparisons/", views.ComparisonListView.as_view(), name="comparisons"),
     path(lease, views.LeaseDetailView.as_view(), name="lease"),
     path(f"{lease}reclaim/", views.ReclaimView.as_view(), name="reclaim"),
     path(f"{lease}skip/", views.SkipView.as_view(), name="skip"),

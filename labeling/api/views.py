@@ -7,7 +7,8 @@ answers in labeling/api/errors.py.
 Who may do what:
 - any member (labeler and up): read the project, claim tasks, work their own leases, list their
   own demonstrations and rankings;
-- reviewer and up: exports, progress, agreement, per-labeler counts, everybody's submissions;
+- reviewer and up: exports, progress, agreement, per-labeler counts, everybody's submissions and
+  blind comparisons;
 - admin: edit guidelines, import prompts and ranking tasks, manage members;
 - staff users (Django `is_staff`) and anyone who already administers a project create projects
   and become their first admin (access.can_create_project, the rule the page follows too).
@@ -38,7 +39,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import access, exports, queue, selectors, services
-from labeling.models import Demonstration, Membership, Ranking, Role, Split
+from labeling.models import Comparison, Demonstration, Membership, Ranking, Role, Split
 
 from . import fast
 from . import serializers as s
@@ -379,8 +380,8 @@ class ComparisonSubmitView(QueueView):
         tags=["queue"],
         request=s.ComparisonSubmitSerializer,
         responses={
-            201: s.ComparisonSerializer,
-            200: OpenApiResponse(s.ComparisonSerializer, description="Already submitted."),
+            201: s.ComparisonReviewSerializer,
+            200: OpenApiResponse(s.ComparisonReviewSerializer, description="Already submitted."),
             **LEASE_ERRORS,
         },
         summary="Submit a blind A/B judgement: a, b, tie or both_bad (idempotent on the lease)",
@@ -391,7 +392,7 @@ class ComparisonSubmitView(QueueView):
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
         return Response(
-            s.ComparisonSerializer(comparison).data,
+            s.ComparisonReviewSerializer(comparison).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -551,6 +552,31 @@ class DemonstrationListView(generics.ListAPIView):
         return selectors.demonstrations_visible(membership=membership)
 
     @extend_schema(tags=["submissions"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class ComparisonListView(generics.ListAPIView):
+    """The project's blind A/B judgements with both outputs and their models (reviewer): what
+    the win rates are counted from, for a script's own analysis."""
+
+    serializer_class = s.ComparisonReviewSerializer
+    queryset = Comparison.objects.none()
+
+    def get_queryset(self):
+        _member(self.request, self.kwargs["project_id"], Role.REVIEWER)
+        return selectors.comparisons_for_review(
+            project_id=self.kwargs["project_id"], model=self.request.query_params.get("model")
+        )
+
+    @extend_schema(
+        tags=["submissions"],
+        parameters=[
+            OpenApiParameter("model", str, description="Only those this model took part in.")
+        ],
+        responses={200: s.ComparisonReviewSerializer(many=True), **ERRORS},
+        summary="Blind A/B judgements with both outputs and their models (reviewer)",
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -8,6 +8,7 @@ decided in labeling/access.py.
 
 from .projects import members_of, memberships_for_user
 from .review import (
+    comparisons_for_review,
     demonstrations_for_review,
     demonstrations_visible,
     labeler_agreement,
@@ -34,6 +35,7 @@ __all__ = [
     "HomeRow",
     "LeasePage",
     "ShownCompletion",
+    "comparisons_for_review",
     "counts_today",
     "demonstrations_for_review",
     "demonstrations_visible",

@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from .. import sql, stats, tally
-from ..models import Demonstration, Membership, Project, Ranking, RankingEntry, Role, Task
+from ..models import (
+    Comparison,
+    Demonstration,
+    Membership,
+    Project,
+    Ranking,
+    RankingEntry,
+    Role,
+    Task,
+)
 from ..sql import statements
 
 
@@ -96,6 +105,26 @@ def demonstrations_visible(*, membership: Membership) -> QuerySet[Demonstration]
     if not membership.allows(Role.REVIEWER):
         demonstrations = demonstrations.filter(labeler_id=membership.user_id)
     return demonstrations
+
+
+def comparisons_for_review(*, project_id: int, model: str | None = None) -> QuerySet[Comparison]:
+    """A project's blind comparisons with both outputs and the models behind them, oldest first;
+    `model` keeps those where it was one of the two."""
+    comparisons = (
+        Comparison.objects.filter(task__project_id=project_id)
+        .select_related(
+            "labeler",
+            "task__prompt",
+            "a_completion__model_version",
+            "b_completion__model_version",
+        )
+        .order_by("pk")
+    )
+    if model is not None:
+        comparisons = comparisons.filter(
+            Q(a_completion__model_version__name=model) | Q(b_completion__model_version__name=model)
+        )
+    return comparisons
 
 
 def rankings_visible(*, membership: Membership) -> QuerySet[Ranking]:

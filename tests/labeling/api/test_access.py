@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -41,14 +42,24 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "labelers": ("/api/v1/projects/{p}/labelers/", {"GET": "reviewer"}),
     "evaluation": ("/api/v1/projects/{p}/evaluation/", {"GET": "reviewer"}),
     "runs": ("/api/v1/projects/{p}/runs/", {"GET": "reviewer", "POST": "admin"}),
+    "evaluation-tasks": ("/api/v1/projects/{p}/evaluation-tasks/", {"POST": "admin"}),
+    "models": ("/api/v1/projects/{p}/models/", {"GET": "reviewer"}),
     "model": ("/api/v1/projects/{p}/models/{model}/", {"GET": "reviewer"}),
+    "model-completions": ("/api/v1/projects/{p}/models/{model}/completions/", {"GET": "reviewer"}),
+    "registrations": (
+        "/api/v1/projects/{p}/model-registrations/",
+        {"GET": "admin", "POST": "admin"},
+    ),
+    "registration": ("/api/v1/projects/{p}/model-registrations/{registration}/", {"GET": "admin"}),
     "run": ("/api/v1/projects/{p}/runs/{run}/", {"GET": "reviewer"}),
     "run-cancel": ("/api/v1/projects/{p}/runs/{run}/cancel/", {"POST": "admin"}),
+    "run-resume": ("/api/v1/projects/{p}/runs/{run}/resume/", {"POST": "admin"}),
     "rounds": ("/api/v1/projects/{p}/rounds/", {"GET": "reviewer", "POST": "admin"}),
     "round": ("/api/v1/projects/{p}/rounds/{round}/", {"GET": "reviewer"}),
     "round-cancel": ("/api/v1/projects/{p}/rounds/{round}/cancel/", {"POST": "admin"}),
     "demonstrations": ("/api/v1/projects/{p}/demonstrations/", {"GET": "labeler"}),
     "rankings": ("/api/v1/projects/{p}/rankings/", {"GET": "labeler"}),
+    "comparisons": ("/api/v1/projects/{p}/comparisons/", {"GET": "reviewer"}),
     "lease": ("/api/v1/leases/{demo}/", {"GET": "owner"}),
     "heartbeat": ("/api/v1/leases/{demo}/heartbeat/", {"POST": "owner"}),
     "reclaim": ("/api/v1/leases/{demo}/reclaim/", {"POST": "owner"}),
@@ -82,16 +93,22 @@ def _user(personas, role):
 
 def _url(template, project, personas, leases):
     alices_token = api_token_issue(user_id=personas.alice.pk, name="x", now=now(), lifetime=None)
-    run = round_ = model = None
-    if "{run}" in template or "{round}" in template or "{model}" in template:
+    run = round_ = model = registration = None
+    if {"{run}", "{round}", "{model}", "{registration}"} & set(re.findall(r"\{\w+\}", template)):
         from tests.factories import ModelVersionFactory
-        from training.models import Round, TrainingRun
+        from training.models import ModelRegistration, Round, TrainingRun
 
         base = ModelVersionFactory(project=project, kind="base")
-        run = TrainingRun.objects.create(project=project, kind="sft", base_model=base).pk
+        run = TrainingRun.objects.create(
+            project=project, kind="sft", base_model=base, status="failed"
+        ).pk
         round_ = Round.objects.create(project=project, number=1, policy=base).number
         model = base.pk
+        registration = ModelRegistration.objects.create(
+            project=project, name="reg", source_kind="directory", source="x"
+        ).pk
     return template.format(
+        registration=registration,
         model=model,
         run=run,
         round=round_,
@@ -120,6 +137,31 @@ def test_no_endpoint_answers_2xx_to_a_role_and_method_it_is_not_meant_for(
         assert response.status_code == (405 if endpoint == "token" else 401)
     else:
         assert response.status_code in {403, 404, 405}, response.content
+
+
+def test_every_api_route_is_in_the_matrix_with_the_methods_its_view_answers():
+    """A new endpoint cannot skip the role x method test above: each /api/v1/ route is listed,
+    and each method its view implements is meant for somebody."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    def routes(patterns, prefix=""):
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                yield from routes(entry.url_patterns, prefix + str(entry.pattern))
+            elif isinstance(entry, URLPattern):
+                yield prefix + str(entry.pattern), entry.callback
+
+    def shape(route):  # "projects/<id:project_id>/runs/" and "projects/{p}/runs/" alike
+        return re.sub(r"<[^>]+>|\{\w+\}", "*", route.removeprefix("/"))
+
+    listed = {shape(template): allowed for template, allowed in ENDPOINTS.values()}
+    for route, view in routes(get_resolver().url_patterns):
+        if not route.startswith("api/v1/"):
+            continue
+        assert shape(route) in listed, f"{route} is not in ENDPOINTS"
+        view_class = view.view_class
+        implemented = {m.upper() for m in view_class.http_method_names if hasattr(view_class, m)}
+        assert implemented - {"HEAD", "OPTIONS"} == set(listed[shape(route)]), route
 
 
 def test_labeler_b_cannot_touch_labeler_a_s_leases_and_nothing_changes(

@@ -102,6 +102,12 @@ def test_the_schema_endpoint_serves_valid_openapi_documenting_every_api_path():
         ("/api/v1/projects/{project_id}/rounds/{number}/cancel/", "post"),
         ("/api/v1/projects/{project_id}/demonstrations/", "get"),
         ("/api/v1/projects/{project_id}/rankings/", "get"),
+        ("/api/v1/projects/{project_id}/comparisons/", "get"),
+        ("/api/v1/projects/{project_id}/runs/{run_id}/resume/", "post"),
+        ("/api/v1/projects/{project_id}/evaluation-tasks/", "post"),
+        ("/api/v1/projects/{project_id}/models/", "get"),
+        ("/api/v1/projects/{project_id}/models/{version_id}/completions/", "get"),
+        ("/api/v1/projects/{project_id}/model-registrations/", "post"),
     ]:
         assert method in paths[path], (path, method)
     next_op = paths["/api/v1/projects/{project_id}/next/"]["post"]

@@ -140,6 +140,60 @@ def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_and_registers_one_m
     shutil.rmtree(storage.run_dir(run), ignore_errors=True)
 
 
+def test_a_failed_run_resumed_over_the_api_continues_from_its_last_checkpoint(
+    project, personas, tiny_base, worker_env, tmp_path, now
+):
+    """The worker is killed mid-run and the run has no attempt left, so the next worker gives it
+    up (failed, "Gave up after 1 attempts"); an admin resumes it and it finishes from the last
+    checkpoint, not from step 0."""
+    from tests.factories import api_client
+
+    for i in range(16):
+        submitted_demonstration(project, personas.alice, f"A small bird eats some bread {i}.", now)
+    worker = start_worker(env=worker_env, log_path=tmp_path / "first.log")
+    run = _launch(
+        project, personas.admin, tiny_base, max_steps=200, batch_size=4, checkpoint_every=10
+    )
+    try:
+        wait_until(
+            lambda: TrainingRun.objects.get(pk=run.pk).step >= 25, timeout=180, interval=0.05
+        )
+    finally:
+        worker.process.kill()
+        worker.process.wait()
+    TrainingRun.objects.filter(pk=run.pk).update(max_attempts=1)  # its last attempt was lost
+    killed_at = TrainingRun.objects.get(pk=run.pk).step
+    wait_until(
+        lambda: not TrainingRun.objects.filter(pk=run.pk, lease_expires_at__gt=_now()).exists(),
+        timeout=30,
+    )
+    second = start_worker(env=worker_env, log_path=tmp_path / "second.log")
+    try:
+        failed = wait_until(lambda: _finished(run.pk), timeout=60)
+        assert failed.status == RunStatus.FAILED and "Gave up after 1" in failed.error
+        admin = api_client(personas.admin)
+        url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/"
+        resumed = admin.post(url + "resume/")
+        assert resumed.status_code == 202, resumed.content
+        assert resumed.json()["status"] == "queued"
+        assert resumed.json()["error"].startswith("Resumed by ada_admin at ")
+        run = wait_until(lambda: _finished(run.pk), timeout=240)
+    finally:
+        second.stop()
+    assert run.status == RunStatus.SUCCEEDED, run.error + second.log()[-3000:]
+    assert run.attempt == 2 and run.error == ""  # a success clears the last attempt's error
+    assert ModelVersion.objects.filter(training_run=run).count() == 1
+    started = dict(
+        RunMetric.objects.filter(run=run, name="run/started_at_step").values_list("step", "value")
+    )
+    resumed_from = max(started.values())
+    assert resumed_from >= 10 and killed_at - resumed_from <= 10 + 1, (killed_at, started)
+    again = admin.post(url + "resume/")
+    assert again.status_code == 409 and "succeeded" in again.json()["detail"]
+    shutil.rmtree(Path(settings.MODEL_ROOT) / storage.run_key(run), ignore_errors=True)
+    shutil.rmtree(storage.run_dir(run), ignore_errors=True)
+
+
 def _now():
     from django.utils import timezone
 

@@ -256,3 +256,75 @@ def test_a_bad_run_request_is_a_400_that_names_the_problem_and_launches_nothing(
     )
     assert response.status_code == 400 and words in response.content.decode(), response.content
     assert not TrainingRun.objects.exists()
+
+
+def _failed_run(project, base, now, **fields):
+    return TrainingRun.objects.create(
+        project=project, kind="sft", base_model=base, status=RunStatus.FAILED, attempt=3,
+        max_attempts=3, error="CUDA out of memory", finished_at=now, **fields,
+    )  # fmt: skip
+
+
+def test_an_admin_resumes_a_failed_run_over_the_api_with_fresh_attempts_and_its_reason_kept(
+    project, personas, base, now, django_capture_on_commit_callbacks
+):
+    run = _failed_run(project, base, now)
+    url = f"/api/v1/projects/{project.pk}/runs/{run.pk}/resume/"
+    assert api_client(personas.reviewer).post(url).status_code == 403
+    assert api_client(personas.outsider).post(url).status_code == 404
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        answer = api_client(personas.admin).post(url)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert len(sent) == 1  # sent to the queue once the resume committed
+    run.refresh_from_db()
+    assert (run.status, run.attempt, run.max_attempts, run.finished_at) == ("queued", 3, 6, None)
+    assert run.error.startswith("Resumed by ada_admin at ")
+    assert run.error.endswith("It had failed: CUDA out of memory")
+    again = api_client(personas.admin).post(url)
+    assert again.status_code == 409 and "this one is queued" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        ("cancelled", "checkpoints are gone"),
+        ("succeeded", "is succeeded"),
+        ("running", "not finished"),
+    ],
+)
+def test_only_a_failed_run_is_resumed_and_the_409_says_why(
+    project, personas, base, now, status, says
+):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=status)
+    answer = api_client(personas.admin).post(f"/api/v1/projects/{project.pk}/runs/{run.pk}/resume/")
+    assert answer.status_code == 409 and says in answer.json()["detail"], answer.json()
+    run.refresh_from_db()
+    assert run.status == status
+
+
+def test_a_failed_step_of_a_round_is_not_resumed_alone(project, personas, base, now):
+    from training.models import Round, RoundStep
+
+    run = _failed_run(project, base, now)
+    round_ = Round.objects.create(project=project, number=4, policy=base, status="failed")
+    RoundStep.objects.create(round=round_, position=0, role="reward", run=run)
+    answer = api_client(personas.admin).post(f"/api/v1/projects/{project.pk}/runs/{run.pk}/resume/")
+    assert answer.status_code == 409 and "step of round 4" in answer.json()["detail"]
+    page = _client(personas.admin).get(f"/p/{project.slug}/runs/{run.pk}/")
+    assert b"Resume from the last checkpoint" not in page.content
+
+
+def test_an_admin_resumes_a_failed_run_from_its_page_with_key_r(project, personas, base, now):
+    run = _failed_run(project, base, now)
+    page = _client(personas.admin).get(f"/p/{project.slug}/runs/{run.pk}/")
+    assert b'data-key="r">Resume from the last checkpoint' in page.content
+    reviewer_page = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/")
+    assert b"Resume from the last checkpoint" not in reviewer_page.content
+    refused = _client(personas.reviewer).post(f"/p/{project.slug}/runs/{run.pk}/resume/")
+    assert refused.status_code == 403
+    done = _client(personas.admin, csrf=False).post(f"/p/{project.slug}/runs/{run.pk}/resume/")
+    assert done.status_code == 302
+    run.refresh_from_db()
+    assert run.status == "queued"
+    again = _client(personas.admin).post(f"/p/{project.slug}/runs/{run.pk}/resume/", follow=True)
+    assert b"Only a failed run can be resumed" in again.content
