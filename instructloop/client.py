@@ -43,6 +43,7 @@ __all__ = [
     "ApiError",
     "Client",
     "Comparison",
+    "Completion",
     "Evaluation",
     "JobFailed",
     "KindProgress",
@@ -528,17 +529,63 @@ class Agreement:
 
 
 @dataclass(frozen=True, slots=True)
-class Comparison:
-    """A blind A/B judgement as reviewers read it (`Client.comparisons`). The endpoint is new:
-    every field of its answer is kept in `data`, the usual ones also as attributes."""
+class ComparisonOutput:
+    """One side of a blind A/B judgement: the completion, the model behind it, its text."""
 
+    __schema__: ClassVar[str] = "ComparisonOutput"
+    completion: int
+    model: str
+    text: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ComparisonOutput:
+        return _plain(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A blind A/B judgement as reviewers read it: both sides as the labeler saw them (a: shown
+    first) with their models, and the winner (a, b, tie or both_bad)."""
+
+    __schema__: ClassVar[str] = "ComparisonReview"
     id: int
+    task_id: int
+    prompt_id: int
+    prompt: str
+    labeler: str
+    a: ComparisonOutput
+    b: ComparisonOutput
     winner: str
-    data: dict[str, Any]
+    notes: str
+    time_spent_ms: int
+    created_at: datetime
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Comparison:
-        return cls(id=data["id"], winner=data.get("winner", ""), data=dict(data))
+        a, b = ComparisonOutput.from_json(data["a"]), ComparisonOutput.from_json(data["b"])
+        return _plain(cls, data, a=a, b=b)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """An output a model version sampled, with its prompt (`Client.completions`)."""
+
+    __schema__: ClassVar[str] = "Completion"
+    id: int
+    prompt_id: int
+    prompt: str
+    split: str
+    text: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    finished: bool | None
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Completion:
+        return _plain(cls, data)
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -782,6 +829,15 @@ class Client:
         vid = version.id if isinstance(version, ModelVersion) else version
         return Lineage.from_json(self._call("GET", f"projects/{_pid(project)}/models/{vid}/"))
 
+    def completions(
+        self, project: ProjectRef, version: int | ModelVersion, *, split: str | None = None
+    ) -> Iterator[Completion]:
+        """The outputs a model version sampled, with their prompts (of one split if given)."""
+        vid = version.id if isinstance(version, ModelVersion) else version
+        url = f"projects/{_pid(project)}/models/{vid}/completions/"
+        params = {"split": split} if split is not None else None
+        return (Completion.from_json(c) for c in self._paged(url, params))
+
     def register_model(
         self,
         project: ProjectRef,
@@ -988,8 +1044,8 @@ class Client:
     ) -> bytes:
         """The same records as a Parquet file's bytes."""
         url = f"projects/{_pid(project)}/export/{kind}/"
-        params = {**_export_params(split, after), "format": "parquet"}
-        return self._send("GET", url, params=params).content
+        headers = {"Accept": "application/vnd.apache.parquet"}
+        return self._send("GET", url, params=_export_params(split, after), headers=headers).content
 
 
 def _export_params(split: str | None, after: int | None) -> dict[str, Any]:

@@ -15,11 +15,22 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from instructloop.client import ApiError, Client, ImportResult, Project, Run
+from instructloop.client import ApiError, Client, ImportResult, JobFailed, Project, Run
+from labeling import queue, services
 from labeling.models import ModelVersion, Role, Split
-from tests.factories import ModelVersionFactory, ProjectFactory, PromptFactory, api_key, member
+from tests.factories import (
+    CompletionFactory,
+    ModelVersionFactory,
+    ProjectFactory,
+    PromptFactory,
+    api_key,
+    member,
+    submitted_demonstration,
+)
 from tests.worker import database_url
+from training.models import RunStatus, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -263,3 +274,43 @@ def test_a_database_outage_503_is_retried_after_retry_after_until_the_database_i
         database.close()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_resume_evaluation_tasks_comparisons_completions_and_exports(live_server, world):
+    now = timezone.now()
+    old = ModelVersionFactory(project=world.project, name="old", kind=ModelVersion.Kind.SFT)
+    for prompt in PromptFactory.create_batch(2, project=world.project, split=Split.TEST):
+        for model in (world.base, old):
+            CompletionFactory(prompt=prompt, model_version=model)
+    admin = Client(live_server.url, api_key(world.admin), retries=0)
+
+    assert admin.create_evaluation_tasks(world.pid, "tiny-base", "old") == 2
+    assert admin.create_evaluation_tasks(world.pid, "tiny-base", "old") == 0  # skipped: made
+    lease = queue.claim_next(
+        user_id=world.alice.pk, project=world.project, kind="comparison", now=now
+    )
+    services.comparison_submit(lease_id=lease.pk, user_id=world.alice.pk, winner="a", now=now)
+    (judged,) = admin.comparisons(world.pid)
+    assert (judged.labeler, judged.winner) == ("alice_labeler", "a")
+    assert {judged.a.model, judged.b.model} == {"tiny-base", "old"}
+    assert sorted(c.split for c in admin.completions(world.pid, world.base.pk)) == ["test", "test"]
+
+    run = admin.sample(world.pid, "tiny-base", config={"k": 2})
+    with pytest.raises(ApiError) as not_failed:
+        admin.resume_run(world.pid, run.id)
+    assert not_failed.value.status == 409 and not_failed.value.detail
+    TrainingRun.objects.filter(pk=run.id).update(status=RunStatus.FAILED, error="out of memory")
+    with pytest.raises(JobFailed, match="out of memory"):
+        admin.wait_run(world.pid, run.id, timeout=5)
+    resumed = admin.resume_run(world.pid, run.id)
+    assert (resumed.id, resumed.status) == (run.id, "queued")
+
+    demonstration = submitted_demonstration(world.project, world.alice, "An answer.", now)
+    lines = list(admin.export(world.pid, "sft"))
+    assert [line["id"] for line in lines] == [demonstration.pk]
+    assert lines[0]["messages"][-1] == {"role": "assistant", "content": "An answer."}
+    assert admin.export_parquet(world.pid, "sft")[:4] == b"PAR1"
+    with pytest.raises(ApiError) as bad_after:
+        list(admin.export(world.pid, "sft", after=-1))
+    assert bad_after.value.status == 400 and "after" in str(bad_after.value)
+    assert admin.progress(world.pid).demonstration.submitted >= 1
