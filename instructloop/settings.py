@@ -422,3 +422,8 @@ if PRODUCTION:
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
     }
+
+# The Celery app, created with the settings so that every Django process (web, worker, manage.py,
+# tests) has it before a task is sent (shared_task binds to it). It lives here rather than in
+# instructloop/__init__.py so that the API client (instructloop/client.py) imports no Django.
+from .celery import app as celery_app  # noqa: E402, F401
