@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from instructloop.client import Client, JobFailed, Round, Run  # noqa: E402
 
 from bench.common import accuracy_text, reset_database  # noqa: E402
+from instructloop.client import Client, JobFailed, Round, Run  # noqa: E402
 from labeling import stats  # noqa: E402
 from training.demo import suites  # noqa: E402
 from training.demo.crowd import make_crowd  # noqa: E402
@@ -239,7 +239,7 @@ def main() -> None:
 
     base_name = "tiny-base" if args.base == "tiny" else "smollm2-135m-instruct"
     with stage(f"build the base model ({base_name})"):
-        target = var_dir / "models" / "uploads" / base_name
+        target = var_dir / "import" / base_name  # where a registration reads a directory from
         cached = ROOT / "var" / "models" / base_name
         if args.reuse_base and cached.is_dir():
             shutil.copytree(cached, target)
@@ -299,16 +299,13 @@ def drive(
     prompts = task_suite.sample_prompts(args.prompts, seed=args.seed)
     splits = admin.import_prompts(project, [{"prompt": p} for p in prompts]).splits
     registered = admin.register_model(
-        project, base_name, source_kind="directory", source=f"uploads/{base_name}"
+        project, base_name, source_kind="directory", source=base_name
     )
     admin.wait_registration(project, registered.id)
     tokens = []
     for i in range(1, args.labelers + 1):
         invited = admin.invite_member(project, f"sim-labeler-{i}", role="labeler")
         tokens.append(accept_invite(invited.invite_link, invited.username, base_url))
-    splits = {
-        s: sum(1 for _ in admin.prompts(project, split=s)) for s in ("train", "valid", "test")
-    }
     print(f"    prompts by split: {splits}")
 
     def crowd(kinds: list[str], seed: int) -> None:

@@ -54,7 +54,13 @@ class RegistrationCreateSerializer(StrictSerializer):
         max_length=500,
         help_text="A path under the models root (directory or .gguf file), or a hub name.",
     )
-    revision = serializers.CharField(max_length=100, required=False, default="")
+    revision = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="A hub revision (blank: the default branch).",
+    )
     default_chat_template = serializers.CharField(
         required=False,
         default="",

@@ -135,7 +135,7 @@ class MemberSetSerializer(StrictSerializer):
 
 class MemberInviteSerializer(StrictSerializer):
     username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
-    email = serializers.EmailField(required=False, default="")
+    email = serializers.EmailField(required=False, default="", allow_blank=True)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.LABELER)
 
 

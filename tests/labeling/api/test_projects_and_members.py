@@ -159,6 +159,8 @@ def test_an_admin_invites_over_the_api_and_the_link_sets_a_password_that_gets_a_
     assert script.get(f"/api/v1/projects/{project.pk}/progress/").status_code == 200
     again = api(personas.admin).post(url, body, format="json")
     assert again.status_code == 400 and "already exists; add them instead" in again.json()["detail"]
+    no_email = api(personas.admin).post(url, {"username": "omar", "email": ""}, format="json")
+    assert no_email.status_code == 201 and no_email.json()["role"] == "labeler"
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,7 @@ def _api(user) -> APIClient:
 def test_an_admin_registers_through_the_api_and_follows_it(project, personas, toy):
     url = f"/api/v1/projects/{project.pk}/model-registrations/"
     body = {"name": "toy", "source_kind": "directory", "source": "team/toy",
-            "default_chat_template": TEMPLATE}  # fmt: skip
+            "default_chat_template": TEMPLATE, "revision": ""}  # blank: as the client sends  # fmt: skip
     response = _api(personas.admin).post(url, body, format="json")
     assert response.status_code == 202, response.content
     created = response.json()
