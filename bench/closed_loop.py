@@ -15,6 +15,15 @@ round's policy, the win rate (simulated evaluators, and the suite's gold judge, 
 SFT and over the round's compute-matched SFT, its reward model's held-out accuracy (labelers) and
 within-prompt agreement with the gold judge, final KL and the wall time of every stage.
 
+Everything the platform does is asked for over its HTTP API with the project's client
+(instructloop/client.py), as a customer's script would: the operator's set-up is `manage.py
+migrate` and `createsuperuser`; the admin creates the project, imports the prompts, registers the
+base model, invites the simulated labelers (each sets a password through the invite link and gets
+an API token), launches SFT, the sampling and the rounds, and reads every figure back; the crowd
+works through the same API. The bench's own parts are the gold judge, which scores the texts the
+API returns, and the reward models' agreement with it, which reads their weights where the worker
+wrote them.
+
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 Results, with the commands that produced them: docs/benchmarks.md.
 """
@@ -24,17 +33,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
+from instructloop.client import Client, JobFailed, Round, Run  # noqa: E402
+
 from bench.common import accuracy_text, reset_database  # noqa: E402
+from labeling import stats  # noqa: E402
+from training.demo import suites  # noqa: E402
+from training.demo.crowd import make_crowd  # noqa: E402
+from training.demo.http_crowd import run_crowd  # noqa: E402
+
+# The newest ranking tasks the crowd's noise is calibrated on (as simulate_labelers does).
+CALIBRATION_TASKS = 200
 
 STAGES: list[tuple[str, float]] = []
 
@@ -52,43 +75,55 @@ def stage(name: str):
     return _Timer()
 
 
-def _wait_run(run_id: int, timeout: float = 1800) -> object:
-    from training.models import RunStatus, TrainingRun
+def manage(*args: str, env: dict[str, str]) -> None:
+    """The operator's set-up, as on any install: `manage.py migrate`, `createsuperuser`."""
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
+
+def accept_invite(link: str, username: str, base_url: str) -> str:
+    """What an invited labeler does in the browser: open the link, set a password, then ask the
+    API for a token (returned)."""
+    password = secrets.token_urlsafe(18)
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        form = browser.get(link)
+        form.raise_for_status()
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        if csrf is None:
+            raise SystemExit(f"the invite link {link} showed no password form")
+        done = browser.post(
+            str(form.url),
+            data={"csrfmiddlewaretoken": csrf.group(1), "new_password1": password,
+                  "new_password2": password},
+            headers={"Referer": str(form.url)},
+        )  # fmt: skip
+        done.raise_for_status()
+        answer = browser.post(
+            f"{base_url}/api/v1/auth/token/",
+            json={"username": username, "password": password, "name": "closed-loop crowd"},
+        )
+        answer.raise_for_status()
+        return answer.json()["token"]
+
+
+def wait_for_server(base_url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    last = -1
-    while time.monotonic() < deadline:
-        run = TrainingRun.objects.get(pk=run_id)
-        if run.step != last:
-            print(
-                f"    run {run.pk} {run.kind}: {run.status} {run.step}/{run.total_steps}",
-                flush=True,
-            )
-            last = run.step
-        if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
-            if run.status != RunStatus.SUCCEEDED:
-                raise SystemExit(f"run {run.pk} {run.status}: {run.error[-2000:]}")
-            return run
-        time.sleep(2)
-    raise SystemExit(f"run {run_id} did not finish in {timeout} s")
+    while True:
+        try:
+            if httpx.get(f"{base_url}/api/schema/", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the web server at {base_url} did not answer in {timeout} s")
+        time.sleep(0.5)
 
 
-def _wait_round(round_id: int, timeout: float = 3600) -> object:
-    from training.models import Round, RoundStatus
-
-    deadline = time.monotonic() + timeout
-    stage_seen = None
-    while time.monotonic() < deadline:
-        round_ = Round.objects.get(pk=round_id)
-        if round_.stage != stage_seen:
-            print(f"    round {round_.number}: {round_.stage}", flush=True)
-            stage_seen = round_.stage
-        if round_.status != RoundStatus.RUNNING:
-            if round_.status != RoundStatus.SUCCEEDED:
-                raise SystemExit(f"round failed: {round_.error} gate={round_.gate}")
-            return round_
-        time.sleep(2)
-    raise SystemExit("round did not finish")
+def follow(client: Client, project: int, run: Run) -> Run:
+    """Wait for a run, printing its progress; a failed run stops the bench with its reason."""
+    try:
+        return client.wait_run(project, run.id, timeout=3 * 3600)
+    except JobFailed as failed:
+        raise SystemExit(f"run {run.id} {run.kind}: {failed}") from None
 
 
 def policy_steps(args: argparse.Namespace) -> dict:
@@ -192,17 +227,19 @@ def main() -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="instructloop-loop-"))
     db_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/il_loop")
     broker = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/12")
-    os.environ.update(
-        DATABASE_URL=db_url, CELERY_BROKER_URL=broker, INSTRUCTLOOP_VAR_DIR=str(var_dir),
+    admin_password = secrets.token_urlsafe(18)
+    env = dict(
+        os.environ, DATABASE_URL=db_url, CELERY_BROKER_URL=broker, INSTRUCTLOOP_VAR_DIR=str(var_dir),
         DJANGO_SETTINGS_MODULE="instructloop.settings", DEBUG="0", LOG_LEVEL="WARNING",
+        DJANGO_SUPERUSER_USERNAME="loop-admin", DJANGO_SUPERUSER_PASSWORD=admin_password,
+        DJANGO_SUPERUSER_EMAIL="loop-admin@example.org",
     )  # fmt: skip
     reset_database(db_url)
+    task_suite = suites.suite(args.suite)
 
     base_name = "tiny-base" if args.base == "tiny" else "smollm2-135m-instruct"
     with stage(f"build the base model ({base_name})"):
-        import shutil
-
-        target = var_dir / "models" / base_name
+        target = var_dir / "models" / "uploads" / base_name
         cached = ROOT / "var" / "models" / base_name
         if args.reuse_base and cached.is_dir():
             shutil.copytree(cached, target)
@@ -215,44 +252,8 @@ def main() -> None:
 
             build(target)
 
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from django.db import connection
-
-    from labeling import imports, selectors, services, stats
-    from labeling.models import Comparison, ModelVersion, Prompt, Split
-    from training import rounds, runs
-    from training import selectors as training_selectors
-    from training.demo import suites
-    from training.demo.crowd import make_crowd
-    from training.demo.http_crowd import run_crowd
-    from training.management.commands.simulate_labelers import (
-        calibration_rankings,
-        simulated_tokens,
-    )
-
-    task_suite = suites.suite(args.suite)
-
-    call_command("migrate", verbosity=0)
-    admin = get_user_model().objects.create_user("loop-admin", password=None, is_staff=True)
-    project = services.project_create(
-        name="Closed loop", slug="loop", creator=admin, k=args.k, overlap=2, demo_overlap=1,
-        guidelines="Answer exactly what is asked, briefly, then stop.",
-    )  # fmt: skip
-    lines = "\n".join(
-        json.dumps({"prompt": p}) for p in task_suite.sample_prompts(args.prompts, seed=args.seed)
-    )
-    rows = imports.parse_prompts("prompts.jsonl", lines.encode(), max_bytes=50_000_000)
-    services.prompts_import(project=project, rows=rows, source="bench")
-    base = ModelVersion.objects.create(project=project, name=base_name, kind="base", path=base_name)
-    tokens = simulated_tokens(project=project, n=args.labelers)
-    splits = {s: Prompt.objects.filter(project=project, split=s).count() for s in Split.values}
-    print(f"    prompts by split: {splits}")
-
-    env = dict(os.environ)
+    manage("migrate", "--verbosity", "0", env=env)
+    manage("createsuperuser", "--noinput", env=env)
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "instructloop.wsgi:application", "--bind",
          f"127.0.0.1:{args.port}", "--workers", "2", "--worker-class", "gthread", "--threads", "4",
@@ -266,73 +267,8 @@ def main() -> None:
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{args.port}"
     try:
-        time.sleep(3)
-
-        def crowd(kinds: list[str], seed: int):
-            # As `manage.py simulate_labelers` does: the noise is calibrated on the project's own
-            # ranking tasks (real samples are closer in quality than synthetic ones).
-            labelers = make_crowd(
-                len(tokens), agreement=args.agreement, seed=seed,
-                rankings=calibration_rankings(project=project) or None, suite=args.suite,
-            )  # fmt: skip
-            summary = run_crowd(base_url, tokens, project.pk, kinds=kinds, crowd=labelers)
-            for line in summary.lines():
-                print("    " + line)
-            connection.close()
-
-        with stage("simulated labelers write demonstrations"):
-            crowd(["demonstration"], args.seed)
-
-        with stage("SFT"):
-            run = runs.run_start(
-                project=project, kind="sft", created_by=admin, base_model=base,
-                config={"max_steps": args.sft_steps, "batch_size": args.sft_batch, "checkpoint_every": 50,
-                        "lr": args.sft_lr or (1e-3 if args.base == "tiny" else 5e-5)},
-            )  # fmt: skip
-            run = _wait_run(run.pk)
-            sft = ModelVersion.objects.get(training_run=run)
-
-        with stage(
-            f"SFT policy samples {args.rank_samples} per train prompt into the ranking queue"
-        ):
-            run = runs.run_start(
-                project=project, kind="sample", created_by=admin, base_model=sft,
-                config={"k": args.rank_samples, "temperature": args.rank_temperature, "max_new_tokens": 48,
-                        **({"max_prompts": args.rank_prompts} if args.rank_prompts else {})},
-            )  # fmt: skip
-            _wait_run(run.pk)
-
-        with stage("simulated labelers rank"):
-            crowd(["ranking"], args.seed + 1)
-
-        finished: list = []  # the rounds, in order; each starts from the previous one's policy
-        train_prompts = Prompt.objects.filter(project=project, split=Split.TRAIN).count()
-        for number in range(1, args.rounds + 1):
-            last = number == args.rounds
-            with stage(f"round {number} ({args.recipe}): policy step, gate, baseline, sampling"):
-                round_ = rounds.round_start(
-                    project=project, policy=finished[-1].new_policy if finished else sft,
-                    created_by=admin, recipe=args.recipe,
-                    config={
-                        **policy_steps(args),
-                        "baseline": False if args.no_baseline else {},
-                        "gate": {"max_kl": args.max_kl},
-                        "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
-                        "rank_sample": {"temperature": args.rank_temperature},
-                        "max_prompts": 32 if last else args.round_rank_prompts or train_prompts,
-                        "eval_prompts": 200,
-                    },
-                )  # fmt: skip
-                round_ = _wait_round(round_.pk)
-            finished.append(round_)
-            if not last:
-                with stage(f"simulated labelers rank round {number}'s samples"):
-                    crowd(["ranking"], args.seed + 10 + number)
-        for done in finished[1:]:  # a later round's A/B tasks are against its start policy
-            services.evaluation_tasks_create(project=project, model_a=done.new_policy, model_b=sft)
-
-        with stage("simulated labelers judge blind A/B pairs"):
-            crowd(["comparison"], args.seed + 2)
+        wait_for_server(base_url)
+        report = drive(args, base_url, admin_password, task_suite, base_name, var_dir, t_start)
     finally:
         for proc in (web, worker):
             proc.send_signal(signal.SIGTERM)
@@ -341,99 +277,216 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    print("\n".join(report))
 
-    from labeling.models import Completion, Ranking, Task
-    from training.models import RunMetric
 
-    comparisons = training_selectors.comparison_records(project=project)
-    gold = {}  # one gold judgement per (prompt, pair of models): the A/B pairs the crowd saw
-    for c in Comparison.objects.filter(task__project=project).select_related(
-        "task__prompt", "a_completion__model_version", "b_completion__model_version"
-    ):
-        qa = task_suite.judge(c.task.prompt.text, c.a_completion.text).quality
-        qb = task_suite.judge(c.task.prompt.text, c.b_completion.text).quality
-        winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
-        a, b = c.a_completion.model_version.name, c.b_completion.model_version.name
-        gold[(c.task.prompt_id, frozenset((a, b)))] = stats.PairVerdict(
-            model_a=a, model_b=b, winner=winner, len_a=len(c.a_completion.text),
-            len_b=len(c.b_completion.text), prompt_id=c.task.prompt_id, labeler_id=0,
+def drive(
+    args: argparse.Namespace,
+    base_url: str,
+    admin_password: str,
+    task_suite: suites.TaskSuite,
+    base_name: str,
+    var_dir: Path,
+    t_start: float,
+) -> list[str]:
+    """Everything the platform does, asked for over its HTTP API as a script would; returns the
+    report's lines."""
+    admin = Client.login(base_url, "loop-admin", admin_password)
+    project = admin.create_project(
+        "Closed loop", "loop", k=args.k, overlap=2, demo_overlap=1,
+        guidelines="Answer exactly what is asked, briefly, then stop.",
+    ).id  # fmt: skip
+    prompts = task_suite.sample_prompts(args.prompts, seed=args.seed)
+    splits = admin.import_prompts(project, [{"prompt": p} for p in prompts]).splits
+    registered = admin.register_model(
+        project, base_name, source_kind="directory", source=f"uploads/{base_name}"
+    )
+    admin.wait_registration(project, registered.id)
+    tokens = []
+    for i in range(1, args.labelers + 1):
+        invited = admin.invite_member(project, f"sim-labeler-{i}", role="labeler")
+        tokens.append(accept_invite(invited.invite_link, invited.username, base_url))
+    splits = {
+        s: sum(1 for _ in admin.prompts(project, split=s)) for s in ("train", "valid", "test")
+    }
+    print(f"    prompts by split: {splits}")
+
+    def crowd(kinds: list[str], seed: int) -> None:
+        # As `manage.py simulate_labelers` does: the noise is calibrated on the project's newest
+        # ranking tasks (real samples are closer in quality than synthetic ones).
+        calibration = [
+            (task.prompt, [output.text for output in task.completions])
+            for task in islice(admin.tasks(project, kind="ranking"), CALIBRATION_TASKS)
+        ]
+        labelers = make_crowd(
+            len(tokens), agreement=args.agreement, seed=seed, rankings=calibration or None,
+            suite=args.suite,
         )  # fmt: skip
+        summary = run_crowd(base_url, tokens, project, kinds=kinds, crowd=labelers)
+        for line in summary.lines():
+            print("    " + line)
 
-    def quality(version: ModelVersion) -> float:
-        texts = version.completions.filter(prompt__split=Split.TEST).select_related("prompt")
-        scores = [task_suite.judge(c.prompt.text, c.text).quality for c in texts]
+    with stage("simulated labelers write demonstrations"):
+        crowd(["demonstration"], args.seed)
+
+    with stage("SFT"):
+        run = admin.start_run(
+            project, "sft", base_name,
+            config={"max_steps": args.sft_steps, "batch_size": args.sft_batch, "checkpoint_every": 50,
+                    "lr": args.sft_lr or (1e-3 if args.base == "tiny" else 5e-5)},
+        )  # fmt: skip
+        sft = follow(admin, project, run).model_version
+        assert sft is not None
+
+    with stage(f"SFT policy samples {args.rank_samples} per train prompt into the ranking queue"):
+        run = admin.sample(
+            project, sft,
+            config={"k": args.rank_samples, "temperature": args.rank_temperature, "max_new_tokens": 48,
+                    **({"max_prompts": args.rank_prompts} if args.rank_prompts else {})},
+        )  # fmt: skip
+        follow(admin, project, run)
+
+    with stage("simulated labelers rank"):
+        crowd(["ranking"], args.seed + 1)
+
+    finished: list[Round] = []  # the rounds, in order; each starts from the previous one's policy
+    for number in range(1, args.rounds + 1):
+        last = number == args.rounds
+        with stage(f"round {number} ({args.recipe}): policy step, gate, baseline, sampling"):
+            started = admin.start_round(
+                project, finished[-1].new_policy if finished else sft, recipe=args.recipe,
+                config={
+                    **policy_steps(args),
+                    "baseline": False if args.no_baseline else {},
+                    "gate": {"max_kl": args.max_kl},
+                    "sample": {"temperature": args.eval_temperature, "max_new_tokens": 48},
+                    "rank_sample": {"temperature": args.rank_temperature},
+                    "max_prompts": 32 if last else args.round_rank_prompts or splits["train"],
+                    "eval_prompts": 200,
+                },
+            )  # fmt: skip
+            try:
+                done = admin.wait_round(project, started.number, timeout=6 * 3600)
+            except JobFailed as failed:
+                raise SystemExit(f"round {started.number} failed: {failed}") from None
+        finished.append(done)
+        if not last:
+            with stage(f"simulated labelers rank round {number}'s samples"):
+                crowd(["ranking"], args.seed + 10 + number)
+    for done in finished[1:]:  # a later round's A/B tasks are against its start policy
+        assert done.new_policy is not None
+        admin.create_evaluation_tasks(project, done.new_policy, sft)
+
+    with stage("simulated labelers judge blind A/B pairs"):
+        crowd(["comparison"], args.seed + 2)
+    return report_lines(admin, project, args, task_suite, sft, finished, var_dir, t_start)
+
+
+def report_lines(
+    admin: Client,
+    project: int,
+    args: argparse.Namespace,
+    task_suite: suites.TaskSuite,
+    sft: str,
+    finished: list[Round],
+    var_dir: Path,
+    t_start: float,
+) -> list[str]:
+    """The figures, read back over the API (the gold judge and the reward models' agreement with
+    it are the bench's own: it scores the texts the API returns, and reads the reward model's
+    weights where the worker wrote them)."""
+    out: list[str] = []
+    models = {m.name: m for m in admin.models(project)}
+    gold = {}  # one gold judgement per (prompt, pair of models): the A/B pairs the crowd saw
+    for c in admin.comparisons(project):
+        qa = task_suite.judge(c.prompt, c.a.text).quality
+        qb = task_suite.judge(c.prompt, c.b.text).quality
+        winner = "tie" if abs(qa - qb) < 1e-9 else ("a" if qa > qb else "b")
+        gold[(c.prompt_id, frozenset((c.a.model, c.b.model)))] = stats.PairVerdict(
+            model_a=c.a.model, model_b=c.b.model, winner=winner, len_a=len(c.a.text),
+            len_b=len(c.b.text), prompt_id=c.prompt_id, labeler_id=0,
+        )  # fmt: skip
+    held_out = {
+        name: list(admin.completions(project, version.id, split="test"))
+        for name, version in models.items()
+    }
+
+    def quality(name: str) -> float:
+        scores = [task_suite.judge(c.prompt, c.text).quality for c in held_out[name]]
         return sum(scores) / max(len(scores), 1)
 
-    def gold_agreement(rm: ModelVersion) -> str:
+    def gold_agreement(reward_run: Run) -> str:
         """The reward model's within-prompt agreement with the gold judge on every held-out
         answer the platform sampled (each policy's and each baseline's A/B answers)."""
         from bench.loop_study import rm_scores
-        from training import storage
 
-        answers = list(
-            Completion.objects.filter(prompt__project=project, prompt__split=Split.TEST)
-            .select_related("prompt").order_by("prompt_id", "pk")
-        )  # fmt: skip
-        scores = rm_scores(Path(storage.model_path(rm)), [c.prompt.text for c in answers],
-                           [c.text for c in answers])  # fmt: skip
+        [model_dir] = (var_dir / "models").glob(f"run-{reward_run.id}-*")
+        answers = sorted(
+            (c for outputs in held_out.values() for c in outputs), key=lambda c: (c.prompt_id, c.id)
+        )
+        scores = rm_scores(model_dir, [c.prompt for c in answers], [c.text for c in answers])
         groups: dict[int, list[tuple[float, float]]] = {}
         for c, score in zip(answers, scores, strict=True):
-            gold_quality = task_suite.judge(c.prompt.text, c.text).quality
-            groups.setdefault(c.prompt_id, []).append((score, gold_quality))
+            groups.setdefault(c.prompt_id, []).append(
+                (score, task_suite.judge(c.prompt, c.text).quality)
+            )
         return accuracy_text(stats.within_prompt_agreement(groups.values())).replace(
             "held-out rankings", "held-out prompts"
-        )
+        )  # fmt: skip
 
-    def win_lines(model: ModelVersion, baseline: ModelVersion, label: str) -> None:
-        simulated = stats.win_rate(
-            comparisons, model=model.name, baseline=baseline.name, n_boot=2000
-        )
-        gold_rate = stats.win_rate(
-            gold.values(), model=model.name, baseline=baseline.name, n_boot=2000
-        )
-        if not gold_rate.n:
-            print(f"  {model.name} vs {label}: no A/B judgements")
+    def win_lines(model: str, baseline: str, label: str) -> None:
+        rates = admin.evaluation(project, baseline=baseline).win_rates
+        simulated = next((w for w in rates if w.model == model), None)
+        gold_rate = stats.win_rate(gold.values(), model=model, baseline=baseline, n_boot=2000)
+        if simulated is None or not gold_rate.n:
+            out.append(f"  {model} vs {label}: no A/B judgements")
             return
-        print(f"  {model.name} vs {label} ({baseline.name}), simulated blind evaluators: {simulated.rate:.3f} "
-              f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
-              f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
-        print(f"  {model.name} vs {label} ({baseline.name}), gold judge: {gold_rate.rate:.3f} "
-              f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts "
-              f"(wins {gold_rate.wins}, ties {gold_rate.ties}, losses {gold_rate.losses})")  # fmt: skip
+        out.append(f"  {model} vs {label} ({baseline}), simulated blind evaluators: {simulated.rate:.3f} "
+                   f"[{simulated.low:.3f}, {simulated.high:.3f}] over {simulated.n} judgements "
+                   f"(wins {simulated.wins}, ties {simulated.ties}, losses {simulated.losses})")  # fmt: skip
+        out.append(f"  {model} vs {label} ({baseline}), gold judge: {gold_rate.rate:.3f} "
+                   f"[{gold_rate.low:.3f}, {gold_rate.high:.3f}] over {gold_rate.n} held-out prompts "
+                   f"(wins {gold_rate.wins}, ties {gold_rate.ties}, losses {gold_rate.losses})")  # fmt: skip
 
-    agreement = selectors.labeler_agreement(project=project)
-    rm_accuracy = {r.model: r.held_out for r in training_selectors.reward_model_accuracies(project=project)}  # fmt: skip
-    ranked_tasks = Task.objects.filter(project=project, kind="ranking", rankings__isnull=False)
-    print(f"\n# bench/closed_loop.py results (suite {args.suite})")
-    print(f"ranking data: {ranked_tasks.distinct().count()} ranked tasks, "
-          f"{Ranking.objects.filter(task__project=project).count()} rankings; A/B samples of both "
-          f"policies at temperature {args.eval_temperature}; labelers' pairwise agreement "
-          f"(the reward model's ceiling): {agreement['overall']:.3f} over {agreement['comparisons']} pairs")  # fmt: skip
-    print(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
+    agreement = admin.agreement(project)
+    evaluation = admin.evaluation(project)
+    rm_accuracy = {r.model: r.held_out for r in evaluation.reward_models}
+    ranking = admin.progress(project).ranking
+    out.append(f"\n# bench/closed_loop.py results (suite {args.suite})")
+    out.append(f"ranking data: {ranking.done} ranked tasks, {ranking.submitted} rankings; A/B samples "
+               f"of both policies at temperature {args.eval_temperature}; labelers' pairwise agreement "
+               f"(the reward model's ceiling): {agreement.overall:.3f} over {agreement.comparisons} pairs")  # fmt: skip
+    out.append(f"mean gold quality on held-out prompts: SFT {quality(sft):.3f}")
     for done in finished:
         new = done.new_policy
-        kl = RunMetric.objects.filter(run=done.policy_run, name="kl/k1").order_by("-step").first()
-        baseline_run = done.baseline_run
+        assert new is not None
+        runs = {run.kind: run for run in (step.run for step in done.steps) if run is not None}
+        policy_run = next(r for k, r in runs.items() if k in ("ppo", "critic_free", "dpo"))
+        kl = [m.value for m in admin.run(project, policy_run.id).metrics if m.name == "kl/k1"]
+        baseline_run = runs.get("sft")
         baseline = baseline_run.model_version if baseline_run else None
-        print(f"round {done.number} ({done.recipe}, {done.policy.name} -> {new.name}): mean gold "
-              f"quality {quality(new):.3f}; compute-matched SFT "
-              + (f"({baseline_run.config['max_steps']} steps) {quality(baseline):.3f}" if baseline else "none")
-              + (f"; final KL per response (k1) {kl.value:.3f}" if kl else "")
-              + f"; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
-        if done.reward_run is not None:
-            rm = ModelVersion.objects.get(training_run=done.reward_run)
-            print(f"  reward model {rm.name}: held-out pair accuracy (labelers) "
-                  f"{accuracy_text(rm_accuracy.get(rm.name))}")  # fmt: skip
-            print(f"  reward model {rm.name}: within-prompt agreement with the gold judge "
-                  f"{gold_agreement(rm)}")  # fmt: skip
+        out.append(f"round {done.number} ({done.recipe}, {done.policy} -> {new}): mean gold "
+                   f"quality {quality(new):.3f}; compute-matched SFT "
+                   + (f"({baseline_run.config['max_steps']} steps) {quality(baseline):.3f}"
+                      if baseline_run and baseline else "none")
+                   + (f"; final KL per response (k1) {kl[-1]:.3f}" if kl else "")
+                   + f"; gate {json.dumps(done.gate.get('checks'))}")  # fmt: skip
+        reward_run = runs.get("reward")
+        if reward_run is not None and reward_run.model_version is not None:
+            rm = reward_run.model_version
+            out.append(f"  reward model {rm}: held-out pair accuracy (labelers) "
+                       f"{accuracy_text(rm_accuracy.get(rm))}")  # fmt: skip
+            out.append(f"  reward model {rm}: within-prompt agreement with the gold judge "
+                       f"{gold_agreement(reward_run)}")  # fmt: skip
         win_lines(new, sft, "SFT")
-        if done.policy_id != sft.pk:
+        if done.policy != sft:
             win_lines(new, done.policy, "its start policy")
         if baseline is not None:
             win_lines(new, baseline, "the compute-matched SFT")
     for name, seconds in STAGES:
-        print(f"  {name:<62} {seconds:7.1f} s")
-    print(f"  {'total':<62} {time.monotonic() - t_start:7.1f} s")
+        out.append(f"  {name:<62} {seconds:7.1f} s")
+    out.append(f"  {'total':<62} {time.monotonic() - t_start:7.1f} s")
+    return out
 
 
 if __name__ == "__main__":

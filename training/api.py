@@ -285,6 +285,38 @@ class EvaluationView(ApiView):
         return Response(EvaluationSerializer(figures).data)
 
 
+class EvaluationFreshnessSerializer(serializers.Serializer):
+    computed_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the figures were last counted (null: not yet)."
+    )
+    new_comparisons = serializers.IntegerField(help_text="Comparisons since then.")
+    new_ranked_outputs = serializers.IntegerField(help_text="Ranked outputs since then.")
+    computing = serializers.BooleanField(help_text="A worker is counting them again.")
+
+
+class EvaluationRefreshView(ApiView):
+    @extend_schema(
+        tags=["reports"],
+        request=None,
+        responses={202: EvaluationFreshnessSerializer, **ERRORS},
+        summary="Ask a worker to count the dashboard's figures again (reviewer); poll"
+        " evaluation/ until computed_at moves",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = access.membership_require(
+            user_id=request.user.pk, project_id=project_id, role=Role.REVIEWER
+        )
+        review.refresh_request(project_id=membership.project.pk, now=timezone.now())
+        found = review.freshness_of(project=membership.project)
+        body = {
+            "computed_at": found.snapshot.computed_at if found.snapshot is not None else None,
+            "new_comparisons": found.new_comparisons,
+            "new_ranked_outputs": found.new_entries,
+            "computing": found.computing,
+        }
+        return Response(EvaluationFreshnessSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
 # --- training runs --------------------------------------------------------------------------
 
 

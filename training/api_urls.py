@@ -19,6 +19,11 @@ urlpatterns = [
         name="model-completions",
     ),
     path(f"{project}evaluation/", api.EvaluationView.as_view(), name="evaluation"),
+    path(
+        f"{project}evaluation/refresh/",
+        api.EvaluationRefreshView.as_view(),
+        name="evaluation-refresh",
+    ),
     path(f"{project}evaluation-tasks/", api.EvaluationTasksView.as_view(), name="evaluation-tasks"),
     path(f"{project}runs/", api.RunListView.as_view(), name="runs"),
     path(f"{project}runs/<id:run_id>/", api.RunDetailView.as_view(), name="run"),

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -33,6 +34,7 @@ from labeling.models import (
     Ranking,
     Role,
     Split,
+    Task,
     TaskKind,
     Winner,
 )
@@ -74,6 +76,12 @@ class ProjectSerializer(serializers.Serializer):
     demo_overlap = serializers.IntegerField(source="project.demo_overlap")
     flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
     lease_seconds = serializers.IntegerField(source="project.lease_seconds")
+    valid_percent = serializers.IntegerField(
+        source="project.valid_percent", help_text="Share of new prompts held out for validation."
+    )
+    test_percent = serializers.IntegerField(
+        source="project.test_percent", help_text="Share of new prompts held out for A/B tests."
+    )
     created_at = serializers.DateTimeField(source="project.created_at")
     role = serializers.ChoiceField(choices=Role.choices)
 
@@ -94,7 +102,22 @@ class ProjectCreateSerializer(StrictSerializer):
 
 
 class ProjectUpdateSerializer(StrictSerializer):
-    guidelines = serializers.CharField(max_length=100_000, allow_blank=True, trim_whitespace=False)
+    """Only the fields sent change; each applies to what comes next (tasks made, leases taken,
+    prompts imported from now on)."""
+
+    name = serializers.CharField(max_length=120, required=False)
+    guidelines = serializers.CharField(
+        max_length=100_000, allow_blank=True, trim_whitespace=False, required=False
+    )
+    k = serializers.IntegerField(min_value=2, max_value=MAX_K, required=False)
+    overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    demo_overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    flags = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(FLAG_CODES)), required=False
+    )
+    lease_seconds = serializers.IntegerField(min_value=30, max_value=7 * 24 * 3600, required=False)
+    valid_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    test_percent = serializers.IntegerField(min_value=0, max_value=100, required=False)
 
 
 class MemberSerializer(serializers.Serializer):
@@ -108,6 +131,19 @@ class MemberSetSerializer(StrictSerializer):
         slug_field="username", queryset=User.objects.filter(is_active=True)
     )
     role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberInviteSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
+    email = serializers.EmailField(required=False, default="")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.LABELER)
+
+
+class MemberInvitedSerializer(MemberSerializer):
+    invite_link = serializers.URLField(
+        help_text="Where they set their first password; it expires (PASSWORD_RESET_TIMEOUT) and"
+        " works once. Send it to them yourself."
+    )
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -381,8 +417,13 @@ class RankingTaskImportSerializer(_ImportSerializer):
 
 
 class ImportResultSerializer(serializers.Serializer):
-    created = serializers.IntegerField()
+    created = serializers.IntegerField(help_text="New prompts.")
     tasks_created = serializers.IntegerField()
+    splits = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="New prompts per split (train, valid, test); test prompts get no"
+        " demonstration task: they are held out for blind A/B evaluation.",
+    )
 
 
 class ExportQuerySerializer(serializers.Serializer):
@@ -511,5 +552,28 @@ class ComparisonReviewSerializer(serializers.ModelSerializer):
         fields = [
             "id", "task_id", "prompt_id", "prompt", "labeler", "a", "b", "winner", "notes",
             "time_spent_ms", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TaskOutputSerializer(serializers.Serializer):
+    completion = serializers.IntegerField(source="completion_id")
+    position = serializers.IntegerField()
+    model = serializers.CharField(source="completion.model_version.name")
+    text = serializers.CharField(source="completion.text")
+
+
+class TaskReviewSerializer(serializers.ModelSerializer):
+    """A task as reviewers see it: its prompt, and its outputs with the model behind each."""
+
+    prompt = serializers.CharField(source="prompt.text", help_text="Its last user turn.")
+    split = serializers.CharField(source="prompt.split")
+    completions = TaskOutputSerializer(source="task_completions", many=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "kind", "prompt_id", "prompt", "split", "overlap", "priority", "done",
+            "completions", "created_at",
         ]  # fmt: skip
         read_only_fields = fields

@@ -23,6 +23,7 @@ urlpatterns = [
     path(project, views.ProjectDetailView.as_view(), name="project"),
     path(f"{project}members/", views.MemberListView.as_view(), name="members"),
     path(f"{project}members/<id:user_id>/", views.MemberDetailView.as_view(), name="member"),
+    path(f"{project}invitations/", views.InvitationView.as_view(), name="invitations"),
     path(f"{project}prompts/import/", views.PromptImportView.as_view(), name="prompts-import"),
     path(
         f"{project}ranking-tasks/import/",
@@ -44,6 +45,7 @@ urlpatterns = [
     path(f"{project}demonstrations/", views.DemonstrationListView.as_view(), name="demonstrations"),
     path(f"{project}rankings/", views.RankingListView.as_view(), name="rankings"),
     path(f"{project}comparisons/", views.ComparisonListView.as_view(), name="comparisons"),
+    path(f"{project}tasks/", views.TaskListView.as_view(), name="tasks"),
     path(lease, views.LeaseDetailView.as_view(), name="lease"),
     path(f"{lease}reclaim/", views.ReclaimView.as_view(), name="reclaim"),
     path(f"{lease}skip/", views.SkipView.as_view(), name="skip"),

@@ -38,8 +38,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.invites import invite_link
 from labeling import access, exports, queue, selectors, services
-from labeling.models import Comparison, Demonstration, Membership, Ranking, Role, Split
+from labeling.errors import Invalid
+from labeling.models import (
+    Comparison,
+    Demonstration,
+    Membership,
+    Ranking,
+    Role,
+    Split,
+    Task,
+    TaskKind,
+)
 
 from . import fast
 from . import serializers as s
@@ -178,12 +189,12 @@ class ProjectDetailView(ApiView):
         tags=["projects"],
         request=s.ProjectUpdateSerializer,
         responses={200: s.ProjectSerializer, **ERRORS},
-        summary="Edit the guidelines (admin)",
+        summary="Change the guidelines or settings (admin); only the fields sent change",
     )
     def patch(self, request: Request, project_id: int) -> Response:
         membership = _member(request, project_id, Role.ADMIN)
         data = _valid(s.ProjectUpdateSerializer, request)
-        services.project_update_guidelines(project=membership.project, **data)
+        services.project_update(project=membership.project, changes=data)
         return Response(s.ProjectSerializer(membership).data)
 
 
@@ -213,6 +224,27 @@ class MemberListView(generics.ListAPIView):
             project=membership.project, user=data["username"], role=data["role"]
         )
         return Response(s.MemberSerializer(changed).data)
+
+
+class InvitationView(ApiView):
+    @extend_schema(
+        tags=["members"],
+        request=s.MemberInviteSerializer,
+        responses={201: s.MemberInvitedSerializer, **ERRORS},
+        summary="Invite someone new (admin): an account without a password, a member at once,"
+        " and the link that sets their password",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        membership = _member(request, project_id, Role.ADMIN)
+        data = _valid(s.MemberInviteSerializer, request)
+        invited = services.member_invite(project=membership.project, **data)
+        body = {
+            "user_id": invited.user_id,
+            "user": invited.user,
+            "role": invited.role,
+            "invite_link": invite_link(request, invited.user),
+        }
+        return Response(s.MemberInvitedSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailView(ApiView):
@@ -552,6 +584,29 @@ class DemonstrationListView(generics.ListAPIView):
         return selectors.demonstrations_visible(membership=membership)
 
     @extend_schema(tags=["submissions"])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class TaskListView(generics.ListAPIView):
+    """The project's tasks, newest first, with the models behind their outputs (reviewer)."""
+
+    serializer_class = s.TaskReviewSerializer
+    queryset = Task.objects.none()
+
+    def get_queryset(self):
+        _member(self.request, self.kwargs["project_id"], Role.REVIEWER)
+        kind = self.request.query_params.get("kind")
+        if kind is not None and kind not in TaskKind.values:
+            raise Invalid(f"kind must be one of {', '.join(TaskKind.values)}, not {kind!r}.")
+        return selectors.tasks_for_review(project_id=self.kwargs["project_id"], kind=kind)
+
+    @extend_schema(
+        tags=["submissions"],
+        parameters=[OpenApiParameter("kind", enum=TaskKind.values, required=False)],
+        responses={200: s.TaskReviewSerializer(many=True), **ERRORS},
+        summary="The project's tasks, newest first, with their outputs and models (reviewer)",
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -16,6 +16,7 @@ from .review import (
     project_progress,
     rankings_for_review,
     rankings_visible,
+    tasks_for_review,
 )
 from .work import (
     FLAG_LABELS,
@@ -51,4 +52,5 @@ __all__ = [
     "rankings_for_review",
     "rankings_visible",
     "shown_completions",
+    "tasks_for_review",
 ]

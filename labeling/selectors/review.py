@@ -21,6 +21,7 @@ from ..models import (
     RankingEntry,
     Role,
     Task,
+    TaskCompletion,
 )
 from ..sql import statements
 
@@ -125,6 +126,21 @@ def comparisons_for_review(*, project_id: int, model: str | None = None) -> Quer
             Q(a_completion__model_version__name=model) | Q(b_completion__model_version__name=model)
         )
     return comparisons
+
+
+def tasks_for_review(*, project_id: int, kind: str | None = None) -> QuerySet[Task]:
+    """A project's tasks, newest first, with their outputs in position order and the model
+    behind each."""
+    outputs = TaskCompletion.objects.select_related("completion__model_version").order_by(
+        "position"
+    )
+    tasks = (
+        Task.objects.filter(project_id=project_id)
+        .select_related("prompt")
+        .prefetch_related(Prefetch("task_completions", queryset=outputs))
+        .order_by("-pk")
+    )
+    return tasks if kind is None else tasks.filter(kind=kind)
 
 
 def rankings_visible(*, membership: Membership) -> QuerySet[Ranking]:

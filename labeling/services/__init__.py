@@ -13,6 +13,7 @@ from .projects import (
     membership_set,
     project_create,
     project_lock,
+    project_update,
     project_update_guidelines,
 )
 from .prompts import (
@@ -52,6 +53,7 @@ __all__ = [
     "model_version_for_name",
     "project_create",
     "project_lock",
+    "project_update",
     "project_update_guidelines",
     "prompts_import",
     "ranking_submit",

@@ -10,7 +10,7 @@ project without one too, on PostgreSQL: migration 0007).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -139,11 +139,53 @@ def membership_remove(*, project: Project, user_id: int) -> None:
         membership.delete()
 
 
-def project_update_guidelines(*, project: Project, guidelines: str) -> Project:
+# What an admin may change after creation: each applies to what comes next (tasks made, leases
+# taken, prompts imported from now on); existing tasks keep their K, overlap and split.
+SETTINGS = (
+    "name", "guidelines", "k", "overlap", "demo_overlap", "flags", "lease_seconds",
+    "valid_percent", "test_percent",
+)  # fmt: skip
+
+
+def project_update(*, project: Project, changes: dict[str, Any]) -> Project:
+    """Change some of the project's SETTINGS, all or none: each is checked by the model's
+    validators and constraints, the name stays unique, the guidelines as in
+    project_update_guidelines."""
+    unknown = set(changes) - set(SETTINGS)
+    if unknown:
+        raise Invalid(f"These cannot be changed: {', '.join(sorted(unknown))}.")
+    if "flags" in changes and not set(changes["flags"]) <= FLAG_CODES:
+        raise Invalid(f"Unknown flag(s): {', '.join(sorted(set(changes['flags']) - FLAG_CODES))}")
+    if "guidelines" in changes:
+        _check_guidelines(changes["guidelines"])
+    with transaction.atomic():
+        project_lock(project=project)
+        project.refresh_from_db()
+        for name, value in changes.items():
+            setattr(project, name, list(value) if name == "flags" else value)
+        if project.valid_percent + project.test_percent > 100:
+            raise Invalid("valid_percent and test_percent add up to more than 100.")
+        name_taken = Project.objects.filter(name=project.name).exclude(pk=project.pk).exists()
+        if "name" in changes and name_taken:
+            raise Invalid("A project with this name already exists.")
+        try:
+            project.full_clean(exclude=["base_model", "created_by"], validate_unique=False)
+        except ValidationError as exc:
+            problems = "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
+            raise Invalid(f"The project is not valid: {problems}") from None
+        project.save(update_fields=list(changes))
+        return project
+
+
+def _check_guidelines(guidelines: str) -> None:
     if len(guidelines) > 100_000:
         raise Invalid("Guidelines are limited to 100,000 characters.")
     if "\x00" in guidelines:
         raise Invalid("The guidelines contain a NUL character.")
+
+
+def project_update_guidelines(*, project: Project, guidelines: str) -> Project:
+    _check_guidelines(guidelines)
     project.guidelines = guidelines
     project.save(update_fields=["guidelines"])
     return project

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -29,6 +30,8 @@ def split_for(*, key: str, valid_percent: int, test_percent: int) -> str:
 class ImportResult:
     created: int
     tasks_created: int
+    # New prompts per split: test prompts get no demonstration task (they are held out for A/B).
+    splits: dict[str, int] = field(default_factory=dict)
 
 
 def _prompt_from_row(*, project: Project, row: PromptRow, source: str) -> Prompt:
@@ -100,7 +103,9 @@ def prompts_import(
                 for p in prompts
                 if p.split != Split.TEST
             )
-        return ImportResult(created=len(prompts), tasks_created=len(tasks))
+        return ImportResult(
+            created=len(prompts), tasks_created=len(tasks), splits=_split_counts(prompts)
+        )
 
 
 def model_version_for_name(*, project: Project, name: str) -> ModelVersion:
@@ -171,7 +176,7 @@ def ranking_tasks_import(
                 project=project, content_hash__in={r.prompt.content_hash for r in rows}
             )
         }
-        created = 0
+        new: list[Prompt] = []
         models: dict[str, ModelVersion] = {}
         for row in rows:
             prompt = by_hash.get(row.prompt.content_hash)
@@ -179,7 +184,7 @@ def ranking_tasks_import(
                 prompt = _prompt_from_row(project=project, row=row.prompt, source=source)
                 prompt.save()
                 by_hash[prompt.content_hash] = prompt
-                created += 1
+                new.append(prompt)
             completions = []
             for c in row.completions:
                 if c.model not in models:
@@ -198,7 +203,12 @@ def ranking_tasks_import(
                 )
             Completion.objects.bulk_create(completions)
             ranking_task_create(project=project, prompt=prompt, completions=completions)
-        return ImportResult(created=created, tasks_created=len(rows))
+        return ImportResult(created=len(new), tasks_created=len(rows), splits=_split_counts(new))
+
+
+def _split_counts(prompts: Sequence[Prompt]) -> dict[str, int]:
+    counts = Counter(p.split for p in prompts)
+    return {split: counts[split] for split in Split.values}
 
 
 def comparison_task_create(

@@ -13,16 +13,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.invites import invite_link
 
 from .. import access, queue, selectors, services
 from ..errors import Conflict, DomainError, Forbidden, Invalid, NotFound
@@ -291,13 +289,6 @@ def guidelines_edit(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, template, context)
 
 
-def _invite_link(request: HttpRequest, user) -> str:
-    uid = urlsafe_base64_encode(force_bytes(user.pk))
-    token = default_token_generator.make_token(user)
-    path = reverse("password_reset_confirm", kwargs={"uidb64": uid, "token": token})
-    return request.build_absolute_uri(path)
-
-
 def _members_response(request: HttpRequest, project, **extra: Any) -> HttpResponse:
     context = {
         "project": project,
@@ -347,7 +338,7 @@ def member_invite(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         project,
         invited=membership.user,
-        invite_link=_invite_link(request, membership.user),
+        invite_link=invite_link(request, membership.user),
     )
 
 

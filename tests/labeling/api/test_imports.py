@@ -84,7 +84,11 @@ def test_a_good_jsonl_import_creates_prompts_and_demonstration_tasks(
     ).encode()
     response = _upload(client_for(personas.admin), project, "prompts.jsonl", data)
     assert response.status_code == 201
-    assert response.json() == {"created": 3, "tasks_created": 3}
+    assert response.json() == {
+        "created": 3,
+        "tasks_created": 3,
+        "splits": {"train": 3, "valid": 0, "test": 0},
+    }
     assert set(Prompt.objects.filter(project=project).values_list("text", flat=True)) == {
         "Explain tides.",
         "Hi?",
@@ -117,7 +121,7 @@ def test_records_in_a_json_body_import_like_lines_of_a_file(no_test_split, perso
     good = admin.post(
         url, {"records": [{"prompt": "ok"}], "collect_demonstrations": False}, format="json"
     )
-    assert good.status_code == 201 and good.json() == {"created": 1, "tasks_created": 0}
+    assert good.status_code == 201 and good.json()["tasks_created"] == 0
 
 
 def test_a_file_over_the_import_limit_is_a_413(project, personas, client_for, settings):
@@ -144,7 +148,8 @@ def test_ranking_tasks_import_creates_k_way_tasks_whose_models_labelers_never_se
     data = "\n".join(json.dumps(r) for r in rows).encode()
     response = _upload(client_for(personas.admin), project, "tasks.jsonl", data, "ranking-tasks")
     assert response.status_code == 201
-    assert response.json() == {"created": 2, "tasks_created": 2}
+    answer = response.json()
+    assert (answer["created"], answer["tasks_created"], sum(answer["splits"].values())) == (2, 2, 2)
     assert Completion.objects.filter(prompt__project=project).count() == 2 * project.k
     offered = client_for(personas.alice).post(
         f"/api/v1/projects/{project.pk}/next/", {"kind": "ranking"}, format="json"
@@ -296,3 +301,22 @@ def test_numbers_beyond_what_python_reads_or_a_float_holds_are_reported_on_their
     errors = _errors(_upload(client_for(personas.admin), project, "t.jsonl", data, "ranking-tasks"))
     assert errors[1].startswith("not valid JSON (Exceeds the limit (4300 digits)")
     assert errors[2] == 'completion 1: "seed" is out of range'
+
+
+def test_an_import_says_how_many_prompts_went_to_the_test_split_and_got_no_task(
+    project, personas, client_for
+):
+    """An author's prompts share a split (split_for keys on the author): with test_percent 100,
+    all of them are held out for A/B and none gets a demonstration task; the answer says so."""
+    project.valid_percent, project.test_percent = 0, 100
+    project.save()
+    rows = [{"prompt": f"Held out {i}?", "author": "alice"} for i in range(3)]
+    answer = client_for(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/prompts/import/", {"records": rows}, format="json"
+    )
+    assert answer.status_code == 201
+    assert answer.json() == {
+        "created": 3,
+        "tasks_created": 0,
+        "splits": {"train": 0, "valid": 0, "test": 3},
+    }

@@ -129,3 +129,95 @@ def test_the_page_and_the_api_agree_on_who_may_create_projects(personas):
         "admin-here",
     }
     assert Membership.objects.get(project__slug="staff", user=staff).role == Role.ADMIN
+
+
+def test_an_admin_invites_over_the_api_and_the_link_sets_a_password_that_gets_a_token(
+    project, personas, api
+):
+    url = f"/api/v1/projects/{project.pk}/invitations/"
+    body = {"username": "nina", "email": "nina@example.org", "role": "reviewer"}
+    assert api(personas.reviewer).post(url, body, format="json").status_code == 403
+    invited = api(personas.admin).post(url, body, format="json")
+    assert invited.status_code == 201, invited.content
+    answer = invited.json()
+    assert (answer["username"], answer["role"]) == ("nina", "reviewer")
+    link = answer["invite_link"].replace("http://testserver", "")
+    assert link.startswith("/accounts/reset/")
+    browser = Client()
+    set_form = browser.get(link, follow=True)
+    done = browser.post(
+        set_form.redirect_chain[-1][0],
+        {"new_password1": "a-long-new-pass-42", "new_password2": "a-long-new-pass-42"},
+    )
+    assert done.status_code == 302
+    token = APIClient().post(
+        "/api/v1/auth/token/", {"username": "nina", "password": "a-long-new-pass-42"}, format="json"
+    )
+    assert token.status_code == 200
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {token.json()['token']}")
+    assert script.get(f"/api/v1/projects/{project.pk}/progress/").status_code == 200
+    again = api(personas.admin).post(url, body, format="json")
+    assert again.status_code == 400 and "already exists; add them instead" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"username": "has space", "role": "labeler"}, "username"),
+        ({"username": "nina", "email": "not-an-address"}, "email"),
+        ({"username": "nina", "role": "owner"}, "role"),
+        ({"username": "nina", "password": "x"}, "password"),
+    ],
+)
+def test_a_bad_invitation_is_a_400_on_its_field_and_creates_nobody(
+    project, personas, api, body, field
+):
+    answer = api(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/invitations/", body, format="json"
+    )
+    assert answer.status_code == 400 and field in answer.json(), answer.json()
+    assert not Membership.objects.filter(user__username__in=["nina", "has space"]).exists()
+
+
+def test_an_admin_changes_settings_over_the_api_and_only_the_fields_sent_change(
+    project, personas, api
+):
+    url = f"/api/v1/projects/{project.pk}/"
+    before = api(personas.admin).get(url).json()
+    changed = api(personas.admin).patch(
+        url, {"k": 3, "overlap": 2, "flags": ["hallucination"], "test_percent": 25}, format="json"
+    )
+    assert changed.status_code == 200, changed.content
+    after = changed.json()
+    assert (after["k"], after["overlap"], after["flags"], after["test_percent"]) == (
+        3, 2, ["hallucination"], 25,
+    )  # fmt: skip
+    unchanged = {"name", "guidelines", "demo_overlap", "lease_seconds", "valid_percent"}
+    assert {f: after[f] for f in unchanged} == {f: before[f] for f in unchanged}
+    project.refresh_from_db()
+    assert (project.k, project.overlap, project.test_percent) == (3, 2, 25)
+    assert api(personas.reviewer).patch(url, {"k": 5}, format="json").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"k": 12}, '"k":'),
+        ({"valid_percent": 60, "test_percent": 50}, "add up to more than 100"),
+        ({"name": "Taken"}, "A project with this name already exists"),
+        ({"flags": ["rude"]}, '"flags":'),
+        ({"slug": "new-slug"}, '"slug":["This field is not accepted."]'),
+        ({"guidelines": "a\x00b"}, "Null characters are not allowed"),
+    ],
+)
+def test_bad_settings_are_a_400_that_names_them_and_change_nothing(
+    project, personas, api, body, says
+):
+    from tests.factories import ProjectFactory
+
+    ProjectFactory(name="Taken")
+    before = Project.objects.filter(pk=project.pk).values().get()
+    answer = api(personas.admin).patch(f"/api/v1/projects/{project.pk}/", body, format="json")
+    assert answer.status_code == 400 and says in answer.content.decode(), answer.content
+    assert Project.objects.filter(pk=project.pk).values().get() == before

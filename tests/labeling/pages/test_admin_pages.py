@@ -150,6 +150,20 @@ def test_a_good_prompt_import_creates_demonstration_tasks(project, personas):
     assert Prompt.objects.filter(project=project).count() == 2
 
 
+def test_the_import_page_says_which_prompts_went_to_the_test_split_without_a_task(
+    project, personas
+):
+    project.valid_percent, project.test_percent = 0, 100
+    project.save()
+    upload = SimpleUploadedFile("p.csv", b"prompt,author\nOne,ann\nTwo,ann\n")
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/admin/import/prompts/", {"file": upload}
+    )
+    html = response.content.decode()
+    assert "created 0 task(s). 2 prompts went to the test split" in html
+    assert "no demonstration task for them" in html
+
+
 def test_a_ranking_task_import_creates_tasks(project, personas):
     row = {
         "prompt": "Say hi",

@@ -106,3 +106,36 @@ def test_a_reviewer_pages_through_a_models_outputs_by_split(project, personas, t
     foreign = ModelVersionFactory(project=personas.other_project)
     missing = reviewer.get(f"/api/v1/projects/{project.pk}/models/{foreign.pk}/completions/")
     assert missing.status_code == 404
+
+
+def test_a_reviewer_reads_the_queue_newest_first_with_each_outputs_model(
+    project, personas, two_models
+):
+    from tests.factories import demonstration_task, ranking_task
+
+    demonstration_task(project)
+    ranked = ranking_task(project)
+    api_client(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/evaluation-tasks/",
+        {"model_a": "ppo-1", "model_b": "sft-1"},
+        format="json",
+    )
+    url = f"/api/v1/projects/{project.pk}/tasks/"
+    assert api_client(personas.alice).get(url).status_code == 403
+    reviewer = api_client(personas.reviewer)
+    everything = reviewer.get(url).json()
+    assert everything["count"] == 5
+    ids = [t["id"] for t in everything["results"]]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    [ranking] = reviewer.get(url, {"kind": "ranking"}).json()["results"]
+    assert ranking["id"] == ranked.pk and ranking["prompt"] == ranked.prompt.text
+    outputs = ranked.task_completions.order_by("position").select_related("completion")
+    assert [(o["completion"], o["position"], o["text"]) for o in ranking["completions"]] == [
+        (tc.completion_id, tc.position, tc.completion.text) for tc in outputs
+    ]
+    ab = reviewer.get(url, {"kind": "comparison"}).json()["results"]
+    assert len(ab) == 3 and all(
+        {o["model"] for o in t["completions"]} == {"ppo-1", "sft-1"} for t in ab
+    )
+    bad = reviewer.get(url, {"kind": "rankings"})
+    assert bad.status_code == 400 and "kind must be one of" in bad.json()["detail"]

@@ -394,3 +394,22 @@ def test_the_api_refuses_a_baseline_nobody_compared_and_people_outside_the_revie
     assert "gpt-9" in bad.content.decode() and "dpo-1, ppo-1, sft-1" in bad.content.decode()
     assert api_client(personas.alice).get(url).status_code == 403
     assert api_client(personas.outsider).get(url).status_code == 404
+
+
+def test_a_script_asks_for_a_recount_over_the_api_and_reads_that_it_is_computing(
+    project, personas, mixed, now, django_capture_on_commit_callbacks
+):
+    from tests.factories import api_client
+
+    review.refresh_snapshot(project_id=project.pk, now=now)
+    url = f"/api/v1/projects/{project.pk}/evaluation/refresh/"
+    assert api_client(personas.alice).post(url).status_code == 403
+    with django_capture_on_commit_callbacks() as sent:
+        answer = api_client(personas.reviewer).post(url)
+    assert answer.status_code == 202, answer.content
+    body = answer.json()
+    assert body["computing"] is True and body["computed_at"] is not None
+    assert len(sent) == 1  # the refresh goes to the queue once the request commits
+    with django_capture_on_commit_callbacks() as sent_again:
+        assert api_client(personas.reviewer).post(url).json()["computing"] is True
+    assert sent_again == []  # one pending recount is not asked for twice
