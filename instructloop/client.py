@@ -45,6 +45,8 @@ __all__ = [
     "Comparison",
     "Completion",
     "Evaluation",
+    "ImportResult",
+    "Invitation",
     "JobFailed",
     "KindProgress",
     "Labeler",
@@ -57,6 +59,7 @@ __all__ = [
     "Registration",
     "Round",
     "Run",
+    "Task",
     "WinRate",
 ]
 
@@ -124,6 +127,8 @@ class Project:
     demo_overlap: int
     flags: list[str]
     lease_seconds: int
+    valid_percent: int
+    test_percent: int
     created_at: datetime
     role: str
 
@@ -145,10 +150,27 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Invitation:
+    """Someone invited: a member already, with the link where they set their first password
+    (it works once and expires; send it to them yourself)."""
+
+    __schema__: ClassVar[str] = "MemberInvited"
+    user_id: int
+    username: str
+    role: str
+    invite_link: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Invitation:
+        return _plain(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
 class ImportResult:
     __schema__: ClassVar[str] = "ImportResult"
     created: int
     tasks_created: int
+    splits: dict[str, int]  # new prompts per split; test prompts get no demonstration task
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImportResult:
@@ -567,6 +589,58 @@ class Comparison:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """One output of a task, at its position, with the model behind it (reviewers)."""
+
+    __schema__: ClassVar[str] = "TaskOutput"
+    completion: int
+    position: int
+    model: str
+    text: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskOutput:
+        return _plain(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as reviewers see it (`Client.tasks`): its prompt and its outputs with models."""
+
+    __schema__: ClassVar[str] = "TaskReview"
+    id: int
+    kind: str
+    prompt_id: int
+    prompt: str
+    split: str
+    overlap: int
+    priority: int
+    done: bool
+    completions: tuple[TaskOutput, ...]
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Task:
+        outputs = tuple(TaskOutput.from_json(c) for c in data["completions"])
+        return _plain(cls, data, completions=outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationFreshness:
+    """How fresh the evaluation figures are, and whether a worker is counting them again."""
+
+    __schema__: ClassVar[str] = "EvaluationFreshness"
+    computed_at: datetime | None
+    new_comparisons: int
+    new_ranked_outputs: int
+    computing: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvaluationFreshness:
+        return _plain(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """An output a model version sampled, with its prompt (`Client.completions`)."""
 
@@ -726,6 +800,9 @@ class Client:
     def _paged(self, url: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
         """Every row of a limit/offset-paged list, following `next` page by page."""
         page = self._call("GET", url, params=dict(params or {}))
+        if isinstance(page, list):  # an endpoint that answers every row at once
+            yield from page
+            return
         while True:
             yield from page["results"]
             if not page.get("next"):
@@ -748,13 +825,16 @@ class Client:
         raise ApiError(404, f"No project with slug {ref!r} among yours.")
 
     def create_project(self, name: str, slug: str, **settings: Any) -> Project:
-        """settings: guidelines, k, overlap, demo_overlap, flags, lease_seconds."""
+        """settings: guidelines, k, overlap, demo_overlap, flags, lease_seconds, valid_percent,
+        test_percent."""
         body = {"name": name, "slug": slug, **settings}
         return Project.from_json(self._call("POST", "projects/", json=body))
 
-    def update_project(self, project: ProjectRef, *, guidelines: str) -> Project:
-        body = {"guidelines": guidelines}
-        return Project.from_json(self._call("PATCH", f"projects/{_pid(project)}/", json=body))
+    def update_project(self, project: ProjectRef, **settings: Any) -> Project:
+        """Change settings (admin): name, guidelines, k, overlap, demo_overlap, flags,
+        lease_seconds, valid_percent, test_percent; only those given change."""
+        url = f"projects/{_pid(project)}/"
+        return Project.from_json(self._call("PATCH", url, json=settings))
 
     def members(self, project: ProjectRef) -> Iterator[Member]:
         return (Member.from_json(m) for m in self._paged(f"projects/{_pid(project)}/members/"))
@@ -763,6 +843,16 @@ class Client:
         body = {"username": username, "role": role}
         url = f"projects/{_pid(project)}/members/"
         return Member.from_json(self._call("POST", url, json=body))
+
+    def invite_member(
+        self, project: ProjectRef, username: str, *, role: str = "labeler", email: str = ""
+    ) -> Invitation:
+        """A new account without a password, a member at once, and its one-time invite link."""
+        body = {"username": username, "role": role}
+        if email:
+            body["email"] = email
+        url = f"projects/{_pid(project)}/invitations/"
+        return Invitation.from_json(self._call("POST", url, json=body))
 
     def remove_member(self, project: ProjectRef, user_id: int) -> None:
         self._call("DELETE", f"projects/{_pid(project)}/members/{user_id}/")
@@ -989,9 +1079,22 @@ class Client:
         url = f"projects/{_pid(project)}/evaluation-tasks/"
         return int(self._call("POST", url, json=body)["created"])
 
-    def comparisons(self, project: ProjectRef) -> Iterator[Comparison]:
+    def comparisons(self, project: ProjectRef, *, model: str | None = None) -> Iterator[Comparison]:
+        """Blind A/B judgements with both outputs and their models (reviewers); only those
+        `model` took part in, if given."""
         url = f"projects/{_pid(project)}/comparisons/"
-        return (Comparison.from_json(c) for c in self._paged(url))
+        params = {"model": model} if model is not None else None
+        return (Comparison.from_json(c) for c in self._paged(url, params))
+
+    def tasks(self, project: ProjectRef, *, kind: str | None = None) -> Iterator[Task]:
+        """The project's tasks, newest first, with their outputs and models (reviewers)."""
+        params = {"kind": kind} if kind is not None else None
+        return (Task.from_json(t) for t in self._paged(f"projects/{_pid(project)}/tasks/", params))
+
+    def refresh_evaluation(self, project: ProjectRef) -> EvaluationFreshness:
+        """Ask a worker to count the evaluation figures again; poll `evaluation()` after."""
+        url = f"projects/{_pid(project)}/evaluation/refresh/"
+        return EvaluationFreshness.from_json(self._call("POST", url))
 
     def evaluation(self, project: ProjectRef, *, baseline: str | None = None) -> Evaluation:
         """Win rates against `baseline` (default: the oldest compared model) with their 95%

@@ -65,6 +65,8 @@ def test_login_import_prompts_list_projects_start_a_run_and_read_it(live_server,
     assert isinstance(project, Project)
     assert (project.id, project.role, project.k) == (world.project.pk, "admin", 2)
     assert [p.slug for p in client.projects()] == ["client-tests"]
+    changed = client.update_project(project, guidelines="Be brief.", k=3)
+    assert (changed.guidelines, changed.k, changed.name) == ("Be brief.", 3, project.name)
 
     imported = client.import_prompts(
         project, [{"prompt": "Name a colour."}, {"prompt": "Name a fruit."}]
@@ -294,6 +296,13 @@ def test_resume_evaluation_tasks_comparisons_completions_and_exports(live_server
     assert (judged.labeler, judged.winner) == ("alice_labeler", "a")
     assert {judged.a.model, judged.b.model} == {"tiny-base", "old"}
     assert sorted(c.split for c in admin.completions(world.pid, world.base.pk)) == ["test", "test"]
+    ab_tasks = list(admin.tasks(world.pid, kind="comparison"))
+    assert len(ab_tasks) == 2 and all(t.kind == "comparison" for t in ab_tasks)
+    assert {o.model for t in ab_tasks for o in t.completions} == {"tiny-base", "old"}
+    assert [c.id for c in admin.comparisons(world.pid, model="old")] == [judged.id]
+    assert isinstance(admin.refresh_evaluation(world.pid).computing, bool)
+    invited = admin.invite_member(world.pid, "nina_new", role="reviewer")
+    assert (invited.username, invited.role) == ("nina_new", "reviewer") and invited.invite_link
 
     run = admin.sample(world.pid, "tiny-base", config={"k": 2})
     with pytest.raises(ApiError) as not_failed:
