@@ -298,9 +298,7 @@ def drive(
     ).id  # fmt: skip
     prompts = task_suite.sample_prompts(args.prompts, seed=args.seed)
     splits = admin.import_prompts(project, [{"prompt": p} for p in prompts]).splits
-    registered = admin.register_model(
-        project, base_name, source_kind="directory", source=base_name
-    )
+    registered = admin.register_model(project, base_name, source_kind="directory", source=base_name)
     admin.wait_registration(project, registered.id)
     tokens = []
     for i in range(1, args.labelers + 1):
