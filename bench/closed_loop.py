@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import secrets
@@ -291,6 +292,7 @@ def drive(
 ) -> list[str]:
     """Everything the platform does, asked for over its HTTP API as a script would; returns the
     report's lines."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     admin = Client.login(base_url, "loop-admin", admin_password)
     project = admin.create_project(
         "Closed loop", "loop", k=args.k, overlap=2, demo_overlap=1,
