@@ -36,7 +36,9 @@ ERRORS = {
 
 
 class RegistrationSerializer(serializers.ModelSerializer):
-    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    model_version = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The model version, once registered."
+    )
 
     class Meta:
         model = ModelRegistration
@@ -88,7 +90,7 @@ class HeldOutAccuracySerializer(serializers.Serializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     held_out_accuracy = serializers.SerializerMethodField(
         help_text="A reward model's held-out pair accuracy with its n and 95% interval (null"
         " for other kinds, or when it was not measured)."
@@ -328,9 +330,12 @@ class EvaluationRefreshView(ApiView):
 
 class RunSerializer(serializers.ModelSerializer):
     base_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     model_version = serializers.SlugRelatedField(
-        slug_field="name", read_only=True, help_text="The model it registered, once it succeeded."
+        slug_field="name",
+        read_only=True,
+        allow_null=True,
+        help_text="The model it registered, once it succeeded.",
     )
 
     class Meta:
@@ -520,7 +525,7 @@ class RoundStepSerializer(serializers.Serializer):
 
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    new_policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    new_policy = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = Round

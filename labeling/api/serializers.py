@@ -17,7 +17,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -212,7 +211,11 @@ class LeaseTaskSerializer(serializers.Serializer):
             {"id": slot, "text": text} for slot, text in selectors.shown_completions(lease=lease)
         ]
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True, help_text="The autosaved draft of a demonstration (null: none)."
+        )
+    )
     def get_draft(self, lease: Lease) -> str | None:
         if lease.task.kind != "demonstration":
             return None  # only demonstrations have drafts: no lookup for the others
