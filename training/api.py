@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from labeling import access, services
 from labeling.api.formats import JSONParser
-from labeling.api.serializers import ErrorSerializer, StrictSerializer
+from labeling.api.serializers import ErrorSerializer, InvalidInputSerializer, StrictSerializer
 from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
 from labeling.models import Completion, ModelVersion, Role, Split
@@ -29,7 +29,7 @@ from . import loop, registry, review, rounds, runs, selectors
 from .models import ModelRegistration, Recipe, Round, SourceKind, TrainingRun
 
 ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input; `errors` lists each."),
+    400: OpenApiResponse(InvalidInputSerializer, description="Invalid input."),
     403: OpenApiResponse(ErrorSerializer, description="Your role does not allow this."),
     404: OpenApiResponse(ErrorSerializer, description="Not found, or not yours."),
 }

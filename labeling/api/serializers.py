@@ -60,6 +60,16 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.ListField(child=serializers.DictField(), required=False)
 
 
+class InvalidInputSerializer(serializers.Serializer):
+    """A 400 comes in one of two shapes: a refusal of the request as a whole (`detail`, with
+    `errors` listing each problem, e.g. an import's bad lines by number), or a body whose fields
+    did not validate: each such field's name with its messages (`non_field_errors` for the body
+    as a whole), e.g. `{"kind": ["This field is required."]}`."""
+
+    detail = serializers.CharField(required=False)
+    errors = serializers.ListField(child=serializers.DictField(), required=False)
+
+
 # --- projects and members -------------------------------------------------------------------
 
 

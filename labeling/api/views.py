@@ -57,7 +57,7 @@ from . import serializers as s
 from .formats import JSONParser, JSONRenderer
 
 ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input; `errors` lists each."),
+    400: OpenApiResponse(s.InvalidInputSerializer, description="Invalid input."),
     403: OpenApiResponse(s.ErrorSerializer, description="Your role does not allow this."),
     404: OpenApiResponse(s.ErrorSerializer, description="Not found, or not yours."),
 }
