@@ -55,6 +55,23 @@ def test_an_id_beyond_bigint_in_the_path_is_a_404_before_any_sql_runs(
         method, url, json.dumps(body), content_type="application/json"
     )
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"  # no route matched: handler404
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/leases/abc/", "/api/v1/projects/-1/runs/", "/api/v1/no-such-thing/"]
+)
+def test_an_api_path_that_matches_no_route_is_a_json_404(personas, api, path):
+    """Before: Django's HTML "Not Found" page, on an API whose errors are JSON (schemathesis)."""
+    response = api(personas.admin).get(path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_page_that_matches_no_route_is_still_an_html_404(personas, client):
+    client.force_login(personas.admin)
+    response = client.get("/p/no-such-page/at/all/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
 
 
 def test_the_largest_bigint_is_still_an_id_and_simply_not_found(project, personas, api):
