@@ -127,3 +127,28 @@ def test_an_unpaired_surrogate_echoed_in_an_error_is_a_json_400(
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert response.content.isascii() and response.json()  # escaped: valid JSON, and ASCII
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("leases/{demonstration}/draft/", {"text": 5}, "text"),
+        ("leases/{demonstration}/demonstration/", {"text": 12.5}, "text"),
+        ("leases/{demonstration}/skip/", {"reason": 7}, "reason"),
+        ("projects/{project}/", {"guidelines": 7}, "guidelines"),
+    ],
+)
+def test_a_number_where_text_goes_is_a_400_naming_the_field(
+    project, personas, alice_leases, api, path, body, field
+):
+    """Before: DRF stored the number's digits as the text (schemathesis, issue 16)."""
+    url = "/api/v1/" + path.format(demonstration=alice_leases.demonstration.pk, project=project.pk)
+    user = personas.admin if path.startswith("projects") else personas.alice
+    method = "PATCH" if path.startswith("projects") else "POST"
+    response = api(user).generic(method, url, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {field: ["Not a valid string."]}
+    lease = Lease.objects.get(pk=alice_leases.demonstration.pk)
+    assert lease.status == "active"
+    project.refresh_from_db()
+    assert project.guidelines != "7"
