@@ -4,6 +4,7 @@ endpoints added later too)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular import openapi
@@ -23,6 +24,8 @@ class AutoSchema(openapi.AutoSchema):
     """Adds, where the view does not say otherwise:
 
     - 400 on a paged list: a malformed `?limit=` or `?offset=` (labeling/api/pagination.py);
+    - 404 where the path names something (a project, a lease, a run...): it does not exist, or
+      is not yours (labeling/access.py); 403 inside a project: your role does not allow this;
     - 401 where a token or session is needed: none, an expired or a revoked one;
     - 413 and 415 where a body is read: over DATA_UPLOAD_MAX_MEMORY_SIZE (labeling/api/errors.py),
       or in a content type the endpoint does not parse;
@@ -37,6 +40,11 @@ class AutoSchema(openapi.AutoSchema):
         if self.method in UNSAFE_METHODS:
             stack[413] = _error("The request body is over the size limit.")
             stack[415] = _error("The body is in a content type this endpoint does not read.")
+        path_parameters = set(re.findall(r"{(\w+)}", self.path))
+        if path_parameters:
+            stack[404] = _error("Not found, or not yours.")
+        if "project_id" in path_parameters:
+            stack[403] = _error("Your role in the project does not allow this.")
         if self.method == "GET" and self._get_paginator() is not None and self._is_list_view():
             stack[400] = _error("A malformed `limit` or `offset`.", InvalidInputSerializer)
         for code, response in stack.items():
