@@ -45,7 +45,8 @@ User = get_user_model()
 class StrictSerializer(serializers.Serializer):
     """A request body: unknown fields are an error, never silently dropped or stored; a text
     field is given text (DRF's CharField turns a JSON number into its digits, which the schema,
-    saying string, does not allow: schemathesis found `{"text": 5}` stored as "5", issue 16)."""
+    saying string, does not allow: schemathesis found `{"text": 5}` stored as "5", and a ranking
+    flag 0 taken as "0", issue 16)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, Mapping):
@@ -57,14 +58,22 @@ class StrictSerializer(serializers.Serializer):
             not_text = [
                 name
                 for name, field in self.fields.items()
-                if isinstance(field, serializers.CharField)
-                and isinstance(data.get(name), int | float)
+                if _number_for_text(field, data.get(name))
             ]
             if not_text:
                 raise serializers.ValidationError(
                     {name: ["Not a valid string."] for name in not_text}
                 )
         return super().to_internal_value(data)
+
+
+def _number_for_text(field: serializers.Field, value: Any) -> bool:
+    """A number (or a boolean) given to a text field, or inside a list of texts."""
+    if isinstance(field, serializers.CharField):
+        return isinstance(value, int | float)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return any(_number_for_text(field.child, item) for item in value)
+    return False
 
 
 class ErrorSerializer(serializers.Serializer):

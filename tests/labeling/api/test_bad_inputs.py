@@ -152,3 +152,14 @@ def test_a_number_where_text_goes_is_a_400_naming_the_field(
     assert lease.status == "active"
     project.refresh_from_db()
     assert project.guidelines != "7"
+
+
+def test_a_number_among_a_rankings_flags_is_a_400(personas, alice_leases, api):
+    entry = {"completion": "A", "rank": 1, "likert": 4, "flags": [0]}
+    response = api(personas.alice).post(
+        f"/api/v1/leases/{alice_leases.ranking.pk}/ranking/",
+        json.dumps({"entries": [entry]}),
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"entries": {"0": {"flags": ["Not a valid string."]}}}
