@@ -154,6 +154,10 @@ class World:
         self.queued_run = TrainingRun.objects.create(
             project=self.project, kind="sft", base_model=base
         )
+        self.failed_run = TrainingRun.objects.create(
+            project=self.project, kind="sft", base_model=base, status=RunStatus.FAILED,
+            error="Out of memory.", finished_at=now,
+        )  # fmt: skip
         self.judged_round = Round.objects.create(
             project=self.project, number=1, policy=sft, new_policy=policy,
             status=RoundStatus.SUCCEEDED, finished_at=now,
@@ -176,20 +180,24 @@ class World:
 
     def path_parameters(self, path: str) -> dict[str, int]:
         """Real ids for the operation at `path`: the lease a lease action acts on is of the kind
-        it takes, a cancel names a run or round that can still be cancelled."""
+        it takes, a cancel or a resume names a run or round it can act on."""
         lease = self.leases[Task.Kind.DEMONSTRATION]
         if path.endswith("/ranking/"):
             lease = self.leases[Task.Kind.RANKING]
         elif path.endswith("/comparison/"):
             lease = self.leases[Task.Kind.COMPARISON]
-        cancel = path.endswith("/cancel/")
+        run = self.finished_run
+        if path.endswith("/cancel/"):
+            run = self.queued_run
+        elif path.endswith("/resume/"):
+            run = self.failed_run
         return {
             "project_id": self.project.pk,
             "lease_id": lease.pk,
             "user_id": self.leaving.pk,
             "token_id": self.spare_token,
             "version_id": self.models["policy"].pk,
-            "run_id": (self.queued_run if cancel else self.finished_run).pk,
+            "run_id": run.pk,
             "number": (self.running_round or self.judged_round).number,
             "registration_id": self.registration.pk,
         }
@@ -232,6 +240,10 @@ class World:
                 "source": "org/smol",
             },  # fmt: skip
             "POST /api/v1/projects/{project_id}/runs/": {"kind": "sft", "base_model": "tiny-base"},
+            "POST /api/v1/projects/{project_id}/evaluation-tasks/": {
+                "model_a": "sft-1",
+                "model_b": "ppo-1",
+            },  # fmt: skip
             "POST /api/v1/projects/{project_id}/rounds/": {
                 "policy": "ppo-1",
                 "recipe": "iterated_dpo",
