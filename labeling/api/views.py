@@ -412,8 +412,8 @@ class ComparisonSubmitView(QueueView):
         tags=["queue"],
         request=s.ComparisonSubmitSerializer,
         responses={
-            201: s.ComparisonReviewSerializer,
-            200: OpenApiResponse(s.ComparisonReviewSerializer, description="Already submitted."),
+            201: s.ComparisonSerializer,
+            200: OpenApiResponse(s.ComparisonSerializer, description="Already submitted."),
             **LEASE_ERRORS,
         },
         summary="Submit a blind A/B judgement: a, b, tie or both_bad (idempotent on the lease)",
@@ -424,7 +424,7 @@ class ComparisonSubmitView(QueueView):
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
         return Response(
-            s.ComparisonReviewSerializer(comparison).data,
+            s.ComparisonSerializer(comparison).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
