@@ -82,6 +82,11 @@ class NextReady:
     held_lease_id: int | None
     waiting: int
 
+    @property
+    def waiting_shown(self) -> str:
+        cap = statements.WAITING_CAP
+        return f"{cap}+" if self.waiting > cap else str(self.waiting)
+
 
 def next_ready(*, user_id: int, project: Project, kind: str, now: datetime) -> NextReady:
     held = (

@@ -102,8 +102,12 @@ def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
     message.wait_for()
     assert message.inner_text() == "Rate output A from 1 to 7 before submitting."
     assert page.evaluate("() => document.activeElement.dataset.label") == "A"
-    # A card's rating dropdown does not swallow the keys: k from B's goes to A.
+    # A card's rating dropdown does not swallow the keys: ? shows the help, k goes to A.
     page.evaluate("() => document.querySelector('[name=likert-B]').focus()")
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
+    page.keyboard.press("Escape")
+    assert not page.locator("#help").is_visible()
     page.keyboard.press("k")
     assert page.evaluate("() => document.activeElement.dataset.label") == "A"
 
