@@ -150,7 +150,7 @@ def lease_detail(request: HttpRequest, lease_id: int) -> HttpResponse:
 
 
 def _after_submit(request: HttpRequest, lease) -> HttpResponse:
-    """ "Submit and next": the next task of the kind is claimed in the same POST (a GET of
+    """Submit and next: the next task of the kind is claimed in the submit's POST (a GET of
     /next/ claims nothing) and opened; with none left, /next/ says so."""
     project, kind = lease.task.project, lease.task.kind
     claimed = queue.claim_next(
