@@ -741,6 +741,9 @@ class EvaluationTasksCreatedSerializer(serializers.Serializer):
     created = serializers.IntegerField(
         help_text="New A/B tasks: one per prompt with an output of both models and no such task."
     )
+    skipped_identical = serializers.IntegerField(
+        help_text="Prompts left without one: both models gave the same text."
+    )
 
 
 class EvaluationTasksView(ApiView):
@@ -749,7 +752,7 @@ class EvaluationTasksView(ApiView):
         request=EvaluationTasksSerializer,
         responses={201: EvaluationTasksCreatedSerializer, **ERRORS},
         summary="Blind A/B tasks between two model versions (admin), one per prompt both"
-        " sampled; prompts that have one already are skipped",
+        " sampled; prompts that have one already, or two identical outputs, are skipped",
     )
     def post(self, request: Request, project_id: int) -> Response:
         membership = access.membership_require(
@@ -758,10 +761,11 @@ class EvaluationTasksView(ApiView):
         body = EvaluationTasksSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         project, data = membership.project, body.validated_data
-        created = services.evaluation_tasks_create(
+        made = services.evaluation_tasks_make(
             project=project,
             model_a=_model_named(project, data["model_a"]),
             model_b=_model_named(project, data["model_b"]),
             split=data["split"],
         )
-        return Response({"created": created}, status=status.HTTP_201_CREATED)
+        body = {"created": made.created, "skipped_identical": made.skipped_identical}
+        return Response(body, status=status.HTTP_201_CREATED)
