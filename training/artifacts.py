@@ -119,14 +119,21 @@ class Store:
         except FileNotFoundError:
             return None
 
-    def publish(self, source: Path, key: str, *, move: bool = False) -> Published:
+    def publish(
+        self, source: Path, key: str, *, move: bool = False, cache: Path | None = None
+    ) -> Published:
         """Put a local directory under `key`, manifest last. Idempotent: a key already published
-        (a redelivered finish) is left as it is. With `move` a local store takes the directory
-        over with one rename when it can (a run's model, under the same var/ as the store)."""
+        (a redelivered finish) is left as it is. With `move` the directory is the store's
+        afterwards: a local store takes it over with one rename when it can (a run's model,
+        under the same var/ as the store); after an upload it becomes the `cache` entry of its
+        content (the node that trained a model loads it next without fetching it back)."""
         existing = self.manifest(key)
         if existing is not None:
             return Published(key, self.uri(key), hashlib.sha256(existing).hexdigest())
+        if not source.is_dir():
+            raise ArtifactError(f"{source} is not a directory: nothing to publish as {key!r}.")
         manifest = manifest_of(source)
+        sha256 = hashlib.sha256(manifest).hexdigest()
         files = sorted(json.loads(manifest)["files"])
         if self.local:
             self._place_locally(source, Path(self._path(key)), move=move)
@@ -138,7 +145,21 @@ class Store:
                 [str(source / name) for name in files], [self._path(key, name) for name in files]
             )
             self.fs.pipe_file(self._path(key, MANIFEST), manifest)
-        return Published(key, self.uri(key), hashlib.sha256(manifest).hexdigest())
+            if move:
+                self._keep_in_cache(source, manifest, None if cache is None else cache / sha256)
+        return Published(key, self.uri(key), sha256)
+
+    @staticmethod
+    def _keep_in_cache(source: Path, manifest: bytes, target: Path | None) -> None:
+        if target is not None and not target.exists():
+            _write_atomically(source / MANIFEST, manifest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(source, target)
+                return
+            except OSError:  # another filesystem: the first fetch downloads it instead
+                pass
+        shutil.rmtree(source, ignore_errors=True)
 
     def _place_locally(self, source: Path, target: Path, *, move: bool) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)

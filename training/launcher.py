@@ -40,7 +40,7 @@ from labeling.errors import Invalid
 from labeling.models import Prompt
 from training.engine import jobfile
 
-from . import loop, runs, stages, storage
+from . import artifacts, loop, runs, stages, storage
 from .models import TrainingRun
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -297,17 +297,21 @@ def execute(*, run_id: int, worker: str) -> str:
         job = job_for(run)
         with Heartbeat(run_id, worker) as beat:
             result = LAUNCHERS[settings.TRAINING_LAUNCHER](job, beat)
+            if stages.stage(run.kind).model_kind is not None:
+                # The upload, before the transaction that closes the run finds it published.
+                storage.model_publish(run=run, produced=storage.produced_model(result))
     except Cancelled:
         loop.run_mark_cancelled(run_id=run_id, now=timezone.now())
         return "cancelled"
     except runs.LeaseLost:
         return "lease lost"
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run row
-        error = (
-            f"{exc.error_type}: {exc.details}"
-            if isinstance(exc, EngineFailed)
-            else traceback.format_exc()
-        )
+        if isinstance(exc, EngineFailed):
+            error = f"{exc.error_type}: {exc.details}"
+        elif isinstance(exc, artifacts.ArtifactError):  # a model it loads or made: no traceback
+            error = f"Model files: {exc}"
+        else:
+            error = traceback.format_exc()
         loop.run_fail(
             run_id=run_id, worker=worker, error=error, retry=_is_oom(exc), now=timezone.now()
         )

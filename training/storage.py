@@ -1,10 +1,20 @@
 """Where the files of runs and model versions live. Every path of a run or a model goes through
-here: today a local folder (settings.RUN_ROOT, settings.MODEL_ROOT, both under VAR_DIR); an object
-store later, behind these same functions.
+here.
 
-Paths come from run ids and the database, never from a request (BAD-INPUTS 20). A model version
-stores a path relative to MODEL_ROOT (or, for a base model an admin registered on the server, a
-hub name); `model_path` refuses anything that could escape the root.
+- A run's working directory (checkpoints, its model until it is published, logs) is the
+  worker's: settings.RUN_ROOT.
+- A model version is published into the artifact store (training/artifacts.py): MODEL_ROOT by
+  default, as before the store existed, or the folder or bucket settings.ARTIFACTS names, which
+  every worker node reaches. Its key (`path`) comes from its run or registration; the version
+  records the artifact's URI and the sha256 of its manifest. A worker loads a version from a
+  local directory: the store's folder itself, or its cache of the bucket, checked file by file.
+- The web host never opens those files: what it checks of a version (`model_check`) is in the
+  database.
+
+Versions from before the store (sha256 blank) are directories under MODEL_ROOT at `path`, or hub
+names for base models an admin registered; they are resolved as they always were.
+
+Paths come from run ids and the database, never from a request (BAD-INPUTS 20).
 """
 
 from __future__ import annotations
@@ -12,12 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
 from labeling.errors import Invalid
 from labeling.models import ModelVersion
 
+from . import artifacts
 from .models import TrainingRun
 from .stages import STAGES
 
@@ -40,17 +52,50 @@ def model_root() -> Path:
     return settings.MODEL_ROOT
 
 
-def model_path(version: ModelVersion) -> str:
-    """The path or hub name `from_pretrained` gets for a model version, checked for escapes.
+def model_store() -> artifacts.Store:
+    """Where model versions are published: `<ARTIFACTS>/models`, or MODEL_ROOT by default."""
+    if settings.ARTIFACTS:
+        return artifacts.Store(
+            f"{settings.ARTIFACTS}/models", endpoint_url=settings.ARTIFACTS_ENDPOINT_URL
+        )
+    return artifacts.Store(str(settings.MODEL_ROOT))
 
-    Trained versions and local base models live under MODEL_ROOT; the stored path must be a plain
-    relative path with no `..`, no absolute part and no symlink on the way. Anything that is not
-    a directory under MODEL_ROOT is passed on as a hub name (it fails offline with a clear error).
-    """
+
+def _unsafe(version: ModelVersion) -> bool:
     raw = version.path.strip()
     rel = Path(raw)
-    if not raw or rel.is_absolute() or ".." in rel.parts or raw.startswith(("~", ".")):
-        raise Invalid(f"Model version {version.name!r} has an unsafe path {raw!r}.")
+    return not raw or rel.is_absolute() or ".." in rel.parts or raw.startswith(("~", "."))
+
+
+def model_check(version: ModelVersion) -> None:
+    """What the web host checks before a run uses a version: its key or path is safe. Facts in
+    the database only; whether the files are there is the worker's to find out."""
+    if version.sha256:
+        try:
+            artifacts.check_key(version.path)
+        except artifacts.ArtifactError:
+            raise Invalid(f"Model version {version.name!r} has an unsafe key.") from None
+    elif _unsafe(version):
+        raise Invalid(f"Model version {version.name!r} has an unsafe path {version.path!r}.")
+
+
+def model_path(version: ModelVersion) -> str:
+    """Worker side: the local directory (or hub name) `from_pretrained` gets for a version.
+
+    A published version is fetched through the store (once per node and content, into
+    settings.ARTIFACT_CACHE) and checked against its recorded sha256: a missing or corrupt file
+    is an ArtifactError that names it. A version from before the store is a directory under
+    MODEL_ROOT: a plain relative path with no `..`, no absolute part and no symlink on the way;
+    anything else is passed on as a hub name (it fails offline with a clear error)."""
+    if version.sha256:
+        model_check(version)
+        store = model_store()
+        local = store.fetch(version.path, sha256=version.sha256, cache=settings.ARTIFACT_CACHE)
+        return str(local)
+    if _unsafe(version):
+        raise Invalid(f"Model version {version.name!r} has an unsafe path {version.path!r}.")
+    raw = version.path.strip()
+    rel = Path(raw)
     root = settings.MODEL_ROOT.resolve()
     candidate = root / rel
     current = root
@@ -69,16 +114,23 @@ def model_path(version: ModelVersion) -> str:
     return raw
 
 
-def model_publish(*, run: TrainingRun, produced: Path) -> str:
-    """Move the model a run wrote into the model root; returns the path its version stores.
+def produced_model(result: dict[str, Any]) -> Path:
+    """The model directory a stage's result points at."""
+    return Path(result.get("model_dir") or Path(result["output_dir"]) / "model")
 
-    Idempotent: a redelivered finish finds the model already in place. Both folders are under
-    VAR_DIR, on one filesystem, so the move is one atomic rename.
-    """
-    target = settings.MODEL_ROOT / run_key(run)
-    if not target.exists():
-        os.replace(produced, target)
-    return run_key(run)
+
+def model_publish(*, run: TrainingRun, produced: Path) -> artifacts.Published:
+    """Publish the model a run wrote under the run's key: moved into a local store with one
+    rename, or uploaded to a bucket (and kept in this worker's cache).
+
+    Idempotent: a redelivered finish, or the close of a run the launcher already published
+    (outside the closing transaction, so no row lock is held during an upload), finds it
+    published and only reads its manifest."""
+    return model_store().publish(produced, run_key(run), move=True, cache=settings.ARTIFACT_CACHE)
+
+
+def model_unpublish(*, key: str) -> None:
+    model_store().delete(key)
 
 
 def checkpoints_discard(*, run: TrainingRun) -> None:
