@@ -1,0 +1,137 @@
+"""Model versions in an S3-compatible bucket, against a real S3-protocol server (moto's, started
+by the test, spoken to over HTTP by s3fs as a worker would speak to S3 or MinIO).
+
+Two worker "nodes" share only the database and the bucket: each has its own model root, run
+folder and artifact cache (settings switched between them). What one trains, the other loads from
+an empty cache; a corrupt or missing object fails the run that needs it with the reason, and
+nothing is registered."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from labeling.models import ModelVersion
+from tests.factories import submitted_demonstration
+from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from training import launcher, runs, storage
+from training.models import TrainingRun
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SFT = {"max_steps": 2, "batch_size": 2}
+
+
+@dataclass(frozen=True)
+class Node:
+    root: Path
+
+    def enter(self, settings) -> None:
+        """Act as this node: its own folders, the shared bucket."""
+        settings.MODEL_ROOT = self.root / "models"
+        settings.RUN_ROOT = self.root / "runs"
+        settings.ARTIFACT_CACHE = self.root / "cache"
+        settings.MODEL_ROOT.mkdir(parents=True, exist_ok=True)
+
+    def files(self) -> set[str]:
+        return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def bucket(settings, s3_bucket, s3_endpoint):  # noqa: F811 - fixtures
+    settings.ARTIFACTS = f"{s3_bucket}/instructloop"
+    settings.ARTIFACTS_ENDPOINT_URL = s3_endpoint
+    return settings.ARTIFACTS
+
+
+@pytest.fixture
+def nodes(tmp_path) -> tuple[Node, Node]:
+    return Node(tmp_path / "node-a"), Node(tmp_path / "node-b")
+
+
+@pytest.fixture
+def base(project, personas, bucket, nodes, settings, tmp_path):
+    """The toy base model, published to the bucket as a registration would publish it; and
+    demonstrations to train on."""
+    from tests.training.engine.toy_model import build_toy_model
+
+    nodes[0].enter(settings)
+    built = build_toy_model(tmp_path / "import" / "toy")
+    published = storage.model_store().publish(built, "base-toy")
+    for i in range(4):
+        submitted_demonstration(project, personas.alice, f"Bread and tea {i}.", timezone.now())
+    return ModelVersion.objects.create(
+        project=project, name="toy", kind="base", path=published.key,
+        artifact_uri=published.uri, sha256=published.sha256,
+    )  # fmt: skip
+
+
+def _train(project, personas, base_model: ModelVersion) -> TrainingRun:
+    run = runs.run_start(
+        project=project, kind="sft", config=SFT, created_by=personas.admin, base_model=base_model
+    )
+    launcher.execute(run_id=run.pk, worker="w")
+    run.refresh_from_db()
+    return run
+
+
+def test_a_model_trained_on_one_node_is_published_to_the_bucket_and_loads_on_another(
+    project, personas, base, nodes, settings, bucket
+):
+    a, b = nodes
+    first = _train(project, personas, base)
+    assert first.status == "succeeded", first.error
+    version = first.model_version
+    assert version.artifact_uri == f"{bucket}/models/{storage.run_key(first)}"
+    store = storage.model_store()
+    assert store.fs.exists(f"{store.root}/{version.path}/manifest.json")
+    assert store.fs.exists(f"{store.root}/{version.path}/model.safetensors")
+    # The node that trained it keeps it in its cache under its content hash; its model root
+    # holds nothing (the bucket is the only shared place).
+    assert f"cache/{version.sha256}/model.safetensors" in a.files()
+    assert not any((a.root / "models").iterdir())
+
+    b.enter(settings)
+    assert not b.files()
+    second = _train(project, personas, version)
+    assert second.status == "succeeded", second.error
+    fetched = {f for f in b.files() if f.startswith(f"cache/{version.sha256}/")}
+    expected = {f"cache/{version.sha256}/{name}" for name in store_files(store, version.path)}
+    assert fetched == expected, "node B fetched every published file of A's model, and only those"
+    assert second.model_version.parent == version
+
+
+def store_files(store, key: str) -> set[str]:
+    prefix = f"{store.root}/{key}/"
+    return {p[len(prefix) :] for p in store.fs.find(prefix)}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("corrupt", r"/model.safetensors is corrupt: sha256 [0-9a-f]{64}, its manifest says"),
+        ("missing", r"/config.json is missing from the store"),
+    ],
+)
+def test_a_corrupt_or_missing_object_fails_the_run_that_loads_it_and_registers_nothing(
+    project, personas, base, nodes, settings, damage, message
+):
+    store = storage.model_store()
+    if damage == "corrupt":
+        store.fs.pipe_file(f"{store.root}/{base.path}/model.safetensors", b"\0" * 64)
+    else:
+        store.fs.rm_file(f"{store.root}/{base.path}/config.json")
+    nodes[1].enter(settings)
+    versions_before = ModelVersion.objects.count()
+
+    run = _train(project, personas, base)
+
+    assert run.status == "failed" and run.attempt == 1, "refused at once, not retried"
+    assert run.error.startswith(f"Model files: {base.artifact_uri}")
+    assert re.search(message, run.error), run.error
+    assert run.model_version is None and ModelVersion.objects.count() == versions_before
+    assert not (nodes[1].root / "cache" / base.sha256).exists(), "nothing half-fetched is trusted"
