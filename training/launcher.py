@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,8 @@ class Heartbeat:
         self._last = 0.0
         self._first = True
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        # Called after each progress report (the engine saved that step's checkpoint before).
+        self.after_progress: Callable[[], None] | None = None
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -173,6 +176,8 @@ class Heartbeat:
             ]
         if time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
             self.flush()
+        if self.after_progress is not None:
+            self.after_progress()
         self.raise_if_stopped()
 
 
@@ -294,8 +299,12 @@ def execute(*, run_id: int, worker: str) -> str:
     if run is None:
         return "skipped"
     try:
-        job = job_for(run)
-        with Heartbeat(run_id, worker) as beat:
+        with Heartbeat(run_id, worker) as beat:  # fetching models may take longer than a lease
+            job = job_for(run)
+            mirror = storage.checkpoint_mirror(run)
+            if mirror is not None:  # a shared store: resume from another node's checkpoint
+                mirror.pull()
+                beat.after_progress = mirror.push
             result = LAUNCHERS[settings.TRAINING_LAUNCHER](job, beat)
             if stages.stage(run.kind).model_kind is not None:
                 # The upload, before the transaction that closes the run finds it published.

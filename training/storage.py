@@ -19,6 +19,8 @@ Paths come from run ids and the database, never from a request (BAD-INPUTS 20).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +34,8 @@ from labeling.models import ModelVersion
 from . import artifacts
 from .models import TrainingRun
 from .stages import STAGES
+
+logger = logging.getLogger(__name__)
 
 # Versions a run registers: their files must be under the model root (never a hub name).
 TRAINED_KINDS = {stage.model_kind for stage in STAGES.values() if stage.model_kind}
@@ -133,6 +137,105 @@ def model_unpublish(*, key: str) -> None:
     model_store().delete(key)
 
 
+CHECKPOINTS = "checkpoints"  # training/engine/checkpoint.py writes `step-N` folders in here
+STEP_DONE = "state.json"  # written last into a complete one
+
+
+def _run_store() -> artifacts.Store | None:
+    """Where runs' checkpoints are mirrored: `<ARTIFACTS>/runs`, or None when artifacts stay in
+    MODEL_ROOT (one machine: the run folder itself is where a resume finds them)."""
+    if not settings.ARTIFACTS:
+        return None
+    return artifacts.Store(
+        f"{settings.ARTIFACTS}/runs", endpoint_url=settings.ARTIFACTS_ENDPOINT_URL
+    )
+
+
+def _step(name: str) -> int | None:
+    tail = name.rsplit("/", 1)[-1]
+    return int(tail[5:]) if tail.startswith("step-") and tail[5:].isdigit() else None
+
+
+class CheckpointMirror:
+    """A run's checkpoints in the shared store, so that a run whose node died resumes on another.
+
+    `push` (after each progress report: the engine saves a checkpoint before it reports that
+    step) publishes the newest complete local checkpoint not yet in the store, then removes the
+    older ones there; `pull` (before the engine starts) brings the store's newest into a run
+    folder that has nothing as recent. Each is an artifact with its manifest written last, so a
+    node killed during an upload leaves the previous checkpoint the newest."""
+
+    def __init__(self, run: TrainingRun, store: artifacts.Store) -> None:
+        self.store = store
+        self.prefix = f"{run_key(run)}/{CHECKPOINTS}"
+        self.local = run_dir(run) / CHECKPOINTS
+        self.pushed = self._local_newest()
+
+    def _local_newest(self) -> int:
+        steps = (
+            [_step(p.name) for p in self.local.glob("step-*") if (p / STEP_DONE).is_file()]
+            if self.local.is_dir()
+            else []
+        )
+        return max((s for s in steps if s is not None), default=0)
+
+    def _remote_steps(self) -> list[int]:
+        try:
+            names = self.store.fs.ls(f"{self.store.root}/{self.prefix}", detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(s for s in map(_step, names) if s is not None)
+
+    def pull(self) -> int:
+        """Fetch the store's newest checkpoint when this node has none as recent; its step."""
+        for step in reversed(self._remote_steps()):
+            key = f"{self.prefix}/step-{step}"
+            manifest = self.store.manifest(key)
+            if manifest is None:
+                continue  # an upload that did not finish
+            if step <= self._local_newest():
+                return self._local_newest()
+            scratch = self.local.parent / ".pull"
+            fetched = self.store.fetch(
+                key, sha256=hashlib.sha256(manifest).hexdigest(), cache=scratch
+            )
+            target = self.local / f"step-{step}"
+            shutil.rmtree(target, ignore_errors=True)
+            self.local.mkdir(parents=True, exist_ok=True)
+            if self.store.local:  # fetched in place: the store keeps its copy
+                shutil.copytree(fetched, target)
+            else:
+                os.replace(fetched, target)
+            shutil.rmtree(scratch, ignore_errors=True)
+            self.pushed = step
+            return step
+        return self._local_newest()
+
+    def push(self) -> None:
+        step = self._local_newest()
+        if step <= self.pushed:
+            return
+        try:
+            self.store.publish(self.local / f"step-{step}", f"{self.prefix}/step-{step}")
+        except (FileNotFoundError, artifacts.ArtifactError):
+            return  # the engine replaced it meanwhile: the next report pushes the newer one
+        except Exception:  # noqa: BLE001 - an unreachable store costs resumability, not the run
+            logger.exception("checkpoint %s/step-%s not mirrored", self.prefix, step)
+            return
+        self.pushed = step
+        for old in self._remote_steps():
+            if old < step:
+                self.store.delete(f"{self.prefix}/step-{old}")
+
+
+def checkpoint_mirror(run: TrainingRun) -> CheckpointMirror | None:
+    store = _run_store()
+    return None if store is None else CheckpointMirror(run, store)
+
+
 def checkpoints_discard(*, run: TrainingRun) -> None:
     """A cancelled run's checkpoints are of no further use (its model, if any, stays)."""
-    shutil.rmtree(run_dir(run) / "checkpoints", ignore_errors=True)
+    shutil.rmtree(run_dir(run) / CHECKPOINTS, ignore_errors=True)
+    store = _run_store()
+    if store is not None:
+        store.delete(f"{run_key(run)}/{CHECKPOINTS}")

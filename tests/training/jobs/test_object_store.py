@@ -8,7 +8,11 @@ nothing is registered."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from labeling.models import ModelVersion
 from tests.factories import submitted_demonstration
 from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from training import launcher, runs, storage
-from training.models import TrainingRun
+from training.models import RunMetric, TrainingRun
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -135,3 +139,63 @@ def test_a_corrupt_or_missing_object_fails_the_run_that_loads_it_and_registers_n
     assert re.search(message, run.error), run.error
     assert run.model_version is None and ModelVersion.objects.count() == versions_before
     assert not (nodes[1].root / "cache" / base.sha256).exists(), "nothing half-fetched is trusted"
+
+
+def _engine_children() -> list[int]:
+    """The `python -m training.engine` processes this test process started."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"training.engine" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_run_whose_engine_was_killed_resumes_on_another_node_from_the_bucket(
+    project, personas, base, nodes, settings
+):
+    """Node A's engine is SIGKILLed (as the OOM killer would) once a checkpoint is in the
+    bucket; node B, which shares no folder with A, resumes the run from that checkpoint."""
+    a, b = nodes
+    settings.TRAINING_LAUNCHER = "subprocess"
+    run = runs.run_start(
+        project=project, kind="sft", config={**SFT, "max_steps": 100, "checkpoint_every": 2},
+        created_by=personas.admin, base_model=base,
+    )  # fmt: skip
+    store = storage._run_store()
+    prefix = f"{store.root}/{storage.run_key(run)}/checkpoints"
+    killed: list[int] = []
+
+    def kill_after_the_first_checkpoint_upload() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if store.fs.glob(f"{prefix}/step-*/manifest.json"):
+                for pid in _engine_children():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_the_first_checkpoint_upload)
+    killer.start()
+    assert launcher.execute(run_id=run.pk, worker="node-a") == "failed"
+    killer.join()
+    run.refresh_from_db()
+    assert killed and run.status == "queued", run.error
+    assert "Killed by SIGKILL" in run.error
+    in_bucket = sorted(int(p.rsplit("step-", 1)[1].split("/")[0]) for p in store.fs.glob(
+        f"{prefix}/step-*/manifest.json"
+    ))  # fmt: skip
+    assert in_bucket and in_bucket[-1] < 100
+
+    b.enter(settings)
+    settings.TRAINING_LAUNCHER = "inprocess"
+    assert not b.files()
+    assert launcher.execute(run_id=run.pk, worker="node-b") == "succeeded"
+    run.refresh_from_db()
+    starts = RunMetric.objects.filter(run=run, name="run/started_at_step").order_by("step")
+    assert [m.value for m in starts] == [0.0, float(in_bucket[-1])], "B went on from A's last"
+    assert run.model_version is not None and run.model_version.artifact_uri.startswith("s3://")
