@@ -162,6 +162,8 @@ class Store:
         shutil.rmtree(source, ignore_errors=True)
 
     def _place_locally(self, source: Path, target: Path, *, move: bool) -> None:
+        if source.resolve() == target.resolve():
+            return  # already in place (a folder from before the store): only the manifest is new
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # a publish that died before its manifest
             shutil.rmtree(target)
@@ -236,10 +238,12 @@ class Store:
                         f" {files[name]['sha256']}."
                     )
             _write_atomically(tmp / MANIFEST, manifest)
-            if target.exists():  # another fetch of the same content finished first
-                shutil.rmtree(tmp)
-            else:
+            try:
                 os.replace(tmp, target)
+            except OSError:  # another fetch of the same content finished first
+                if not (target / MANIFEST).is_file():
+                    raise
+                shutil.rmtree(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -133,6 +133,21 @@ def model_publish(*, run: TrainingRun, produced: Path) -> artifacts.Published:
     return model_store().publish(produced, run_key(run), move=True, cache=settings.ARTIFACT_CACHE)
 
 
+def model_adopt(*, version: ModelVersion) -> bool:
+    """Publish a version from before the store (its folder under MODEL_ROOT, copied) under its
+    path as key and record where; False when there is nothing to do (already published, a hub
+    name, or no such folder here)."""
+    if version.sha256 or _unsafe(version):
+        return False
+    directory = settings.MODEL_ROOT / version.path
+    if directory.is_symlink() or not directory.is_dir():
+        return False
+    published = model_store().publish(directory, version.path)
+    version.artifact_uri, version.sha256 = published.uri, published.sha256
+    version.save(update_fields=["artifact_uri", "sha256"])
+    return True
+
+
 def model_unpublish(*, key: str) -> None:
     model_store().delete(key)
 

@@ -109,3 +109,26 @@ def test_keys_that_could_escape_the_store_are_refused(tmp_path, key):
 def test_an_unknown_scheme_is_refused():
     with pytest.raises(ArtifactError, match="local folder or s3://"):
         Store("gs://bucket/prefix")
+
+
+def test_a_directory_already_at_its_key_in_a_local_store_is_published_in_place(tmp_path):
+    store = Store(str(tmp_path / "models"))
+    source = _model_dir(tmp_path / "models" / "tiny-base")
+    published = store.publish(source, "tiny-base")
+    assert (source / "model.safetensors").is_file() and (source / MANIFEST).is_file()
+    assert store.fetch("tiny-base", sha256=published.sha256, cache=tmp_path / "c") == source
+
+
+def test_fetches_of_the_same_content_at_once_share_one_cache_entry(store, tmp_path):
+    """Two workers' processes on one node may fetch the same version at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    published = store.publish(_model_dir(tmp_path / "produced"), "k")
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(4) as pool:
+        found = list(
+            pool.map(lambda _: store.fetch("k", sha256=published.sha256, cache=cache), range(4))
+        )
+    assert len(set(found)) == 1 and (found[0] / "model.safetensors").is_file()
+    if not store.local:
+        assert [p.name for p in cache.iterdir()] == [published.sha256], "no partial copy left"

@@ -8,6 +8,7 @@ nothing is registered."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -199,3 +200,30 @@ def test_a_run_whose_engine_was_killed_resumes_on_another_node_from_the_bucket(
     starts = RunMetric.objects.filter(run=run, name="run/started_at_step").order_by("step")
     assert [m.value for m in starts] == [0.0, float(in_bucket[-1])], "B went on from A's last"
     assert run.model_version is not None and run.model_version.artifact_uri.startswith("s3://")
+
+
+def test_versions_from_before_the_store_are_published_by_the_command_and_load_elsewhere(
+    project, personas, bucket, nodes, settings
+):
+    from django.core.management import call_command
+
+    from tests.training.engine.toy_model import build_toy_model
+
+    a, b = nodes
+    a.enter(settings)
+    build_toy_model(settings.MODEL_ROOT / "old-base")
+    old = ModelVersion.objects.create(project=project, name="old", kind="base", path="old-base")
+    hub = ModelVersion.objects.create(project=project, name="hub", kind="base", path="org/model")
+    out = io.StringIO()
+    call_command("artifacts_publish", stdout=out)
+    old.refresh_from_db()
+    assert old.artifact_uri == f"{bucket}/models/old-base" and len(old.sha256) == 64
+    assert "left as it is: hub" in out.getvalue()
+    assert ModelVersion.objects.get(pk=hub.pk).sha256 == ""
+
+    b.enter(settings)
+    for i in range(4):
+        submitted_demonstration(project, personas.alice, f"Bread and tea {i}.", timezone.now())
+    run = _train(project, personas, old)
+    assert run.status == "succeeded", run.error
+    assert (b.root / "cache" / old.sha256 / "model.safetensors").is_file()
