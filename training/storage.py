@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +155,11 @@ def model_unpublish(*, key: str) -> None:
 
 CHECKPOINTS = "checkpoints"  # training/engine/checkpoint.py writes `step-N` folders in here
 STEP_DONE = "state.json"  # written last into a complete one
+SAMPLES = "samples.jsonl"  # training/engine/sample.py appends each batch whole, then reports it
 
 
 def _run_store() -> artifacts.Store | None:
-    """Where runs' checkpoints are mirrored: `<ARTIFACTS>/runs`, or None when artifacts stay in
+    """Where runs' resume points are mirrored: `<ARTIFACTS>/runs`, or None when artifacts stay in
     MODEL_ROOT (one machine: the run folder itself is where a resume finds them)."""
     if not settings.ARTIFACTS:
         return None
@@ -166,81 +168,113 @@ def _run_store() -> artifacts.Store | None:
     )
 
 
-def _step(name: str) -> int | None:
+def _numbered(name: str, tag: str) -> int | None:
     tail = name.rsplit("/", 1)[-1]
-    return int(tail[5:]) if tail.startswith("step-") and tail[5:].isdigit() else None
+    number = tail.removeprefix(tag)
+    return int(number) if tail.startswith(tag) and number.isdigit() else None
 
 
 class CheckpointMirror:
-    """A run's checkpoints in the shared store, so that a run whose node died resumes on another.
+    """A run's resume points in the shared store, so that a run whose node died resumes on
+    another: its newest checkpoint (`checkpoints/step-N`) and, for a sampling run, the complete
+    lines of its samples file so far (`samples/lines-N`).
 
-    `push` (after each progress report: the engine saves a checkpoint before it reports that
-    step) publishes the newest complete local checkpoint not yet in the store, then removes the
-    older ones there; `pull` (before the engine starts) brings the store's newest into a run
-    folder that has nothing as recent. Each is an artifact with its manifest written last, so a
-    node killed during an upload leaves the previous checkpoint the newest."""
+    `push` (after each progress report: the engine saves a checkpoint, or appends a batch of
+    samples, before it reports that step) publishes what is newer than the store's copy, then
+    removes the older copies there; `pull` (before the engine starts) brings the store's newest
+    into a run folder that has nothing as recent. Each copy is an artifact with its manifest
+    written last, so a node killed during an upload leaves the previous copy the newest."""
 
     def __init__(self, run: TrainingRun, store: artifacts.Store) -> None:
         self.store = store
-        self.prefix = f"{run_key(run)}/{CHECKPOINTS}"
-        self.local = run_dir(run) / CHECKPOINTS
-        self.pushed = self._local_newest()
+        self.key = run_key(run)
+        self.folder = run_dir(run)
+        self.pushed = {"step-": self._local_step(), "lines-": self._local_lines().count(b"\n")}
+        self.samples_due = 0.0  # the whole file goes up each time: at most once in this while
 
-    def _local_newest(self) -> int:
-        steps = (
-            [_step(p.name) for p in self.local.glob("step-*") if (p / STEP_DONE).is_file()]
-            if self.local.is_dir()
-            else []
-        )
+    # What this node has: the newest complete checkpoint; the complete lines of samples.jsonl.
+    def _local_step(self) -> int:
+        found = self.folder.glob(f"{CHECKPOINTS}/step-*/{STEP_DONE}")
+        steps = [_numbered(p.parent.name, "step-") for p in found]
         return max((s for s in steps if s is not None), default=0)
 
-    def _remote_steps(self) -> list[int]:
+    def _local_lines(self) -> bytes:
+        path = self.folder / SAMPLES
+        data = path.read_bytes() if path.is_file() else b""
+        return data[: data.rfind(b"\n") + 1]  # a batch being appended meanwhile: its whole lines
+
+    def _remote(self, folder: str, tag: str) -> list[int]:
         try:
-            names = self.store.fs.ls(f"{self.store.root}/{self.prefix}", detail=False)
+            names = self.store.fs.ls(f"{self.store.root}/{self.key}/{folder}", detail=False)
         except FileNotFoundError:
             return []
-        return sorted(s for s in map(_step, names) if s is not None)
+        return sorted(n for n in (_numbered(name, tag) for name in names) if n is not None)
 
-    def pull(self) -> int:
-        """Fetch the store's newest checkpoint when this node has none as recent; its step."""
-        for step in reversed(self._remote_steps()):
-            key = f"{self.prefix}/step-{step}"
+    def _fetch_newest(self, folder: str, tag: str, newer_than: int) -> tuple[int, Path] | None:
+        for number in reversed(self._remote(folder, tag)):
+            if number <= newer_than:
+                return None
+            key = f"{self.key}/{folder}/{tag}{number}"
             manifest = self.store.manifest(key)
             if manifest is None:
                 continue  # an upload that did not finish
-            if step <= self._local_newest():
-                return self._local_newest()
-            scratch = self.local.parent / ".pull"
-            fetched = self.store.fetch(
-                key, sha256=hashlib.sha256(manifest).hexdigest(), cache=scratch
-            )
-            target = self.local / f"step-{step}"
-            shutil.rmtree(target, ignore_errors=True)
-            self.local.mkdir(parents=True, exist_ok=True)
+            scratch = self.folder / ".pull"
+            sha256 = hashlib.sha256(manifest).hexdigest()
+            fetched = self.store.fetch(key, sha256=sha256, cache=scratch)
             if self.store.local:  # fetched in place: the store keeps its copy
-                shutil.copytree(fetched, target)
-            else:
-                os.replace(fetched, target)
-            shutil.rmtree(scratch, ignore_errors=True)
-            self.pushed = step
-            return step
-        return self._local_newest()
+                shutil.rmtree(scratch, ignore_errors=True)
+                shutil.copytree(fetched, scratch / sha256)
+                fetched = scratch / sha256
+            return number, fetched
+        return None
+
+    def pull(self) -> int:
+        """Bring the store's newest checkpoint and samples here when this node has none as
+        recent; returns the checkpoint's step (0: none)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        found = self._fetch_newest(CHECKPOINTS, "step-", self._local_step())
+        if found is not None:
+            step, fetched = found
+            target = self.folder / CHECKPOINTS / f"step-{step}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(fetched, target)
+            self.pushed["step-"] = step
+        found = self._fetch_newest("samples", "lines-", self._local_lines().count(b"\n"))
+        if found is not None:
+            self.pushed["lines-"], fetched = found
+            os.replace(fetched / SAMPLES, self.folder / SAMPLES)
+        shutil.rmtree(self.folder / ".pull", ignore_errors=True)
+        return self._local_step()
 
     def push(self) -> None:
-        step = self._local_newest()
-        if step <= self.pushed:
+        step = self._local_step()
+        if step > self.pushed["step-"]:
+            source = self.folder / CHECKPOINTS / f"step-{step}"
+            self._publish(CHECKPOINTS, "step-", step, source)
+        if time.monotonic() < self.samples_due:
             return
+        lines = self._local_lines()
+        if lines.count(b"\n") > self.pushed["lines-"]:
+            self.samples_due = time.monotonic() + getattr(settings, "SAMPLES_MIRROR_SECONDS", 30)
+            staged = self.folder / ".push-samples"
+            shutil.rmtree(staged, ignore_errors=True)
+            staged.mkdir()
+            (staged / SAMPLES).write_bytes(lines)
+            self._publish("samples", "lines-", lines.count(b"\n"), staged)
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def _publish(self, folder: str, tag: str, number: int, source: Path) -> None:
         try:
-            self.store.publish(self.local / f"step-{step}", f"{self.prefix}/step-{step}")
+            self.store.publish(source, f"{self.key}/{folder}/{tag}{number}")
+            self.pushed[tag] = number
+            for old in self._remote(folder, tag):
+                if old < number:
+                    self.store.delete(f"{self.key}/{folder}/{tag}{old}")
         except (FileNotFoundError, artifacts.ArtifactError):
             return  # the engine replaced it meanwhile: the next report pushes the newer one
         except Exception:  # noqa: BLE001 - an unreachable store costs resumability, not the run
-            logger.exception("checkpoint %s/step-%s not mirrored", self.prefix, step)
-            return
-        self.pushed = step
-        for old in self._remote_steps():
-            if old < step:
-                self.store.delete(f"{self.prefix}/step-{old}")
+            logger.exception("%s/%s/%s%s not mirrored", self.key, folder, tag, number)
 
 
 def checkpoint_mirror(run: TrainingRun) -> CheckpointMirror | None:
@@ -254,3 +288,4 @@ def checkpoints_discard(*, run: TrainingRun) -> None:
     store = _run_store()
     if store is not None:
         store.delete(f"{run_key(run)}/{CHECKPOINTS}")
+        store.delete(f"{run_key(run)}/samples")

@@ -227,3 +227,50 @@ def test_versions_from_before_the_store_are_published_by_the_command_and_load_el
     run = _train(project, personas, old)
     assert run.status == "succeeded", run.error
     assert (b.root / "cache" / old.sha256 / "model.safetensors").is_file()
+
+
+def test_a_sampling_run_killed_on_one_node_goes_on_from_its_samples_in_the_bucket(
+    project, personas, base, nodes, settings
+):
+    """The samples file is a sampling run's resume point: B samples only the batches A had not."""
+    from tests.factories import PromptFactory
+
+    a, b = nodes
+    settings.TRAINING_LAUNCHER = "subprocess"
+    settings.SAMPLES_MIRROR_SECONDS = 0
+    for i in range(40):
+        PromptFactory(project=project, text=f"Name a colour, then the number {i}.")
+    run = runs.run_start(
+        project=project, kind="sample", base_model=base, created_by=personas.admin,
+        config={"batch_size": 2, "k": 2, "max_new_tokens": 4, "resample_duplicates": 0},
+    )  # fmt: skip
+    store = storage._run_store()
+    pattern = f"{store.root}/{storage.run_key(run)}/samples/lines-*/manifest.json"
+    killed: list[int] = []
+
+    def kill_after_the_first_upload() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if store.fs.glob(pattern):
+                for pid in _engine_children():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_the_first_upload)
+    killer.start()
+    assert launcher.execute(run_id=run.pk, worker="node-a") == "failed"
+    killer.join()
+    run.refresh_from_db()
+    assert killed and run.status == "queued", run.error
+    uploaded = max(int(p.split("lines-")[1].split("/")[0]) for p in store.fs.glob(pattern))
+    lines = 2 * len(run.dataset["prompts"])  # K = 2 per prompt, 2 samples a batch
+    assert 0 < uploaded < lines
+
+    b.enter(settings)
+    settings.TRAINING_LAUNCHER = "inprocess"
+    assert launcher.execute(run_id=run.pk, worker="node-b") == "succeeded"
+    run.refresh_from_db()
+    starts = RunMetric.objects.filter(run=run, name="run/started_at_step").order_by("step")
+    assert [m.value for m in starts] == [0.0, uploaded / 2], "B sampled after A's last batch"
+    assert run.samples.count() == lines, "every prompt's 2 samples, none twice"
