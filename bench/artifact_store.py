@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT  # noqa: E402
 
 
 def _timed(repeat: int, prepare: Callable[[int], Any], work: Callable[[Any], object]) -> float:

@@ -259,7 +259,7 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{args.port}"
     try:
         wait_for_server(base_url)
-        report = drive(args, base_url, admin_password, task_suite, base_name, var_dir, t_start)
+        report = drive(args, base_url, admin_password, task_suite, base_name, t_start)
     finally:
         for proc in (web, worker):
             proc.send_signal(signal.SIGTERM)
@@ -277,7 +277,6 @@ def drive(
     admin_password: str,
     task_suite: suites.TaskSuite,
     base_name: str,
-    var_dir: Path,
     t_start: float,
 ) -> list[str]:
     """Everything the platform does, asked for over its HTTP API as a script would; returns the
@@ -366,7 +365,7 @@ def drive(
 
     with stage("simulated labelers judge blind A/B pairs"):
         crowd(["comparison"], args.seed + 2)
-    return report_lines(admin, project, args, task_suite, sft, finished, var_dir, t_start)
+    return report_lines(admin, project, args, task_suite, sft, finished, t_start)
 
 
 def report_lines(
@@ -376,7 +375,6 @@ def report_lines(
     task_suite: suites.TaskSuite,
     sft: str,
     finished: list[Round],
-    var_dir: Path,
     t_start: float,
 ) -> list[str]:
     """The figures, read back over the API (the gold judge and the reward models' agreement with
@@ -402,12 +400,15 @@ def report_lines(
         scores = [task_suite.judge(c.prompt, c.text).quality for c in held_out[name]]
         return sum(scores) / max(len(scores), 1)
 
-    def gold_agreement(reward_run: Run) -> str:
+    def gold_agreement(reward_model: str) -> str:
         """The reward model's within-prompt agreement with the gold judge on every held-out
         answer the platform sampled (each policy's and each baseline's A/B answers)."""
         from bench.loop_study import rm_scores
 
-        [model_dir] = (var_dir / "models").glob(f"run-{reward_run.id}-*")
+        uri = models[reward_model].artifact_uri
+        if not uri.startswith("file://"):
+            raise SystemExit(f"{reward_model} is at {uri!r}: the bench reads a local store only")
+        model_dir = Path(uri.removeprefix("file://"))
         answers = sorted(
             (c for outputs in held_out.values() for c in outputs), key=lambda c: (c.prompt_id, c.id)
         )
@@ -464,7 +465,7 @@ def report_lines(
             out.append(f"  reward model {rm}: held-out pair accuracy (labelers) "
                        f"{accuracy_text(rm_accuracy.get(rm))}")  # fmt: skip
             out.append(f"  reward model {rm}: within-prompt agreement with the gold judge "
-                       f"{gold_agreement(reward_run)}")  # fmt: skip
+                       f"{gold_agreement(rm)}")  # fmt: skip
         win_lines(new, sft, "SFT")
         if done.policy != sft:
             win_lines(new, done.policy, "its start policy")

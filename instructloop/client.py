@@ -206,6 +206,8 @@ class ModelVersion:
     parent: int | None
     metrics: dict[str, Any]
     held_out_accuracy: HeldOutAccuracy | None
+    artifact_uri: str  # where its files are (file://... or s3://...); blank: from before the store
+    sha256: str  # of its manifest, which lists every file's sha256
     created_at: datetime
 
     @classmethod

@@ -98,7 +98,10 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "name", "kind", "parent", "metrics", "held_out_accuracy", "created_at"]
+        fields = [
+            "id", "name", "kind", "parent", "metrics", "held_out_accuracy", "artifact_uri",
+            "sha256", "created_at",
+        ]  # fmt: skip
         read_only_fields = fields
 
     @extend_schema_field(HeldOutAccuracySerializer(allow_null=True))
