@@ -59,12 +59,20 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
                 form.add_setting_errors(exc)
             else:
                 return redirect("run-detail", slug=slug, run_id=run.pk)
+    now = timezone.now()
+    rows = [
+        (run, selectors.run_timing(run=run, now=now))
+        for run in selectors.runs_for_project(project=project)
+    ]
     context = {
         "project": project,
-        "runs": selectors.runs_for_project(project=project),
+        "rows": rows,
+        "live": any(run.status in (RunStatus.QUEUED, RunStatus.RUNNING) for run, _ in rows),
         "form": form,
         "is_admin": membership.allows(Role.ADMIN),
     }
+    if request.htmx and request.method == "GET":
+        return render(request, "training/runs.html#list", context)
     return render(request, "training/runs.html", context, status=400 if form.errors else 200)
 
 
@@ -88,6 +96,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "outcome": selectors.sampling_outcome(run=run),
         "live": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
         "in_round": RoundStep.objects.filter(run=run).exists(),
+        "timing": selectors.run_timing(run=run, now=timezone.now()),
     }
     template = "training/run_detail.html#live" if request.htmx else "training/run_detail.html"
     return render(request, template, context)
