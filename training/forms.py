@@ -32,12 +32,21 @@ def _defaults_of(kinds: list[str], setting: str) -> str:
     """ "SFT 2e-05 · Reward model 9e-06": a setting's default in each run kind that has one."""
     labels = {RunKind.SFT: "SFT", RunKind.REWARD: "reward model", RunKind.PPO: "PPO",
               RunKind.CRITIC_FREE: "critic-free", RunKind.DPO: "DPO", RunKind.SAMPLE: "sampling"}  # fmt: skip
-    parts = []
+    values = {}
     for kind in kinds:
         value = stages.stage(kind).resolve({"k": 4} if kind == RunKind.SAMPLE else {}).get(setting)
         if value is not None:
-            parts.append(f"{labels[kind]} {value:g}")
-    return " · ".join(parts)
+            values[labels[kind]] = f"{value:g}"
+    if len(values) > 1 and len(set(values.values())) == 1:
+        return f"{next(iter(values.values()))} (every kind)"
+    return " · ".join(f"{label} {value}" for label, value in values.items())
+
+
+class SettingsField(forms.JSONField):
+    """JSON settings; blank shows blank again (not "null") when the form comes back."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
 
 
 class ConfigForm(forms.Form):
@@ -147,7 +156,7 @@ class RunForm(ConfigForm):
         required=False, label="Sampling temperature (sampling and PPO runs)",
         widget=forms.NumberInput(attrs={"step": "any"}),
     )  # fmt: skip
-    settings = forms.JSONField(
+    settings = SettingsField(
         required=False,
         label="More settings (JSON)",
         help_text=SETTINGS_HELP,
@@ -287,7 +296,7 @@ class RoundForm(ConfigForm):
         required=False, min_value=0, max_value=1, initial=0.5,
         label="Gate (iterated DPO): held-out pair accuracy above",
     )  # fmt: skip
-    settings = forms.JSONField(
+    settings = SettingsField(
         required=False,
         label="More settings per step (JSON)",
         help_text='Per step: {"reward": {"lr": 3e-4, "epochs": 3}, "ppo": {"ptx_coef": 0.5},'

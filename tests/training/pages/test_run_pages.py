@@ -456,3 +456,11 @@ def test_the_training_pages_carry_the_project_navigation(project, personas, base
     assert (
         f'href="/p/{project.slug}/runs/"' in admin and f'href="/p/{project.slug}/rounds/"' in admin
     )
+
+
+def test_a_refused_launch_gives_back_blank_json_settings_not_null(project, personas, base):
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk, "settings": ""}
+    )
+    assert response.status_code == 400
+    assert ">null</textarea>" not in response.content.decode()
