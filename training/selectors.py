@@ -47,6 +47,11 @@ def trainable_models(*, project: Project, kind: str = "policy") -> QuerySet[Mode
     return versions.filter(pk__in=usable)
 
 
+def model_ids_by_name(*, project: Project) -> dict[str, int]:
+    """name -> id of the project's model versions (pages that name models link them)."""
+    return dict(ModelVersion.objects.filter(project=project).values_list("name", "pk"))
+
+
 def default_start_model(*, project: Project) -> ModelVersion | None:
     """What a launch form starts from unless told: the newest trained policy (SFT, PPO, DPO…),
     else the project's first base model (the one it was set up with)."""

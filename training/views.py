@@ -278,7 +278,8 @@ def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     dashboard = selectors.evaluation_dashboard(
         project=project, baseline=request.GET.get("baseline"), data=freshness.data
     )
-    context = {"project": project, "d": dashboard, "f": freshness, "baseline": dashboard.baseline}
+    context = {"project": project, "d": dashboard, "f": freshness, "baseline": dashboard.baseline,
+               "model_ids": selectors.model_ids_by_name(project=project)}  # fmt: skip
     return render(request, "training/dashboard.html", context)
 
 

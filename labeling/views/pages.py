@@ -32,6 +32,7 @@ from ..forms import (
     MemberAddForm,
     MemberInviteForm,
     ProjectForm,
+    RankingFilterForm,
     RankingForm,
     RoleForm,
     SkipForm,
@@ -422,18 +423,25 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
     counts = selectors.labeler_counts(project=project, now=timezone.now(), agreement=agreement)
     names = {row["user_id"]: row["username"] for row in counts}
     pairs = [
-        {"a": names.get(a, a), "b": names.get(b, b), "agreement": value}
+        {"a": names.get(a, a), "b": names.get(b, b), "agreement": value,
+         "comparisons": agreement["pair_comparisons"].get((a, b), 0)}
         for (a, b), value in sorted(agreement["pairs"].items())
-    ]
+    ]  # fmt: skip
     context = {"project": project, "counts": counts, "agreement": agreement, "pairs": pairs}
     return render(request, "labeling/review.html", context)
 
 
-def _paginated(request: HttpRequest, template: str, project, queryset) -> HttpResponse:
+def _paginated(
+    request: HttpRequest, template: str, project, queryset, **context: Any
+) -> HttpResponse:
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     if request.htmx:
         template += "#rows"
-    return render(request, template, {"project": project, "page_obj": page})
+    # The pager's links keep the list's filters.
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"project": project, "page_obj": page, "query": query.urlencode(), **context}
+    return render(request, template, context)
 
 
 @require_GET
@@ -452,9 +460,15 @@ def review_demonstrations(request: HttpRequest, slug: str) -> HttpResponse:
 @page_view
 def review_rankings(request: HttpRequest, slug: str) -> HttpResponse:
     project = _membership(request, slug, Role.REVIEWER).project
+    form = RankingFilterForm(
+        request.GET or None, **selectors.ranking_filter_choices(project=project)
+    )
+    filters = form.filters()
     return _paginated(
         request,
         "labeling/review_rankings.html",
         project,
-        selectors.rankings_for_review(project=project),
+        selectors.rankings_for_review(project=project, **filters),
+        form=form,
+        filtered=bool(filters),
     )
