@@ -23,4 +23,5 @@ urlpatterns = [
 ]
 
 # JSON on /api/ paths for what DRF does not catch (a database outage met in a middleware: 503).
+handler403 = "labeling.views.pages.forbidden"
 handler500 = "labeling.api.errors.server_error"

@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.invites import invite_link
@@ -59,6 +60,19 @@ def page_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
             raise PermissionDenied(exc.message) from None
 
     return wrapped
+
+
+def forbidden(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 403 page: why, and the way back (the page it came from, when that is one of ours)."""
+    referer = request.META.get("HTTP_REFERER", "")
+    back = (
+        referer
+        if url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        else ""
+    )
+    return render(request, "403.html", {"exception": str(exception), "back": back}, status=403)
 
 
 def _membership(request: HttpRequest, slug: str, role: str = Role.LABELER):
