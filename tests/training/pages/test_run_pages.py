@@ -88,7 +88,8 @@ def test_the_live_fragment_polls_while_running_and_shows_curves(project, persona
     fragment = _client(personas.reviewer).get(url, headers={"HX-Request": "true"})
     assert b"<html" not in fragment.content
     assert (
-        b'hx-trigger="every 2s"' in fragment.content and fragment.content.count(b"<polyline") == 2
+        b'hx-trigger="every 2s"' in fragment.content
+        and fragment.content.count(b'<figure class="chart" data-chart=') == 2
     )
     full = _client(personas.reviewer).get(url)
     assert b"<html" in full.content and b"Cancel run" not in full.content
@@ -464,3 +465,31 @@ def test_a_refused_launch_gives_back_blank_json_settings_not_null(project, perso
     )
     assert response.status_code == 400
     assert ">null</textarea>" not in response.content.decode()
+
+
+# Issue 18: curves drawn by a charting library (uPlot, vendored) from data the page carries.
+
+
+def test_a_curve_is_handed_to_the_page_as_data_in_step_order_without_non_finite_values(
+    project, personas, base
+):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
+                                     step=3, total_steps=4)  # fmt: skip
+    for step, value in ((2, 1.25), (1, 2.0), (3, float("nan"))):
+        run.metric_points.create(step=step, name="train/loss", value=value)
+    html = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    data = '{"name": "train/loss", "steps": [1, 2], "values": [2.0, 1.25]}'
+    assert f'<script type="application/json">{data}</script>' in html
+    assert "at step 2 (from 1.2500 to 2.0000 over steps 1–2)" in html  # without JavaScript
+    assert "/static/vendor/uplot/uPlot.iife.min.js" in html and "/static/js/charts.js" in html
+    assert "<svg" not in html.split('id="run-live"')[1]  # no hand-drawn chart left
+
+
+def test_uplot_is_vendored_with_its_licence_and_listed():
+    from django.conf import settings
+
+    vendor = settings.BASE_DIR / "static" / "vendor"
+    script = (vendor / "uplot" / "uPlot.iife.min.js").read_text()
+    assert script.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+    assert "MIT License" in (vendor / "uplot" / "LICENSE").read_text()
+    assert "| uPlot | 1.6.32 | MIT" in (vendor / "README.md").read_text()
