@@ -1,11 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts.permissions import SchemaAccess
 
+
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers and tools ask for /favicon.ico whatever the page links: the static file."""
+    return HttpResponseRedirect(static("favicon.ico"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon),
     path("api/v1/auth/", include("accounts.api_urls")),
     path("api/v1/", include("labeling.api.urls")),
     path("api/v1/", include("training.api_urls")),

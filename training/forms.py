@@ -3,12 +3,14 @@ training/stages.py) is what accepts or refuses a setting, when the run or round 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django import forms
 
 from labeling.errors import Invalid
 from labeling.models import MAX_K, ModelVersion, Project
+from labeling.templatetags.timefmt import duration
 
 from . import runs, selectors, stages
 from .models import Recipe, RunKind, SourceKind
@@ -73,7 +75,18 @@ class ConfigForm(forms.Form):
                 self.add_error("settings", exc)
         if not self.errors:
             self.check_data_size()
+        start = cleaned.get(self.START_FIELD)
+        build = start and selectors.model_build(version=start, now=time.time())
+        if build:
+            eta = build.progress.eta_seconds
+            left = f"about {duration(eta)} left" if eta is not None else "estimating the time left"
+            self.add_error(
+                self.START_FIELD,
+                f"{start.name} is still being built ({left}); launch from it once it is done.",
+            )
         return cleaned
+
+    START_FIELD = "base_model"  # the model version the run or round starts from
 
     def data_to_count(self) -> tuple[str, dict[str, Any]] | None:
         """(run kind, its settings) whose training rows are counted before launching."""
@@ -218,6 +231,7 @@ class RunForm(ConfigForm):
 
 
 class RoundForm(ConfigForm):
+    START_FIELD = "policy"
     policy = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from policy")
     recipe = forms.ChoiceField(
         choices=Recipe.choices, initial=Recipe.INSTRUCTGPT, required=False,

@@ -16,6 +16,8 @@ from labeling.errors import Invalid
 from labeling.models import Comparison, Completion, ModelVersion, Project, RankingEntry
 
 from . import review, rounds, storage
+from .demo import build_progress
+from .demo.build_progress import BuildProgress
 from .models import ModelRegistration, Round, RoundStep, RunStatus, StepRole, TrainingRun
 
 
@@ -54,10 +56,42 @@ def model_ids_by_name(*, project: Project) -> dict[str, int]:
 
 def default_start_model(*, project: Project) -> ModelVersion | None:
     """What a launch form starts from unless told: the newest trained policy (SFT, PPO, DPO…),
-    else the project's first base model (the one it was set up with)."""
+    else the project's base model, else its first base model."""
     models = trainable_models(project=project)
     trained = models.filter(kind__in=[ModelVersion.Kind.SFT, ModelVersion.Kind.POLICY]).first()
-    return trained or models.filter(kind=ModelVersion.Kind.BASE).order_by("created_at").first()
+    if trained is not None:
+        return trained
+    base = models.filter(pk=project.base_model_id).first() if project.base_model_id else None
+    return base or models.filter(kind=ModelVersion.Kind.BASE).order_by("created_at").first()
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    model: ModelVersion
+    progress: BuildProgress
+
+
+def model_build(*, version: ModelVersion, now: float) -> ModelBuild | None:
+    """The build under way of a base model whose files are not there yet (the demo's tiny model,
+    built in the background on first start), or None."""
+    if version.kind != ModelVersion.Kind.BASE or not version.path:
+        return None
+    try:
+        storage.model_path(version)
+    except Invalid:
+        return None
+    target = storage.model_root() / version.path
+    if target.is_dir():
+        return None
+    progress = build_progress.progress_read(target, now=now)
+    return ModelBuild(model=version, progress=progress) if progress else None
+
+
+def model_builds(*, project: Project, now: float) -> list[ModelBuild]:
+    """Every build under way of the project's base models (the pages say what waits on them)."""
+    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.BASE)
+    builds = [model_build(version=v, now=now) for v in versions.exclude(path="")]
+    return [b for b in builds if b is not None]
 
 
 def runs_of(*, project: Project) -> QuerySet[TrainingRun]:

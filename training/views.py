@@ -68,6 +68,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project,
         "rows": rows,
         "live": any(run.status in (RunStatus.QUEUED, RunStatus.RUNNING) for run, _ in rows),
+        "builds": selectors.model_builds(project=project, now=now.timestamp()),
         "form": form,
         "is_admin": membership.allows(Role.ADMIN),
     }
@@ -155,6 +156,7 @@ def round_list(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "project": project,
         "rounds": selectors.rounds_for_project(project=project),
+        "builds": selectors.model_builds(project=project, now=timezone.now().timestamp()),
         "form": form,
         "error": error,
         "is_admin": membership.allows(Role.ADMIN),
@@ -256,6 +258,7 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
         "registrations": registrations,
         "live": any(r.status in ("pending", "validating") for r in registrations),
         "versions": selectors.model_versions_for_page(project=project),
+        "builds": selectors.model_builds(project=project, now=timezone.now().timestamp()),
     }
     template = "training/models.html#live" if request.htmx else "training/models.html"
     return render(request, template, context)

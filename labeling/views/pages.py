@@ -97,6 +97,18 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "labeling/home.html", context)
 
 
+@require_GET
+@page_view
+def project_root(request: HttpRequest, slug: str) -> HttpResponse:
+    """A project's own address (what ./dev up prints): each member to their place in it."""
+    membership = _membership(request, slug)
+    if membership.allows(Role.ADMIN):
+        return redirect("project_admin", slug=slug)
+    if membership.allows(Role.REVIEWER):
+        return redirect("review", slug=slug)
+    return redirect("home")
+
+
 @require_http_methods(["GET", "POST"])
 @page_view
 def next_task(request: HttpRequest, slug: str, kind: str) -> HttpResponse:

@@ -493,3 +493,43 @@ def test_uplot_is_vendored_with_its_licence_and_listed():
     assert script.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
     assert "MIT License" in (vendor / "uplot" / "LICENSE").read_text()
     assert "| uPlot | 1.6.32 | MIT" in (vendor / "README.md").read_text()
+
+
+# Issue 18: on first start the tiny base model builds in the background; pages say what waits.
+
+
+def test_pages_say_a_base_model_is_being_built_and_a_run_from_it_waits(
+    project, personas, settings, tmp_path, now
+):
+    import time
+
+    from training.demo import build_progress
+
+    settings.MODEL_ROOT = tmp_path / "models"
+    settings.MODEL_ROOT.mkdir()
+    tiny = ModelVersionFactory(project=project, name="tiny-base", kind="base", path="tiny-base")
+    project.base_model = tiny
+    project.save(update_fields=["base_model"])
+    for _ in range(2):
+        _demonstration(project, personas.alice, now)
+    build_progress.progress_write(
+        settings.MODEL_ROOT / "tiny-base",
+        build_progress.BuildProgress(phase="train", step=300, total_steps=1300,
+                                     started_at=time.time() - 60, updated_at=time.time(),
+                                     eta_seconds=200.0),
+    )  # fmt: skip
+    for url in (f"/p/{project.slug}/runs/", f"/p/{project.slug}/rounds/",
+                f"/p/{project.slug}/models/"):  # fmt: skip
+        html = _client(personas.admin).get(url).content.decode()
+        assert "tiny-base is being built" in html and "step 300 of 1300" in html, url
+        assert "about 3 min 20 s left" in html and "Runs and rounds from it wait" in html, url
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": tiny.pk, "confirm": "on"}
+    )
+    assert response.status_code == 400 and not TrainingRun.objects.exists()
+    assert "tiny-base is still being built (about 3 min 20 s left)" in response.content.decode()
+
+    build_progress.progress_clear(settings.MODEL_ROOT / "tiny-base")
+    (settings.MODEL_ROOT / "tiny-base").mkdir()  # built
+    html = _client(personas.admin).get(f"/p/{project.slug}/runs/").content.decode()
+    assert "being built" not in html
