@@ -470,12 +470,10 @@ def test_a_refused_launch_gives_back_blank_json_settings_not_null(project, perso
 # Issue 18: curves drawn by a charting library (uPlot, vendored) from data the page carries.
 
 
-def test_a_curve_is_handed_to_the_page_as_data_in_step_order_without_non_finite_values(
-    project, personas, base
-):
+def test_a_curve_is_handed_to_the_page_as_data_in_step_order(project, personas, base):
     run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
                                      step=3, total_steps=4)  # fmt: skip
-    for step, value in ((2, 1.25), (1, 2.0), (3, float("nan"))):
+    for step, value in ((2, 1.25), (1, 2.0)):
         run.metric_points.create(step=step, name="train/loss", value=value)
     html = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
     data = '{"name": "train/loss", "steps": [1, 2], "values": [2.0, 1.25]}'
@@ -483,6 +481,14 @@ def test_a_curve_is_handed_to_the_page_as_data_in_step_order_without_non_finite_
     assert "at step 2 (from 1.2500 to 2.0000 over steps 1–2)" in html  # without JavaScript
     assert "/static/vendor/uplot/uPlot.iife.min.js" in html and "/static/js/charts.js" in html
     assert "<svg" not in html.split('id="run-live"')[1]  # no hand-drawn chart left
+
+
+def test_a_curve_leaves_out_non_finite_values_and_a_curve_of_none_is_no_chart():
+    from training.charts import charts_for
+
+    points = [("a", 2, float("nan")), ("a", 1, 0.5), ("b", 1, float("inf"))]
+    (chart,) = charts_for(points)
+    assert chart.data() == {"name": "a", "steps": [1], "values": [0.5]}
 
 
 def test_uplot_is_vendored_with_its_licence_and_listed():
