@@ -539,3 +539,13 @@ def test_pages_say_a_base_model_is_being_built_and_a_run_from_it_waits(
     (settings.MODEL_ROOT / "tiny-base").mkdir()  # built
     html = _client(personas.admin).get(f"/p/{project.slug}/runs/").content.decode()
     assert "being built" not in html
+
+
+def test_a_sampling_runs_page_answers_with_its_create_tasks_flag_in_the_dataset(
+    project, personas, base
+):
+    run = TrainingRun.objects.create(project=project, kind="sample", base_model=base,
+                                     config={"k": 4}, status=RunStatus.SUCCEEDED,
+                                     dataset={"prompts": [1, 2], "create_tasks": True})  # fmt: skip
+    response = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/")
+    assert response.status_code == 200 and "<li>2 prompts</li>" in response.content.decode()
