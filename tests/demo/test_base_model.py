@@ -210,3 +210,32 @@ def test_the_build_reports_each_phase_and_an_eta_then_clears_its_report(tmp_path
     assert ("train", 20, True) in seen
     assert not build_progress.progress_path(out).exists()  # done: nothing left to report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_build_stopped_with_term_leaves_neither_its_report_nor_a_half_model(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from training.demo import build_progress
+
+    out = tmp_path / "tiny-base"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "training.demo.base_model", "--out", str(out), "--steps",
+         "100000", "--report", "0"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while (p := build_progress.progress_read(out)) is None or p.phase != "train":
+            assert time.monotonic() < deadline and builder.poll() is None, "never trained"
+            time.sleep(0.2)
+        builder.send_signal(signal.SIGTERM)  # what ./dev up's Ctrl+C sends it
+        assert builder.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        builder.kill()
+        builder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny-base.lock"]

@@ -61,6 +61,7 @@ def test_dev_up_answers_within_a_minute_of_its_install_while_the_model_builds(tm
     port = _free_port()
     env.update(INSTRUCTLOOP_VAR_DIR=str(tmp_path / "var"), PORT=str(port))
     lines: list[tuple[float, str]] = []
+    left: list[str] = []
     up = subprocess.Popen(
         ["./dev", "up"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -103,9 +104,26 @@ def test_dev_up_answers_within_a_minute_of_its_install_while_the_model_builds(tm
         runs = browser.open(f"{base}/p/demo/runs/", timeout=30).read().decode()
         assert "tiny-base is being built" in runs and "Runs and rounds from it wait" in runs
     finally:
-        os.killpg(up.pid, signal.SIGINT)
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl+C
         try:
             up.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+            up.kill()
             up.wait()
+        left = _left_in_group(up.pid, wait=10)
+        if left:
+            os.killpg(up.pid, signal.SIGKILL)
+    # Ctrl+C stopped everything it started, the builder and the worker's beat included, and the
+    # builder removed its report on the way out.
+    assert not left, f"processes left running after Ctrl+C: {left}"
+    assert not list((tmp_path / "var" / "models").glob(".tiny-base.progress.json"))
+
+
+def _left_in_group(pgid: int, *, wait: float) -> list[str]:
+    deadline = time.monotonic() + wait
+    while True:
+        left = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True,
+                              text=True).stdout.strip().splitlines()  # fmt: skip
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)

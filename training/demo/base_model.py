@@ -24,6 +24,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -655,6 +657,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=TinyConfig.train_steps)
     parser.add_argument("--report", type=int, default=100, help="held-out prompts to judge; 0=none")
     args = parser.parse_args(argv)
+    # Stopped (./dev up's Ctrl+C sends TERM): unwind, so the build's report and its half-built
+    # directory are removed (build_atomically's finally) instead of left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cfg = TinyConfig(seed=args.seed, max_seconds=args.max_seconds, train_steps=args.steps)
     with _build_lock(args.out):
         info = build_atomically(args.out, cfg)
