@@ -1,29 +1,19 @@
-"""The whole InstructGPT loop on this machine, from nothing, through the real platform.
+"""The whole InstructGPT loop on this machine, from nothing, through the platform's HTTP API only.
 
     python bench/closed_loop.py [--prompts 1500] [--rounds 2] [--reuse-base] [--suite demo|errands]
         [--recipe instructgpt|critic_free|iterated_dpo] [--base tiny|smollm2]
 
-Build the tiny base model → a project with prompts of --suite (demo; errands: written before any
-tuning, unseen by the base model) → simulated labelers write demonstrations over the HTTP API → SFT
-on the worker → the SFT policy samples 8 per prompt into the ranking queue (first K=4 distinct: a
-task) → simulated labelers rank (overlap 2: agreement is measured) → round 1: reward model, PPO
-from SFT, gate, and the PPO and SFT policies sample every train prompt (2 + 2, at T=1) into mixed,
-blinded ranking tasks and the held-out prompts into A/B tasks → the crowd ranks those → each later
-round starts from the previous round's policy, its reward model on every ranking so far → simulated
-labelers judge the blind A/B pairs, each round's policy against SFT among them. Prints, for each
-round's policy, the win rate (simulated evaluators, and the suite's gold judge, 95% intervals) over
-SFT and over the round's compute-matched SFT, its reward model's held-out accuracy (labelers) and
-within-prompt agreement with the gold judge, final KL and the wall time of every stage.
-
-Everything the platform does is asked for over its HTTP API with the project's client
-(instructloop/client.py), as a customer's script would: the operator's set-up is `manage.py
-migrate` and `createsuperuser`; the admin creates the project, imports the prompts, registers the
-base model, invites the simulated labelers (each sets a password through the invite link and gets
-an API token), launches SFT, the sampling and the rounds, and reads every figure back; the crowd
-works through the same API. The bench's own parts are the gold judge, which scores the texts the
-API returns, and the reward models' agreement with it, which reads their weights where the worker
-wrote them.
-
+The operator runs `manage.py migrate` and `createsuperuser`; everything else is asked for with the
+project's client (instructloop/client.py), as a customer's script would: the admin creates a
+project of --suite's prompts, registers the base model, invites simulated labelers (each sets a
+password by the invite link and gets a token), who write demonstrations over the API → SFT → the
+SFT policy samples 8 per prompt into the ranking queue → the crowd ranks (overlap 2) → each round
+(--recipe: reward model + PPO, critic-free RL, or DPO; gate; compute-matched SFT; mixed ranking
+samples and blind A/B tasks) starts from the previous round's policy → the crowd judges the A/B
+pairs. Prints, read back over the API, each round's win rates (simulated evaluators, and the
+suite's gold judge scoring the texts the API returns; 95% intervals) over SFT and over the
+compute-matched SFT, the reward model's held-out accuracy and its agreement with the gold judge
+(from its weights where the worker wrote them), final KL and the wall time of every stage.
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_BROKER_URL); a fresh database is made.
 Results, with the commands that produced them: docs/benchmarks.md.
 """
@@ -32,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import secrets
@@ -291,6 +282,7 @@ def drive(
 ) -> list[str]:
     """Everything the platform does, asked for over its HTTP API as a script would; returns the
     report's lines."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     admin = Client.login(base_url, "loop-admin", admin_password)
     project = admin.create_project(
         "Closed loop", "loop", k=args.k, overlap=2, demo_overlap=1,

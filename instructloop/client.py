@@ -45,6 +45,7 @@ __all__ = [
     "Comparison",
     "Completion",
     "Evaluation",
+    "EvaluationTasks",
     "ImportResult",
     "Invitation",
     "JobFailed",
@@ -626,6 +627,19 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationTasks:
+    """What `Client.create_evaluation_tasks` made."""
+
+    __schema__: ClassVar[str] = "EvaluationTasksCreated"
+    created: int
+    skipped_identical: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvaluationTasks:
+        return _plain(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
 class EvaluationFreshness:
     """How fresh the evaluation figures are, and whether a worker is counting them again."""
 
@@ -1072,12 +1086,12 @@ class Client:
 
     def create_evaluation_tasks(
         self, project: ProjectRef, model_a: str, model_b: str, *, split: str = "test"
-    ) -> int:
-        """Blind A/B tasks between two model versions on the split's prompts (admin); how many
-        were created."""
+    ) -> EvaluationTasks:
+        """Blind A/B tasks between two model versions on the split's prompts (admin): how many
+        were created, and how many prompts were skipped because both gave the same text."""
         body = {"model_a": model_a, "model_b": model_b, "split": split}
         url = f"projects/{_pid(project)}/evaluation-tasks/"
-        return int(self._call("POST", url, json=body)["created"])
+        return EvaluationTasks.from_json(self._call("POST", url, json=body))
 
     def comparisons(self, project: ProjectRef, *, model: str | None = None) -> Iterator[Comparison]:
         """Blind A/B judgements with both outputs and their models (reviewers); only those

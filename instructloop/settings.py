@@ -86,6 +86,22 @@ RUN_ROOT = VAR_DIR / "runs"  # training run outputs and checkpoints
 MODEL_IMPORT_ROOT = Path(
     os.environ.get("INSTRUCTLOOP_MODEL_IMPORT_ROOT", VAR_DIR / "import")
 ).resolve()
+# Where model versions are published (training/artifacts.py): empty keeps them in MODEL_ROOT, as
+# the embedded set-up always has; a folder or `s3://bucket/prefix` (keys from the AWS_* environment,
+# the server from INSTRUCTLOOP_ARTIFACTS_ENDPOINT_URL for MinIO and other S3-compatible stores)
+# puts them under `<that>/models/`, where every worker node finds them.
+ARTIFACTS = os.environ.get("INSTRUCTLOOP_ARTIFACTS", "").strip().rstrip("/")
+if ARTIFACTS and "://" in ARTIFACTS and not ARTIFACTS.startswith(("s3://", "file://")):
+    raise ImproperlyConfigured(
+        f"INSTRUCTLOOP_ARTIFACTS={ARTIFACTS!r} must be a local folder or an s3://bucket/prefix URL"
+    )
+if ARTIFACTS and "://" not in ARTIFACTS and not Path(ARTIFACTS).is_absolute():
+    raise ImproperlyConfigured(f"INSTRUCTLOOP_ARTIFACTS={ARTIFACTS!r} must be an absolute path")
+ARTIFACTS_ENDPOINT_URL = os.environ.get("INSTRUCTLOOP_ARTIFACTS_ENDPOINT_URL", "").strip() or None
+# A worker's copies of the model versions it fetched from a remote store, by content sha256.
+ARTIFACT_CACHE = Path(
+    os.environ.get("INSTRUCTLOOP_ARTIFACT_CACHE", VAR_DIR / "cache" / "artifacts")
+).resolve()
 for _dir in (VAR_DIR, MODEL_ROOT, RUN_ROOT, MODEL_IMPORT_ROOT):
     _dir.mkdir(parents=True, exist_ok=True)
 
@@ -250,7 +266,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["labeling.api.formats.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "labeling.api.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "labeling.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "labeling.api.errors.exception_handler",

@@ -31,6 +31,8 @@ urlpatterns = [
     path("", include("labeling.urls")),
 ]
 
-# JSON on /api/ paths for what DRF does not catch (a database outage met in a middleware: 503).
+# JSON on /api/ paths for a URL no route matches (404) and for what DRF does not catch (a
+# database outage met in a middleware: 503). A page's 403 is our page with the way back.
 handler403 = "labeling.views.pages.forbidden"
+handler404 = "labeling.api.errors.not_found"
 handler500 = "labeling.api.errors.server_error"

@@ -6,11 +6,12 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import NON_FIELD_ERRORS
 
 from . import blinding
 from .models import DEFAULT_FLAGS, FLAG_CHOICES, MAX_K, MAX_RESPONSE_CHARS, Role, Winner
 from .selectors import LeasePage
-from .services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS
+from .services import MAX_NOTES_CHARS, MAX_TIME_SPENT_MS, ranking_contradictions
 
 LIKERT_CHOICES = [("", "—")] + [(str(i), str(i)) for i in range(1, 8)]
 PER_OUTPUT_FIELDS = ("rank", "likert", "flags")  # RankingForm's `<field>-<slot letter>`
@@ -88,7 +89,12 @@ class ImportForm(forms.Form):
 
 
 class SkipForm(forms.Form):
-    reason = forms.ChoiceField(choices=SKIP_REASONS, widget=forms.RadioSelect, initial="unclear")
+    # No reason is chosen in advance: a preselected one is what a hurried labeler sends.
+    reason = forms.ChoiceField(
+        choices=SKIP_REASONS,
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose why you skip this task."},
+    )
     note = forms.CharField(required=False, max_length=400)
 
     def reason_text(self) -> str:
@@ -116,22 +122,31 @@ class RankingForm(forms.Form):
     notes = forms.CharField(
         required=False,
         max_length=MAX_NOTES_CHARS,
-        widget=forms.Textarea(attrs={"rows": 2}),
+        widget=forms.Textarea(attrs={"rows": 1, "placeholder": "optional"}),
     )
     time_spent_ms = TimeSpentField()
+    # Set when the labeler confirmed an order that contradicts their ratings (the page asks).
+    confirm_order = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, page: LeasePage, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.page = page
         k = len(page.completions)
-        rank_choices = [(str(r), str(r)) for r in range(1, k + 1)]
-        for position, shown in enumerate(page.completions, start=1):
+        # No rank is given in advance: a pre-filled shown order was stored as the labeler's.
+        rank_choices = [("", "—")] + [(str(r), str(r)) for r in range(1, k + 1)]
+        for shown in page.completions:
             slot = shown.label
             self.fields[f"rank-{slot}"] = forms.TypedChoiceField(
-                choices=rank_choices, coerce=int, initial=position, label=f"Rank of {slot}"
+                choices=rank_choices,
+                coerce=int,
+                label=f"Rank of {slot}",
+                error_messages={"required": f"Give output {slot} a rank."},
             )
             self.fields[f"likert-{slot}"] = forms.TypedChoiceField(
-                choices=LIKERT_CHOICES, coerce=int, label=f"Rating of {slot} (1-7)"
+                choices=LIKERT_CHOICES,
+                coerce=int,
+                label=f"Rating of {slot} (1-7)",
+                error_messages={"required": f"Rate output {slot} from 1 to 7."},
             )
             self.fields[f"flags-{slot}"] = forms.MultipleChoiceField(
                 choices=page.flags,
@@ -163,7 +178,22 @@ class RankingForm(forms.Form):
             )
         if twice:
             raise forms.ValidationError(f"Sent more than once: {', '.join(sorted(twice))}.")
+        if not self.errors and not cleaned.get("confirm_order"):
+            contradictions = ranking_contradictions(self.entries())
+            if contradictions:
+                raise forms.ValidationError(
+                    "Your order contradicts your ratings: "
+                    + "; ".join(contradictions[:3])
+                    + ("; ..." if len(contradictions) > 3 else "")
+                    + ". Reorder or re-rate, or submit again to keep it.",
+                    code="contradiction",
+                )
         return cleaned
+
+    @property
+    def asks_confirmation(self) -> bool:
+        """The order contradicted the ratings: the page sends confirm_order with the next submit."""
+        return self.is_bound and self.has_error(NON_FIELD_ERRORS, "contradiction")
 
     def cards(self) -> list[dict[str, Any]]:
         """Per shown completion: its letter, text and bound fields, for the template."""

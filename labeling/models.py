@@ -180,6 +180,11 @@ class ModelVersion(models.Model):
     # Relative to settings.MODEL_ROOT for models we train; a hub name or absolute path only for
     # base models an admin registers on the server. Never taken from a request body.
     path = models.CharField(max_length=500, blank=True)
+    # Where the version's files were published (training/artifacts.py; `path` is their key there)
+    # and the sha256 of their manifest, which vouches for every file. Both blank: a version from
+    # before the artifact store, or a hub name; its files are read under MODEL_ROOT as before.
+    artifact_uri = models.CharField(max_length=1000, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
@@ -191,6 +196,11 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["project", "name"], name="model_version_unique_name"),
             models.CheckConstraint(
                 condition=Q(kind__in=ModelKind.values), name="model_version_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(artifact_uri="", sha256="")
+                | (~Q(artifact_uri="") & Q(sha256__regex=r"^[0-9a-f]{64}$")),
+                name="model_version_artifact_hashed",
             ),
         ]
 

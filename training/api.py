@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from labeling import access, services
 from labeling.api.formats import JSONParser
-from labeling.api.serializers import ErrorSerializer, StrictSerializer
+from labeling.api.serializers import ErrorSerializer, InvalidInputSerializer, StrictSerializer
 from labeling.api.views import ApiView
 from labeling.errors import Invalid, NotFound
 from labeling.models import Completion, ModelVersion, Role, Split
@@ -29,14 +29,16 @@ from . import loop, registry, review, rounds, runs, selectors
 from .models import ModelRegistration, Recipe, Round, SourceKind, TrainingRun
 
 ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid input; `errors` lists each."),
+    400: OpenApiResponse(InvalidInputSerializer, description="Invalid input."),
     403: OpenApiResponse(ErrorSerializer, description="Your role does not allow this."),
     404: OpenApiResponse(ErrorSerializer, description="Not found, or not yours."),
 }
 
 
 class RegistrationSerializer(serializers.ModelSerializer):
-    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    model_version = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The model version, once registered."
+    )
 
     class Meta:
         model = ModelRegistration
@@ -88,7 +90,7 @@ class HeldOutAccuracySerializer(serializers.Serializer):
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
-    parent = serializers.PrimaryKeyRelatedField(read_only=True)
+    parent = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     held_out_accuracy = serializers.SerializerMethodField(
         help_text="A reward model's held-out pair accuracy with its n and 95% interval (null"
         " for other kinds, or when it was not measured)."
@@ -328,9 +330,12 @@ class EvaluationRefreshView(ApiView):
 
 class RunSerializer(serializers.ModelSerializer):
     base_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    reward_model = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     model_version = serializers.SlugRelatedField(
-        slug_field="name", read_only=True, help_text="The model it registered, once it succeeded."
+        slug_field="name",
+        read_only=True,
+        allow_null=True,
+        help_text="The model it registered, once it succeeded.",
     )
 
     class Meta:
@@ -520,7 +525,7 @@ class RoundStepSerializer(serializers.Serializer):
 
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    new_policy = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    new_policy = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
 
     class Meta:
         model = Round
@@ -736,6 +741,9 @@ class EvaluationTasksCreatedSerializer(serializers.Serializer):
     created = serializers.IntegerField(
         help_text="New A/B tasks: one per prompt with an output of both models and no such task."
     )
+    skipped_identical = serializers.IntegerField(
+        help_text="Prompts left without one: both models gave the same text."
+    )
 
 
 class EvaluationTasksView(ApiView):
@@ -744,7 +752,7 @@ class EvaluationTasksView(ApiView):
         request=EvaluationTasksSerializer,
         responses={201: EvaluationTasksCreatedSerializer, **ERRORS},
         summary="Blind A/B tasks between two model versions (admin), one per prompt both"
-        " sampled; prompts that have one already are skipped",
+        " sampled; prompts that have one already, or two identical outputs, are skipped",
     )
     def post(self, request: Request, project_id: int) -> Response:
         membership = access.membership_require(
@@ -753,10 +761,11 @@ class EvaluationTasksView(ApiView):
         body = EvaluationTasksSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         project, data = membership.project, body.validated_data
-        created = services.evaluation_tasks_create(
+        made = services.evaluation_tasks_make(
             project=project,
             model_a=_model_named(project, data["model_a"]),
             model_b=_model_named(project, data["model_b"]),
             split=data["split"],
         )
-        return Response({"created": created}, status=status.HTTP_201_CREATED)
+        body = {"created": made.created, "skipped_identical": made.skipped_identical}
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from labeling.errors import Invalid
 from labeling.models import Prompt
 from training.engine import jobfile
 
-from . import loop, runs, stages, storage
+from . import artifacts, loop, runs, stages, storage
 from .models import TrainingRun
 
 PROGRESS_EVERY_SECONDS = 1.0
@@ -121,6 +122,8 @@ class Heartbeat:
         self._last = 0.0
         self._first = True
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        # Called after each progress report (the engine saved that step's checkpoint before).
+        self.after_progress: Callable[[], None] | None = None
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -173,6 +176,8 @@ class Heartbeat:
             ]
         if time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
             self.flush()
+        if self.after_progress is not None:
+            self.after_progress()
         self.raise_if_stopped()
 
 
@@ -294,20 +299,28 @@ def execute(*, run_id: int, worker: str) -> str:
     if run is None:
         return "skipped"
     try:
-        job = job_for(run)
-        with Heartbeat(run_id, worker) as beat:
+        with Heartbeat(run_id, worker) as beat:  # fetching models may take longer than a lease
+            job = job_for(run)
+            mirror = storage.checkpoint_mirror(run)
+            if mirror is not None:  # a shared store: resume from another node's checkpoint
+                mirror.pull()
+                beat.after_progress = mirror.push
             result = LAUNCHERS[settings.TRAINING_LAUNCHER](job, beat)
+            if stages.stage(run.kind).model_kind is not None:
+                # The upload, before the transaction that closes the run finds it published.
+                storage.model_publish(run=run, produced=storage.produced_model(result))
     except Cancelled:
         loop.run_mark_cancelled(run_id=run_id, now=timezone.now())
         return "cancelled"
     except runs.LeaseLost:
         return "lease lost"
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run row
-        error = (
-            f"{exc.error_type}: {exc.details}"
-            if isinstance(exc, EngineFailed)
-            else traceback.format_exc()
-        )
+        if isinstance(exc, EngineFailed):
+            error = f"{exc.error_type}: {exc.details}"
+        elif isinstance(exc, artifacts.ArtifactError):  # a model it loads or made: no traceback
+            error = f"Model files: {exc}"
+        else:
+            error = traceback.format_exc()
         loop.run_fail(
             run_id=run_id, worker=worker, error=error, retry=_is_oom(exc), now=timezone.now()
         )

@@ -19,6 +19,7 @@ from kombu.exceptions import KombuError
 from labeling.errors import Invalid
 from labeling.models import ModelVersion, Project
 
+from . import storage
 from .models import ModelRegistration, RegistrationStatus, SourceKind
 
 REGISTER_TASK = "training.tasks.register_model"
@@ -161,15 +162,23 @@ def registration_execute(*, registration_id: int) -> ModelRegistration | None:
     except Exception as exc:  # noqa: BLE001 - anything else is still a refusal with its reason
         logger.exception("registration %s failed", registration_id)
         return _fail(registration, f"{type(exc).__name__}: {exc}")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    try:
+        published = storage.model_store().publish(
+            partial, relative, move=True, cache=settings.ARTIFACT_CACHE
+        )
+    except Exception as exc:  # noqa: BLE001 - the store could not take it (a bucket unreachable)
+        logger.exception("registration %s not published", registration_id)
+        shutil.rmtree(partial, ignore_errors=True)
+        return _fail(registration, f"Not stored: {type(exc).__name__}: {exc}")
     try:
         with transaction.atomic():
             version = ModelVersion.objects.create(
                 project=registration.project,
                 name=registration.name,
                 kind=ModelVersion.Kind.BASE,
-                path=relative,
+                path=published.key,
+                artifact_uri=published.uri,
+                sha256=published.sha256,
                 metrics={"registered_from": f"{registration.source_kind}:{registration.source}"},
             )
             registration.status = RegistrationStatus.READY
@@ -178,7 +187,7 @@ def registration_execute(*, registration_id: int) -> ModelRegistration | None:
             registration.finished_at = timezone.now()
             registration.save()
     except IntegrityError:
-        shutil.rmtree(target, ignore_errors=True)
+        storage.model_unpublish(key=published.key)
         return _fail(registration, f"The project already has a model named {registration.name!r}.")
     return registration
 

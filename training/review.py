@@ -86,7 +86,9 @@ def snapshot_data(*, project_id: int, comparisons_upto: int, entries_upto: int) 
         "flags": flags,
         # Labelers' agreement, the ceiling the reward models are read against: the database
         # counts it in about a second at 10^6 rankings, too long for the page to wait on.
-        "agreement": stats.agreement_from_pair_counts(sql.rows(q.AGREEMENT_PAIRS, entries)).overall,
+        "agreement": stats.agreement_from_pair_counts(
+            sql.rows_planned(q.AGREEMENT_PLANS, q.AGREEMENT_PAIRS, entries)
+        ).overall,
     }
 
 

@@ -29,7 +29,12 @@ from django.db.models import Max
 
 from labeling.errors import Conflict, Invalid
 from labeling.models import MAX_K, Completion, ModelVersion, Project, Prompt, Split
-from labeling.services import evaluation_tasks_create, project_lock, ranking_task_create
+from labeling.services import (
+    EvaluationTasks,
+    evaluation_tasks_make,
+    project_lock,
+    ranking_task_create,
+)
 
 from . import runs, stages
 from .models import (
@@ -418,13 +423,13 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
     for group in found.groups:
         ranking_task_create(project=project, prompt=group[0].prompt, completions=group)
     assert round_.new_policy is not None  # set when the policy step succeeded
-    comparisons = evaluation_tasks_create(
+    comparisons = evaluation_tasks_make(
         project=project, model_a=round_.new_policy, model_b=round_.policy
     )
     baseline_run = round_.baseline_run
-    baseline_comparisons = 0
+    baseline_comparisons = EvaluationTasks(created=0, skipped_identical=0)
     if baseline_run is not None and baseline_run.model_version is not None:
-        baseline_comparisons = evaluation_tasks_create(
+        baseline_comparisons = evaluation_tasks_make(
             project=project, model_a=round_.new_policy, model_b=baseline_run.model_version
         )
     round_.gate = {
@@ -432,8 +437,11 @@ def _finish_sampling(round_: Round, now: datetime) -> None:
         "ranking_tasks": len(found.groups),
         "ranking_tasks_fewer_than_k": sum(len(g) < k for g in found.groups),
         "dropped_prompts": len(found.dropped),  # fewer than 2 different outputs: no task
-        "comparison_tasks": comparisons,
-        "baseline_comparison_tasks": baseline_comparisons,
+        "comparison_tasks": comparisons.created,
+        "baseline_comparison_tasks": baseline_comparisons.created,
+        # prompts the two policies answered with the same text: no A/B task (it tells nothing)
+        "comparison_skipped_identical": comparisons.skipped_identical,
+        "baseline_comparison_skipped_identical": baseline_comparisons.skipped_identical,
     }
     round_.stage = RoundStage.DONE
     round_.status = RoundStatus.SUCCEEDED

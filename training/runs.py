@@ -11,7 +11,6 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from django.conf import settings
@@ -71,7 +70,7 @@ def run_start(
         raise NotFound("No such model version in this project.")
     if stage.needs_reward_model and reward_model is None:
         raise Invalid(f"{kind.upper()} needs a reward model.")
-    storage.model_path(base_model)  # refuse unsafe paths now, not in the worker
+    storage.model_check(base_model)  # refuse unsafe paths now, not in the worker
     options = stage.options_of(config)
     with transaction.atomic():
         dataset = stage.snapshot(project, options)
@@ -136,13 +135,15 @@ def outputs_store(run: TrainingRun, result: dict[str, Any]) -> None:
 def _register_model(run: TrainingRun, result: dict[str, Any], kind: str) -> ModelVersion:
     if run.model_version is not None:
         return run.model_version
-    produced = Path(result.get("model_dir") or Path(result["output_dir"]) / "model")
+    published = storage.model_publish(run=run, produced=storage.produced_model(result))
     metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
     version = ModelVersion.objects.create(
         project=run.project,
         name=f"{run.kind}-run-{run.pk}",
         kind=kind,
-        path=storage.model_publish(run=run, produced=produced),
+        path=published.key,
+        artifact_uri=published.uri,
+        sha256=published.sha256,
         parent=run.base_model,
         metrics=metrics,
     )

@@ -2,6 +2,8 @@
 
 - exception_handler (DRF's EXCEPTION_HANDLER): domain errors become answers with their status and
   details; Django's request caps 413/400; a database that cannot be reached a 503.
+- not_found (the project's handler404): an /api/ URL that no route matches (`/api/v1/leases/abc/`,
+  an id beyond bigint) is a JSON 404 like every other refusal of the API; pages keep Django's.
 - server_error (the project's handler500): what DRF does not catch (an error in a middleware, or
   outside any DRF view) on an /api/ path is JSON too, a 503 when the database cannot be reached;
   pages keep Django's HTML page. Django calls handler500 only with DEBUG off (with it on, the
@@ -53,6 +55,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         logger.warning("Database unavailable: %s", exc)
         return Response(UNAVAILABLE, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return drf_exception_handler(exc, context)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: JSON on API paths, Django's own page elsewhere. Before, a path that matched no
+    route (a letter where an id goes) answered the HTML page on /api/ too (schemathesis found it,
+    issue 16)."""
+    if not request.path.startswith(API_PATH):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse({"detail": "Not found."}, status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -17,7 +17,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -44,7 +43,10 @@ User = get_user_model()
 
 
 class StrictSerializer(serializers.Serializer):
-    """A request body: unknown fields are an error, never silently dropped or stored."""
+    """A request body: unknown fields are an error, never silently dropped or stored; a text
+    field is given text (DRF's CharField turns a JSON number into its digits, which the schema,
+    saying string, does not allow: schemathesis found `{"text": 5}` stored as "5", and a ranking
+    flag 0 taken as "0", issue 16)."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, Mapping):
@@ -53,11 +55,39 @@ class StrictSerializer(serializers.Serializer):
                 raise serializers.ValidationError(
                     {name: ["This field is not accepted."] for name in sorted(unknown)}
                 )
+            not_text = [
+                name
+                for name, field in self.fields.items()
+                if _number_for_text(field, data.get(name))
+            ]
+            if not_text:
+                raise serializers.ValidationError(
+                    {name: ["Not a valid string."] for name in not_text}
+                )
         return super().to_internal_value(data)
+
+
+def _number_for_text(field: serializers.Field, value: Any) -> bool:
+    """A number (or a boolean) given to a text field, or inside a list of texts."""
+    if isinstance(field, serializers.CharField):
+        return isinstance(value, int | float)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return any(_number_for_text(field.child, item) for item in value)
+    return False
 
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+    errors = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class InvalidInputSerializer(serializers.Serializer):
+    """A 400 comes in one of two shapes: a refusal of the request as a whole (`detail`, with
+    `errors` listing each problem, e.g. an import's bad lines by number), or a body whose fields
+    did not validate: each such field's name with its messages (`non_field_errors` for the body
+    as a whole), e.g. `{"kind": ["This field is required."]}`."""
+
+    detail = serializers.CharField(required=False)
     errors = serializers.ListField(child=serializers.DictField(), required=False)
 
 
@@ -212,7 +242,11 @@ class LeaseTaskSerializer(serializers.Serializer):
             {"id": slot, "text": text} for slot, text in selectors.shown_completions(lease=lease)
         ]
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(
+        serializers.CharField(
+            allow_null=True, help_text="The autosaved draft of a demonstration (null: none)."
+        )
+    )
     def get_draft(self, lease: Lease) -> str | None:
         if lease.task.kind != "demonstration":
             return None  # only demonstrations have drafts: no lookup for the others

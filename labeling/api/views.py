@@ -57,7 +57,7 @@ from . import serializers as s
 from .formats import JSONParser, JSONRenderer
 
 ERRORS = {
-    400: OpenApiResponse(s.ErrorSerializer, description="Invalid input; `errors` lists each."),
+    400: OpenApiResponse(s.InvalidInputSerializer, description="Invalid input."),
     403: OpenApiResponse(s.ErrorSerializer, description="Your role does not allow this."),
     404: OpenApiResponse(s.ErrorSerializer, description="Not found, or not yours."),
 }
@@ -412,8 +412,8 @@ class ComparisonSubmitView(QueueView):
         tags=["queue"],
         request=s.ComparisonSubmitSerializer,
         responses={
-            201: s.ComparisonReviewSerializer,
-            200: OpenApiResponse(s.ComparisonReviewSerializer, description="Already submitted."),
+            201: s.ComparisonSerializer,
+            200: OpenApiResponse(s.ComparisonSerializer, description="Already submitted."),
             **LEASE_ERRORS,
         },
         summary="Submit a blind A/B judgement: a, b, tie or both_bad (idempotent on the lease)",
@@ -424,7 +424,7 @@ class ComparisonSubmitView(QueueView):
             lease_id=lease_id, user_id=request.user.pk, now=timezone.now(), **data
         )
         return Response(
-            s.ComparisonReviewSerializer(comparison).data,
+            s.ComparisonSerializer(comparison).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -496,7 +496,12 @@ class ExportView(ApiView):
     @extend_schema(
         tags=["exports"],
         parameters=[
-            OpenApiParameter("split", enum=Split.values, required=False),
+            OpenApiParameter(
+                "split",
+                enum=["", *Split.values],
+                required=False,
+                description="One split; left out or empty: all of them.",
+            ),
             OpenApiParameter(
                 "after",
                 int,
@@ -504,7 +509,12 @@ class ExportView(ApiView):
                 description="Resume: only records after this id (`id` of sft records, "
                 "`ranking_id` of rankings and preference pairs).",
             ),
-            OpenApiParameter("format", enum=["jsonl", "parquet"], required=False),
+            OpenApiParameter(
+                "format",
+                enum=["", "jsonl", "parquet"],
+                required=False,
+                description="Left out or empty: JSON lines, unless Accept asks for Parquet.",
+            ),
         ],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(

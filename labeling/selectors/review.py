@@ -71,7 +71,9 @@ def labeler_agreement(*, project: Project) -> dict:
     (stats.pairwise_agreement, counted by the database: statements.AGREEMENT_PAIRS): overall,
     per labeler pair, per labeler, and how many completion pairs were compared, as a dict of
     Agreement's fields."""
-    rows = sql.rows(statements.AGREEMENT_PAIRS, [project.pk, statements.ALL_IDS])
+    rows = sql.rows_planned(
+        statements.AGREEMENT_PLANS, statements.AGREEMENT_PAIRS, [project.pk, statements.ALL_IDS]
+    )
     return asdict(stats.agreement_from_pair_counts(rows))
 
 

@@ -74,6 +74,40 @@ def home_rows(*, user_id: int, now: datetime) -> list[HomeRow]:
     ]
 
 
+@dataclass(frozen=True)
+class NextReady:
+    """What `/p/<slug>/next/<kind>/` shows on a GET, which claims nothing: the task of that kind
+    the labeler holds already, else how many wait (up to statements.WAITING_CAP + 1)."""
+
+    held_lease_id: int | None
+    waiting: int
+
+    @property
+    def waiting_shown(self) -> str:
+        cap = statements.WAITING_CAP
+        return f"{cap}+" if self.waiting > cap else str(self.waiting)
+
+
+def next_ready(*, user_id: int, project: Project, kind: str, now: datetime) -> NextReady:
+    held = (
+        Lease.objects.filter(
+            user_id=user_id,
+            task__project=project,
+            task__kind=kind,
+            status=Lease.Status.ACTIVE,
+            expires_at__gt=now,
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if held is not None:
+        return NextReady(held_lease_id=held, waiting=0)
+    open_tasks = sql.rows(statements.WAITING, [user_id, user_id, sql.ts(now), user_id])
+    waiting = next((n for p, k, n in open_tasks if p == project.pk and k == kind), 0)
+    return NextReady(held_lease_id=None, waiting=waiting)
+
+
 def counts_today(*, user_id: int, now: datetime) -> dict[str, int]:
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return {

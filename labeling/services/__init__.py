@@ -17,10 +17,12 @@ from .projects import (
     project_update_guidelines,
 )
 from .prompts import (
+    EvaluationTasks,
     ImportResult,
     comparison_task_create,
     completions_create,
     evaluation_tasks_create,
+    evaluation_tasks_make,
     model_version_for_name,
     prompts_import,
     ranking_task_create,
@@ -33,12 +35,14 @@ from .submits import (
     comparison_submit,
     demonstration_draft_save,
     demonstration_submit,
+    ranking_contradictions,
     ranking_submit,
 )
 
 __all__ = [
     "MAX_NOTES_CHARS",
     "MAX_TIME_SPENT_MS",
+    "EvaluationTasks",
     "ImportResult",
     "comparison_submit",
     "comparison_task_create",
@@ -46,6 +50,7 @@ __all__ = [
     "demonstration_draft_save",
     "demonstration_submit",
     "evaluation_tasks_create",
+    "evaluation_tasks_make",
     "member_add",
     "member_invite",
     "membership_remove",
@@ -56,6 +61,7 @@ __all__ = [
     "project_update",
     "project_update_guidelines",
     "prompts_import",
+    "ranking_contradictions",
     "ranking_submit",
     "ranking_task_create",
     "ranking_tasks_import",

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from ..errors import Invalid, NotFound
 from ..models import FLAG_CODES, Membership, Project, Role
+from .text import newlines_normalise
 
 if TYPE_CHECKING:
     # The account model the foreign keys point to (settings.AUTH_USER_MODEL, Django's default).
@@ -40,6 +41,7 @@ def project_create(
     list asks none (a project may rank without them)."""
     if flags is not None and not set(flags) <= FLAG_CODES:
         raise Invalid(f"Unknown flag(s): {', '.join(sorted(set(flags) - FLAG_CODES))}")
+    guidelines = newlines_normalise(guidelines)
     taken = Invalid("A project with this name or slug already exists.")
     with transaction.atomic():
         if Project.objects.filter(slug=slug).exists() or Project.objects.filter(name=name).exists():
@@ -158,6 +160,7 @@ def project_update(*, project: Project, changes: dict[str, Any]) -> Project:
         raise Invalid(f"Unknown flag(s): {', '.join(sorted(set(changes['flags']) - FLAG_CODES))}")
     if "guidelines" in changes:
         _check_guidelines(changes["guidelines"])
+        changes = {**changes, "guidelines": newlines_normalise(changes["guidelines"])}
     with transaction.atomic():
         project_lock(project=project)
         project.refresh_from_db()
@@ -186,6 +189,6 @@ def _check_guidelines(guidelines: str) -> None:
 
 def project_update_guidelines(*, project: Project, guidelines: str) -> Project:
     _check_guidelines(guidelines)
-    project.guidelines = guidelines
+    project.guidelines = newlines_normalise(guidelines)
     project.save(update_fields=["guidelines"])
     return project

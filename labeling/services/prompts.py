@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from django.db.models import Count
 from ..errors import Conflict, Invalid
 from ..imports import CompletionRow, PromptRow, RankingTaskRow
 from ..models import MAX_K, Completion, ModelVersion, Project, Prompt, Split, Task, TaskCompletion
+
+logger = logging.getLogger(__name__)
 
 
 def split_for(*, key: str, valid_percent: int, test_percent: int) -> str:
@@ -240,13 +243,24 @@ def comparison_task_create(
         return task
 
 
-def evaluation_tasks_create(
+@dataclass(frozen=True)
+class EvaluationTasks:
+    """What evaluation_tasks_make did: tasks made, and prompts left without one because both
+    models answered them with the same text (an A/B of two identical texts tells nothing and
+    costs a labeler a judgement: 3 of 5 such tasks in issue 18's trial were)."""
+
+    created: int
+    skipped_identical: int
+
+
+def evaluation_tasks_make(
     *, project: Project, model_a: ModelVersion, model_b: ModelVersion, split: str = Split.TEST
-) -> int:
-    """One A/B task per prompt of `split` that both models have an output for (their first one).
+) -> EvaluationTasks:
+    """One A/B task per prompt of `split` that both models have an output for (their first one),
+    unless those two outputs are the same text (compared with outer whitespace stripped).
 
     Prompts that already have an A/B task between these two models are skipped, so calling this
-    again after more samples arrive adds only the new prompts. Returns how many tasks it made.
+    again after more samples arrive adds only the new prompts.
     """
     if model_a.pk == model_b.pk or {model_a.project_id, model_b.project_id} != {project.pk}:
         raise Invalid("Pick two different model versions of this project.")
@@ -267,17 +281,36 @@ def evaluation_tasks_create(
         .filter(n=2)
         .values_list("task__prompt_id", flat=True)
     )
-    created = 0
+    created = identical = 0
     with transaction.atomic():
         prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=outputs)}
         for prompt_id, by_model in sorted(outputs.items()):
             if prompt_id in done or len(by_model) < 2:
                 continue
+            first, second = by_model[model_a.pk], by_model[model_b.pk]
+            if first.text.strip() == second.text.strip():
+                identical += 1
+                continue
             comparison_task_create(
-                project=project,
-                prompt=prompts[prompt_id],
-                first=by_model[model_a.pk],
-                second=by_model[model_b.pk],
+                project=project, prompt=prompts[prompt_id], first=first, second=second
             )
             created += 1
-    return created
+    return EvaluationTasks(created=created, skipped_identical=identical)
+
+
+def evaluation_tasks_create(
+    *, project: Project, model_a: ModelVersion, model_b: ModelVersion, split: str = Split.TEST
+) -> int:
+    """evaluation_tasks_make, answering only how many tasks it made (what its callers in
+    training/ read); the prompts skipped for identical outputs are logged."""
+    made = evaluation_tasks_make(project=project, model_a=model_a, model_b=model_b, split=split)
+    if made.skipped_identical:
+        logger.info(
+            "A/B tasks %s vs %s in project %s: %d made, %d prompt(s) skipped (identical outputs)",
+            model_a.name,
+            model_b.name,
+            project.slug,
+            made.created,
+            made.skipped_identical,
+        )
+    return made.created

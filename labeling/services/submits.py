@@ -23,6 +23,7 @@ from ..models import (
     Task,
     Winner,
 )
+from .text import newlines_normalise
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 MAX_NOTES_CHARS = 5000
@@ -45,6 +46,7 @@ def demonstration_submit(
     """
     if not isinstance(text, str) or not text.strip():
         raise Invalid("The demonstration is empty.")
+    text = newlines_normalise(text)
     if len(text) > MAX_RESPONSE_CHARS:
         raise Invalid(f"The demonstration is longer than {MAX_RESPONSE_CHARS:,} characters.")
     if "\x00" in text:
@@ -71,6 +73,7 @@ def demonstration_submit(
 
 
 def demonstration_draft_save(*, lease_id: int, user_id: int, text: str, now: datetime) -> None:
+    text = newlines_normalise(text)
     if len(text) > MAX_RESPONSE_CHARS:
         raise Invalid(f"The draft is longer than {MAX_RESPONSE_CHARS:,} characters.")
     if "\x00" in text:  # PostgreSQL text cannot hold it: the insert fails
@@ -148,6 +151,23 @@ def _validate_entries(
     return parsed
 
 
+def ranking_contradictions(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """Where a ranking's order contradicts its own ratings: an output ranked strictly below one
+    it rated strictly lower ("C (rated 6) is ranked below D (rated 2)"), by slot letter. Ties
+    and equal ratings contradict nothing. The page asks the labeler to confirm such an order
+    rather than store it silently (ranks once started pre-filled with the shown order, so
+    rate-then-submit stored "1st" for an output rated 1 of 7: issue 18)."""
+    found = []
+    for worse in entries:
+        for better in entries:
+            if worse["rank"] > better["rank"] and worse["likert"] > better["likert"]:
+                found.append(
+                    f"{worse['completion']} (rated {worse['likert']}) is ranked below"
+                    f" {better['completion']} (rated {better['likert']})"
+                )
+    return found
+
+
 def ranking_submit(
     *,
     lease_id: int,
@@ -192,7 +212,7 @@ def ranking_submit(
             labeler_id=user_id,
             lease=lease,
             none_acceptable=none_acceptable,
-            notes=notes.strip(),
+            notes=newlines_normalise(notes.strip()),
             time_spent_ms=time_spent_ms,
             shown_order=lease.shown_order,
             created_at=now,
@@ -240,7 +260,7 @@ def comparison_submit(
             a_completion_id=a_id,
             b_completion_id=b_id,
             winner=winner,
-            notes=notes.strip(),
+            notes=newlines_normalise(notes.strip()),
             time_spent_ms=time_spent_ms,
             created_at=now,
         )

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import BooleanField, DateTimeField, JSONField, Model
 
 M = TypeVar("M", bound=Model)
@@ -132,6 +132,18 @@ def value(query: str, params: Sequence[Any] = (), *, name: str | None = None) ->
 def rows(query: str, params: Sequence[Any] = (), *, name: str | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         _execute(cursor, query, params, name)
+        return cursor.fetchall()
+
+
+def rows_planned(plans: str, query: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """`rows`, with PostgreSQL's planner settings `plans` (SET LOCAL ...) for this query alone:
+    they hold inside a transaction (a savepoint when the caller has one open) and end with it.
+    SQLite has no such settings and runs the query as it is."""
+    if not postgres():
+        return rows(query, params)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(plans)
+        cursor.execute(query, params)
         return cursor.fetchall()
 
 

@@ -112,16 +112,29 @@ def project_root(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @page_view
 def next_task(request: HttpRequest, slug: str, kind: str) -> HttpResponse:
+    """POST claims the next task of `kind` and goes to it. GET claims nothing (a link opened,
+    prefetched or reloaded must not take a task from the queue): it goes to the task of that
+    kind the labeler holds, or offers the claim as a form (Enter), or says nothing is left."""
     if kind not in Task.Kind.values:
         raise Http404("No such task kind.")
-    membership = _membership(request, slug)
+    project = _membership(request, slug).project
+    if request.method == "POST":
+        return _claim(request, project, kind)
+    ready = selectors.next_ready(
+        user_id=request.user.pk, project=project, kind=kind, now=timezone.now()
+    )
+    if ready.held_lease_id is not None:
+        return redirect("lease", lease_id=ready.held_lease_id)
+    template = "labeling/next.html" if ready.waiting else "labeling/nothing_left.html"
+    return render(request, template, {"project": project, "kind": kind, "ready": ready})
+
+
+def _claim(request: HttpRequest, project, kind: str) -> HttpResponse:
     lease = queue.claim_next(
-        user_id=request.user.pk, project=membership.project, kind=kind, now=timezone.now()
+        user_id=request.user.pk, project=project, kind=kind, now=timezone.now()
     )
     if lease is None:
-        return render(
-            request, "labeling/nothing_left.html", {"project": membership.project, "kind": kind}
-        )
+        return render(request, "labeling/nothing_left.html", {"project": project, "kind": kind})
     return redirect("lease", lease_id=lease.pk)
 
 
@@ -163,8 +176,16 @@ def lease_detail(request: HttpRequest, lease_id: int) -> HttpResponse:
     return _render_lease(request, page)
 
 
-def _after_submit(lease) -> HttpResponse:
-    return redirect("next_task", slug=lease.task.project.slug, kind=lease.task.kind)
+def _after_submit(request: HttpRequest, lease) -> HttpResponse:
+    """Submit and next: the next task of the kind is claimed in the submit's POST (a GET of
+    /next/ claims nothing) and opened; with none left, /next/ says so."""
+    project, kind = lease.task.project, lease.task.kind
+    claimed = queue.claim_next(
+        user_id=request.user.pk, project=project, kind=kind, now=timezone.now()
+    )
+    if claimed is None:
+        return redirect("next_task", slug=project.slug, kind=kind)
+    return redirect("lease", lease_id=claimed.pk)
 
 
 @require_POST
@@ -183,7 +204,7 @@ def demonstration_submit(request: HttpRequest, lease_id: int) -> HttpResponse:
         except (Invalid, Conflict) as exc:
             page = selectors.lease_page(lease_id=lease_id, user_id=request.user.pk)
             return _render_lease(request, page, form, status=exc.status_code, error=exc)
-        return _after_submit(demonstration.lease)
+        return _after_submit(request, demonstration.lease)
     page = selectors.lease_page(lease_id=lease_id, user_id=request.user.pk)
     return _render_lease(request, page, form, status=400)
 
@@ -207,7 +228,7 @@ def ranking_submit(request: HttpRequest, lease_id: int) -> HttpResponse:
         )
     except (Invalid, Conflict) as exc:
         return _render_lease(request, page, form, status=exc.status_code, error=exc)
-    return _after_submit(page.lease)
+    return _after_submit(request, page.lease)
 
 
 @require_POST
@@ -228,7 +249,7 @@ def comparison_submit(request: HttpRequest, lease_id: int) -> HttpResponse:
         )
     except (Invalid, Conflict) as exc:
         return _render_lease(request, page, form, status=exc.status_code, error=exc)
-    return _after_submit(page.lease)
+    return _after_submit(request, page.lease)
 
 
 @require_POST
@@ -237,7 +258,7 @@ def lease_skip(request: HttpRequest, lease_id: int) -> HttpResponse:
     form = SkipForm(request.POST)
     if not form.is_valid():
         page = selectors.lease_page(lease_id=lease_id, user_id=request.user.pk)
-        return _render_lease(request, page, status=400, skip_errors=form.errors)
+        return _render_lease(request, page, status=400, skip_errors=True, skip_form=form)
     try:
         lease = queue.skip(
             lease_id=lease_id,
@@ -247,7 +268,7 @@ def lease_skip(request: HttpRequest, lease_id: int) -> HttpResponse:
         )
     except Conflict as exc:
         return _error_page(request, exc)
-    return _after_submit(lease)
+    return _after_submit(request, lease)
 
 
 @require_POST

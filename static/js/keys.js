@@ -10,7 +10,9 @@
 
   function typing(el) {
     if (!el) return false;
-    if (el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT") return true;
+    // A dropdown inside [data-keys-through] (a ranking card's rating) leaves the page's keys on.
+    if (el.tagName === "SELECT") return !el.closest("[data-keys-through]");
+    if (el.isContentEditable || el.tagName === "TEXTAREA") return true;
     return el.tagName === "INPUT" && !["checkbox", "radio", "button", "submit"].includes(el.type);
   }
 

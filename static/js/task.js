@@ -15,8 +15,11 @@
   });
 
   let sent = false;
-  form.addEventListener("submit", function (event) {
-    if (event.defaultPrevented) return;
+  // On `document`, so that it runs after the page's own check on the form (ranking.js,
+  // comparison.js): a submit that check refused must not count as sent, or the next try is
+  // swallowed.
+  document.addEventListener("submit", function (event) {
+    if (event.target !== form || event.defaultPrevented) return;
     if (sent) {
       event.preventDefault(); // the server is idempotent too; this only spares a request
       return;

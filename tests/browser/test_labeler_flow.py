@@ -85,29 +85,56 @@ def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
     assert set(names) == set("ABCD")
     assert page.locator("[data-cid]").count() == 0
 
-    # Cards start A, B, C, D. j focuses the first card, then moves down.
-    page.keyboard.press("j")  # A
-    page.keyboard.press("3")
-    page.keyboard.press("f")
-    page.keyboard.press("1")  # first asked flag on A
-    page.keyboard.press("j")  # B
-    page.keyboard.press("7")
-    page.keyboard.press("j")  # C
-    page.keyboard.press("6")
-    page.keyboard.press("t")  # C ties with B
-    page.keyboard.press("j")  # D
-    page.keyboard.press("2")
+    # Cards start A, B, C, D, in the order shown, with no place yet; A has the focus.
+    assert page.evaluate("() => document.activeElement.dataset.label") == "A"
+    assert page.locator(".rank-card .place").all_inner_texts() == ["", "", "", ""]
+    # "Show all" only on the long output, not on the short ones (the order shown is shuffled).
+    shown = [
+        (card.locator(".completion-text").inner_text().startswith("The capital of France is"),
+         card.locator(".expand").is_visible())
+        for card in page.locator(".rank-card").all()
+    ]  # fmt: skip
+    assert sorted(shown) == [(False, False)] * 3 + [(True, True)], shown
+
+    # Enter before rating: our message, focus on the unrated card, never in a dropdown.
+    page.keyboard.press("Enter")
+    message = page.locator("#rank-message")
+    message.wait_for()
+    assert message.inner_text() == "Rate output A from 1 to 7 before submitting."
+    assert page.evaluate("() => document.activeElement.dataset.label") == "A"
+    # A card's rating dropdown does not swallow the keys: ? shows the help, k goes to A.
+    page.evaluate("() => document.querySelector('[name=likert-B]').focus()")
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
+    page.keyboard.press("Escape")
+    assert not page.locator("#help").is_visible()
+    page.keyboard.press("k")
+    assert page.evaluate("() => document.activeElement.dataset.label") == "A"
+
+    # f 1 flags A; each rating moves on to the next unrated output; once all four are rated the
+    # order follows the ratings, B and C (both 6) tied.
+    for key in ["f", "1", "3", "6", "6", "2"]:
+        page.keyboard.press(key)
+    order = page.eval_on_selector_all(".rank-card", "cards => cards.map(c => c.dataset.label)")
+    assert order == ["B", "C", "A", "D"]
+    assert page.locator(".rank-card .place").all_inner_texts() == [
+        "tied 1st",
+        "tied 1st",
+        "2nd",
+        "3rd",
+    ]
+    assert page.evaluate("() => document.activeElement.dataset.label") == "D"
     page.keyboard.press("f")
     page.keyboard.press("2")  # second asked flag on D
-    for _ in range(3):
-        page.keyboard.press("k")  # back up to A
-    page.keyboard.press("Shift+ArrowDown")  # A jumps below the B=C group
-    page.keyboard.press("j")  # D
-    page.keyboard.press("Alt+ArrowUp")  # D above A
+    page.keyboard.press("Shift+ArrowUp")  # D (rated 2) above A (rated 3): against the ratings
     order = page.eval_on_selector_all(".rank-card", "cards => cards.map(c => c.dataset.label)")
     assert order == ["B", "C", "D", "A"]
     page.screenshot(path=f"{SCREENSHOTS}/instructloop-ranking.png", full_page=True)
-    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # told, not saved
+    page.get_by_text("Your order contradicts your ratings").wait_for()
+    assert "A (rated 3) is below D (rated 2)" in message.inner_text()
+    assert not Ranking.objects.exists()
+    page.keyboard.press("Enter")  # again: kept as it is
     page.wait_for_url("**/next/ranking/")
 
     demonstration = Demonstration.objects.get(labeler=labeler)
@@ -119,7 +146,7 @@ def test_a_labeler_writes_a_demonstration_and_ranks_four_outputs_by_keyboard(
     flags = project.flags
     got = {e.completion_id: (e.rank, e.likert, e.flags) for e in ranking.entries.all()}
     assert got == {
-        letter_to_cid["B"]: (1, 7, []),
+        letter_to_cid["B"]: (1, 6, []),
         letter_to_cid["C"]: (1, 6, []),
         letter_to_cid["D"]: (2, 2, [flags[1]]),
         letter_to_cid["A"]: (3, 3, [flags[0]]),
@@ -162,8 +189,10 @@ def test_the_pages_run_under_the_content_security_policy(
     page.csp_violations.clear()
     _log_in(page, live_server, "lena_labeler")
 
-    # A/B judgement by keyboard (static/js/comparison.js): 2 picks B, Enter submits.
+    # A/B judgement by keyboard (static/js/comparison.js): a GET of /next/ offers the task,
+    # Enter takes it, 2 picks B, Enter submits.
     page.goto(f"{live_server.url}/p/{project.slug}/next/comparison/")
+    page.keyboard.press("Enter")
     page.wait_for_url("**/leases/*/")
     page.evaluate("() => document.activeElement.blur()")
     page.keyboard.press("2")

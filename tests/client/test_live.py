@@ -286,8 +286,9 @@ def test_resume_evaluation_tasks_comparisons_completions_and_exports(live_server
             CompletionFactory(prompt=prompt, model_version=model)
     admin = Client(live_server.url, api_key(world.admin), retries=0)
 
-    assert admin.create_evaluation_tasks(world.pid, "tiny-base", "old") == 2
-    assert admin.create_evaluation_tasks(world.pid, "tiny-base", "old") == 0  # skipped: made
+    assert admin.create_evaluation_tasks(world.pid, "tiny-base", "old").created == 2
+    again = admin.create_evaluation_tasks(world.pid, "tiny-base", "old")
+    assert (again.created, again.skipped_identical) == (0, 0)  # skipped: made already
     lease = queue.claim_next(
         user_id=world.alice.pk, project=world.project, kind="comparison", now=now
     )

@@ -391,7 +391,8 @@ def test_nothing_a_labeler_reads_predicts_the_model_order_of_imported_ranking_ta
             assert api.post(url, {"entries": entries}, format="json").status_code == 201
         else:  # with the page's form, by the field names the page gave each card
             texts = [text_of[c] for c in page_cids]
-            data = {"notes": "", "time_spent_ms": "900"}
+            # Ratings here do not follow the ranks: the labeler confirms that order.
+            data = {"notes": "", "time_spent_ms": "900", "confirm_order": "on"}
             for card, text, rank in zip(cards, texts, _judged_ranks(texts), strict=True):
                 data[card["page:select[0]@name"]] = str(rank)
                 data[card["page:select[1]@name"]] = str(1 + len(text) % 7)

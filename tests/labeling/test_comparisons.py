@@ -152,3 +152,22 @@ def test_the_comparison_page_hides_models_and_works_without_javascript(
     assert done.status_code == 302
     comparison = Comparison.objects.get()
     assert comparison.winner == "b" and comparison.time_spent_ms == 900
+
+
+def test_prompts_both_models_answered_with_the_same_text_get_no_task_and_are_counted(
+    project, two_models
+):
+    sft, ppo = two_models
+    same = PromptFactory(project=project, split=Split.TEST)
+    CompletionFactory(prompt=same, model_version=sft, text="Paris.")
+    CompletionFactory(prompt=same, model_version=ppo, text="Paris.\n")  # the same, give or take
+    _outputs(project, two_models, 2)  # different texts: a task each
+    made = services.evaluation_tasks_make(project=project, model_a=sft, model_b=ppo)
+    assert made == services.EvaluationTasks(created=2, skipped_identical=1)
+    assert not Task.objects.filter(kind=Task.Kind.COMPARISON, prompt=same).exists()
+    # The int-answering entry point (training/ calls it) skips them too.
+    other = PromptFactory(project=project, split=Split.TEST)
+    CompletionFactory(prompt=other, model_version=sft, text="Same")
+    CompletionFactory(prompt=other, model_version=ppo, text="Same")
+    assert services.evaluation_tasks_create(project=project, model_a=sft, model_b=ppo) == 0
+    assert Task.objects.filter(kind=Task.Kind.COMPARISON).count() == 2

@@ -31,8 +31,8 @@ def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_the_bench_holds_the_scripts_the_docs_name():
     assert [p.name for p in SCRIPTS] == [
-        "closed_loop.py", "gpu.py", "labeler_loop.py", "login_throttle.py", "loop_study.py",
-        "scale.py", "training.py", "trl_reference.py",
+        "closed_loop.py", "gpu.py", "labeler_keys.py", "labeler_loop.py", "login_throttle.py",
+        "loop_study.py", "scale.py", "training.py", "trl_reference.py",
     ]  # fmt: skip
 
 
@@ -170,3 +170,19 @@ def test_the_gpu_bench_refuses_a_config_field_that_does_not_exist():
     assert done.returncode == 2
     assert "SFTConfig has no field no_such_field" in done.stderr
     assert "built the random model" not in done.stdout
+
+
+def test_the_closed_loop_drives_the_platform_only_through_its_api():
+    """Issue 16: no in-process service call. Besides the client it may import only the demo
+    world (suites, crowd, the HTTP crowd), the pure statistics, the bench's helpers and the tiny
+    model's builders (which write files, before the server starts)."""
+    allowed = {
+        "instructloop.client", "labeling.stats", "bench.common", "bench.loop_study",
+        "training.demo.suites", "training.demo.crowd", "training.demo.http_crowd",
+        "training.demo.base_model", "training.demo.smollm2",
+    }  # fmt: skip
+    pairs = _platform_imports(BENCH / "closed_loop.py")
+    outside = [(m, n) for m, n in pairs if m not in allowed and f"{m}.{n}" not in allowed]
+    assert ("instructloop.client", "Client") in pairs
+    assert outside == [], outside
+    assert "django" not in (BENCH / "closed_loop.py").read_text()

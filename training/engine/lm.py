@@ -88,9 +88,17 @@ def check_safetensors_weights(path: str | Path) -> None:
     raise FileNotFoundError(f"{directory} has no *.safetensors weights")
 
 
+def local_only(path: str | Path) -> dict[str, bool]:
+    """`from_pretrained`'s option for a local directory (a model version the worker fetched):
+    never ask a hub about it. A hub name (a base model an admin registered) keeps the default."""
+    return {"local_files_only": True} if Path(path).is_dir() else {}
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """Tokenizer with an EOS and a pad distinct from it (a pad equal to EOS would mask out EOS)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path), trust_remote_code=False, **local_only(path)
+    )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer at {path} has no EOS token; responses must end with one")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -109,7 +117,7 @@ def fit_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
 
 def load_config(path: str | Path) -> PretrainedConfig:
     """A model directory's config, as `load_pretrained` builds the model from it."""
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False, **local_only(path))
     if getattr(config, "activation_function", None) == "gelu_new":
         # The same tanh-approximated GELU as one fused kernel instead of seven elementwise ops
         # (about a quarter of a small GPT-2's training time on CPU).
@@ -128,6 +136,7 @@ def load_pretrained(
         use_safetensors=True,
         dtype=dtype,
         attn_implementation="sdpa",
+        **local_only(path),
     )
 
 

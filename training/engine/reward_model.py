@@ -283,7 +283,7 @@ def _check_same_tokenizer(directory: Path, tokenizer: PreTrainedTokenizerBase) -
     """A reward model reads token ids: those of another tokenizer would mean other words."""
     if not (directory / "tokenizer_config.json").is_file():
         return
-    own_vocab = AutoTokenizer.from_pretrained(str(directory)).get_vocab()
+    own_vocab = AutoTokenizer.from_pretrained(str(directory), local_files_only=True).get_vocab()
     if own_vocab != tokenizer.get_vocab():
         raise ValueError(
             f"the reward model at {directory} was trained with a different tokenizer than "

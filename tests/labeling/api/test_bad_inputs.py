@@ -55,6 +55,23 @@ def test_an_id_beyond_bigint_in_the_path_is_a_404_before_any_sql_runs(
         method, url, json.dumps(body), content_type="application/json"
     )
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"  # no route matched: handler404
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/leases/abc/", "/api/v1/projects/-1/runs/", "/api/v1/no-such-thing/"]
+)
+def test_an_api_path_that_matches_no_route_is_a_json_404(personas, api, path):
+    """Before: Django's HTML "Not Found" page, on an API whose errors are JSON (schemathesis)."""
+    response = api(personas.admin).get(path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_page_that_matches_no_route_is_still_an_html_404(personas, client):
+    client.force_login(personas.admin)
+    response = client.get("/p/no-such-page/at/all/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
 
 
 def test_the_largest_bigint_is_still_an_id_and_simply_not_found(project, personas, api):
@@ -110,3 +127,39 @@ def test_an_unpaired_surrogate_echoed_in_an_error_is_a_json_400(
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert response.content.isascii() and response.json()  # escaped: valid JSON, and ASCII
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("leases/{demonstration}/draft/", {"text": 5}, "text"),
+        ("leases/{demonstration}/demonstration/", {"text": 12.5}, "text"),
+        ("leases/{demonstration}/skip/", {"reason": 7}, "reason"),
+        ("projects/{project}/", {"guidelines": 7}, "guidelines"),
+    ],
+)
+def test_a_number_where_text_goes_is_a_400_naming_the_field(
+    project, personas, alice_leases, api, path, body, field
+):
+    """Before: DRF stored the number's digits as the text (schemathesis, issue 16)."""
+    url = "/api/v1/" + path.format(demonstration=alice_leases.demonstration.pk, project=project.pk)
+    user = personas.admin if path.startswith("projects") else personas.alice
+    method = "PATCH" if path.startswith("projects") else "POST"
+    response = api(user).generic(method, url, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {field: ["Not a valid string."]}
+    lease = Lease.objects.get(pk=alice_leases.demonstration.pk)
+    assert lease.status == "active"
+    project.refresh_from_db()
+    assert project.guidelines != "7"
+
+
+def test_a_number_among_a_rankings_flags_is_a_400(personas, alice_leases, api):
+    entry = {"completion": "A", "rank": 1, "likert": 4, "flags": [0]}
+    response = api(personas.alice).post(
+        f"/api/v1/leases/{alice_leases.ranking.pk}/ranking/",
+        json.dumps({"entries": [entry]}),
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"entries": {"0": {"flags": ["Not a valid string."]}}}

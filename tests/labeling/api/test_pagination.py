@@ -33,3 +33,30 @@ def test_a_limit_of_100000_gets_at_most_the_ceiling_and_a_next_link(
     assert page["count"] == 5 and len(page["results"]) == 3
     assert "limit=3" in page["next"]
     assert len(client_for(personas.reviewer).get(url, {"limit": 2}).json()["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "-5"}, "limit"),
+        ({"offset": "null"}, "offset"),
+        ({"offset": "-1"}, "offset"),
+        ({"offset": "2.5"}, "offset"),
+    ],
+)
+def test_a_malformed_limit_or_offset_is_a_400_naming_it(project, personas, client_for, query, name):
+    """Before: DRF answered the default page, or the first page, as if nothing were wrong."""
+    response = client_for(personas.reviewer).get(
+        f"/api/v1/projects/{project.pk}/demonstrations/", query
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == [name], response.json()
+
+
+def test_a_zero_offset_and_a_limit_of_one_are_fine(project, personas, client_for):
+    response = client_for(personas.reviewer).get(
+        f"/api/v1/projects/{project.pk}/demonstrations/", {"limit": "1", "offset": "0"}
+    )
+    assert response.status_code == 200 and response.json()["count"] == 0

@@ -9,9 +9,15 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labeling import queue
-from labeling.models import Demonstration, DemonstrationDraft, Lease, Ranking, Task
-from tests.factories import demonstration_task, ranking_task
+from labeling import queue, services
+from labeling.models import Demonstration, DemonstrationDraft, Lease, Ranking, Split, Task
+from tests.factories import (
+    CompletionFactory,
+    ModelVersionFactory,
+    PromptFactory,
+    demonstration_task,
+    ranking_task,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -91,10 +97,16 @@ def test_demonstration_submit_stores_it_and_goes_to_the_next_task(project, perso
         f"/leases/{lease.pk}/demonstration/",
         {"text": "  A good answer.\n", "time_spent_ms": "4200"},
     )
+    # "Submit and next": the next task is claimed in the same POST and opened.
+    following = Lease.objects.exclude(pk=lease.pk).get(user=personas.alice)
     assert response.status_code == 302
-    assert response["Location"] == f"/p/{project.slug}/next/demonstration/"
+    assert response["Location"] == f"/leases/{following.pk}/"
     demo = Demonstration.objects.get(lease=lease)
     assert (demo.text, demo.time_spent_ms) == ("A good answer.", 4200)
+    # With none left, the submit goes to /next/, which says so.
+    last = client.post(f"/leases/{following.pk}/demonstration/", {"text": "Another."})
+    assert last["Location"] == f"/p/{project.slug}/next/demonstration/"
+    assert "Nothing left to do" in client.get(last["Location"]).content.decode()
 
 
 def test_a_double_demonstration_submit_makes_one_record_and_both_continue(project, personas, now):
@@ -317,3 +329,139 @@ def test_a_submit_after_expiry_is_409_and_offers_reclaim(project, personas, now)
 def test_reverse_names_used_by_templates_exist():
     assert reverse("home") == "/"
     assert reverse("password_reset_confirm", args=["x", "y"]) == "/accounts/reset/x/y/"
+
+
+def _comparison_task(project) -> Task:
+    prompt = PromptFactory(project=project, split=Split.TEST)
+    first, second = (
+        CompletionFactory(prompt=prompt, model_version=ModelVersionFactory(project=project))
+        for _ in range(2)
+    )
+    return services.comparison_task_create(
+        project=project, prompt=prompt, first=first, second=second
+    )
+
+
+MAKE_TASK = {
+    Task.Kind.DEMONSTRATION: demonstration_task,
+    Task.Kind.RANKING: ranking_task,
+    Task.Kind.COMPARISON: _comparison_task,
+}
+
+
+@pytest.mark.parametrize("kind", Task.Kind.values)
+def test_a_plain_get_of_next_claims_nothing_and_offers_the_claim_as_a_post(project, personas, kind):
+    MAKE_TASK[kind](project)
+    client = _client(personas.alice)
+    response = client.get(f"/p/{project.slug}/next/{kind}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert not Lease.objects.exists(), f"a GET of /next/{kind}/ claimed a task"
+    assert "1 " + kind in html and 'method="post"' in html and 'data-key="Enter"' in html
+    claimed = client.post(f"/p/{project.slug}/next/{kind}/")
+    lease = Lease.objects.get(user=personas.alice)
+    assert claimed["Location"] == f"/leases/{lease.pk}/"
+
+
+def test_a_get_of_next_opens_the_task_of_that_kind_i_hold(project, personas, now):
+    demonstration_task(project)
+    ranking_task(project)
+    lease = _claim(project, personas.alice, Task.Kind.RANKING, now)
+    client = _client(personas.alice)
+    response = client.get(f"/p/{project.slug}/next/ranking/")
+    assert response["Location"] == f"/leases/{lease.pk}/"
+    # A task of another kind held does not count: the demonstration is offered, not claimed.
+    assert client.get(f"/p/{project.slug}/next/demonstration/").status_code == 200
+    assert Lease.objects.filter(user=personas.alice).count() == 1
+
+
+def test_home_offers_blind_ab_tasks_with_their_count_and_key(project, personas):
+    _comparison_task(project)
+    _comparison_task(project)
+    html = _client(personas.alice).get("/").content.decode()
+    button = re.search(
+        r'<form method="post" action="/p/[^"]+/next/comparison/".*?</form>', html, re.S
+    )
+    assert button, "home has no button for blind A/B tasks"
+    assert 'data-row-key="b"' in button.group(0) and "2 waiting" in button.group(0)
+    assert "<kbd>b</kbd>" in button.group(0)
+
+
+def test_the_ranking_page_gives_no_rank_in_advance(project, personas, now):
+    ranking_task(project)
+    lease = _claim(project, personas.alice, Task.Kind.RANKING, now)
+    html = _client(personas.alice).get(f"/leases/{lease.pk}/").content.decode()
+    for letter in "ABCD":
+        rank = re.search(rf'<select name="rank-{letter}".*?</select>', html, re.S).group(0)
+        assert 'value="" selected' in rank, f"rank-{letter} comes pre-filled: {rank}"
+    data = _ranking_post(lease, [1, 2, 3, 4], [7, 5, 4, 1])
+    del data["rank-C"]
+    response = _client(personas.alice).post(f"/leases/{lease.pk}/ranking/", data)
+    assert response.status_code == 400
+    assert "Give output C a rank." in response.content.decode()
+    assert not Ranking.objects.exists()
+
+
+def test_a_ranking_that_contradicts_its_ratings_is_saved_only_once_confirmed(
+    project, personas, now
+):
+    ranking_task(project)
+    lease = _claim(project, personas.alice, Task.Kind.RANKING, now)
+    client = _client(personas.alice)
+    # The shown order kept as the ranking, with A rated worst: what rate-then-Enter stored.
+    data = _ranking_post(lease, [1, 2, 3, 4], [1, 6, 5, 7])
+    response = client.post(f"/leases/{lease.pk}/ranking/", data)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "contradicts your ratings" in html
+    assert "A (rated 1) is ranked below" not in html  # A is ranked first: it is above
+    assert "B (rated 6) is ranked below A (rated 1)" in html
+    assert not Ranking.objects.exists()
+    assert '<input type="hidden" name="confirm_order" value="on">' in html
+    confirmed = client.post(f"/leases/{lease.pk}/ranking/", {**data, "confirm_order": "on"})
+    assert confirmed.status_code == 302
+    assert Ranking.objects.filter(lease=lease).count() == 1
+
+
+def test_ties_and_equal_ratings_contradict_nothing():
+    entries = [
+        {"completion": "A", "rank": 1, "likert": 5},
+        {"completion": "B", "rank": 1, "likert": 6},
+        {"completion": "C", "rank": 2, "likert": 4},
+        {"completion": "D", "rank": 3, "likert": 4},
+    ]
+    assert services.ranking_contradictions(entries) == []
+    entries[3]["likert"] = 5
+    assert services.ranking_contradictions(entries) == ["D (rated 5) is ranked below C (rated 4)"]
+
+
+def test_the_skip_form_preselects_no_reason_and_asks_for_one(project, personas, now):
+    demonstration_task(project)
+    lease = _claim(project, personas.alice, Task.Kind.DEMONSTRATION, now)
+    client = _client(personas.alice)
+    html = client.get(f"/leases/{lease.pk}/").content.decode()
+    reasons = re.findall(r'<input type="radio" name="reason"[^>]*>', html)
+    assert len(reasons) == 5 and not any("checked" in r for r in reasons)
+    response = client.post(f"/leases/{lease.pk}/skip/", {"note": "no reason"})
+    assert response.status_code == 400
+    assert "Choose why you skip this task." in response.content.decode()
+    assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
+
+
+def test_text_typed_in_the_browser_is_stored_with_plain_newlines(project, personas, now):
+    demonstration_task(project)
+    ranking_task(project)
+    client = _client(personas.alice)
+    lease = _claim(project, personas.alice, Task.Kind.DEMONSTRATION, now)
+    client.post(f"/leases/{lease.pk}/draft/", {"text": "Draft\r\nline"}, **HTMX)
+    assert DemonstrationDraft.objects.get(lease=lease).text == "Draft\nline"
+    client.post(f"/leases/{lease.pk}/demonstration/", {"text": "One\r\ntwo\r\n\r\nthree\rfour"})
+    assert Demonstration.objects.get(lease=lease).text == "One\ntwo\n\nthree\nfour"
+    ranked = _claim(project, personas.alice, Task.Kind.RANKING, now)
+    data = {**_ranking_post(ranked, [1, 2, 3, 4], [7, 5, 4, 1]), "notes": "a\r\nb"}
+    client.post(f"/leases/{ranked.pk}/ranking/", data)
+    assert Ranking.objects.get(lease=ranked).notes == "a\nb"
+    admin = _client(personas.admin)
+    admin.post(f"/p/{project.slug}/admin/guidelines/", {"guidelines": "# Rules\r\n\r\nBe kind."})
+    project.refresh_from_db()
+    assert project.guidelines == "# Rules\n\nBe kind."

@@ -64,6 +64,8 @@ def test_a_directory_under_the_root_becomes_a_base_model_a_run_can_load(project,
     path = Path(storage.model_path(version))  # the path every run loads through
     assert path.parent == Path(django_settings.MODEL_ROOT).resolve()
     assert (path / "model.safetensors").is_file()
+    assert version.artifact_uri == f"file://{path}" and len(version.sha256) == 64
+    assert "model.safetensors" in (path / "manifest.json").read_text(), "published, manifest last"
     assert toy.is_dir(), "the admin's copy stays where it was"
     # A second delivery of the same message changes nothing.
     assert registry.registration_execute(registration_id=registration.pk).model_version == version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -109,6 +110,10 @@ def test_success_registers_exactly_one_model_version_even_if_reported_twice(run,
     assert version.path == storage.run_key(run) and version.path.startswith(f"run-{run.pk}-")
     assert version.metrics == {"val_loss": 1.0}
     assert (settings.MODEL_ROOT / version.path / "model.safetensors").exists()
+    # Published through the local store: its manifest, written last, is what the sha256 covers.
+    manifest = (settings.MODEL_ROOT / version.path / "manifest.json").read_bytes()
+    assert version.sha256 == hashlib.sha256(manifest).hexdigest()
+    assert version.artifact_uri == f"file://{settings.MODEL_ROOT.resolve()}/{version.path}"
     # A version is the output of one run at most (the link is unique in the database).
     other = TrainingRun.objects.create(project=run.project, kind="sft", base_model=run.base_model)
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -242,3 +247,26 @@ def test_a_queued_run_no_worker_took_is_sent_again_and_less_often_each_time(run,
     # A run an admin cancelled, or one that finished, is never sent again.
     TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
     assert runs.runs_to_requeue(now=now + lease * 100) == []
+
+
+def test_the_web_host_starts_a_run_on_a_published_version_without_opening_its_files(
+    project, base, personas, now
+):
+    """Whether the files are there is the worker's to find out; the web host checks the key."""
+    from tests.factories import submitted_demonstration
+
+    published = ModelVersionFactory(
+        project=project, kind="sft", path="run-9-20260101", sha256="a" * 64,
+        artifact_uri="s3://elsewhere/models/run-9-20260101",
+    )  # fmt: skip
+    submitted_demonstration(project, personas.alice, "Bread and tea.", now)
+    run = runs.run_start(
+        project=project, kind="sft", config={}, created_by=personas.admin, base_model=published
+    )
+    assert run.base_model == published
+    unsafe = ModelVersionFactory(project=project, kind="sft", path="../x", sha256="b" * 64,
+                                 artifact_uri="s3://elsewhere/models/../x")  # fmt: skip
+    with pytest.raises(Invalid, match="unsafe key"):
+        runs.run_start(
+            project=project, kind="sft", config={}, created_by=personas.admin, base_model=unsafe
+        )

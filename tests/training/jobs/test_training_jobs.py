@@ -74,6 +74,27 @@ def _finished(run_id: int) -> TrainingRun | None:
     )
 
 
+def _kill_the_worker_mid_run(
+    project, personas, tiny_base, worker_env, tmp_path, now, *, max_steps: int
+) -> tuple[TrainingRun, int]:
+    """SFT checkpointing every 10 steps, its worker SIGKILLed past step 25 (no warm shutdown, no
+    ack: the lease just stops being renewed). Returns the run and the step it was killed at."""
+    for i in range(16):
+        submitted_demonstration(project, personas.alice, f"A small bird eats some bread {i}.", now)
+    worker = start_worker(env=worker_env, log_path=tmp_path / "first.log")
+    run = _launch(
+        project, personas.admin, tiny_base, max_steps=max_steps, batch_size=4, checkpoint_every=10
+    )
+    try:
+        wait_until(
+            lambda: TrainingRun.objects.get(pk=run.pk).step >= 25, timeout=180, interval=0.05
+        )
+    finally:
+        worker.process.kill()
+        worker.process.wait()
+    return run, TrainingRun.objects.get(pk=run.pk).step
+
+
 @pytest.mark.parametrize("launcher", ["inprocess", "subprocess"])
 def test_an_sft_job_launched_from_the_browser_runs_on_the_worker_and_registers_one_model_version(
     project, personas, tiny_base, worker_env, tmp_path, now, launcher
@@ -103,20 +124,9 @@ def test_an_sft_job_launched_from_the_browser_runs_on_the_worker_and_registers_o
 def test_a_worker_killed_mid_job_resumes_from_its_checkpoint_and_registers_one_model_version(
     project, personas, tiny_base, worker_env, tmp_path, now
 ):
-    for i in range(16):
-        submitted_demonstration(project, personas.alice, f"A small bird eats some bread {i}.", now)
-    worker = start_worker(env=worker_env, log_path=tmp_path / "first.log")
-    run = _launch(
-        project, personas.admin, tiny_base, max_steps=300, batch_size=4, checkpoint_every=10
+    run, killed_at = _kill_the_worker_mid_run(
+        project, personas, tiny_base, worker_env, tmp_path, now, max_steps=300
     )
-    try:
-        wait_until(
-            lambda: TrainingRun.objects.get(pk=run.pk).step >= 25, timeout=180, interval=0.05
-        )
-    finally:
-        worker.process.kill()  # SIGKILL: no warm shutdown, no ack, the lease just stops being renewed
-        worker.process.wait()
-    killed_at = TrainingRun.objects.get(pk=run.pk).step
     assert killed_at < 300, "the job finished before it could be killed; make it longer"
     # The lease (3 s here) lapses; the next worker's start-up requeues the run.
     wait_until(
@@ -149,21 +159,10 @@ def test_a_failed_run_resumed_over_the_api_continues_from_its_last_checkpoint(
     checkpoint, not from step 0."""
     from tests.factories import api_client
 
-    for i in range(16):
-        submitted_demonstration(project, personas.alice, f"A small bird eats some bread {i}.", now)
-    worker = start_worker(env=worker_env, log_path=tmp_path / "first.log")
-    run = _launch(
-        project, personas.admin, tiny_base, max_steps=200, batch_size=4, checkpoint_every=10
+    run, killed_at = _kill_the_worker_mid_run(
+        project, personas, tiny_base, worker_env, tmp_path, now, max_steps=200
     )
-    try:
-        wait_until(
-            lambda: TrainingRun.objects.get(pk=run.pk).step >= 25, timeout=180, interval=0.05
-        )
-    finally:
-        worker.process.kill()
-        worker.process.wait()
     TrainingRun.objects.filter(pk=run.pk).update(max_attempts=1)  # its last attempt was lost
-    killed_at = TrainingRun.objects.get(pk=run.pk).step
     wait_until(
         lambda: not TrainingRun.objects.filter(pk=run.pk, lease_expires_at__gt=_now()).exists(),
         timeout=30,

@@ -32,12 +32,13 @@ def test_an_admin_creates_ab_tasks_between_two_models_once_per_prompt(
     body = {"model_a": "ppo-1", "model_b": "sft-1"}
     assert api_client(personas.reviewer).post(url, body, format="json").status_code == 403
     made = api_client(personas.admin).post(url, body, format="json")
-    assert made.status_code == 201 and made.json() == {"created": 3}  # not the ppo-only prompt
+    # not the ppo-only prompt
+    assert made.status_code == 201 and made.json() == {"created": 3, "skipped_identical": 0}
     tasks = Task.objects.filter(project=project, kind="comparison")
     assert tasks.count() == 3
     assert {t.completions.count() for t in tasks} == {2}
     again = api_client(personas.admin).post(url, body, format="json")
-    assert again.json() == {"created": 0}  # prompts that have one are skipped
+    assert again.json() == {"created": 0, "skipped_identical": 0}  # those that have one: skipped
 
 
 @pytest.mark.parametrize(
@@ -139,3 +140,19 @@ def test_a_reviewer_reads_the_queue_newest_first_with_each_outputs_model(
     )
     bad = reviewer.get(url, {"kind": "rankings"})
     assert bad.status_code == 400 and "kind must be one of" in bad.json()["detail"]
+
+
+def test_prompts_both_models_answered_alike_get_no_ab_task_and_the_answer_counts_them(
+    project, personas, two_models
+):
+    sft, ppo = two_models
+    same = PromptFactory(project=project, split=Split.TEST, text="Same?")
+    CompletionFactory(prompt=same, model_version=sft, text="Yes.")
+    CompletionFactory(prompt=same, model_version=ppo, text=" Yes.\n")
+    made = api_client(personas.admin).post(
+        f"/api/v1/projects/{project.pk}/evaluation-tasks/",
+        {"model_a": "ppo-1", "model_b": "sft-1"},
+        format="json",
+    )
+    assert made.json() == {"created": 3, "skipped_identical": 1}
+    assert not Task.objects.filter(prompt=same).exists()

@@ -141,6 +141,8 @@ class Command(BaseCommand):
                 f"Note: {path} does not exist yet; build it with "
                 f"`python -m training.demo.base_model --out {path}`."
             )
+        elif settings.ARTIFACTS and storage.model_adopt(version=base):
+            self.stdout.write(f"Published {TINY_BASE} to {base.artifact_uri}.")
 
     def _real_model(self, project: Project, *, creator: Any) -> None:
         """SmolLM2-135M-Instruct, registered the way an admin registers a GGUF file: copied under
