@@ -229,3 +229,27 @@ class ComparisonForm(forms.Form):
         required=False, max_length=MAX_NOTES_CHARS, widget=forms.Textarea(attrs={"rows": 2})
     )
     time_spent_ms = TimeSpentField()
+
+
+class RankingFilterForm(forms.Form):
+    """The reviewers' rankings list, narrowed to a labeler, a model version or a flag."""
+
+    labeler = forms.ChoiceField(required=False)
+    model = forms.ChoiceField(required=False, label="Model")
+    flag = forms.ChoiceField(required=False)
+
+    def __init__(self, *args: Any, labelers: list[str], models: list[str], flags: list[str],
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        labels = dict(FLAG_CHOICES)
+        self.fields["labeler"].choices = [("", "every labeler"), *((n, n) for n in labelers)]
+        self.fields["model"].choices = [("", "every model"), *((n, n) for n in models)]
+        self.fields["flag"].choices = [("", "any flags"), *((f, labels.get(f, f)) for f in flags)]
+        for field in self.fields.values():
+            field.widget.attrs["data-autosubmit"] = ""
+
+    def filters(self) -> dict[str, str]:
+        """The filters to apply: nothing for a value that is not offered (is_valid() first)."""
+        if not self.is_valid():
+            return {}
+        return {k: v for k, v in self.cleaned_data.items() if v}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from statistics import NormalDist
 from typing import Literal
@@ -271,6 +271,8 @@ class Agreement:
     comparisons: int  # completion pairs compared, summed over the labeler pairs of every task
     pairs: dict[tuple[int, int], float]  # per labeler pair (a < b): their agreement
     per_labeler: dict[int, float]  # per labeler: their agreement with everybody else
+    # per labeler pair (a < b): how many completion pairs both ordered (what `pairs` rests on)
+    pair_comparisons: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def preferences(ranks: Mapping[int, int]) -> dict[tuple[int, int], int]:
@@ -316,6 +318,7 @@ def pairwise_agreement(rows: Iterable[RankRow]) -> Agreement:
         comparisons=total,
         pairs={k: v[0] / v[1] for k, v in pair_tot.items() if v[1]},
         per_labeler={k: v[0] / v[1] for k, v in per_labeler.items() if v[1]},
+        pair_comparisons={k: v[1] for k, v in pair_tot.items() if v[1]},
     )
 
 
@@ -324,6 +327,7 @@ def agreement_from_pair_counts(rows: Iterable[tuple[int, int, int, int]]) -> Agr
     completion pairs they ordered alike, completion pairs both ordered strictly), a < b, as the
     database counts them (labeling/sql/statements.AGREEMENT_PAIRS)."""
     pairs: dict[tuple[int, int], float] = {}
+    pair_comparisons: dict[tuple[int, int], int] = {}
     per_labeler: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # [agreed, compared]
     agreed = total = 0
     for a, b, same, shared in rows:
@@ -331,6 +335,7 @@ def agreement_from_pair_counts(rows: Iterable[tuple[int, int, int, int]]) -> Agr
         if not shared:
             continue
         pairs[(a, b)] = same / shared
+        pair_comparisons[(a, b)] = shared
         for labeler in (a, b):
             per_labeler[labeler][0] += same
             per_labeler[labeler][1] += shared
@@ -341,6 +346,7 @@ def agreement_from_pair_counts(rows: Iterable[tuple[int, int, int, int]]) -> Agr
         comparisons=total,
         pairs=pairs,
         per_labeler={k: v[0] / v[1] for k, v in per_labeler.items()},
+        pair_comparisons=pair_comparisons,
     )
 
 

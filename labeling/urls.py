@@ -7,6 +7,7 @@ from .views import pages, partials
 urlpatterns = [
     path("", pages.home, name="home"),
     # Labeling
+    path("p/<slug:slug>/", pages.project_root, name="project_root"),
     path("p/<slug:slug>/next/<str:kind>/", pages.next_task, name="next_task"),
     path("leases/<id:lease_id>/", pages.lease_detail, name="lease"),
     path(

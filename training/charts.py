@@ -1,46 +1,54 @@
-"""Server-side SVG line charts for run curves: readable at a glance, no JavaScript library."""
+"""Run curves as data for the run page's charts: static/js/charts.js draws them with uPlot
+(vendored under static/vendor/uplot), with axis values, a hover readout and a smoothed line; a
+page without JavaScript shows each curve's figures in words."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-WIDTH, HEIGHT, PAD = 360, 140, 28
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Chart:
     name: str
-    points: str  # SVG polyline points
-    last: float
-    lo: float
-    hi: float
-    first_step: int
-    last_step: int
-    width: int = WIDTH
-    height: int = HEIGHT
+    steps: list[int] = field(repr=False)
+    values: list[float] = field(repr=False)
+
+    @property
+    def last(self) -> float:
+        return self.values[-1]
+
+    @property
+    def lo(self) -> float:
+        return min(self.values)
+
+    @property
+    def hi(self) -> float:
+        return max(self.values)
+
+    @property
+    def first_step(self) -> int:
+        return self.steps[0]
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]
+
+    def data(self) -> dict[str, Any]:
+        """What the page hands the chart script (as a JSON data block)."""
+        return {"name": self.name, "steps": self.steps, "values": self.values}
 
 
 def line_chart(name: str, series: Sequence[tuple[int, float]]) -> Chart | None:
-    """Scale (step, value) pairs into a WIDTH×HEIGHT box; None when there is nothing to draw."""
-    clean = [(s, v) for s, v in series if math.isfinite(v)]
-    if not clean:
+    """One curve from (step, value) pairs (one per step: the metric table's constraint), in step
+    order, non-finite values left out; None when nothing is left."""
+    by_step = {s: v for s, v in series if math.isfinite(v)}
+    if not by_step:
         return None
-    steps = [s for s, _ in clean]
-    values = [v for _, v in clean]
-    lo, hi = min(values), max(values)
-    span_v = (hi - lo) or 1.0
-    s0, s1 = min(steps), max(steps)
-    span_s = (s1 - s0) or 1
-    inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
-    points = " ".join(
-        f"{PAD + (s - s0) / span_s * inner_w:.1f},{PAD + (1 - (v - lo) / span_v) * inner_h:.1f}"
-        for s, v in clean
-    )
-    return Chart(
-        name=name, points=points, last=values[-1], lo=lo, hi=hi, first_step=s0, last_step=s1
-    )
+    steps = sorted(by_step)
+    return Chart(name=name, steps=steps, values=[by_step[s] for s in steps])
 
 
 def charts_for(
@@ -51,5 +59,5 @@ def charts_for(
     for name, step, value in points:
         by_name.setdefault(name, []).append((step, value))
     order = [n for n in (names or sorted(by_name)) if n in by_name]
-    charts = [line_chart(n, sorted(by_name[n])) for n in order]
+    charts = [line_chart(n, by_name[n]) for n in order]
     return [c for c in charts if c is not None]

@@ -3,13 +3,16 @@ training/stages.py) is what accepts or refuses a setting, when the run or round 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django import forms
 
 from labeling.errors import Invalid
 from labeling.models import MAX_K, ModelVersion, Project
+from labeling.templatetags.timefmt import duration
 
+from . import runs, selectors, stages
 from .models import Recipe, RunKind, SourceKind
 from .rounds import DEFAULT_GATE, RECIPES
 
@@ -27,8 +30,41 @@ def _as_object(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+def _defaults_of(kinds: list[str], setting: str) -> str:
+    """ "SFT 2e-05 · Reward model 9e-06": a setting's default in each run kind that has one."""
+    labels = {RunKind.SFT: "SFT", RunKind.REWARD: "reward model", RunKind.PPO: "PPO",
+              RunKind.CRITIC_FREE: "critic-free", RunKind.DPO: "DPO", RunKind.SAMPLE: "sampling"}  # fmt: skip
+    values = {}
+    for kind in kinds:
+        value = stages.stage(kind).resolve({"k": 4} if kind == RunKind.SAMPLE else {}).get(setting)
+        if value is not None:
+            values[labels[kind]] = f"{value:g}"
+    if len(values) > 1 and len(set(values.values())) == 1:
+        return f"{next(iter(values.values()))} (every kind)"
+    return " · ".join(f"{label} {value}" for label, value in values.items())
+
+
+class SettingsField(forms.JSONField):
+    """JSON settings; blank shows blank again (not "null") when the form comes back."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
+
+
 class ConfigForm(forms.Form):
-    """A form whose fields and JSON settings become one config; set twice is a form error."""
+    """A form whose fields and JSON settings become one config; set twice is a form error.
+
+    Before anything is launched it counts what the run would train on: fewer than
+    runs.MIN_RECORDS is an error, fewer than runs.ENOUGH_RECORDS a warning the admin confirms
+    with the "confirm" box (shown only then)."""
+
+    confirm = forms.BooleanField(
+        required=False, widget=forms.HiddenInput, label="Launch anyway with this little data"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["confirm"] = self.fields.pop("confirm")  # last: just above the button
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -37,7 +73,50 @@ class ConfigForm(forms.Form):
                 self._config = self.build_config()
             except forms.ValidationError as exc:
                 self.add_error("settings", exc)
+        if not self.errors:
+            self.check_data_size()
+        start = cleaned.get(self.START_FIELD)
+        build = start and selectors.model_build(version=start, now=time.time())
+        if build:
+            eta = build.progress.eta_seconds
+            left = f"about {duration(eta)} left" if eta is not None else "estimating the time left"
+            self.add_error(
+                self.START_FIELD,
+                f"{start.name} is still being built ({left}); launch from it once it is done.",
+            )
         return cleaned
+
+    START_FIELD = "base_model"  # the model version the run or round starts from
+
+    def data_to_count(self) -> tuple[str, dict[str, Any]] | None:
+        """(run kind, its settings) whose training rows are counted before launching."""
+        return None
+
+    def check_data_size(self) -> None:
+        counted = self.data_to_count()
+        if counted is None:
+            return
+        kind, settings = counted
+        try:
+            what, n = runs.run_data_size(project=self.project, kind=kind, settings=settings)
+        except Invalid:
+            return  # a refused setting: run_start names it
+        if what not in runs.COUNTED or n == 0:
+            return  # none at all: run_start says there is no data to train on yet
+        singular = what.removesuffix("s")
+        if n < runs.MIN_RECORDS:
+            self.add_error(
+                None,
+                f"Only {n} {singular if n == 1 else what} so far: a run needs at least"
+                f" {runs.MIN_RECORDS}, and {runs.ENOUGH_RECORDS} or more to learn something.",
+            )
+        elif n < runs.ENOUGH_RECORDS and not self.cleaned_data.get("confirm"):
+            self.fields["confirm"].widget = forms.CheckboxInput()
+            self.add_error(
+                "confirm",
+                f"Only {n} {what} so far: a run on fewer than {runs.ENOUGH_RECORDS} learns"
+                " little, and its model is hardly worth ranking. Tick the box to launch anyway.",
+            )
 
     FIELDS: dict[str, str] = {}  # setting -> the form field that sets it (else: the JSON)
 
@@ -90,7 +169,7 @@ class RunForm(ConfigForm):
         required=False, label="Sampling temperature (sampling and PPO runs)",
         widget=forms.NumberInput(attrs={"step": "any"}),
     )  # fmt: skip
-    settings = forms.JSONField(
+    settings = SettingsField(
         required=False,
         label="More settings (JSON)",
         help_text=SETTINGS_HELP,
@@ -102,13 +181,36 @@ class RunForm(ConfigForm):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        versions = ModelVersion.objects.filter(project=project).order_by("-created_at")
-        self.fields["base_model"].queryset = versions.exclude(kind=ModelVersion.Kind.REWARD)
-        self.fields["reward_model"].queryset = versions.filter(kind=ModelVersion.Kind.REWARD)
+        self.project = project
+        self.fields["base_model"].queryset = selectors.trainable_models(project=project)
+        self.fields["base_model"].initial = selectors.default_start_model(project=project)
+        self.fields[
+            "base_model"
+        ].help_text = (
+            "Models without weights (names imported completions came with) are not listed."
+        )
+        self.fields["reward_model"].queryset = selectors.trainable_models(
+            project=project, kind="reward"
+        )
+        self.fields["reward_model"].help_text = "PPO and critic-free runs only."
+        self.fields["kind"].initial = RunKind.SFT
+        kinds = [kind for kind, _ in RunKind.choices]
+        trained = [k for k in kinds if k != RunKind.SAMPLE]
+        self.fields["max_steps"].help_text = (
+            "Optimizer steps (PPO and critic-free: × batch size episodes). Blank: one epoch of"
+            " the data (SFT, reward model, DPO); "
+            + _defaults_of([RunKind.PPO, RunKind.CRITIC_FREE], "total_episodes")
+            + " episodes."
+        )
+        for name, kinds_of in (("lr", trained), ("batch_size", kinds), ("checkpoint_every", kinds),
+                               ("temperature", [RunKind.PPO, RunKind.CRITIC_FREE, RunKind.SAMPLE])):  # fmt: skip
+            self.fields[name].help_text = "Blank: " + _defaults_of(kinds_of, name) + "."
+            self.fields[name].widget.attrs["placeholder"] = "default"
         self.fields["k"].help_text = (
             f"2 to {MAX_K} different outputs per ranking task (a prompt whose samples repeat is"
             f" sampled again); blank: the project's K = {project.k}."
         )
+        self.fields["k"].widget.attrs["placeholder"] = str(project.k)
 
     def clean_settings(self) -> dict[str, Any]:
         return _as_object(self.cleaned_data.get("settings"), "settings")
@@ -124,8 +226,12 @@ class RunForm(ConfigForm):
             named.pop("lr", None)
         return _merge(named, data["settings"], "in a field and in the JSON settings")
 
+    def data_to_count(self) -> tuple[str, dict[str, Any]] | None:
+        return self.cleaned_data["kind"], self._config
+
 
 class RoundForm(ConfigForm):
+    START_FIELD = "policy"
     policy = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), label="Start from policy")
     recipe = forms.ChoiceField(
         choices=Recipe.choices, initial=Recipe.INSTRUCTGPT, required=False,
@@ -204,7 +310,7 @@ class RoundForm(ConfigForm):
         required=False, min_value=0, max_value=1, initial=0.5,
         label="Gate (iterated DPO): held-out pair accuracy above",
     )  # fmt: skip
-    settings = forms.JSONField(
+    settings = SettingsField(
         required=False,
         label="More settings per step (JSON)",
         help_text='Per step: {"reward": {"lr": 3e-4, "epochs": 3}, "ppo": {"ptx_coef": 0.5},'
@@ -229,14 +335,33 @@ class RoundForm(ConfigForm):
         **{key: key for key in ("k", "eval_prompts", "max_prompts", *DEFAULT_GATE)},
     }
 
+    # field -> the run kinds whose default it shows, and the setting
+    DEFAULTS = {
+        "reward_lr": ([RunKind.REWARD], "lr"),
+        "reward_epochs": ([RunKind.REWARD], "epochs"),
+        "ppo_lr": ([RunKind.PPO, RunKind.CRITIC_FREE, RunKind.DPO], "lr"),
+        "ppo_batch_size": ([RunKind.PPO, RunKind.CRITIC_FREE, RunKind.DPO], "batch_size"),
+        "ppo_episodes": ([RunKind.PPO, RunKind.CRITIC_FREE], "total_episodes"),
+        "kl_coef": ([RunKind.PPO, RunKind.CRITIC_FREE], "kl_coef"),
+        "ptx_coef": ([RunKind.PPO, RunKind.CRITIC_FREE], "ptx_coef"),
+        "sample_temperature": ([RunKind.SAMPLE], "temperature"),
+    }
+
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["policy"].queryset = (
-            ModelVersion.objects.filter(project=project)
-            .exclude(kind=ModelVersion.Kind.REWARD)
-            .order_by("-created_at")
-        )
+        self.project = project
+        self.fields["policy"].queryset = selectors.trainable_models(project=project)
+        self.fields["policy"].initial = selectors.default_start_model(project=project)
         self.fields["k"].help_text = f"2 to {MAX_K}; blank: the project's K = {project.k}."
+        self.fields["k"].widget.attrs["placeholder"] = str(project.k)
+        self.fields["reward_steps"].help_text = "Blank: one epoch of every ranking."
+        self.fields["eval_prompts"].widget.attrs["placeholder"] = "64"
+        for name, (kinds, setting) in self.DEFAULTS.items():
+            field = self.fields[name]
+            field.help_text = " ".join(
+                filter(None, [str(field.help_text), f"Blank: {_defaults_of(kinds, setting)}."])
+            )
+            field.widget.attrs["placeholder"] = "default"
 
     def clean_settings(self) -> dict[str, Any]:
         settings = _as_object(self.cleaned_data.get("settings"), "settings")
@@ -298,6 +423,11 @@ class RoundForm(ConfigForm):
             if merged and not (step == "baseline" and config.get("baseline") is False):
                 config[step] = merged
         return config
+
+    def data_to_count(self) -> tuple[str, dict[str, Any]] | None:
+        recipe = RECIPES[self.cleaned_data["recipe"]]
+        kind = RunKind.REWARD if recipe.reward_model else recipe.policy_kind
+        return kind, self._config.get(str(kind), {})
 
 
 class RegisterModelForm(forms.Form):

@@ -33,6 +33,20 @@ def lease_seconds() -> int:
     return int(getattr(settings, "TRAINING_LEASE_SECONDS", 90))
 
 
+# A run on fewer records than this learns little (an SFT on 1 demonstration, a reward model
+# checked on 1 pair): the launch forms refuse fewer than MIN_RECORDS and ask an admin to confirm
+# fewer than ENOUGH_RECORDS before launching. Prompts (PPO, sampling) are not counted here.
+MIN_RECORDS = 2
+ENOUGH_RECORDS = 32
+COUNTED = ("demonstrations", "rankings")
+
+
+def run_data_size(*, project: Project, kind: str, settings: dict[str, Any]) -> tuple[str, int]:
+    """(what the run trains on, how many of them there are now): the rows it would snapshot."""
+    stage = stages.stage(kind)
+    return stage.requires, len(stage.snapshot(project, stage.options_of(settings))[stage.requires])
+
+
 def run_start(
     *,
     project: Project,

@@ -6,23 +6,92 @@ Every read is scoped to a project the caller belongs to (views check membership 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
 
 from labeling import stats
+from labeling.errors import Invalid
 from labeling.models import Comparison, Completion, ModelVersion, Project, RankingEntry
 
-from . import review, rounds
-from .models import ModelRegistration, Round, RoundStep, StepRole, TrainingRun
+from . import review, rounds, storage
+from .demo import build_progress
+from .demo.build_progress import BuildProgress
+from .models import ModelRegistration, Round, RoundStep, RunStatus, StepRole, TrainingRun
 
 
 def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[TrainingRun]:
     return (
         TrainingRun.objects.filter(project=project)
-        .select_related("base_model")
+        .select_related("base_model", "model_version")
         .order_by("-pk")[:limit]
     )
+
+
+def trainable_models(*, project: Project, kind: str = "policy") -> QuerySet[ModelVersion]:
+    """The model versions a run can start from ("policy": anything but a reward model; "reward":
+    reward models), newest first. A version without weights (the name imported completions came
+    with, e.g. "demo-canned") or whose files are missing or unsafe is left out: training from it
+    could only fail in the worker."""
+    versions = ModelVersion.objects.filter(project=project).exclude(path="").order_by("-created_at")
+    if kind == "reward":
+        versions = versions.filter(kind=ModelVersion.Kind.REWARD)
+    else:
+        versions = versions.exclude(kind__in=[ModelVersion.Kind.REWARD, ModelVersion.Kind.EXTERNAL])
+    usable = []
+    for version in versions:
+        try:
+            storage.model_path(version)
+        except Invalid:
+            continue
+        usable.append(version.pk)
+    return versions.filter(pk__in=usable)
+
+
+def model_ids_by_name(*, project: Project) -> dict[str, int]:
+    """name -> id of the project's model versions (pages that name models link them)."""
+    return dict(ModelVersion.objects.filter(project=project).values_list("name", "pk"))
+
+
+def default_start_model(*, project: Project) -> ModelVersion | None:
+    """What a launch form starts from unless told: the newest trained policy (SFT, PPO, DPO…),
+    else the project's base model, else its first base model."""
+    models = trainable_models(project=project)
+    trained = models.filter(kind__in=[ModelVersion.Kind.SFT, ModelVersion.Kind.POLICY]).first()
+    if trained is not None:
+        return trained
+    base = models.filter(pk=project.base_model_id).first() if project.base_model_id else None
+    return base or models.filter(kind=ModelVersion.Kind.BASE).order_by("created_at").first()
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    model: ModelVersion
+    progress: BuildProgress
+
+
+def model_build(*, version: ModelVersion, now: float) -> ModelBuild | None:
+    """The build under way of a base model whose files are not there yet (the demo's tiny model,
+    built in the background on first start), or None."""
+    if version.kind != ModelVersion.Kind.BASE or not version.path:
+        return None
+    try:
+        storage.model_path(version)
+    except Invalid:
+        return None
+    target = storage.model_root() / version.path
+    if target.is_dir():
+        return None
+    progress = build_progress.progress_read(target, now=now)
+    return ModelBuild(model=version, progress=progress) if progress else None
+
+
+def model_builds(*, project: Project, now: float) -> list[ModelBuild]:
+    """Every build under way of the project's base models (the pages say what waits on them)."""
+    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.BASE)
+    builds = [model_build(version=v, now=now) for v in versions.exclude(path="")]
+    return [b for b in builds if b is not None]
 
 
 def runs_of(*, project: Project) -> QuerySet[TrainingRun]:
@@ -32,6 +101,23 @@ def runs_of(*, project: Project) -> QuerySet[TrainingRun]:
         .select_related("base_model", "reward_model", "model_version")
         .order_by("-pk")
     )
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    duration: timedelta | None  # from its start to its end, or to now while it runs
+    eta: timedelta | None  # while it runs: the time left at the pace of its steps so far
+
+
+def run_timing(*, run: TrainingRun, now: datetime) -> RunTiming:
+    if run.started_at is None:
+        return RunTiming(duration=None, eta=None)
+    end = run.finished_at or now
+    duration = max(end - run.started_at, timedelta(0))
+    eta = None
+    if run.status == RunStatus.RUNNING and 0 < run.step < run.total_steps:
+        eta = duration / run.step * (run.total_steps - run.step)
+    return RunTiming(duration=duration, eta=eta)
 
 
 def run_for_page(*, project: Project, run_id: int) -> TrainingRun | None:

@@ -59,12 +59,21 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
                 form.add_setting_errors(exc)
             else:
                 return redirect("run-detail", slug=slug, run_id=run.pk)
+    now = timezone.now()
+    rows = [
+        (run, selectors.run_timing(run=run, now=now))
+        for run in selectors.runs_for_project(project=project)
+    ]
     context = {
         "project": project,
-        "runs": selectors.runs_for_project(project=project),
+        "rows": rows,
+        "live": any(run.status in (RunStatus.QUEUED, RunStatus.RUNNING) for run, _ in rows),
+        "builds": selectors.model_builds(project=project, now=now.timestamp()),
         "form": form,
         "is_admin": membership.allows(Role.ADMIN),
     }
+    if request.htmx and request.method == "GET":
+        return render(request, "training/runs.html#list", context)
     return render(request, "training/runs.html", context, status=400 if form.errors else 200)
 
 
@@ -88,6 +97,7 @@ def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         "outcome": selectors.sampling_outcome(run=run),
         "live": run.status in (RunStatus.QUEUED, RunStatus.RUNNING),
         "in_round": RoundStep.objects.filter(run=run).exists(),
+        "timing": selectors.run_timing(run=run, now=timezone.now()),
     }
     template = "training/run_detail.html#live" if request.htmx else "training/run_detail.html"
     return render(request, template, context)
@@ -146,6 +156,7 @@ def round_list(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "project": project,
         "rounds": selectors.rounds_for_project(project=project),
+        "builds": selectors.model_builds(project=project, now=timezone.now().timestamp()),
         "form": form,
         "error": error,
         "is_admin": membership.allows(Role.ADMIN),
@@ -247,6 +258,7 @@ def model_list(request: HttpRequest, slug: str) -> HttpResponse:
         "registrations": registrations,
         "live": any(r.status in ("pending", "validating") for r in registrations),
         "versions": selectors.model_versions_for_page(project=project),
+        "builds": selectors.model_builds(project=project, now=timezone.now().timestamp()),
     }
     template = "training/models.html#live" if request.htmx else "training/models.html"
     return render(request, template, context)
@@ -269,7 +281,8 @@ def review_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     dashboard = selectors.evaluation_dashboard(
         project=project, baseline=request.GET.get("baseline"), data=freshness.data
     )
-    context = {"project": project, "d": dashboard, "f": freshness, "baseline": dashboard.baseline}
+    context = {"project": project, "d": dashboard, "f": freshness, "baseline": dashboard.baseline,
+               "model_ids": selectors.model_ids_by_name(project=project)}  # fmt: skip
     return render(request, "training/dashboard.html", context)
 
 

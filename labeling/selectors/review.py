@@ -85,14 +85,50 @@ def demonstrations_for_review(*, project: Project) -> QuerySet[Demonstration]:
     )
 
 
-def rankings_for_review(*, project: Project) -> QuerySet[Ranking]:
-    """Rankings with their entries, completions and the model versions (reviewers see them)."""
+def ranking_filter_choices(*, project: Project) -> dict[str, list[str]]:
+    """What the rankings list can be narrowed to: the project's labelers who ranked, its model
+    versions with ranked outputs, and its flags."""
+    labelers = (
+        Ranking.objects.filter(task__project=project)
+        .values_list("labeler__username", flat=True)
+        .distinct()
+        .order_by("labeler__username")
+    )
+    models = (
+        RankingEntry.objects.filter(ranking__task__project=project)
+        .values_list("completion__model_version__name", flat=True)
+        .distinct()
+        .order_by("completion__model_version__name")
+    )
+    return {"labelers": list(labelers), "models": list(models), "flags": list(project.flags)}
+
+
+def rankings_for_review(
+    *, project: Project, labeler: str = "", model: str = "", flag: str = ""
+) -> QuerySet[Ranking]:
+    """Rankings with their entries, completions and the model versions (reviewers see them);
+    only a labeler's (by username), those with an output of a model version (by name), or those
+    where some output got a flag (its code), when given."""
     entries = RankingEntry.objects.select_related("completion__model_version").order_by(
         "rank", "pk"
     )
+    rankings = Ranking.objects.filter(task__project=project)
+    if labeler:
+        rankings = rankings.filter(labeler__username=labeler)
+    if model:
+        rankings = rankings.filter(
+            pk__in=RankingEntry.objects.filter(completion__model_version__name=model,
+                                               completion__model_version__project=project)
+            .values("ranking_id")
+        )  # fmt: skip
+    if flag:
+        # The flags are a JSON list of codes: its text holds "code" exactly when it has the code
+        # (a text match works on SQLite too, where JSON containment does not).
+        rankings = rankings.filter(
+            pk__in=RankingEntry.objects.filter(flags__icontains=f'"{flag}"').values("ranking_id")
+        )
     return (
-        Ranking.objects.filter(task__project=project)
-        .select_related("task__prompt", "labeler")
+        rankings.select_related("task__prompt", "labeler")
         .prefetch_related(Prefetch("entries", queryset=entries))
         .order_by("-created_at", "-pk")
     )

@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.invites import invite_link
@@ -32,6 +33,7 @@ from ..forms import (
     MemberAddForm,
     MemberInviteForm,
     ProjectForm,
+    RankingFilterForm,
     RankingForm,
     RoleForm,
     SkipForm,
@@ -60,6 +62,19 @@ def page_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     return wrapped
 
 
+def forbidden(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 403 page: why, and the way back (the page it came from, when that is one of ours)."""
+    referer = request.META.get("HTTP_REFERER", "")
+    back = (
+        referer
+        if url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        else ""
+    )
+    return render(request, "403.html", {"exception": str(exception), "back": back}, status=403)
+
+
 def _membership(request: HttpRequest, slug: str, role: str = Role.LABELER):
     return access.membership_require(user_id=request.user.pk, slug=slug, role=role)
 
@@ -80,6 +95,18 @@ def home(request: HttpRequest) -> HttpResponse:
         "today": selectors.counts_today(user_id=request.user.pk, now=now),
     }
     return render(request, "labeling/home.html", context)
+
+
+@require_GET
+@page_view
+def project_root(request: HttpRequest, slug: str) -> HttpResponse:
+    """A project's own address (what ./dev up prints): each member to their place in it."""
+    membership = _membership(request, slug)
+    if membership.allows(Role.ADMIN):
+        return redirect("project_admin", slug=slug)
+    if membership.allows(Role.REVIEWER):
+        return redirect("review", slug=slug)
+    return redirect("home")
 
 
 @require_http_methods(["GET", "POST"])
@@ -443,18 +470,25 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
     counts = selectors.labeler_counts(project=project, now=timezone.now(), agreement=agreement)
     names = {row["user_id"]: row["username"] for row in counts}
     pairs = [
-        {"a": names.get(a, a), "b": names.get(b, b), "agreement": value}
+        {"a": names.get(a, a), "b": names.get(b, b), "agreement": value,
+         "comparisons": agreement["pair_comparisons"].get((a, b), 0)}
         for (a, b), value in sorted(agreement["pairs"].items())
-    ]
+    ]  # fmt: skip
     context = {"project": project, "counts": counts, "agreement": agreement, "pairs": pairs}
     return render(request, "labeling/review.html", context)
 
 
-def _paginated(request: HttpRequest, template: str, project, queryset) -> HttpResponse:
+def _paginated(
+    request: HttpRequest, template: str, project, queryset, **context: Any
+) -> HttpResponse:
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     if request.htmx:
         template += "#rows"
-    return render(request, template, {"project": project, "page_obj": page})
+    # The pager's links keep the list's filters.
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"project": project, "page_obj": page, "query": query.urlencode(), **context}
+    return render(request, template, context)
 
 
 @require_GET
@@ -473,9 +507,15 @@ def review_demonstrations(request: HttpRequest, slug: str) -> HttpResponse:
 @page_view
 def review_rankings(request: HttpRequest, slug: str) -> HttpResponse:
     project = _membership(request, slug, Role.REVIEWER).project
+    form = RankingFilterForm(
+        request.GET or None, **selectors.ranking_filter_choices(project=project)
+    )
+    filters = form.filters()
     return _paginated(
         request,
         "labeling/review_rankings.html",
         project,
-        selectors.rankings_for_review(project=project),
+        selectors.rankings_for_review(project=project, **filters),
+        form=form,
+        filtered=bool(filters),
     )

@@ -168,3 +168,74 @@ def test_the_build_is_deterministic_given_the_seed(tmp_path):
     base_model.build(tmp_path / "b", cfg, log=lambda line: None)
     for name in ("model.safetensors", "tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# Issue 18: the first start builds this model in the background; pages show how far it is.
+
+
+def _threads_while_training(out, cfg) -> set[int]:
+    seen: set[int] = set()
+
+    def tell(phase, step, eta):  # called from inside the training loop
+        if phase == "train" and step > 0:
+            seen.add(torch.get_num_threads())
+
+    base_model.build(out, cfg, log=lambda line: None, tell=tell)
+    return seen
+
+
+def test_the_build_trains_on_one_thread_unless_told(tmp_path, monkeypatch):
+    cfg = base_model.TinyConfig(n_generic_docs=20, n_dialogues=30, train_steps=10, batch_size=2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("INSTRUCTLOOP_BUILD_THREADS", raising=False)
+    assert _threads_while_training(tmp_path / "a", cfg) == {1}
+    monkeypatch.setenv("INSTRUCTLOOP_BUILD_THREADS", "2")
+    assert _threads_while_training(tmp_path / "b", cfg) == {2}
+
+
+def test_the_build_reports_each_phase_and_an_eta_then_clears_its_report(tmp_path):
+    from training.demo import build_progress
+
+    cfg = base_model.TinyConfig(n_generic_docs=20, n_dialogues=30, train_steps=20, batch_size=2)
+    out = tmp_path / "m"
+    seen: list[tuple[str, int, bool]] = []
+
+    def log(line):  # the builder logs after each phase: read what a page would read then
+        read = build_progress.progress_read(out)
+        seen.append((read.phase, read.step, read.eta_seconds is not None))
+
+    base_model.build_atomically(out, cfg, log=log)
+    phases = list(dict.fromkeys(phase for phase, _, _ in seen))
+    assert phases == ["corpus", "tokenizer", "encode", "train", "save"]
+    assert ("train", 20, True) in seen
+    assert not build_progress.progress_path(out).exists()  # done: nothing left to report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_build_stopped_with_term_leaves_neither_its_report_nor_a_half_model(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from training.demo import build_progress
+
+    out = tmp_path / "tiny-base"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "training.demo.base_model", "--out", str(out), "--steps",
+         "100000", "--report", "0"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while (p := build_progress.progress_read(out)) is None or p.phase != "train":
+            assert time.monotonic() < deadline and builder.poll() is None, "never trained"
+            time.sleep(0.2)
+        builder.send_signal(signal.SIGTERM)  # what ./dev up's Ctrl+C sends it
+        assert builder.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        builder.kill()
+        builder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny-base.lock"]

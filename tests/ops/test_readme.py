@@ -50,3 +50,16 @@ def test_every_environment_variable_settings_read_is_in_the_readme_configuration
     table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(\w+)`", table, re.M))
     assert read - listed == set()
+
+
+def test_the_quick_start_says_how_long_each_step_takes():
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    for step in ("Install", "until the site answers", "tiny base model", "SmolLM2"):
+        row = next((line for line in section.splitlines() if line.startswith(f"| {step}")
+                    or (line.startswith("|") and step in line)), None)  # fmt: skip
+        assert row is not None and row.count("|") == 3, step
+
+
+def test_the_deployment_guide_says_two_gunicorns_on_a_host_need_their_own_control_socket():
+    guide = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert "--control-socket" in guide and "Two gunicorns" in guide

@@ -8,6 +8,9 @@ sometimes, like a pretrained LM before InstructGPT's SFT and PPO (Ouyang et al. 
 and there is visible room for those stages to improve `judge` quality.
 
     python -m training.demo.base_model --out var/models/tiny-base [--seed 0] [--max-seconds 150]
+
+It trains on 1 thread unless INSTRUCTLOOP_BUILD_THREADS or OMP_NUM_THREADS says more, and reports
+where it stands beside the target (build_progress.py) for the pages that wait on it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import math
 import os
 import random
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -36,7 +41,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from training.demo import families
+from training.demo import build_progress, families
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -430,8 +435,26 @@ def builder_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def build(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], None] = print) -> dict:
-    """Build corpus, tokenizer and model into `out_dir` (a new directory); return build info."""
+def build_threads() -> int:
+    """Threads for the build: INSTRUCTLOOP_BUILD_THREADS, else OMP_NUM_THREADS, else 1. More
+    than one only pays on idle cores: on a shared machine OpenMP threads spin waiting for each
+    other (docs/training.md), and a 4-minute build took 56."""
+    for name in ("INSTRUCTLOOP_BUILD_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+    return 1
+
+
+def build(
+    out_dir: Path,
+    cfg: TinyConfig,
+    *,
+    log: Callable[[str], None] = print,
+    tell: Callable[[str, int, float | None], None] = lambda phase, step, eta: None,
+) -> dict:
+    """Build corpus, tokenizer and model into `out_dir` (a new directory); return build info.
+    `tell(phase, step, eta_seconds)` hears where it stands (build_progress writes it down)."""
     torch.manual_seed(cfg.seed)
     phases: dict[str, float] = {}
     cpu_phases: dict[str, float] = {}
@@ -445,28 +468,42 @@ def build(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], None] = print)
         log(f"[tiny] {name}: {phases[name]:.1f}s wall, {cpu_phases[name]:.1f}s cpu")
         clock, cpu_clock = now, cpu_now
 
+    tell("corpus", 0, None)
     docs = build_corpus(cfg)
     phase("corpus")
+    tell("tokenizer", 0, None)
     tokenizer = train_tokenizer(docs, cfg)
     phase("tokenizer")
+    tell("encode", 0, None)
     token_ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     blocks = pack(token_ids, cfg.block_size)
     phase("encode")
     log(f"[tiny] {len(docs)} docs, {blocks.numel()} tokens, vocab {len(tokenizer)}")
 
     model = new_model(cfg, tokenizer)
+    tell("train", 0, None)
+    train_started = time.monotonic()
 
     def progress(step: int, loss: float) -> None:
-        if step % 100 == 0 or step == cfg.train_steps:
-            log(f"[tiny] step {step}/{cfg.train_steps} loss {loss:.3f}")
+        if step % 10 == 0 or step == cfg.train_steps:
+            eta = build_progress.eta_seconds(
+                step=step,
+                total_steps=cfg.train_steps,
+                train_seconds=time.monotonic() - train_started,
+            )
+            tell("train", step, eta)
+            if step % 100 == 0 or step == cfg.train_steps:
+                left = f", about {eta:.0f}s left" if eta is not None else ""
+                log(f"[tiny] step {step}/{cfg.train_steps} loss {loss:.3f}{left}")
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the target machine's budget; also keeps results comparable
+    torch.set_num_threads(build_threads())
     try:
         result = train(model, blocks, cfg, on_progress=progress)
     finally:
         torch.set_num_threads(threads)
     phase("train")
+    tell("save", cfg.train_steps, 2.0)
     # Sampling from the full distribution by default: PPO's logprobs must be those of the sampler,
     # and transformers otherwise applies top_k=50 to any do_sample call that does not unset it.
     model.generation_config.update(
@@ -531,12 +568,24 @@ def build_atomically(out_dir: Path, cfg: TinyConfig, *, log: Callable[[str], Non
     shutil.rmtree(tmp_dir, ignore_errors=True)
     if out_dir.exists() and not (out_dir / "build_info.json").exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not a tiny-model build; not replacing it")
+    started = time.time()
+
+    def tell(phase: str, step: int, eta: float | None) -> None:
+        build_progress.progress_write(
+            out_dir,
+            build_progress.BuildProgress(
+                phase=phase, step=step, total_steps=cfg.train_steps, started_at=started,
+                updated_at=time.time(), eta_seconds=eta,
+            ),
+        )  # fmt: skip
+
     try:
-        info = build(tmp_dir, cfg, log=log)
+        info = build(tmp_dir, cfg, log=log, tell=tell)
         if out_dir.exists():
             out_dir.rename(old_dir)
         tmp_dir.rename(out_dir)
     finally:
+        build_progress.progress_clear(out_dir)
         shutil.rmtree(tmp_dir, ignore_errors=True)
         shutil.rmtree(old_dir, ignore_errors=True)
     return info
@@ -608,6 +657,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=TinyConfig.train_steps)
     parser.add_argument("--report", type=int, default=100, help="held-out prompts to judge; 0=none")
     args = parser.parse_args(argv)
+    # Stopped (./dev up's Ctrl+C sends TERM): unwind, so the build's report and its half-built
+    # directory are removed (build_atomically's finally) instead of left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cfg = TinyConfig(seed=args.seed, max_seconds=args.max_seconds, train_steps=args.steps)
     with _build_lock(args.out):
         info = build_atomically(args.out, cfg)

@@ -7,9 +7,10 @@ import pytest
 from django.test import Client
 
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.errors import Invalid
 from labeling.models import Completion, Task
-from tests.factories import ModelVersionFactory, submitted_demonstration
+from tests.factories import ModelVersionFactory, ranking_task, submitted_demonstration
 from tests.training.jobs.test_rounds import GOOD, _samples, _succeed
 from tests.training.jobs.test_rounds import setup as setup  # noqa: F401 - the fixture
 from training import rounds, selectors, stages
@@ -207,12 +208,18 @@ def test_settings_for_a_step_the_recipe_lacks_are_refused_before_anything_runs(
 
 
 def test_the_round_form_sends_the_policy_fields_to_the_recipes_step(
-    project, personas, demonstrations
+    project, personas, demonstrations, now
 ):
+    ranking_task(project)  # a second ranking: the form refuses a round on one
+    lease = queue.claim_next(user_id=personas.bob.pk, project=project, kind="ranking", now=now)
+    entries = [{"completion": c, "rank": i + 1, "likert": 4, "flags": []}
+               for i, c in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.bob.pk, entries=entries, now=now)
     client = Client()
     client.force_login(personas.admin)
     form = {"policy": demonstrations["sft"].pk, "max_prompts": 8, "min_eos_rate": 0.5,
-            "max_kl": 8, "max_mean_length": 512, "recipe": "iterated_dpo", "baseline": "on"}  # fmt: skip
+            "max_kl": 8, "max_mean_length": 512, "recipe": "iterated_dpo", "baseline": "on",
+            "confirm": "on"}  # fmt: skip
     refused = client.post(f"/p/{project.slug}/rounds/", {**form, "kl_coef": 0.1})
     assert refused.status_code == 400 and not Round.objects.exists()
     assert "not a setting of the iterated_dpo recipe" in refused.content.decode()

@@ -60,7 +60,8 @@ def _launch(project, admin, base, **config) -> TrainingRun:
     client = Client()
     client.force_login(admin)
     response = client.post(
-        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk, **config}
+        f"/p/{project.slug}/runs/",
+        {"kind": "sft", "base_model": base.pk, "confirm": "on", **config},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     return TrainingRun.objects.latest("pk")
@@ -277,7 +278,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 client = Client(HTTP_HOST="localhost")
 client.force_login(get_user_model().objects.get(pk={admin.pk}))
-response = client.post("/p/{project.slug}/runs/", {{"kind": "sft", "base_model": {base.pk},
+response = client.post("/p/{project.slug}/runs/", {{"kind": "sft", "base_model": {base.pk}, "confirm": "on",
                        **{config!r}}})
 print(response.status_code, response.get("Location", ""))
 """

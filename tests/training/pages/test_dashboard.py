@@ -139,3 +139,23 @@ def test_the_model_page_and_the_api_give_a_reward_models_interval(project, perso
         "enough_pairs": False, "pairs_needed": 194,
     }  # fmt: skip
     assert by_name["rm-old"] is None
+
+
+def test_the_dashboard_names_flags_as_labelers_read_them_and_links_each_model(
+    project, personas, judged, now
+):
+    from labeling.blinding import SLOTS
+    from tests.factories import ranking_task
+
+    ranking_task(project)
+    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    entries = [{"completion": s, "rank": i + 1, "likert": 4, "flags": ["fails_to_follow"]}
+               for i, s in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    client = Client()
+    client.force_login(personas.reviewer)
+    html = client.get(f"/p/{project.slug}/review/dashboard/").content.decode()
+    assert "failstofollow" not in html and ">Fails to follow the instruction</th>" in html
+    assert ">Inappropriate for a customer assistant</th>" in html
+    sft, ppo = judged
+    assert f'<a href="/p/{project.slug}/models/{ppo.pk}/">ppo-1</a>' in html

@@ -19,13 +19,16 @@ pytestmark = pytest.mark.django_db
 def sft(project, personas, settings, tmp_path, now):
     settings.MODEL_ROOT = tmp_path / "models"
     (settings.MODEL_ROOT / "sft").mkdir(parents=True)
-    ranking_task(project)
-    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
-    entries = [
-        {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-    ]
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    for _ in range(2):  # the fewest a launch form takes (it asks to confirm fewer than 32)
+        ranking_task(project)
+        lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking",
+                                 now=now)  # fmt: skip
+        entries = [
+            {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
+            for i, c in enumerate(SLOTS[: len(lease.shown_order)])
+        ]
+        services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries,
+                                now=now)  # fmt: skip
     return ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
 
 
@@ -40,6 +43,7 @@ def test_an_admin_starts_a_round_and_sees_its_first_stage(project, personas, sft
         f"/p/{project.slug}/rounds/",
         {
             "policy": sft.pk,
+            "confirm": "on",
             "max_prompts": 8,
             "min_eos_rate": 0.6,
             "max_kl": 10,
@@ -89,6 +93,7 @@ def test_lineage_shows_the_run_config_and_exact_rows_a_model_was_trained_on(proj
         f"/p/{project.slug}/rounds/",
         {
             "policy": sft.pk,
+            "confirm": "on",
             "max_prompts": 8,
             "min_eos_rate": 0.5,
             "max_kl": 25,
@@ -102,13 +107,14 @@ def test_lineage_shows_the_run_config_and_exact_rows_a_model_was_trained_on(proj
     page = _client(personas.reviewer).get(f"/p/{project.slug}/models/{rm.pk}/")
     html = page.content.decode()
     assert page.status_code == 200 and f"run {run.pk}" in html
-    assert f"rankings: 1 row, ids {run.dataset['rankings'][0]}" in html and "sft-0" in html
+    ids = ", ".join(map(str, run.dataset["rankings"]))
+    assert f"rankings: 2 rows, ids {ids}" in html and "sft-0" in html
     # The config it ran with, defaults included: the learning rate nobody typed is there.
     assert f"<td><code>lr</code></td><td><code>{RewardConfig.lr}</code></td>" in html
 
 
 def test_an_admin_cancels_a_running_round_from_its_page(project, personas, sft):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512}  # fmt: skip
     _client(personas.admin).post(f"/p/{project.slug}/rounds/", form)
     page = _client(personas.admin).get(f"/p/{project.slug}/rounds/1/")
@@ -130,7 +136,7 @@ def test_an_admin_cancels_a_running_round_from_its_page(project, personas, sft):
 def test_the_round_form_refuses_a_k_outside_2_to_9_and_a_temperature_of_0(
     project, personas, sft, fields, field
 ):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512}  # fmt: skip
     response = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, **fields})
     assert response.status_code == 400 and response.context["form"].errors[field]
@@ -138,7 +144,7 @@ def test_the_round_form_refuses_a_k_outside_2_to_9_and_a_temperature_of_0(
 
 
 def test_a_rounds_k_from_the_form_splits_between_the_policies(project, personas, sft):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512, "k": 6, "rank_temperature": 0.9}  # fmt: skip
     assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
     round_ = Round.objects.get()
@@ -148,7 +154,7 @@ def test_a_rounds_k_from_the_form_splits_between_the_policies(project, personas,
 def test_the_round_forms_step_settings_land_in_the_round_and_its_runs_configs(
     project, personas, sft, settings, tmp_path, now
 ):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512, "reward_lr": 3e-4, "reward_epochs": 3, "ppo_lr": 2e-5,
             "ppo_batch_size": 8, "ppo_episodes": 256, "kl_coef": 0.05, "ptx_coef": 0.5,
             "eval_prompts": 32}  # fmt: skip
@@ -175,7 +181,7 @@ def test_the_round_forms_step_settings_land_in_the_round_and_its_runs_configs(
 
 
 def test_blank_step_fields_leave_the_stage_defaults(project, personas, sft):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512, "reward_lr": "", "ppo_lr": "", "eval_prompts": ""}  # fmt: skip
     assert _client(personas.admin).post(f"/p/{project.slug}/rounds/", form).status_code == 302
     round_ = Round.objects.get()
@@ -194,7 +200,7 @@ def test_blank_step_fields_leave_the_stage_defaults(project, personas, sft):
 def test_a_bad_step_setting_shows_on_its_field_and_starts_nothing(
     project, personas, sft, fields, field
 ):
-    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+    form = {"policy": sft.pk, "confirm": "on", "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
             "max_mean_length": 512}  # fmt: skip
     response = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, **fields})
     assert response.status_code == 400 and response.context["form"].errors[field]
@@ -261,7 +267,7 @@ def test_the_api_answers_a_models_lineage_with_its_run_config_and_exact_rows(
     body = api_client(personas.reviewer).get(url).json()
     assert body["model"]["name"] == "rm-1" and body["parent"] == "sft-0"
     assert body["run"]["id"] == run.pk and body["run"]["config"]["lr"] == RewardConfig.lr
-    assert body["dataset"] == run.dataset and len(body["dataset"]["rankings"]) == 1
+    assert body["dataset"] == run.dataset and len(body["dataset"]["rankings"]) == 2
     base = api_client(personas.reviewer).get(f"/api/v1/projects/{project.pk}/models/{sft.pk}/")
     assert base.json()["run"] is None and base.json()["children"] == ["rm-1"]
     assert api_client(personas.alice).get(url).status_code == 403
@@ -272,3 +278,48 @@ def test_the_api_answers_a_models_lineage_with_its_run_config_and_exact_rows(
         .status_code
         == 404
     )
+
+
+# Issue 18: the round form explains itself and refuses what cannot work.
+
+
+def _rank_one(project, personas, now):
+    ranking_task(project)
+    lease = queue.claim_next(user_id=personas.bob.pk, project=project, kind="ranking", now=now)
+    entries = [{"completion": c, "rank": i + 1, "likert": 4, "flags": []}
+               for i, c in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.bob.pk, entries=entries, now=now)
+
+
+def test_a_round_on_one_ranking_is_refused_and_on_a_few_asks_to_confirm(
+    project, personas, settings, tmp_path, now
+):
+    settings.MODEL_ROOT = tmp_path / "models"
+    (settings.MODEL_ROOT / "sft").mkdir(parents=True)
+    sft = ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
+    _rank_one(project, personas, now)
+    form = {"policy": sft.pk, "max_prompts": 8, "min_eos_rate": 0.5, "max_kl": 8,
+            "max_mean_length": 512}  # fmt: skip
+    refused = _client(personas.admin).post(f"/p/{project.slug}/rounds/", {**form, "confirm": "on"})
+    assert refused.status_code == 400 and "Only 1 ranking so far" in refused.content.decode()
+    _rank_one(project, personas, now)
+    warned = _client(personas.admin).post(f"/p/{project.slug}/rounds/", form)
+    assert warned.status_code == 400 and "Only 2 rankings so far" in warned.content.decode()
+    assert not Round.objects.exists()
+    confirmed = _client(personas.admin).post(
+        f"/p/{project.slug}/rounds/", {**form, "confirm": "on"}
+    )
+    assert confirmed.status_code == 302 and Round.objects.count() == 1
+
+
+def test_the_round_form_offers_no_model_without_weights_and_shows_its_defaults(
+    project, personas, sft
+):
+    canned = ModelVersionFactory(project=project, name="demo-canned", kind="external", path="")
+    page = _client(personas.admin).get(f"/p/{project.slug}/rounds/")
+    form = page.context["form"]
+    assert canned not in form.fields["policy"].queryset and form["policy"].value() == sft.pk
+    html = page.content.decode()
+    assert "demo-canned" not in html
+    assert f"Blank: reward model {RewardConfig.lr:g}." in html
+    assert 'class="launch-form"' in html

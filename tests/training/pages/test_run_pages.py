@@ -62,17 +62,18 @@ def test_launching_without_data_explains_why_and_creates_nothing(project, person
 def test_launching_an_sft_run_snapshots_the_demonstrations_and_enqueues_after_commit(
     project, personas, base, now, django_capture_on_commit_callbacks
 ):
-    demo = _demonstration(project, personas.alice, now)
+    demos = [_demonstration(project, personas.alice, now) for _ in range(2)]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = _client(personas.admin).post(
             f"/p/{project.slug}/runs/",
-            {"kind": "sft", "base_model": base.pk, "max_steps": 3, "batch_size": 2},
-        )
+            {"kind": "sft", "base_model": base.pk, "max_steps": 3, "batch_size": 2,
+             "confirm": "on"},
+        )  # fmt: skip
     run = TrainingRun.objects.get()
     assert (
         response.status_code == 302 and response["Location"] == f"/p/{project.slug}/runs/{run.pk}/"
     )
-    assert run.dataset == {"demonstrations": [demo.pk]}
+    assert run.dataset == {"demonstrations": sorted(d.pk for d in demos)}
     assert run.config == {**stages.stage("sft").resolve({}), "max_steps": 3, "batch_size": 2}
     assert len(callbacks) == 1  # the Celery message goes out only when the transaction commits
 
@@ -87,7 +88,8 @@ def test_the_live_fragment_polls_while_running_and_shows_curves(project, persona
     fragment = _client(personas.reviewer).get(url, headers={"HX-Request": "true"})
     assert b"<html" not in fragment.content
     assert (
-        b'hx-trigger="every 2s"' in fragment.content and fragment.content.count(b"<polyline") == 2
+        b'hx-trigger="every 2s"' in fragment.content
+        and fragment.content.count(b'<figure class="chart" data-chart=') == 2
     )
     full = _client(personas.reviewer).get(url)
     assert b"<html" in full.content and b"Cancel run" not in full.content
@@ -314,10 +316,10 @@ def test_a_failed_step_of_a_round_is_not_resumed_alone(project, personas, base, 
     assert b"Resume from the last checkpoint" not in page.content
 
 
-def test_an_admin_resumes_a_failed_run_from_its_page_with_key_r(project, personas, base, now):
+def test_an_admin_resumes_a_failed_run_from_its_page_with_key_shift_r(project, personas, base, now):
     run = _failed_run(project, base, now)
     page = _client(personas.admin).get(f"/p/{project.slug}/runs/{run.pk}/")
-    assert b'data-key="r">Resume from the last checkpoint' in page.content
+    assert b'data-key="R">Resume from the last checkpoint' in page.content
     reviewer_page = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/")
     assert b"Resume from the last checkpoint" not in reviewer_page.content
     refused = _client(personas.reviewer).post(f"/p/{project.slug}/runs/{run.pk}/resume/")
@@ -328,3 +330,222 @@ def test_an_admin_resumes_a_failed_run_from_its_page_with_key_r(project, persona
     assert run.status == "queued"
     again = _client(personas.admin).post(f"/p/{project.slug}/runs/{run.pk}/resume/", follow=True)
     assert b"Only a failed run can be resumed" in again.content
+
+
+# Issue 18: the launch form explains itself and refuses what cannot work.
+
+
+def test_the_launch_form_offers_only_models_with_weights_and_starts_from_the_newest_policy(
+    project, personas, base, settings
+):
+    canned = ModelVersionFactory(project=project, name="demo-canned", kind="external", path="")
+    hub_less = ModelVersionFactory(project=project, name="no-files", kind="sft", path="gone")
+    (settings.MODEL_ROOT / "sft-1").mkdir()
+    sft = ModelVersionFactory(project=project, name="sft-1", kind="sft", path="sft-1")
+    page = _client(personas.admin).get(f"/p/{project.slug}/runs/")
+    form = page.context["form"]
+    offered = set(form.fields["base_model"].queryset)
+    assert offered == {base, sft}, f"offered {offered}, not demo-canned {canned} or {hub_less}"
+    assert form["base_model"].value() == sft.pk  # the newest trained policy, preselected
+    html = page.content.decode()
+    assert f'<option value="{sft.pk}" selected>' in html and "demo-canned" not in html
+
+
+def test_the_launch_form_starts_from_the_first_base_model_before_any_training(
+    project, personas, base
+):
+    page = _client(personas.admin).get(f"/p/{project.slug}/runs/")
+    assert page.context["form"]["base_model"].value() == base.pk
+
+
+def test_the_launch_form_shows_each_blank_fields_default(project, personas, base):
+    html = _client(personas.admin).get(f"/p/{project.slug}/runs/").content.decode()
+    lr = f"SFT {stages.stage('sft').resolve({})['lr']:g}"
+    assert f"Blank: {lr}" in html and "one epoch of the data" in html
+    assert 'placeholder="default"' in html and f'placeholder="{project.k}"' in html
+
+
+def test_an_sft_on_one_demonstration_is_refused_and_registers_nothing(project, personas, base, now):
+    _demonstration(project, personas.alice, now)
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk, "confirm": "on"}
+    )
+    assert response.status_code == 400
+    assert "Only 1 demonstration so far: a run needs at least 2" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
+def test_a_run_on_few_demonstrations_asks_to_confirm_and_launches_once_confirmed(
+    project, personas, base, now
+):
+    for _ in range(3):
+        _demonstration(project, personas.alice, now)
+    form = {"kind": "sft", "base_model": base.pk}
+    warned = _client(personas.admin).post(f"/p/{project.slug}/runs/", form)
+    html = warned.content.decode()
+    assert warned.status_code == 400 and not TrainingRun.objects.exists()
+    assert "Only 3 demonstrations so far" in html
+    assert (
+        'type="checkbox" name="confirm"' in html and "Launch anyway with this little data" in html
+    )
+    confirmed = _client(personas.admin).post(f"/p/{project.slug}/runs/", {**form, "confirm": "on"})
+    assert confirmed.status_code == 302 and TrainingRun.objects.count() == 1
+
+
+def test_the_confirm_box_is_hidden_until_it_is_needed(project, personas, base):
+    html = _client(personas.admin).get(f"/p/{project.slug}/runs/").content.decode()
+    assert 'type="hidden" name="confirm"' in html and 'type="checkbox" name="confirm"' not in html
+
+
+# Issue 18: the run page and the runs list follow the run.
+
+
+def test_cancel_is_bound_to_the_c_key_inside_the_live_part_and_goes_when_the_run_ends(
+    project, personas, base
+):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base,
+                                     status=RunStatus.RUNNING)  # fmt: skip
+    url = f"/p/{project.slug}/runs/{run.pk}/"
+    fragment = _client(personas.admin).get(url, headers={"HX-Request": "true"}).content.decode()
+    assert 'data-key="c">Cancel run' in fragment and "accesskey" not in fragment
+    run.status = RunStatus.SUCCEEDED
+    run.save(update_fields=["status"])
+    fragment = _client(personas.admin).get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "Cancel run" not in fragment and "hx-trigger" not in fragment
+
+
+def test_the_run_page_shows_its_duration_and_an_eta_while_it_runs(project, personas, base, now):
+    from datetime import timedelta
+
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base,
+                                     status=RunStatus.RUNNING, step=10, total_steps=40,
+                                     started_at=now - timedelta(seconds=100))  # fmt: skip
+    html = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    # 100 s for 10 steps: 30 more steps take about 300 s. The clock moved a little since `now`.
+    assert "running for 1 min 4" in html and "about 5 min 0" in html
+    run.status, run.finished_at = RunStatus.SUCCEEDED, now
+    run.save(update_fields=["status", "finished_at"])
+    html = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    assert "took 1 min 40 s" in html and " left" not in html
+
+
+def test_the_runs_list_refreshes_while_a_run_is_live_and_links_its_models(
+    project, personas, base, settings
+):
+    sft = ModelVersionFactory(project=project, name="sft-9", kind="sft", path="sft-9")
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base,
+                                     status=RunStatus.SUCCEEDED, model_version=sft)  # fmt: skip
+    url = f"/p/{project.slug}/runs/"
+    html = _client(personas.reviewer).get(url).content.decode()
+    assert "hx-trigger" not in html  # nothing live: no polling
+    assert f'href="/p/{project.slug}/models/{base.pk}/">tiny-base</a>' in html
+    assert f'href="/p/{project.slug}/models/{sft.pk}/">sft-9</a>' in html
+    TrainingRun.objects.create(project=project, kind="sft", base_model=base)  # queued
+    fragment = _client(personas.reviewer).get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in fragment and 'hx-trigger="every 3s"' in fragment
+    assert f'href="/p/{project.slug}/runs/{run.pk}/"' in fragment
+
+
+def test_the_training_pages_carry_the_project_navigation(project, personas, base):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base)
+    for url in (f"/p/{project.slug}/runs/", f"/p/{project.slug}/rounds/",
+                f"/p/{project.slug}/runs/{run.pk}/"):  # fmt: skip
+        html = _client(personas.reviewer).get(url).content.decode()
+        assert f'href="/p/{project.slug}/rounds/" data-key="y"' in html, url
+        assert f'href="/p/{project.slug}/runs/" data-key="u"' in html, url
+    admin = _client(personas.admin).get(f"/p/{project.slug}/admin/").content.decode()
+    assert (
+        f'href="/p/{project.slug}/runs/"' in admin and f'href="/p/{project.slug}/rounds/"' in admin
+    )
+
+
+def test_a_refused_launch_gives_back_blank_json_settings_not_null(project, personas, base):
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": base.pk, "settings": ""}
+    )
+    assert response.status_code == 400
+    assert ">null</textarea>" not in response.content.decode()
+
+
+# Issue 18: curves drawn by a charting library (uPlot, vendored) from data the page carries.
+
+
+def test_a_curve_is_handed_to_the_page_as_data_in_step_order(project, personas, base):
+    run = TrainingRun.objects.create(project=project, kind="sft", base_model=base, status=RunStatus.RUNNING,
+                                     step=3, total_steps=4)  # fmt: skip
+    for step, value in ((2, 1.25), (1, 2.0)):
+        run.metric_points.create(step=step, name="train/loss", value=value)
+    html = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/").content.decode()
+    data = '{"name": "train/loss", "steps": [1, 2], "values": [2.0, 1.25]}'
+    assert f'<script type="application/json">{data}</script>' in html
+    assert "at step 2 (from 1.2500 to 2.0000 over steps 1–2)" in html  # without JavaScript
+    assert "/static/vendor/uplot/uPlot.iife.min.js" in html and "/static/js/charts.js" in html
+    assert "<svg" not in html.split('id="run-live"')[1]  # no hand-drawn chart left
+
+
+def test_a_curve_leaves_out_non_finite_values_and_a_curve_of_none_is_no_chart():
+    from training.charts import charts_for
+
+    points = [("a", 2, float("nan")), ("a", 1, 0.5), ("b", 1, float("inf"))]
+    (chart,) = charts_for(points)
+    assert chart.data() == {"name": "a", "steps": [1], "values": [0.5]}
+
+
+def test_uplot_is_vendored_with_its_licence_and_listed():
+    from django.conf import settings
+
+    vendor = settings.BASE_DIR / "static" / "vendor"
+    script = (vendor / "uplot" / "uPlot.iife.min.js").read_text()
+    assert script.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+    assert "MIT License" in (vendor / "uplot" / "LICENSE").read_text()
+    assert "| uPlot | 1.6.32 | MIT" in (vendor / "README.md").read_text()
+
+
+# Issue 18: on first start the tiny base model builds in the background; pages say what waits.
+
+
+def test_pages_say_a_base_model_is_being_built_and_a_run_from_it_waits(
+    project, personas, settings, tmp_path, now
+):
+    import time
+
+    from training.demo import build_progress
+
+    settings.MODEL_ROOT = tmp_path / "models"
+    settings.MODEL_ROOT.mkdir()
+    tiny = ModelVersionFactory(project=project, name="tiny-base", kind="base", path="tiny-base")
+    project.base_model = tiny
+    project.save(update_fields=["base_model"])
+    for _ in range(2):
+        _demonstration(project, personas.alice, now)
+    build_progress.progress_write(
+        settings.MODEL_ROOT / "tiny-base",
+        build_progress.BuildProgress(phase="train", step=300, total_steps=1300,
+                                     started_at=time.time() - 60, updated_at=time.time(),
+                                     eta_seconds=200.0),
+    )  # fmt: skip
+    for url in (f"/p/{project.slug}/runs/", f"/p/{project.slug}/rounds/",
+                f"/p/{project.slug}/models/"):  # fmt: skip
+        html = _client(personas.admin).get(url).content.decode()
+        assert "tiny-base is being built" in html and "step 300 of 1300" in html, url
+        assert "about 3 min 20 s left" in html and "Runs and rounds from it wait" in html, url
+    response = _client(personas.admin).post(
+        f"/p/{project.slug}/runs/", {"kind": "sft", "base_model": tiny.pk, "confirm": "on"}
+    )
+    assert response.status_code == 400 and not TrainingRun.objects.exists()
+    assert "tiny-base is still being built (about 3 min 20 s left)" in response.content.decode()
+
+    build_progress.progress_clear(settings.MODEL_ROOT / "tiny-base")
+    (settings.MODEL_ROOT / "tiny-base").mkdir()  # built
+    html = _client(personas.admin).get(f"/p/{project.slug}/runs/").content.decode()
+    assert "being built" not in html
+
+
+def test_a_sampling_runs_page_answers_with_its_create_tasks_flag_in_the_dataset(
+    project, personas, base
+):
+    run = TrainingRun.objects.create(project=project, kind="sample", base_model=base,
+                                     config={"k": 4}, status=RunStatus.SUCCEEDED,
+                                     dataset={"prompts": [1, 2], "create_tasks": True})  # fmt: skip
+    response = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/")
+    assert response.status_code == 200 and "<li>2 prompts</li>" in response.content.decode()

@@ -207,7 +207,7 @@ class Command(BaseCommand):
     def _report(self, project: Project) -> None:
         tasks = Task.objects.filter(project=project)
         self.stdout.write(
-            f"Demo project '{project.name}' (/{project.slug}): "
+            f"Demo project '{project.name}' (/p/{project.slug}/): "
             f"{project.prompts.count()} prompts, "
             f"{tasks.filter(kind=Task.Kind.DEMONSTRATION).count()} demonstration tasks, "
             f"{tasks.filter(kind=Task.Kind.RANKING).count()} ranking tasks (K={project.k})."
