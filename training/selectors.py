@@ -32,8 +32,9 @@ def runs_for_project(*, project: Project, limit: int = 100) -> QuerySet[Training
 def trainable_models(*, project: Project, kind: str = "policy") -> QuerySet[ModelVersion]:
     """The model versions a run can start from ("policy": anything but a reward model; "reward":
     reward models), newest first. A version without weights (the name imported completions came
-    with, e.g. "demo-canned") or whose files are missing or unsafe is left out: training from it
-    could only fail in the worker."""
+    with, e.g. "demo-canned"), with an unsafe key, or from before the artifact store with its
+    folder missing, is left out: training from it could only fail in the worker. A published
+    version is offered on its database record alone: the web host never fetches model files."""
     versions = ModelVersion.objects.filter(project=project).exclude(path="").order_by("-created_at")
     if kind == "reward":
         versions = versions.filter(kind=ModelVersion.Kind.REWARD)
@@ -42,7 +43,10 @@ def trainable_models(*, project: Project, kind: str = "policy") -> QuerySet[Mode
     usable = []
     for version in versions:
         try:
-            storage.model_path(version)
+            if version.sha256:  # published: the database vouches for it; never fetched here
+                storage.model_check(version)
+            else:  # from before the store: a folder under MODEL_ROOT (or a hub name)
+                storage.model_path(version)
         except Invalid:
             continue
         usable.append(version.pk)

@@ -549,3 +549,20 @@ def test_a_sampling_runs_page_answers_with_its_create_tasks_flag_in_the_dataset(
                                      dataset={"prompts": [1, 2], "create_tasks": True})  # fmt: skip
     response = _client(personas.reviewer).get(f"/p/{project.slug}/runs/{run.pk}/")
     assert response.status_code == 200 and "<li>2 prompts</li>" in response.content.decode()
+
+
+def test_the_launch_form_offers_a_published_model_without_touching_its_files(
+    project, personas, base, settings
+):
+    """Issue 17: the web host needs no model files. A version published to the store (its key
+    and sha256 recorded) is offered although nothing of it is on this host, and loading the
+    form fetches nothing into the artifact cache."""
+    settings.ARTIFACTS = "s3://no-such-bucket/prefix"  # never contacted: the form reads the row
+    published = ModelVersionFactory(
+        project=project, name="sft-remote", kind="sft", path="run-9-20261205",
+        artifact_uri="s3://no-such-bucket/prefix/models/run-9-20261205", sha256="a" * 64,
+    )  # fmt: skip
+    page = _client(personas.admin).get(f"/p/{project.slug}/runs/")
+    assert published in set(page.context["form"].fields["base_model"].queryset)
+    cache = settings.ARTIFACT_CACHE
+    assert not cache.exists() or not any(cache.iterdir())
