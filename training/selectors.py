@@ -78,8 +78,8 @@ class ModelBuild:
 def model_build(*, version: ModelVersion, now: float) -> ModelBuild | None:
     """The build under way of a base model whose files are not there yet (the demo's tiny model,
     built in the background on first start), or None."""
-    if version.kind != ModelVersion.Kind.BASE or not version.path:
-        return None
+    if version.kind != ModelVersion.Kind.BASE or not version.path or version.sha256:
+        return None  # a published version was built before it was published
     try:
         storage.model_path(version)
     except Invalid:
