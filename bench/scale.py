@@ -96,7 +96,7 @@ SELECT u, {project}, u, CASE u WHEN {admin} THEN 'admin' WHEN {reviewer} THEN 'r
 FROM generate_series(1, {fresh}) u"""),
     ("model versions", """
 INSERT INTO labeling_modelversion (id, project_id, name, kind, path, parent_id, metrics,
-                                   created_at)
+                                   created_at, artifact_uri, sha256)
 VALUES {models}"""),
     ("prompts", """
 INSERT INTO labeling_prompt (id, project_id, messages, text, content_hash, source, external_id,
@@ -313,7 +313,7 @@ def build(*, size: int, name: str) -> None:
     for iname, _ in indexes:
         cur.execute(f'DROP INDEX "{iname}"')
     models = ", ".join(
-        f"({pk}, {PROJECT}, '{vname}', '{kind}', '', {parent or 'NULL'}, '{{{{}}}}', {{t0}})"
+        f"({pk}, {PROJECT}, '{vname}', '{kind}', '', {parent or 'NULL'}, '{{{{}}}}', {{t0}}, '', '')"
         for pk, vname, kind, parent in MODELS
     )
     params = {"n": n, "m": m, "project": PROJECT, "admin": ADMIN, "reviewer": REVIEWER,
