@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench.common import accuracy_text, reset_database  # noqa: E402
+from bench.common import accuracy_text, reset_database, wait_for_http  # noqa: E402
 from instructloop.client import Client, JobFailed, Round, Run  # noqa: E402
 from labeling import stats  # noqa: E402
 from training.demo import suites  # noqa: E402
@@ -96,17 +96,9 @@ def accept_invite(link: str, username: str, base_url: str) -> str:
         return answer.json()["token"]
 
 
-def wait_for_server(base_url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{base_url}/api/schema/", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the web server at {base_url} did not answer in {timeout} s")
-        time.sleep(0.5)
+def wait_for_server(port: int) -> None:
+    if not wait_for_http(port, "/api/schema/"):
+        raise SystemExit(f"the web server on port {port} did not answer in 60 s")
 
 
 def follow(client: Client, project: int, run: Run) -> Run:
@@ -258,7 +250,7 @@ def main() -> None:
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{args.port}"
     try:
-        wait_for_server(base_url)
+        wait_for_server(args.port)
         report = drive(args, base_url, admin_password, task_suite, base_name, t_start)
     finally:
         for proc in (web, worker):

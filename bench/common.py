@@ -49,3 +49,20 @@ def accuracy_text(held_out: HeldOutAccuracy | None) -> str:
     elif not held_out.excludes_chance:
         text += " (not told from chance)"
     return text
+
+
+def wait_for_http(port: int, path: str = "/accounts/login/", timeout: float = 60) -> bool:
+    """Whether a server on 127.0.0.1:`port` answered `path` (any status) within `timeout` s."""
+    import http.client
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            return True
+        except OSError:
+            time.sleep(0.3)
+    return False

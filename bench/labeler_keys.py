@@ -11,7 +11,6 @@ a temporary directory): no service needed. Needs Playwright and a system Chromiu
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
@@ -21,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import wait_for_http  # noqa: E402
+
 PASSWORD = "keys-bench-pw-123"
 # Outputs of one to three lines (the layout target is "up to three lines").
 OUTPUTS = [
@@ -60,15 +63,8 @@ def _start(env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/accounts/login/")
-            conn.getresponse().read()
-            return proc
-        except OSError:
-            time.sleep(0.3)
+    if wait_for_http(port):
+        return proc
     proc.kill()
     raise SystemExit("the server did not start")
 

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import reset_database  # noqa: E402
+from bench.common import reset_database, wait_for_http  # noqa: E402
 
 
 @dataclass
@@ -96,15 +96,8 @@ def _start_gunicorn(
         "--keep-alive", "30", "--log-level", "warning", "--backlog", "2048",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/accounts/login/")
-            conn.getresponse().read()
-            return proc
-        except OSError:
-            time.sleep(0.3)
+    if wait_for_http(port):
+        return proc
     proc.kill()
     raise SystemExit("gunicorn did not start")
 
