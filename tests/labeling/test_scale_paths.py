@@ -66,6 +66,7 @@ def test_agreement_of_a_project_with_no_shared_task_is_none(project, personas, n
         "comparisons": 0,
         "pairs": {},
         "per_labeler": {},
+        "pair_comparisons": {},
     }
 
 

@@ -126,7 +126,7 @@ def _client(user) -> Client:
     return client
 
 
-def test_the_run_form_shows_a_refused_json_setting_on_the_form(project, personas, base, demo):
+def test_the_run_form_shows_a_refused_json_setting_on_the_form(project, personas, base, demo, now):
     url = f"/p/{project.slug}/runs/"
     response = _client(personas.admin).post(
         url, {"kind": "sft", "base_model": base.pk, "settings": '{"warmup": 10}'}
@@ -141,10 +141,13 @@ def test_the_run_form_shows_a_refused_json_setting_on_the_form(project, personas
     )
     assert response.status_code == 400 and b"JSON object" in response.content
     assert not TrainingRun.objects.exists()
+    # A run needs runs.MIN_RECORDS demonstrations, and a confirm below runs.ENOUGH_RECORDS.
+    submitted_demonstration(project, personas.alice, "Another answer.", now)
     response = _client(personas.admin).post(
-        url, {"kind": "sft", "base_model": base.pk, "settings": '{"warmup_steps": 10}'}
+        url,
+        {"kind": "sft", "base_model": base.pk, "settings": '{"warmup_steps": 10}', "confirm": "on"},
     )
-    assert response.status_code == 302
+    assert response.status_code == 302, response.content.decode()[-2000:]
     assert TrainingRun.objects.get().config["warmup_steps"] == 10
 
 
