@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 
 from ..errors import Invalid, NotFound
 from ..models import FLAG_CODES, Membership, Project, Role
-from .text import newlines_normalise
+from ..text import newlines_normalise
 
 if TYPE_CHECKING:
     # The account model the foreign keys point to (settings.AUTH_USER_MODEL, Django's default).

@@ -23,7 +23,7 @@ from ..models import (
     Task,
     Winner,
 )
-from .text import newlines_normalise
+from ..text import newlines_normalise
 
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 MAX_NOTES_CHARS = 5000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labeling import services
-from labeling.services.text import newlines_normalise
+from labeling.text import newlines_normalise
 
 pytestmark = pytest.mark.django_db
 
