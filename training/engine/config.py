@@ -228,6 +228,23 @@ class SFTConfig(TrainedModelConfig):
     val_fraction: float = 0.1  # share of demonstrations held out for validation loss
     eval_every: int = 50  # compute validation loss every N steps (and at the end)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+    # Processes to train in (FSDP2, one per GPU; gloo on CPU): null = the worker's setting
+    # (INSTRUCTLOOP_TRAINING_PROCESSES, default 1). The global batch stays batch_size.
+    processes: int | None = None
+    collective_timeout_s: float = 600.0  # a collective waiting longer (a dead rank) fails the run
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.processes is None or self.processes >= 1,
+                 f"processes must be at least 1, not {self.processes}", "processes")  # fmt: skip
+        _require(self.collective_timeout_s > 0, "collective_timeout_s must be > 0",
+                 "collective_timeout_s")  # fmt: skip
+        if self.processes is not None and self.processes > 1:
+            _require(self.lora_rank == 0, "LoRA trains in one process: set processes to 1 or"
+                     " lora_rank to 0", "processes", "lora_rank")  # fmt: skip
+            _require(self.batch_size >= self.processes, f"batch_size ({self.batch_size}) must be"
+                     f" at least processes ({self.processes}): each process takes a part of a"
+                     " batch", "batch_size", "processes")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
