@@ -216,18 +216,9 @@ def asdict(cfg: _Common) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SFTConfig(TrainedModelConfig):
-    model_path: str  # base causal LM: a local directory or a hub name (safetensors weights only)
-    lr: float = 2e-5  # AdamW learning rate (constant after warmup)
-    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
-    weight_decay: float = 0.0  # AdamW weight decay
-    batch_size: int = 16  # demonstrations per optimizer step
-    epochs: int = 1  # passes over the training split (ignored when max_steps is set)
-    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
-    max_length: int = 512  # prompt + response tokens kept per example (prompt cut from the left)
-    val_fraction: float = 0.1  # share of demonstrations held out for validation loss
-    eval_every: int = 50  # compute validation loss every N steps (and at the end)
-    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+class ShardedConfig(TrainedModelConfig):
+    """A stage that may train in several processes (training/engine/distributed.py)."""
+
     # Processes to train in (FSDP2, one per GPU; gloo on CPU): null = the worker's setting
     # (INSTRUCTLOOP_TRAINING_PROCESSES, default 1). The global batch stays batch_size.
     processes: int | None = None
@@ -242,13 +233,29 @@ class SFTConfig(TrainedModelConfig):
         if self.processes is not None and self.processes > 1:
             _require(self.lora_rank == 0, "LoRA trains in one process: set processes to 1 or"
                      " lora_rank to 0", "processes", "lora_rank")  # fmt: skip
-            _require(self.batch_size >= self.processes, f"batch_size ({self.batch_size}) must be"
+            batch_size = getattr(self, "batch_size", 1)
+            _require(batch_size >= self.processes, f"batch_size ({batch_size}) must be"
                      f" at least processes ({self.processes}): each process takes a part of a"
                      " batch", "batch_size", "processes")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
-class RewardConfig(TrainedModelConfig):
+class SFTConfig(ShardedConfig):
+    model_path: str  # base causal LM: a local directory or a hub name (safetensors weights only)
+    lr: float = 2e-5  # AdamW learning rate (constant after warmup)
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 16  # demonstrations per optimizer step
+    epochs: int = 1  # passes over the training split (ignored when max_steps is set)
+    max_steps: int | None = None  # stop after this many optimizer steps instead of epochs
+    max_length: int = 512  # prompt + response tokens kept per example (prompt cut from the left)
+    val_fraction: float = 0.1  # share of demonstrations held out for validation loss
+    eval_every: int = 50  # compute validation loss every N steps (and at the end)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardConfig(ShardedConfig):
     model_path: str  # trunk init, usually the SFT model (InstructGPT initialises the RM from SFT)
     lr: float = 9e-6  # AdamW learning rate
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps

@@ -93,9 +93,14 @@ def process_group(device: torch.device, timeout_s: float) -> Iterator[tuple[Worl
 
 
 def shard(model: nn.Module) -> nn.Module:
-    """FSDP2: each block (the classes transformers names in `_no_split_modules`) its own unit,
-    then the root, which holds the embeddings and the (tied) output projection."""
-    block_names = set(getattr(model, "_no_split_modules", None) or ())
+    """FSDP2: each block (the classes transformers names in `_no_split_modules`, of the model or
+    of its trunk) its own unit, then the root, which holds the embeddings, the (tied) output
+    projection and a reward model's head."""
+    block_names = {
+        name
+        for module in model.modules()
+        for name in getattr(module, "_no_split_modules", None) or ()
+    }
     for module in model.modules():
         if type(module).__name__ in block_names:
             fully_shard(module)
