@@ -311,9 +311,9 @@ def _run_ranks(job: Job, beat: Heartbeat, processes: int) -> dict[str, Any]:
                         cwd=settings.BASE_DIR,
                         env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                         # One new process group, led by rank 0, signalled as one (a group,
-                        # not a session: a group joins only one of its own session). Like the
-                        # session of one engine, it keeps a Ctrl-C at the worker's terminal
-                        # from reaching the ranks behind the worker's back.
+                        # not a new session: a process may join only a group of its own
+                        # session). Like one engine's session, it keeps a Ctrl-C at the
+                        # worker's terminal from reaching the ranks behind the worker's back.
                         process_group=0 if rank == 0 else children[0].pid,
                     )
                 )
