@@ -390,6 +390,11 @@ if TRAINING_LAUNCHER not in {"inprocess", "subprocess"}:
     raise ImproperlyConfigured(
         f"INSTRUCTLOOP_LAUNCHER={TRAINING_LAUNCHER!r} must be 'inprocess' or 'subprocess'"
     )
+# Processes a stage trains in when its run does not say (FSDP2; one per GPU): a worker on a node
+# with N GPUs sets N. Needs the subprocess launcher.
+TRAINING_PROCESSES = int(os.environ.get("INSTRUCTLOOP_TRAINING_PROCESSES", "1"))
+if TRAINING_PROCESSES < 1:
+    raise ImproperlyConfigured("INSTRUCTLOOP_TRAINING_PROCESSES must be at least 1")
 CELERY_BEAT_SCHEDULE = {
     "expire-stale-leases": {
         "task": "labeling.tasks.expire_stale_leases",

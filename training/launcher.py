@@ -8,7 +8,14 @@ Two ways to run the engine (settings.TRAINING_LAUNCHER):
   keeps the run's lease alive meanwhile, stops the child when an admin cancels or the lease is
   lost, and reads the outcome the child wrote. A child that dies (out of memory, a crash in
   native code) fails its run with the reason and leaves the worker standing; the engine's own
-  checkpoints make the retry resume. This is the seam for `torchrun` later.
+  checkpoints make the retry resume.
+- several processes (a run's `processes`, or the worker's TRAINING_PROCESSES): N copies of the
+  same command with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT on
+  127.0.0.1), what `torchrun --standalone --nproc-per-node N` sets up, started here rather than
+  by torchrun because its agent closes the descriptors the progress pipe needs. They share one
+  process group: a cancel stops them all, and a rank that dies stops the others at once (as
+  torchrun's agent does) and fails the run with its exit (a SIGKILL is retried, as an OOM-kill:
+  the retry resumes from the last sharded checkpoint).
 
 Either way a background thread extends the run's lease while the engine loads a model or runs a
 long step; a run whose lease lapses (its worker was killed) is put back on the queue by
@@ -17,11 +24,13 @@ long step; a run whose lease lapses (its worker was killed) is put back on the q
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -182,6 +191,11 @@ class Heartbeat:
 
 
 def run_in_process(job: Job, beat: Heartbeat) -> dict[str, Any]:
+    if processes_for(job) > 1:
+        raise Invalid(
+            f"This run asks for {processes_for(job)} processes: the worker must run stages as"
+            " processes of their own (INSTRUCTLOOP_LAUNCHER=subprocess)."
+        )
     engine = importlib.import_module(f"training.engine.{job.kind}")
     return engine.run(engine.Config.from_dict(job.config), job.data, on_progress=beat.on_progress)
 
@@ -208,10 +222,27 @@ def _log_tail(path: Path, size: int = 4000) -> str:
         return log.read().decode(errors="replace")
 
 
+# The stages that run sharded over several processes (training/engine/distributed.py); the
+# others run in one whatever the worker's setting.
+SHARDED_STAGES = frozenset({"sft", "reward"})
+
+
+def processes_for(job: Job) -> int:
+    """How many processes train the run: its config's `processes`, else the worker's setting."""
+    if job.kind not in SHARDED_STAGES:
+        return 1
+    asked = job.config.get("processes")
+    return int(asked) if asked is not None else settings.TRAINING_PROCESSES
+
+
 def run_in_subprocess(job: Job, beat: Heartbeat) -> dict[str, Any]:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     for name in (jobfile.OUTCOME_FILE, jobfile.FAILURE_FILE):
         (job.run_dir / name).unlink(missing_ok=True)
+    for stale in job.run_dir.glob("failure-rank-*.json"):
+        stale.unlink()
+    if (processes := processes_for(job)) > 1:
+        return _run_ranks(job, beat, processes)
     jobfile.write_json(job.run_dir / jobfile.JOB_FILE, {"config": job.config, "data": job.data})
     progress_read, progress_write = os.pipe()
     command = [
@@ -245,6 +276,124 @@ def run_in_subprocess(job: Job, beat: Heartbeat) -> dict[str, Any]:
         os.close(progress_read)
         (job.run_dir / jobfile.JOB_FILE).unlink(missing_ok=True)  # the run's data stays in the DB
     return _outcome(job, child.returncode)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_ranks(job: Job, beat: Heartbeat, processes: int) -> dict[str, Any]:
+    """The stage in `processes` ranks of one process group; rank 0 writes progress and outcome."""
+    jobfile.write_json(job.run_dir / jobfile.JOB_FILE, {"config": job.config, "data": job.data})
+    progress_read, progress_write = os.pipe()
+    base = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes))  # fmt: skip
+    children: list[subprocess.Popen] = []
+    try:
+        with open(job.run_dir / jobfile.LOG_FILE, "ab") as log:
+            for rank in range(processes):
+                command = [
+                    sys.executable, "-m", "training.engine", job.kind,
+                    "--run-dir", str(job.run_dir), "--parent-pid", str(os.getpid()),
+                ]  # fmt: skip
+                if rank == 0:
+                    command += ["--progress-fd", str(progress_write)]
+                children.append(
+                    subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        pass_fds=(progress_write,) if rank == 0 else (),
+                        cwd=settings.BASE_DIR,
+                        env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                        # One new process group, led by rank 0, signalled as one (a group,
+                        # not a new session: a process may join only a group of its own
+                        # session). Like one engine's session, it keeps a Ctrl-C at the
+                        # worker's terminal from reaching the ranks behind the worker's back.
+                        process_group=0 if rank == 0 else children[0].pid,
+                    )
+                )
+        os.close(progress_write)
+        progress_write = -1
+        try:
+            first_failed = _supervise_ranks(children, progress_read, beat)
+        except BaseException:
+            _stop_group(children)
+            raise
+    finally:
+        if progress_write >= 0:
+            os.close(progress_write)
+            _stop_group(children)
+        os.close(progress_read)
+        (job.run_dir / jobfile.JOB_FILE).unlink(missing_ok=True)
+    if first_failed is None:
+        return _outcome(job, 0)
+    failed_rank, returncode = first_failed
+    tail = _log_tail(job.run_dir / jobfile.LOG_FILE)
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        raise EngineFailed(f"Killed by {name}", f"rank {failed_rank} was killed by {name}.\n{tail}")
+    found = job.run_dir / jobfile.rank_failure_file(failed_rank)
+    if found.is_file():
+        failure = json.loads(found.read_text())
+        raise EngineFailed(failure["type"], f"rank {failed_rank}: {failure['traceback']}")
+    raise EngineFailed("EngineExited", f"rank {failed_rank} exited with {returncode}.\n{tail}")
+
+
+def _stop_group(children: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM to every rank, SIGKILL to the group after `grace` seconds."""
+    if not children:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(children[0].pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(children[0].pid, signal.SIGKILL)
+            child.wait()
+
+
+def _supervise_ranks(
+    children: list[subprocess.Popen], progress: int, beat: Heartbeat
+) -> tuple[int, int] | None:
+    """`_supervise` for several ranks: forward rank 0's progress until every rank has exited.
+    The first rank to exit with an error stops the others at once (they would otherwise wait
+    for it until their collective timeout); returns (that rank, its exit status), or None."""
+    buffer, pipe_open = b"", True
+    while True:
+        if pipe_open:
+            ready, _, _ = select.select([progress], [], [], 1.0)
+            chunk = os.read(progress, 65536) if ready else b""
+            pipe_open = not (ready and not chunk)
+        else:
+            ready, chunk = [], b""
+            time.sleep(0.2)
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            update = json.loads(line)
+            beat.on_progress(update["step"], update["total_steps"], update["metrics"])
+        if any(c.poll() for c in children):
+            # A moment for the others to end on their own, then the rest are stopped. A rank
+            # killed by a signal is named before one that raised: the others' errors
+            # ("connection reset by peer", a collective's timeout) are what its death did to
+            # them, and may come before the kernel has reaped it.
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and any(c.poll() is None for c in children):
+                time.sleep(0.05)
+            failed = [(rank, c.returncode) for rank, c in enumerate(children) if c.poll()]
+            _stop_group(children)
+            return min(failed, key=lambda found: found[1] >= 0)
+        if all(c.returncode is not None for c in children) and not (pipe_open and ready):
+            return None
+        beat.raise_if_stopped()
 
 
 def _outcome(job: Job, returncode: int) -> dict[str, Any]:

@@ -6,6 +6,10 @@ given, and on success the stage's result to DIR/outcome.json; on an exception it
 traceback to DIR/failure.json, with exit status 1. It stops when the worker that started it dies
 (Linux: a parent-death signal) and on SIGTERM (a cancel); the stage's checkpoints are atomic.
 Nothing here knows Django: the engine reads plain data only.
+
+Started as one of N ranks (RANK, WORLD_SIZE set: training/engine/distributed.py), only rank 0 is
+given the progress descriptor and writes the outcome; a rank that fails writes its failure to
+failure.json (rank 0) or failure-rank-R.json.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from training.engine.jobfile import FAILURE_FILE, JOB_FILE, OUTCOME_FILE, progress_line, write_json
+from training.engine.jobfile import (
+    JOB_FILE,
+    OUTCOME_FILE,
+    progress_line,
+    rank_failure_file,
+    write_json,
+)
 
 PR_SET_PDEATHSIG = 1
 
@@ -48,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if progress is not None:
             progress.write(progress_line(step, total_steps, metrics))
 
+    rank = int(os.environ.get("RANK", "0"))
     job = json.loads((args.run_dir / JOB_FILE).read_text())
     try:
         stage = importlib.import_module(f"training.engine.{args.kind}")
@@ -56,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:  # noqa: BLE001 - the worker records every failure on the run
         failure = {"type": type(exc).__name__, "traceback": traceback.format_exc()}
-        write_json(args.run_dir / FAILURE_FILE, failure)
+        write_json(args.run_dir / rank_failure_file(rank), failure)
         print(failure["traceback"], file=sys.stderr)
         return 1
-    write_json(args.run_dir / OUTCOME_FILE, result)
+    if rank == 0:
+        write_json(args.run_dir / OUTCOME_FILE, result)
     return 0
 
 

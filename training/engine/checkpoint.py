@@ -5,6 +5,10 @@ then renamed into place with os.replace: a crash leaves either a complete `step-
 directory, which the next start deletes. `state.json` is written last and marks a checkpoint
 complete.
 
+A stage run by several processes (training/engine/distributed.py) writes its models and
+optimizers through torch.distributed.checkpoint instead, into `step-N/sharded/`; `resume` reads
+either kind, and a sharded one into any number of processes.
+
 Contents: what a resume needs and no more: each model's trainable parameters (safetensors; with
 LoRA, its adapters and any fully trained head, not the frozen base weights, which the run loads
 again from its base model), each optimizer's state (torch.save, loaded back with
@@ -25,6 +29,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_file
 from torch import nn
+
+from training.engine import distributed
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
@@ -102,10 +108,21 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     state: dict[str, Any],
     keep_last: int = 2,
+    world: distributed.World | None = None,
 ) -> Path:
-    """Save what is needed to continue after `step` optimizer steps; keep the newest `keep_last`."""
+    """Save what is needed to continue after `step` optimizer steps; keep the newest `keep_last`.
+    With a sharded `world`, every rank calls it and each writes its shards."""
     root = Path(output_dir) / CHECKPOINTS
     target = root / f"step-{step}"
+    if world is not None and world.sharded:
+        distributed.save_checkpoint(
+            target, models=models, optimizers=optimizers, state={"step": step, **state},
+            world=world,
+        )  # fmt: skip
+        if world.main:
+            for old in complete_checkpoints(output_dir)[:-keep_last]:
+                shutil.rmtree(old)
+        return target
 
     def write(tmp: Path) -> None:
         for name, model in models.items():
@@ -149,12 +166,26 @@ def resume(
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> dict[str, Any] | None:
     """Load the latest complete checkpoint into models and optimizers (and restore the RNGs).
-    Returns its state ({"step": N, ...}) or None when there is none. Partial saves are deleted."""
-    remove_partial_checkpoints(output_dir)
+    Returns its state ({"step": N, ...}) or None when there is none. Partial saves are deleted.
+    A sharded checkpoint (any number of writers) loads into sharded or plain models; its RNG
+    states are not kept (the stages that run sharded draw none while training)."""
+    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not in_group or torch.distributed.get_rank() == 0:
+        remove_partial_checkpoints(output_dir)
+    if in_group:
+        torch.distributed.barrier()
     checkpoints = complete_checkpoints(output_dir)
     if not checkpoints:
         return None
     latest = checkpoints[-1]
+    if (latest / distributed.SHARDED_DIR).is_dir():
+        distributed.load_checkpoint(latest, models=models, optimizers=optimizers)
+        return json.loads((latest / STATE_FILE).read_text())
+    if in_group:
+        raise ValueError(
+            f"{latest} was written by one process: it resumes in one process, not in"
+            f" {torch.distributed.get_world_size()}"
+        )
     for name, model in models.items():
         load_trainable_state(model, latest / f"{name}.safetensors")
     trainer = torch.load(latest / "trainer.pt", weights_only=True, map_location="cpu")
@@ -185,13 +216,15 @@ def save_if_due(
     models: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     history: list[dict[str, float]],
+    world: distributed.World | None = None,
 ) -> None:
     """A resumable checkpoint every `every` steps (0: never); none after the last step, where
     the finished model is saved instead."""
     if every and step % every == 0 and step < total_steps:
         save_checkpoint(
-            output_dir, step, models=models, optimizers=optimizers, state={"history": history}
-        )
+            output_dir, step, models=models, optimizers=optimizers, state={"history": history},
+            world=world,
+        )  # fmt: skip
 
 
 RESULT_FILE = "result.json"

@@ -216,7 +216,31 @@ def asdict(cfg: _Common) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SFTConfig(TrainedModelConfig):
+class ShardedConfig(TrainedModelConfig):
+    """A stage that may train in several processes (training/engine/distributed.py)."""
+
+    # Processes to train in (FSDP2, one per GPU; gloo on CPU): null = the worker's setting
+    # (INSTRUCTLOOP_TRAINING_PROCESSES, default 1). The global batch stays batch_size.
+    processes: int | None = None
+    collective_timeout_s: float = 600.0  # a collective waiting longer (a dead rank) fails the run
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.processes is None or self.processes >= 1,
+                 f"processes must be at least 1, not {self.processes}", "processes")  # fmt: skip
+        _require(self.collective_timeout_s > 0, "collective_timeout_s must be > 0",
+                 "collective_timeout_s")  # fmt: skip
+        if self.processes is not None and self.processes > 1:
+            _require(self.lora_rank == 0, "LoRA trains in one process: set processes to 1 or"
+                     " lora_rank to 0", "processes", "lora_rank")  # fmt: skip
+            batch_size = getattr(self, "batch_size", 1)
+            _require(batch_size >= self.processes, f"batch_size ({batch_size}) must be"
+                     f" at least processes ({self.processes}): each process takes a part of a"
+                     " batch", "batch_size", "processes")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class SFTConfig(ShardedConfig):
     model_path: str  # base causal LM: a local directory or a hub name (safetensors weights only)
     lr: float = 2e-5  # AdamW learning rate (constant after warmup)
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps
@@ -231,7 +255,7 @@ class SFTConfig(TrainedModelConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RewardConfig(TrainedModelConfig):
+class RewardConfig(ShardedConfig):
     model_path: str  # trunk init, usually the SFT model (InstructGPT initialises the RM from SFT)
     lr: float = 9e-6  # AdamW learning rate
     warmup_steps: int = 0  # linear warmup from 0 to lr over this many steps

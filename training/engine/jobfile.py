@@ -23,6 +23,11 @@ JOB_FILE, OUTCOME_FILE, FAILURE_FILE, LOG_FILE = (
 )
 
 
+def rank_failure_file(rank: int) -> str:
+    """Where a rank writes its failure: FAILURE_FILE for rank 0 (and a single process)."""
+    return FAILURE_FILE if rank == 0 else f"failure-rank-{rank}.json"
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write `value` as JSON to `path` atomically (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")

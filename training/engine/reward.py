@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
-from training.engine import checkpoint
+from training.engine import checkpoint, distributed
 from training.engine.config import RewardConfig
 from training.engine.data import (
     EncodedRanking,
@@ -36,7 +37,7 @@ from training.engine.lm import (
     trainable_parameters,
     trained_role,
 )
-from training.engine.losses import pair_accuracy, ranking_loss
+from training.engine.losses import pair_accuracy, ranking_loss, ranking_pairs
 from training.engine.memory import is_checkpointing
 from training.engine.optim import clip_grad, set_lr, warmup_factor
 from training.engine.precision import (
@@ -55,9 +56,10 @@ def score_rankings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, scores): one forward over every completion of every ranking in the batch, each
     ranking's prompt computed once for its K completions (whole sequences under activation
-    checkpointing, which keeps no cache in training)."""
+    checkpointing, which keeps no cache in training, and when sharded, through the root's
+    forward, which gathers the weights)."""
     with amp():
-        if model.training and is_checkpointing(model.trunk):
+        if isinstance(model, FSDPModule) or (model.training and is_checkpointing(model.trunk)):
             flat_scores = model(*whole_sequences(batch))
         else:
             flat_scores = model.score_completions(
@@ -70,6 +72,39 @@ def score_rankings(
     scores = fold_scores(flat_scores, batch["valid"])  # (groups, K_max)
     loss, _ = ranking_loss(scores, batch["ranks"], batch["valid"])
     return loss, scores
+
+
+def backward_sharded(
+    model: RewardModel,
+    rankings: list[EncodedRanking],
+    pad_token_id: int,
+    amp: Amp,
+    world: distributed.World,
+    device: torch.device,
+) -> tuple[float, int, int]:
+    """This rank's part of a global batch of rankings (every world.size-th): backpropagate its
+    loss weighted by its share of the batch's rankings that have a pair, so that the gradients
+    FSDP averages are those of the whole batch's mean; returns the batch's loss, correctly
+    ordered pairs and pairs, summed over the ranks. Whole sequences through the root's forward
+    (which gathers the sharded weights), as under activation checkpointing."""
+    everything = collate_rankings(rankings, pad_token_id)
+    counted = int((ranking_pairs(everything["ranks"], everything["valid"]).sum((-1, -2)) > 0).sum())
+    batch = to_device(collate_rankings(rankings[world.rank :: world.size], pad_token_id), device)
+    with amp():
+        flat_scores = model(*whole_sequences(batch))
+    scores = fold_scores(flat_scores, batch["valid"])  # (groups, K_max)
+    loss, per_ranking = ranking_loss(scores, batch["ranks"], batch["valid"])
+    mine = int((ranking_pairs(batch["ranks"], batch["valid"]).sum((-1, -2)) > 0).sum())
+    if mine == 0:  # no pair here: a zero loss that still runs the backward's collectives
+        loss = scores.sum() * 0.0
+    share = mine / max(counted, 1)
+    (loss * (share * world.size)).backward()  # FSDP's reduce-scatter divides by world.size
+    correct, pairs = pair_accuracy(scores.detach(), batch["ranks"], batch["valid"])
+    return (
+        distributed.all_sum(share * loss.item(), device),
+        int(distributed.all_sum(int(correct), device)),
+        int(distributed.all_sum(int(pairs), device)),
+    )
 
 
 def whole_sequences(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,14 +163,29 @@ Config = RewardConfig
 def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | None = None) -> dict:
     if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
         return result
+    with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
+        world,
+        device,
+    ):
+        return _train(cfg, data, world, device, on_progress)
+
+
+def _train(
+    cfg: RewardConfig,
+    data: dict[str, Any],
+    world: distributed.World,
+    device: torch.device,
+    on_progress: ProgressFn | None,
+) -> dict:
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.dtype, master_weights=cfg.master_weights)
     amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
     role = trained_role(cfg, precision)
     model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, device, role.dtype)
     take_role(model.trunk, role)  # LoRA on the trunk only: the head trains fully
+    if world.sharded:
+        distributed.shard(model)
 
     rankings = encode_rankings(tokenizer, data["rankings"], cfg.max_length)
     train, val = split_rankings(
@@ -145,10 +195,12 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     if not train:
         raise ValueError("reward training needs at least one training ranking")
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
-    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
+    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor
+    # (sharded DTensor parameters take the foreach path).
     optimizer = torch.optim.AdamW(
-        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-    )
+        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        fused=not world.sharded,
+    )  # fmt: skip
 
     start, history = checkpoint.resume_history(
         cfg.output_dir, models={"reward_model": model}, optimizers={"optimizer": optimizer}
@@ -157,19 +209,27 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
     model.train()
     for step in range(start + 1, total_steps + 1):
         rankings_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
-        batch = to_device(collate_rankings(rankings_now, tokenizer.pad_token_id), device)
         lr = cfg.lr * warmup_factor(step, cfg.warmup_steps)
         set_lr(optimizer, lr)
 
-        loss, scores = score_rankings(model, batch, amp)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+        if world.sharded:
+            loss_value, correct, pairs = backward_sharded(
+                model, rankings_now, tokenizer.pad_token_id, amp, world, device
+            )
+            grad_norm = distributed.clip_grad(list(model.parameters()), cfg.grad_clip)
+        else:
+            batch = to_device(collate_rankings(rankings_now, tokenizer.pad_token_id), device)
+            loss, scores = score_rankings(model, batch, amp)
+            loss.backward()
+            loss_value = loss.item()
+            grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+            correct_t, pairs_t = pair_accuracy(scores.detach(), batch["ranks"], batch["valid"])
+            correct, pairs = int(correct_t), int(pairs_t)
         optimizer.step()
 
-        correct, pairs = pair_accuracy(scores.detach(), batch["ranks"], batch["valid"])
         metrics = {
-            "train/loss": loss.item(),
+            "train/loss": loss_value,
             "train/pair_accuracy": int(correct) / max(int(pairs), 1),
             "train/grad_norm": grad_norm,
             "lr": lr,
@@ -180,8 +240,9 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         checkpoint.save_if_due(
             cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
             models={"reward_model": model}, optimizers={"optimizer": optimizer}, history=history,
+            world=world,
         )  # fmt: skip
-        if on_progress is not None:
+        if on_progress is not None and world.main:
             on_progress(step, total_steps, metrics)
 
     demonstrations = data.get("demonstrations") or []
@@ -195,7 +256,18 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
 
     end_training(model.trunk)  # LoRA merged: the trunk is a plain HF model again
     model_dir = Path(cfg.output_dir) / "model"
-    checkpoint.write_dir_atomically(model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer))
+    if world.sharded:  # gathered on rank 0 into a plain copy of the model, saved as one process
+        weights = distributed.full_state_dict(model)
+        if world.main:
+            offset = model.score_offset
+            cpu = torch.device("cpu")
+            model = RewardModel.from_causal_lm(cfg.model_path, tokenizer, cpu, role.dtype)
+            model.load_state_dict(weights)
+            model.score_offset = offset
+    if world.main:
+        checkpoint.write_dir_atomically(
+            model_dir, lambda tmp: model.save_pretrained(tmp, tokenizer)
+        )
     result = {
         "output_dir": str(cfg.output_dir),
         "model_dir": str(model_dir),
@@ -211,5 +283,6 @@ def run(cfg: RewardConfig, data: dict[str, Any], *, on_progress: ProgressFn | No
         },
         "history": history,
     }
-    checkpoint.write_result(cfg.output_dir, result)
+    if world.main:
+        checkpoint.write_result(cfg.output_dir, result)
     return result

@@ -2,6 +2,9 @@
 
 Loss on response tokens only (the prompt is given, not learned); validation loss on a held-out
 split.
+Run by several processes (training/engine/distributed.py), the model is sharded with FSDP2, each
+process takes its part of every global batch, and the loss, gradients and clip are those of the
+whole batch.
 data: {"demonstrations": [{"prompt": ..., "completion": ...}, ...]}
 """
 
@@ -12,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
 
-from training.engine import checkpoint
+from training.engine import checkpoint, distributed
 from training.engine.config import SFTConfig
 from training.engine.cpu_fast import fused_ce, halves
 from training.engine.cpu_fast.threads import SideBySide
@@ -34,6 +38,7 @@ from training.engine.lm import (
     load_causal_lm,
     load_tokenizer,
     logits_where,
+    position_ids_from_mask,
     save_causal_lm,
     trainable_parameters,
     trained_role,
@@ -57,6 +62,10 @@ def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tor
     predicts_response[:, :-1] = targets != IGNORE_INDEX  # (batch, seq)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     labels = targets[targets != IGNORE_INDEX]  # (n_response_tokens,)
+    if isinstance(model, FSDPModule):  # sharded: the root's forward gathers its weights
+        positions = position_ids_from_mask(mask)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        return sft_loss(logits[predicts_response], labels)
     # cpu_fast: the output projection fused with the loss, when it is a plain fp32 matmul.
     if (weight := fused_ce.head_weight(model, ids.device)) is not None:
         hidden = hidden_where(model, ids, mask, predicts_response)  # (n_response_tokens, embd)
@@ -74,6 +83,27 @@ def backward(
         loss = response_loss(model, batch)
     (loss if share == 1.0 else share * loss).backward()
     return share * loss.item()
+
+
+def backward_sharded(
+    model: PreTrainedModel,
+    examples: list[Example],
+    pad_token_id: int,
+    amp: Amp,
+    world: distributed.World,
+    device: torch.device,
+) -> float:
+    """This rank's part of a global batch (every world.size-th example): backpropagate it
+    weighted by its share of the batch's response tokens, so that the gradients FSDP averages
+    over the ranks are those of the whole batch's token-mean loss; returns that loss."""
+    everything = collate_sft(examples, pad_token_id)
+    global_tokens = int((everything["labels"][:, 1:] != IGNORE_INDEX).sum())
+    batch = to_device(collate_sft(examples[world.rank :: world.size], pad_token_id), device)
+    share = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) / global_tokens
+    with amp():
+        loss = response_loss(model, batch)
+    (loss * (share * world.size)).backward()  # FSDP's reduce-scatter divides by world.size
+    return distributed.all_sum(share * loss.item(), device)
 
 
 @torch.inference_mode()
@@ -101,22 +131,40 @@ Config = SFTConfig
 def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None = None) -> dict:
     if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
         return result
+    with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
+        world,
+        device,
+    ):
+        return _train(cfg, data, world, device, on_progress)
+
+
+def _train(
+    cfg: SFTConfig,
+    data: dict[str, Any],
+    world: distributed.World,
+    device: torch.device,
+    on_progress: ProgressFn | None,
+) -> dict:
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.dtype, master_weights=cfg.master_weights)
     amp = precision.amp
     tokenizer = load_tokenizer(cfg.model_path)
-    model = load_causal_lm(cfg.model_path, tokenizer, device, trained_role(cfg, precision))
+    role = trained_role(cfg, precision)
+    model = load_causal_lm(cfg.model_path, tokenizer, device, role)
+    if world.sharded:
+        distributed.shard(model)
 
     examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.max_length)
     train, val = split_train_val(examples, cfg.val_fraction, cfg.seed)
     if not train:
         raise ValueError("SFT needs at least one training demonstration")
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch(len(train), cfg.batch_size)
-    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor.
+    # fused: one kernel for the whole update instead of a dozen small ops per parameter tensor
+    # (sharded DTensor parameters take the foreach path).
     optimizer = torch.optim.AdamW(
-        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-    )
+        trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        fused=not world.sharded,
+    )  # fmt: skip
 
     start, history = checkpoint.resume_history(
         cfg.output_dir, models={"model": model}, optimizers={"optimizer": optimizer}
@@ -125,7 +173,8 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
     model.train()
     # On a multi-core CPU each step's two halves of rows run side by side, one core each (at these
     # sizes two OpenMP threads per op gain less); not when the forward draws random numbers.
-    with SideBySide(device, allowed=not draws_random_numbers(model)).running() as side:
+    side_by_side = not draws_random_numbers(model) and not world.sharded
+    with SideBySide(device, allowed=side_by_side).running() as side:
         for step in range(start + 1, total_steps + 1):
             examples_now = batch_for_step(train, step - 1, cfg.batch_size, cfg.seed)
             batch = to_device(collate_sft(examples_now, tokenizer.pad_token_id), device)
@@ -133,11 +182,18 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
             set_lr(optimizer, lr)
 
             optimizer.zero_grad(set_to_none=True)
-            if side.enabled:  # cpu_fast: the batch's two halves side by side, one core each
+            if world.sharded:
+                loss = backward_sharded(
+                    model, examples_now, tokenizer.pad_token_id, amp, world, device
+                )
+            elif side.enabled:  # cpu_fast: the batch's two halves side by side, one core each
                 loss = halves.backward_in_halves(batch, partial(backward, model, amp=amp), side)
             else:
                 loss = backward(model, batch, amp)
-            grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
+            if world.sharded:
+                grad_norm = distributed.clip_grad(list(model.parameters()), cfg.grad_clip)
+            else:
+                grad_norm = clip_grad(model.parameters(), cfg.grad_clip)
             optimizer.step()
 
             metrics = {"train/loss": loss, "train/grad_norm": grad_norm, "lr": lr}
@@ -150,13 +206,22 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
             checkpoint.save_if_due(
                 cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
                 models={"model": model}, optimizers={"optimizer": optimizer}, history=history,
+                world=world,
             )  # fmt: skip
-            if on_progress is not None:
+            if on_progress is not None and world.main:
                 on_progress(step, total_steps, metrics)
 
     end_training(model)  # LoRA merged: the model version is a plain HF directory
     model_dir = Path(cfg.output_dir) / "model"
-    checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(model, tokenizer, tmp))
+    if world.sharded:  # gathered on rank 0 into a plain copy of the model, saved as one process
+        weights = distributed.full_state_dict(model)
+        if world.main:
+            model = load_causal_lm(cfg.model_path, tokenizer, torch.device("cpu"), role)
+            model.load_state_dict(weights)
+    if world.main:
+        checkpoint.write_dir_atomically(
+            model_dir, lambda tmp: save_causal_lm(model, tokenizer, tmp)
+        )
     result = {
         "output_dir": str(cfg.output_dir),
         "model_dir": str(model_dir),
@@ -169,5 +234,6 @@ def run(cfg: SFTConfig, data: dict[str, Any], *, on_progress: ProgressFn | None 
         },
         "history": history,
     }
-    checkpoint.write_result(cfg.output_dir, result)
+    if world.main:
+        checkpoint.write_result(cfg.output_dir, result)
     return result

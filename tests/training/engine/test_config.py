@@ -168,3 +168,20 @@ def test_the_precision_and_lora_defaults_are_todays_full_fp32_training():
     assert SFTConfig.from_dict({**SFT, "lora_target_modules": " q_proj, v_proj"}).lora_targets() == [
         "q_proj", "v_proj",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "keys", "message"),
+    [
+        ({"processes": 0}, ("processes",), "processes must be at least 1"),
+        ({"processes": 2, "lora_rank": 8}, ("processes", "lora_rank"), "LoRA trains in one"),
+        ({"processes": 4, "batch_size": 2}, ("batch_size", "processes"), "at least processes"),
+        ({"collective_timeout_s": 0}, ("collective_timeout_s",), "must be > 0"),
+    ],
+)
+def test_several_processes_refuse_what_they_cannot_run(values, keys, message):
+    for config_class in (SFTConfig, RewardConfig):
+        with pytest.raises(ConfigError, match=message) as refused:
+            config_class.from_dict({"model_path": "m", "output_dir": "o", **values})
+        assert refused.value.keys == keys
+    assert SFTConfig.from_dict({"model_path": "m", "output_dir": "o"}).processes is None

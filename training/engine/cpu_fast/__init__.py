@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
 
 from training.engine import memory
@@ -44,9 +45,11 @@ def gpt2_applies(model: PreTrainedModel) -> bool:
 
 def held_plainly(model: PreTrainedModel) -> bool:
     """fp32 weights, no LoRA adapters (the hand-written paths would skip them), no activation
-    checkpointing (they keep every activation)."""
+    checkpointing (they keep every activation), not sharded with FSDP (they read the weights
+    without the forwards that gather them)."""
     return (
         model.dtype == torch.float32
         and not memory.has_adapters(model)
         and not memory.is_checkpointing(model)
+        and not any(isinstance(module, FSDPModule) for module in model.modules())
     )
