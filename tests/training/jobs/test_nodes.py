@@ -19,12 +19,14 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.models import ModelVersion
-from tests.factories import submitted_demonstration
+from tests.factories import PromptFactory, ranking_task, submitted_demonstration
 from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from tests.worker import WorkerProcess, database_url, purge_queues, start_worker, wait_until
-from training import launcher, runs, storage
-from training.models import RunStatus, TrainingRun
+from training import launcher, rounds, runs, storage
+from training.models import RunMetric, RunStatus, TrainingRun
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -112,6 +114,7 @@ def _demonstrations(project, personas, n: int = 8) -> None:
         submitted_demonstration(project, personas.alice, f"Bread and tea {i}.", timezone.now())
 
 
+@pytest.mark.worker
 def test_a_run_that_names_a_gpu_queue_runs_on_a_worker_of_that_queue_only(
     project, personas, hosts, tmp_path
 ):
@@ -160,3 +163,103 @@ def test_an_attempt_past_the_time_limit_fails_with_the_reason_and_is_not_retried
     assert run.status == RunStatus.FAILED and run.attempt == 1, "failed at once, not retried"
     assert "ran past the time limit of 2 s (INSTRUCTLOOP_RUN_TIME_LIMIT_SECONDS)" in run.error
     assert run.step < 100_000 and run.model_version is None
+
+
+def _ranking(project, personas) -> None:
+    ranking_task(project)
+    now = timezone.now()
+    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
+    entries = [
+        {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
+    ]
+    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+
+
+@pytest.mark.worker
+def test_a_rounds_reward_model_trains_on_one_host_and_its_ppo_on_another(
+    project, personas, hosts, tmp_path
+):
+    """Host A trains the reward model and is then SIGKILLed (whatever it took next, the PPO run
+    perhaps, is lost with it); host B, which never saw A's folder, fetches the policy and A's
+    reward model from the bucket and trains the PPO step."""
+    a, b = hosts
+    sft = _published_toy(project, tmp_path, kind="sft")
+    _ranking(project, personas)
+    for i in range(4):
+        PromptFactory(project=project, text=f"Name a fruit, then the number {i}.")
+    first = a.start()
+    try:
+        round_ = rounds.round_start(
+            project=project, policy=sft, created_by=personas.admin,
+            config={"reward": {"max_steps": 2, "batch_size": 1},
+                    "ppo": {"total_episodes": 4, "batch_size": 2, "mini_batch_size": 2,
+                            "max_new_tokens": 4},
+                    "max_prompts": 4, "eval_prompts": 1},
+        )  # fmt: skip
+        reward = wait_until(lambda: _finished(round_.reward_run.pk), timeout=180)
+    finally:
+        first.process.kill()
+        first.process.wait()
+    assert reward.status == RunStatus.SUCCEEDED, reward.error + first.log()[-3000:]
+    assert _pid_of(reward) == first.process.pid
+    round_.refresh_from_db()
+    policy = round_.policy_run
+    assert policy is not None and policy.reward_model == reward.model_version
+    assert not b.files()
+    second = b.start()
+    try:
+        policy = wait_until(lambda: _finished(policy.pk), timeout=240)
+    finally:
+        second.stop()
+    assert policy.status == RunStatus.SUCCEEDED, policy.error + second.log()[-3000:]
+    assert _pid_of(policy) == second.process.pid
+    cached = {f.split("/")[2] for f in b.files() if f.startswith("cache/artifacts/")}
+    assert reward.model_version.sha256 in cached and sft.sha256 in cached, "fetched from the bucket"
+    assert policy.model_version.artifact_uri.startswith("s3://")
+
+
+@pytest.mark.worker
+def test_a_worker_killed_mid_run_is_picked_up_by_another_host_from_the_buckets_checkpoint(
+    project, personas, hosts, tmp_path
+):
+    a, b = hosts
+    base = _published_toy(project, tmp_path)
+    _demonstrations(project, personas, 16)
+    first = a.start()
+    second = None
+    try:
+        run = runs.run_start(
+            project=project, kind="sft", created_by=personas.admin, base_model=base,
+            config={"max_steps": 300, "batch_size": 4, "checkpoint_every": 5},
+        )  # fmt: skip
+        store = storage._run_store()
+        checkpoints = f"{store.root}/{storage.run_key(run)}/checkpoints/step-*/manifest.json"
+        wait_until(lambda: store.fs.glob(checkpoints), timeout=180, interval=0.1)
+        # B is up and idle before A dies: "a run goes to whichever is free".
+        second = b.start()
+        wait_until(
+            lambda: TrainingRun.objects.get(pk=run.pk).step >= 12, timeout=120, interval=0.05
+        )
+        first.process.kill()
+        first.process.wait()
+        in_bucket = max(int(p.split("step-")[1].split("/")[0]) for p in store.fs.glob(checkpoints))
+        # No beat here (B's own start-up requeue ran while A held the lease): its job, run once
+        # the lease lapsed, as beat runs it every INSTRUCTLOOP_REQUEUE_EVERY_SECONDS.
+        from training.tasks import requeue_stale_runs
+
+        wait_until(lambda: runs.runs_to_requeue(now=timezone.now()) == [run.pk], timeout=30)
+        assert requeue_stale_runs() == [run.pk]
+        run = wait_until(lambda: _finished(run.pk), timeout=300)
+    finally:
+        first.process.kill()
+        if second is not None:
+            second.stop()
+    assert in_bucket < 300, "finished before the kill; make it longer"
+    assert run.status == RunStatus.SUCCEEDED, run.error + second.log()[-3000:]
+    assert run.attempt == 2 and _pid_of(run) == second.process.pid
+    starts = RunMetric.objects.filter(run=run, name="run/started_at_step").order_by("step")
+    resumed_from = max(m.value for m in starts)
+    # B's folder never held A's checkpoints: it went on from the last one A put in the bucket.
+    assert resumed_from == in_bucket >= 5, (in_bucket, resumed_from)
+    assert ModelVersion.objects.filter(training_run=run).count() == 1
