@@ -9,6 +9,7 @@ Every value is parsed strictly: a malformed one stops start-up with its name in 
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -301,6 +302,23 @@ SPECTACULAR_SETTINGS = {
 # The run row's lease: a worker extends it while a job runs; when it lapses (worker killed) the
 # beat job below puts the run back on the queue and it resumes from its last checkpoint.
 TRAINING_LEASE_SECONDS = env_int("INSTRUCTLOOP_TRAINING_LEASE_SECONDS", 90, minimum=2)
+# A soft time limit on one attempt of a run: past it the worker stops the engine and fails the run
+# with the reason (not retried: the next attempt would take as long). Enforced by the launcher's
+# heartbeat, not by Celery's soft_time_limit, which the solo pool GPU workers use does not apply
+# (Celery's limits need prefork's child processes). 0 turns it off.
+TRAINING_TIME_LIMIT_SECONDS = env_int("INSTRUCTLOOP_RUN_TIME_LIMIT_SECONDS", 48 * 3600)
+# The GPU queues a run may be sent to, one per GPU type (`-Q <name>` on the workers with those
+# GPUs); a run that names none goes to the first. A run names its queue when it is started
+# (runs.run_start(queue=...)); the name is kept on the run row, so a re-send goes there too.
+TRAINING_GPU_QUEUES = [
+    q.strip() for q in os.environ.get("INSTRUCTLOOP_GPU_QUEUES", "gpu").split(",") if q.strip()
+]
+if not TRAINING_GPU_QUEUES or not all(
+    re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", q) for q in TRAINING_GPU_QUEUES
+):
+    raise ImproperlyConfigured(
+        "INSTRUCTLOOP_GPU_QUEUES must list queue names (a-z, 0-9, '.', '_', '-'), comma-separated"
+    )
 
 # Failed logins (django-axes), on the login page, Django's admin login and the API's token
 # endpoint alike: after LIMIT failures from one client address (any accounts) or on one account
@@ -375,8 +393,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
-    "training.tasks.run_training": {"queue": "gpu"},
-    "training.tasks.register_model": {"queue": "gpu"},
+    # A run that names a queue is sent there (dispatch.run_send); others to the first GPU queue.
+    "training.tasks.run_training": {"queue": TRAINING_GPU_QUEUES[0]},
+    "training.tasks.register_model": {"queue": TRAINING_GPU_QUEUES[0]},
     "training.tasks.requeue_stale_runs": {"queue": "cpu"},
     "training.tasks.resend_registrations": {"queue": "cpu"},
     "training.tasks.refresh_review_snapshot": {"queue": "cpu"},

@@ -61,6 +61,11 @@ class Cancelled(Exception):
     """Raised from on_progress to stop a stage when an admin cancels the run."""
 
 
+class TimeLimitExceeded(Exception):
+    """Raised from on_progress (or the supervisor's check) once an attempt ran past
+    settings.TRAINING_TIME_LIMIT_SECONDS: the run fails with this reason, not retried."""
+
+
 class EngineFailed(Exception):
     """The engine process ended without an outcome: `error_type` is its exception's class name
     (or "Killed" for a signal), `details` its traceback or the tail of its log."""
@@ -130,6 +135,8 @@ class Heartbeat:
         self._stop = threading.Event()
         self._last = 0.0
         self._first = True
+        self._limit = settings.TRAINING_TIME_LIMIT_SECONDS
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         # Called after each progress report (the engine saved that step's checkpoint before).
         self.after_progress: Callable[[], None] | None = None
@@ -163,14 +170,23 @@ class Heartbeat:
                     connection.close()
             self._last = time.monotonic()
 
+    def over_time(self) -> bool:
+        return bool(self._limit) and time.monotonic() - self._started > self._limit
+
     def should_stop(self) -> bool:
-        return self.cancel or self.lost is not None
+        return self.cancel or self.lost is not None or self.over_time()
 
     def raise_if_stopped(self) -> None:
         if self.lost is not None:
             raise self.lost
         if self.cancel:
             raise Cancelled()
+        if self.over_time():
+            raise TimeLimitExceeded(
+                f"Stopped at step {self.step} of {self.total}: this attempt ran past the time "
+                f"limit of {self._limit} s (INSTRUCTLOOP_RUN_TIME_LIMIT_SECONDS). Its last "
+                "checkpoint is kept; resume it to go on."
+            )
 
     def on_progress(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
         with self._lock:
@@ -463,6 +479,9 @@ def execute(*, run_id: int, worker: str) -> str:
         return "cancelled"
     except runs.LeaseLost:
         return "lease lost"
+    except TimeLimitExceeded as exc:  # another attempt would run as long: failed, not retried
+        loop.run_fail(run_id=run_id, worker=worker, error=str(exc), retry=False, now=timezone.now())
+        return "failed"
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run row
         if isinstance(exc, EngineFailed):
             error = f"{exc.error_type}: {exc.details}"

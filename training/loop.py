@@ -60,7 +60,7 @@ def run_claim(*, run_id: int, worker: str, now: datetime) -> TrainingRun | None:
         run.attempt += 1
         run.dispatches, run.dispatch_error = 0, ""  # it arrived: a later re-send starts afresh
         run.status = RunStatus.RUNNING
-        run.lease_owner = worker
+        run.lease_owner = run.ran_on = worker
         run.lease_expires_at = now + timedelta(seconds=runs.lease_seconds())
         run.heartbeat_at = now
         run.started_at = run.started_at or now

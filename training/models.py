@@ -53,6 +53,11 @@ class TrainingRun(models.Model):
     attempt = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=3)
     lease_owner = models.CharField(max_length=200, blank=True)
+    ran_on = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The worker (host:pid:task) that took its last attempt; kept once it finished.",
+    )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     step = models.PositiveIntegerField(default=0)
@@ -66,6 +71,11 @@ class TrainingRun(models.Model):
     )
     dispatch_error = models.TextField(
         blank=True, help_text="Why the last message could not be sent (broker unreachable)."
+    )
+    queue = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The GPU queue it is sent to (one per GPU type); blank: the default one.",
     )
     error = models.TextField(blank=True)
     model_version = models.OneToOneField(

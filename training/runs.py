@@ -56,10 +56,14 @@ def run_start(
     base_model: ModelVersion,
     reward_model: ModelVersion | None = None,
     max_attempts: int = 3,
+    queue: str = "",
 ) -> TrainingRun:
     """Check the config with the stage's class, freeze the rows the run uses, create the run row
     with its resolved config, and enqueue it once the transaction commits. A sampling run
-    samples the project's K per prompt unless its config says otherwise."""
+    samples the project's K per prompt unless its config says otherwise. `queue` names the GPU
+    queue (GPU type) it must run on; blank: the default one."""
+    if queue and queue not in settings.TRAINING_GPU_QUEUES:
+        raise Invalid(f"No GPU queue {queue!r}; the queues are {settings.TRAINING_GPU_QUEUES}.")
     stage = stages.stage(kind)
     if kind == TrainingRun.Kind.SAMPLE and isinstance(config, dict) and "k" not in config:
         config = {**config, "k": project.k}
@@ -85,6 +89,7 @@ def run_start(
             reward_model=reward_model,
             max_attempts=max_attempts,
             created_by=created_by,
+            queue=queue,
         )
         dispatch.run_enqueue_on_commit(run.pk)
         return run
