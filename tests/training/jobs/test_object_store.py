@@ -238,7 +238,9 @@ def test_a_sampling_run_killed_on_one_node_goes_on_from_its_samples_in_the_bucke
     a, b = nodes
     settings.TRAINING_LAUNCHER = "subprocess"
     settings.SAMPLES_MIRROR_SECONDS = 0
-    for i in range(40):
+    # Enough prompts that A is still sampling when its first upload appears (40 could all be
+    # sampled before the killer saw that upload, on a fast or an unloaded core).
+    for i in range(200):
         PromptFactory(project=project, text=f"Name a colour, then the number {i}.")
     run = runs.run_start(
         project=project, kind="sample", base_model=base, created_by=personas.admin,
