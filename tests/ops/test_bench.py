@@ -31,8 +31,9 @@ def _python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_the_bench_holds_the_scripts_the_docs_name():
     assert [p.name for p in SCRIPTS] == [
-        "artifact_store.py", "closed_loop.py", "gpu.py", "labeler_keys.py", "labeler_loop.py",
-        "login_throttle.py", "loop_study.py", "scale.py", "training.py", "trl_reference.py",
+        "artifact_store.py", "closed_loop.py", "distributed.py", "gpu.py", "labeler_keys.py",
+        "labeler_loop.py", "login_throttle.py", "loop_study.py", "nodes.py", "scale.py",
+        "training.py", "trl_reference.py",
     ]  # fmt: skip
 
 
