@@ -31,24 +31,11 @@ from safetensors.torch import load_model, save_file
 from torch import nn
 
 from training.engine import distributed
+from training.engine.files import STATE_FILE, TMP_PREFIX
+from training.engine.files import fsync_path as _fsync_path
+from training.engine.files import fsync_tree as _fsync_tree
 
 CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.json"
-TMP_PREFIX = ".tmp-"
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in sorted(directory.rglob("*"), reverse=True):
-        _fsync_path(path)
-    _fsync_path(directory)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> None:

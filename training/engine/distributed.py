@@ -40,6 +40,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import fully_shard
 
+from training.engine.files import STATE_FILE, TMP_PREFIX, fsync_path, fsync_tree
+
 SHARDED_DIR = "sharded"  # inside a checkpoint's step-N directory: DCP's files
 
 
@@ -162,8 +164,6 @@ def save_checkpoint(
     """Write `step_dir` (models, optimizers, then state.json last) from every rank at once.
     The directory is written under a temporary name and renamed by rank 0 once every rank's
     shards are in, so a crash leaves no complete-looking checkpoint."""
-    from training.engine.checkpoint import STATE_FILE, TMP_PREFIX, _fsync_path, _fsync_tree
-
     tmp = step_dir.parent / f"{TMP_PREFIX}{step_dir.name}"
     if world.main:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -172,11 +172,11 @@ def save_checkpoint(
     dcp.save(_state(models, optimizers), checkpoint_id=tmp / SHARDED_DIR)  # ends in a barrier
     if world.main:
         (tmp / STATE_FILE).write_text(json.dumps(state))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if step_dir.exists():
             shutil.rmtree(step_dir)
         os.replace(tmp, step_dir)
-        _fsync_path(step_dir.parent)
+        fsync_path(step_dir.parent)
     dist.barrier()
 
 
