@@ -1,12 +1,14 @@
-"""SFT or the reward model in N processes (FSDP2; gloo on CPU, NCCL on GPUs) against 1 process,
-same global batch: how far apart the losses, gradient norms, validation losses and final weights
-are.
+"""SFT, the reward model or PPO in N processes (FSDP2; gloo on CPU, NCCL on GPUs) against 1
+process, same global batch: how far apart the losses, gradient norms, validation losses (PPO:
+rewards, KL, policy and value losses) and final weights are.
 
-    OMP_NUM_THREADS=1 python -m bench.distributed [--stage sft|reward] [--processes 2] [--steps 20]
+    OMP_NUM_THREADS=1 python -m bench.distributed [--stage sft|reward|ppo] [--processes 2]
+        [--steps 20]
 
 The 1-process run is `python -m training.engine STAGE`, the N-process one the same module under
 `torchrun --standalone --nproc-per-node N`. Both start from the offline tiny base model
-(var/models/tiny-base, no dropout) on the same synthetic demonstrations. Printed only.
+(var/models/tiny-base, no dropout) on the same synthetic demonstrations; PPO from an SFT model and
+a reward model trained first, in one process, from it. Printed only.
 """
 
 from __future__ import annotations
@@ -51,20 +53,37 @@ def rankings(count: int, seed: int = 0) -> list[dict]:
     ]  # fmt: skip
 
 
-def run(run_dir: Path, model: Path, args: argparse.Namespace, processes: int) -> tuple[dict, float]:
-    run_dir.mkdir(parents=True)
+def job(stage: str, run_dir: Path, model: Path, args: argparse.Namespace) -> dict:
     config = {
         "model_path": str(model), "output_dir": str(run_dir), "max_steps": args.steps,
         "batch_size": args.batch_size, "lr": 1e-3, "checkpoint_every": 0,
         "eval_every": 5, "val_fraction": 0.2, "device": args.device,
     }  # fmt: skip
     data: dict = {"demonstrations": demonstrations(args.examples)}
-    if args.stage == "reward":
+    if stage == "reward":
         config |= {"val_min_pairs": 0, "lr": 1e-5}  # the rankings are easy: learned slowly
         data = {"rankings": rankings(args.examples), "demonstrations": demonstrations(16)}
-    job = {"config": config, "data": data}
-    (run_dir / "job.json").write_text(json.dumps(job))
-    engine = ["-m", "training.engine", args.stage, "--run-dir", str(run_dir)]
+    if stage == "ppo":  # model: (SFT, reward model)
+        policy, reward = args.ppo_models
+        config = {
+            "policy_path": str(policy), "reward_model_path": str(reward),
+            "output_dir": str(run_dir), "total_episodes": args.steps * args.batch_size,
+            "batch_size": args.batch_size, "mini_batch_size": args.batch_size // 2,
+            "max_new_tokens": 24, "lr": 3e-5, "value_lr": 3e-5, "ptx_coef": 0.1,
+            "checkpoint_every": 0, "device": args.device,
+        }  # fmt: skip
+        prompts = [d["prompt"] for d in demonstrations(args.examples, seed=2)]
+        data = {"prompts": prompts, "demonstrations": demonstrations(args.examples)}
+    return {"config": config, "data": data}
+
+
+def run(
+    run_dir: Path, model: Path, args: argparse.Namespace, processes: int, stage: str | None = None
+) -> tuple[dict, float]:
+    stage = stage or args.stage
+    run_dir.mkdir(parents=True)
+    (run_dir / "job.json").write_text(json.dumps(job(stage, run_dir, model, args)))
+    engine = ["-m", "training.engine", stage, "--run-dir", str(run_dir)]
     if processes > 1:
         launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
         command = [sys.executable, *launcher, *engine]
@@ -78,7 +97,7 @@ def run(run_dir: Path, model: Path, args: argparse.Namespace, processes: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stage", choices=["sft", "reward"], default="sft")
+    parser.add_argument("--stage", choices=["sft", "reward", "ppo"], default="sft")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -89,6 +108,10 @@ def main() -> None:
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.stage == "ppo":  # its SFT model and reward model, each trained in one process
+            sft, _ = run(Path(tmp) / "sft", args.model, args, 1, "sft")
+            reward, _ = run(Path(tmp) / "reward", Path(sft["model_dir"]), args, 1, "reward")
+            args.ppo_models = (sft["model_dir"], reward["model_dir"])
         one, one_s = run(Path(tmp) / "one", args.model, args, 1)
         many, many_s = run(Path(tmp) / "many", args.model, args, args.processes)
         print(f"1 process: {one_s:.1f} s; {args.processes} processes: {many_s:.1f} s (wall,"
@@ -96,6 +119,9 @@ def main() -> None:
         names = ["train/loss", "train/grad_norm", "val/loss"]
         if args.stage == "reward":
             names += ["train/pair_accuracy", "val/pair_accuracy"]
+        if args.stage == "ppo":
+            names = ["reward/score", "kl/k1", "loss/policy", "loss/value", "loss/ptx",
+                     "policy/approx_kl", "value/explained_variance", "response/length"]  # fmt: skip
         for name in names:
             pairs = [(a[name], b[name]) for a, b in zip(one["history"], many["history"],
                                                         strict=True) if name in a]  # fmt: skip
@@ -103,10 +129,13 @@ def main() -> None:
             relative = max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
             print(f"{name}: max |difference| {worst:.2e} (relative {relative:.2e}) over"
                   f" {len(pairs)} steps; first {pairs[0][0]:.4f}, last {pairs[-1][0]:.4f}")  # fmt: skip
-        ones = load_file(str(Path(one["model_dir"]) / "model.safetensors"))
-        manys = load_file(str(Path(many["model_dir"]) / "model.safetensors"))
-        worst_weight = max(float((ones[k] - manys[k]).abs().max()) for k in ones)
-        print(f"final weights: max |difference| {worst_weight:.2e} over {len(ones)} tensors")
+        saved = ["model_dir", "value_model_dir"] if args.stage == "ppo" else ["model_dir"]
+        for directory in saved:
+            ones = load_file(str(Path(one[directory]) / "model.safetensors"))
+            manys = load_file(str(Path(many[directory]) / "model.safetensors"))
+            worst_weight = max(float((ones[k] - manys[k]).abs().max()) for k in ones)
+            print(f"final weights ({directory}): max |difference| {worst_weight:.2e} over"
+                  f" {len(ones)} tensors")  # fmt: skip
         if args.stage == "reward":
             offsets = one["metrics"]["score_offset"], many["metrics"]["score_offset"]
             print(

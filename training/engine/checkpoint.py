@@ -5,9 +5,12 @@ then renamed into place with os.replace: a crash leaves either a complete `step-
 directory, which the next start deletes. `state.json` is written last and marks a checkpoint
 complete.
 
-A stage run by several processes (training/engine/distributed.py) writes its models and
-optimizers through torch.distributed.checkpoint instead, into `step-N/sharded/`; `resume` reads
-either kind, and a sharded one into any number of processes.
+A stage that can run in several processes (training/engine/distributed.py; it passes its
+`world`) writes its models and optimizers through torch.distributed.checkpoint instead, into
+`step-N/sharded/`, in one process too, so that a resume may change the number of processes;
+each rank's RNG states go beside them (`rng-R.pt`) and come back when the number is the same.
+With LoRA a checkpoint keeps the small plain form (LoRA trains in one process). `resume` reads
+either kind.
 
 Contents: what a resume needs and no more: each model's trainable parameters (safetensors; with
 LoRA, its adapters and any fully trained head, not the frozen base weights, which the run loads
@@ -30,7 +33,7 @@ import torch
 from safetensors.torch import load_model, save_file
 from torch import nn
 
-from training.engine import distributed
+from training.engine import distributed, memory
 from training.engine.files import STATE_FILE, TMP_PREFIX
 from training.engine.files import fsync_path as _fsync_path
 from training.engine.files import fsync_tree as _fsync_tree
@@ -101,10 +104,14 @@ def save_checkpoint(
     With a sharded `world`, every rank calls it and each writes its shards."""
     root = Path(output_dir) / CHECKPOINTS
     target = root / f"step-{step}"
-    if world is not None and world.sharded:
+    if world is not None and not any(memory.has_adapters(m) for m in models.values()):
+
+        def write_rng(tmp: Path) -> None:
+            torch.save(_rng_state(), tmp / f"rng-{world.rank}.pt")
+
         distributed.save_checkpoint(
-            target, models=models, optimizers=optimizers, state={"step": step, **state},
-            world=world,
+            target, models=models, optimizers=optimizers, world=world, write_own=write_rng,
+            state={"step": step, "world_size": world.size, **state},
         )  # fmt: skip
         if world.main:
             for old in complete_checkpoints(output_dir)[:-keep_last]:
@@ -154,8 +161,9 @@ def resume(
 ) -> dict[str, Any] | None:
     """Load the latest complete checkpoint into models and optimizers (and restore the RNGs).
     Returns its state ({"step": N, ...}) or None when there is none. Partial saves are deleted.
-    A sharded checkpoint (any number of writers) loads into sharded or plain models; its RNG
-    states are not kept (the stages that run sharded draw none while training)."""
+    A sharded checkpoint (any number of writers) loads into sharded or plain models, with each
+    rank's RNG states when the number of processes is the one that wrote it (else the RNGs stay
+    as seeded: a different world draws differently anyway)."""
     in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not in_group or torch.distributed.get_rank() == 0:
         remove_partial_checkpoints(output_dir)
@@ -167,7 +175,12 @@ def resume(
     latest = checkpoints[-1]
     if (latest / distributed.SHARDED_DIR).is_dir():
         distributed.load_checkpoint(latest, models=models, optimizers=optimizers)
-        return json.loads((latest / STATE_FILE).read_text())
+        state = json.loads((latest / STATE_FILE).read_text())
+        world = distributed.world_from_env()
+        rng = latest / f"rng-{world.rank}.pt"
+        if state.get("world_size") == world.size and rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=True))
+        return state
     if in_group:
         raise ValueError(
             f"{latest} was written by one process: it resumes in one process, not in"

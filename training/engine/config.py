@@ -309,7 +309,7 @@ class DPOConfig(TrainedModelConfig, FrozenModelConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PPOConfig(TrainedModelConfig, FrozenModelConfig):
+class PPOConfig(ShardedConfig, FrozenModelConfig):
     policy_path: str  # SFT model: initialises the policy and is the frozen KL reference
     reward_model_path: str | None = (
         None  # trained RewardModel dir (also initialises the value model)
@@ -374,6 +374,25 @@ class PPOConfig(TrainedModelConfig, FrozenModelConfig):
                  " loaded into it after every step, which is not implemented; use sampler"
                  " 'auto' or 'builtin'", "sampler")  # fmt: skip
         self._require_no_dropout()
+        if self.processes is not None:
+            _require(not (problem := self.shared_batch_problem(self.processes)), problem,
+                     "processes", "batch_size", "mini_batch_size")  # fmt: skip
+
+    def shared_batch_problem(self, processes: int) -> str:
+        """Why `processes` cannot share this run's batches ("" when they can): each samples
+        batch_size / processes prompts and takes mini_batch_size / processes of each minibatch."""
+        if processes == 1:
+            return ""
+        for name in ("batch_size", "mini_batch_size"):
+            if getattr(self, name) % processes:
+                return (f"{name} ({getattr(self, name)}) must be a multiple of processes"
+                        f" ({processes}): each process takes an equal part of it")  # fmt: skip
+        if self.ptx_coef > 0 and self.ptx_batch_size < processes:
+            return (f"ptx_batch_size ({self.ptx_batch_size}) must be at least processes"
+                    f" ({processes})")  # fmt: skip
+        if self.compile:
+            return "compile samples in one process: set processes to 1 or compile to false"
+        return ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,8 @@ here. With WORLD_SIZE unset or 1 nothing here runs and the stage is the single-p
   optimizer state; a block's weights are gathered for its forward and backward only.
 - `clip_grad` clips over the sharded gradients' global norm (DTensor ops: one all-reduce).
 - `save_checkpoint` / `load_checkpoint` go through torch.distributed.checkpoint (DCP): each rank
-  writes its shards, and a load reshards to whatever the reader's world is, one process included.
+  writes its shards, and a load reshards to whatever the reader's world is. A stage run in one
+  process writes the same format (DCP without a process group), so its checkpoint resumes in N.
 - `full_state_dict` gathers the trained weights for rank 0 to save as a plain model.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from training.engine.files import STATE_FILE, TMP_PREFIX, fsync_path, fsync_tree
 
@@ -94,10 +95,11 @@ def process_group(device: torch.device, timeout_s: float) -> Iterator[tuple[Worl
         dist.destroy_process_group()
 
 
-def shard(model: nn.Module) -> nn.Module:
+def shard(model: nn.Module, forward_methods: tuple[str, ...] = ()) -> nn.Module:
     """FSDP2: each block (the classes transformers names in `_no_split_modules`, of the model or
     of its trunk) its own unit, then the root, which holds the embeddings, the (tied) output
-    projection and a reward model's head."""
+    projection and a reward model's head. forward_methods: methods other than forward that run
+    the model (a value model's `response_values`), so that they gather the root's weights too."""
     block_names = {
         name
         for module in model.modules()
@@ -107,7 +109,29 @@ def shard(model: nn.Module) -> nn.Module:
         if type(module).__name__ in block_names:
             fully_shard(module)
     fully_shard(model)
+    for method in forward_methods:
+        register_fsdp_forward_method(model, method)
     return model
+
+
+@contextmanager
+def unsharded(model: nn.Module) -> Iterator[None]:
+    """Every FSDP unit of `model` gathered whole for the block and kept so between forwards (a
+    collective on entry, then none): sampling runs a forward per token, and ranks whose responses
+    end at different lengths run different numbers of them. A model not sharded: nothing."""
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    # Outside inference mode even when called in it: FSDP keeps its gather buffers for training.
+    with torch.inference_mode(False):
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+            unit.unshard()
+    try:
+        yield
+    finally:
+        with torch.inference_mode(False):
+            for unit in units:
+                unit.reshard()
+                unit.set_reshard_after_forward(True, recurse=False)
 
 
 def clip_grad(parameters: list[nn.Parameter], max_norm: float) -> float:
@@ -127,6 +151,31 @@ def all_sum(value: float, device: torch.device) -> float:
     return float(tensor.item())
 
 
+def all_sum_each(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Each named number summed over the ranks (one collective; every rank names the same)."""
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(values, tensor.tolist(), strict=True))
+
+
+def all_max(value: int, device: torch.device) -> int:
+    """The largest of a number over the ranks."""
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The whole batch from every rank's share of it, rank r holding rows r, r + size, ...
+    (the same number on every rank, same shape beyond the first dimension): rows back in the
+    batch's order, on every rank.  # (size * tensor.shape[0], ...)"""
+    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo has no bool
+    parts = [torch.empty_like(wire) for _ in range(world.size)]
+    dist.all_gather(parts, wire.contiguous())
+    rows = torch.stack(parts, dim=1)  # (rows per rank, size, ...): row j of rank r is j*size + r
+    return rows.reshape(-1, *tensor.shape[1:]).to(tensor.dtype)
+
+
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every weight, gathered onto the CPU of rank 0 (a collective: every rank calls it; the
     other ranks get an empty dict)."""
@@ -138,7 +187,12 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def _pairs(
     models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> list[tuple[str, nn.Module, str, torch.optim.Optimizer]]:
-    """Each model with the optimizer of its parameters, in the order the stage names them."""
+    """Each model with the optimizer of its parameters, in the order the stage names them; one
+    optimizer over several models (PPO's policy and value model) with them all, under their
+    names."""
+    if len(optimizers) == 1 and len(models) > 1:
+        ((optimizer_name, optimizer),) = optimizers.items()
+        return [("+".join(models), nn.ModuleDict(models), optimizer_name, optimizer)]
     if len(models) != len(optimizers):
         raise ValueError("a sharded checkpoint pairs each model with one optimizer")
     return [(m, models[m], o, optimizers[o]) for m, o in zip(models, optimizers, strict=True)]
@@ -160,16 +214,21 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     state: dict[str, Any],
     world: World,
+    write_own: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write `step_dir` (models, optimizers, then state.json last) from every rank at once.
-    The directory is written under a temporary name and renamed by rank 0 once every rank's
-    shards are in, so a crash leaves no complete-looking checkpoint."""
+    """Write `step_dir` (models, optimizers, then state.json last) from every rank at once (or
+    from a world of one, without a process group). The directory is written under a temporary
+    name and renamed by rank 0 once every rank's shards are in, so a crash leaves no
+    complete-looking checkpoint. write_own(tmp_dir): each rank's own files (its RNG states)."""
     tmp = step_dir.parent / f"{TMP_PREFIX}{step_dir.name}"
     if world.main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    dist.barrier()
-    dcp.save(_state(models, optimizers), checkpoint_id=tmp / SHARDED_DIR)  # ends in a barrier
+    _barrier()
+    if write_own is not None:
+        write_own(tmp)
+    # Ends in a barrier; a world of one without a process group saves alone (no_dist).
+    dcp.save(_state(models, optimizers), checkpoint_id=tmp / SHARDED_DIR, no_dist=not _in_group())
     if world.main:
         (tmp / STATE_FILE).write_text(json.dumps(state))
         fsync_tree(tmp)
@@ -177,7 +236,16 @@ def save_checkpoint(
             shutil.rmtree(step_dir)
         os.replace(tmp, step_dir)
         fsync_path(step_dir.parent)
-    dist.barrier()
+    _barrier()
+
+
+def _in_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _in_group():
+        dist.barrier()
 
 
 def load_checkpoint(
@@ -189,7 +257,7 @@ def load_checkpoint(
     """Load a DCP checkpoint written by any number of ranks into this world's models (sharded or
     not) and optimizers; DCP reshards on the way in."""
     state = _state(models, optimizers)
-    dcp.load(state, checkpoint_id=step_dir / SHARDED_DIR)
+    dcp.load(state, checkpoint_id=step_dir / SHARDED_DIR, no_dist=not _in_group())
     for model_name, model, optimizer_name, optimizer in _pairs(models, optimizers):
         set_state_dict(
             model,

@@ -29,6 +29,20 @@ from training.engine.lm import evaluating, position_ids_from_mask
 from training.engine.losses import at_temperature
 
 
+@dataclass(frozen=True)
+class Part:
+    """Rows index, index + stride, ... of a batch of `total` rows: one process's share of a batch
+    sampled by several (training/engine/distributed.py). Its rows draw the random numbers they
+    would draw in the whole batch, so a response does not depend on how the batch was shared."""
+
+    index: int
+    stride: int
+    total: int
+
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[self.index :: self.stride]
+
+
 @dataclass
 class Generation:
     tokens: torch.Tensor  # (batch, new) sampled ids; pad after EOS
@@ -162,12 +176,18 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
-def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _draw(
+    probs: torch.Tensor, generator: torch.Generator | None, part: Part | None = None
+) -> torch.Tensor:
     """One token per row from `probs` by inverting the CDF at a uniform draw: one random number per
     row instead of torch.multinomial's slower CPU kernel. A token of probability 0 has a flat
-    stretch of CDF and cannot be picked (searchsorted returns the first index whose CDF > u)."""
+    stretch of CDF and cannot be picked (searchsorted returns the first index whose CDF > u).
+    part: these rows are that part of a bigger batch, and draw that batch's numbers."""
     cdf = probs.cumsum(-1)  # (batch, vocab)
-    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+    rows = part.total if part is not None else probs.shape[0]
+    uniform = torch.rand(rows, 1, generator=generator, device=probs.device)  # (rows, 1)
+    if part is not None:
+        uniform = part.take(uniform)  # (batch, 1)
     token = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(-1)
     return token.clamp(max=probs.shape[-1] - 1)
 
@@ -186,12 +206,15 @@ def sample(
     generator: torch.Generator | None = None,
     cache: str = "auto",
     compile: bool = False,
+    part: Part | None = None,
 ) -> Generation:
     """Sample continuations of left-padded prompts. Stops early once every row has emitted EOS.
-    cache and compile choose the decoder (`make_decoder`)."""
+    cache and compile choose the decoder (`make_decoder`). part: the rows are that part of a
+    batch (`Part`), and draw what they would draw in it."""
     with evaluating(model):  # a trained model under activation checkpointing keeps no cache else
         return _sample(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
-                       pad_token_id, temperature, top_p, generator, cache, compile)  # fmt: skip
+                       pad_token_id, temperature, top_p, generator, cache, compile,
+                       part)  # fmt: skip
 
 
 def _sample(
@@ -206,6 +229,7 @@ def _sample(
     generator: torch.Generator | None,
     cache: str,
     compile: bool,
+    part: Part | None,
 ) -> Generation:
     batch = input_ids.shape[0]
     max_length = input_ids.shape[1] + max_new_tokens
@@ -217,7 +241,7 @@ def _sample(
         logits = at_temperature(logits, temperature)  # (batch, vocab)
         if top_p < 1.0:
             logits = _top_p_filter(logits, top_p)
-        token = _draw(torch.softmax(logits, dim=-1), generator)
+        token = _draw(torch.softmax(logits, dim=-1), generator, part)
         token = token.masked_fill(finished, pad_token_id)
         tokens.append(token)
         finished = finished | (token == eos_token_id)

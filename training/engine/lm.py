@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -266,10 +267,14 @@ def trunk_of(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def _lm_head_is_plain(model: PreTrainedModel) -> bool:
-    # Models that scale or soft-cap logits after the output projection need their own forward.
+    """Whether the logits are the output projection of the trunk's hidden states, computed apart.
+    Not for models that scale or soft-cap logits after the projection, nor for a model sharded
+    with FSDP2, whose root forward is what gathers the embeddings and the output projection."""
     config = model.config
     return not (
-        getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
+        getattr(config, "final_logit_softcapping", None)
+        or getattr(config, "logit_scale", None)
+        or isinstance(model, FSDPModule)
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.engine import checkpoint, cpu_fast
+from training.engine import checkpoint, cpu_fast, distributed
 from training.engine.config import CriticFreeConfig, PPOConfig
 from training.engine.cpu_fast import first_pass as reuse_first_pass
 from training.engine.cpu_fast.first_pass import FirstPass
@@ -81,6 +81,7 @@ from training.engine.rollout import (
     Rollout,
     Scorer,
     function_scorer,
+    gather,
     hold_out,
     make_rollout,
     response_logprobs,
@@ -88,7 +89,7 @@ from training.engine.rollout import (
     unpack,
 )
 from training.engine.sampler import BuiltinSampler
-from training.engine.sft import response_loss
+from training.engine.sft import backward_sharded, response_loss
 
 
 def token_rewards(
@@ -233,17 +234,23 @@ class Models:
         return {"policy": self.policy, "value_model": self.value_model}
 
 
-def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, precision: Precision) -> Models:
+def load_models(
+    cfg: PPOConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    precision: Precision,
+    trained_only: bool = False,
+) -> Models:
     """Policy and reference from the SFT model; the value model from the reward model (or a fresh
     head on the SFT trunk for a programmatic reward); dropout off in all of them. The trained
     ones in the master-weights dtype (LoRA on the policy and the value model's trunk, the value
-    head trained fully), the frozen ones in the frozen dtype."""
+    head trained fully), the frozen ones in the frozen dtype. trained_only: the policy and the
+    value model (the reference is the policy, no reward model), to take trained weights."""
     device, trained, frozen = precision.device, trained_role(cfg, precision), frozen_role(precision)
     policy = load_causal_lm(cfg.policy_path, tokenizer, device, trained)
     # With LoRA the reference is the policy with its adapters off, as in TRL: one copy of the base
     # weights (in the policy's dtype). make_rollout then runs the two one after the other.
     reference = policy
-    if trained.lora is None:
+    if trained.lora is None and not trained_only:
         reference = load_causal_lm(cfg.policy_path, tokenizer, device, frozen)
     value_init = cfg.value_model_path or cfg.reward_model_path
     if value_init is not None:
@@ -252,7 +259,7 @@ def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, precision: P
         value_model = RewardModel.from_causal_lm(cfg.policy_path, tokenizer, device, trained.dtype)
     take_role(value_model.trunk, trained)
     reward_model = None
-    if cfg.reward_model_path is not None:
+    if cfg.reward_model_path is not None and not trained_only:
         reward_model = freeze(
             RewardModel.from_pretrained(cfg.reward_model_path, tokenizer, device, frozen.dtype)
         )
@@ -262,15 +269,16 @@ def load_models(cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, precision: P
     return Models(policy, reference, value_model, reward_model)
 
 
-def make_optimizer(cfg: PPOConfig, models: Models) -> torch.optim.Optimizer:
-    """One Adam over both trained networks, each at its own learning rate."""
+def make_optimizer(cfg: PPOConfig, models: Models, fused: bool = True) -> torch.optim.Optimizer:
+    """One Adam over both trained networks, each at its own learning rate (fused: one kernel per
+    update; sharded DTensor parameters take the foreach path)."""
     return torch.optim.Adam(
         [
             {"params": trainable_parameters(models.policy), "lr": cfg.lr},
             {"params": trainable_parameters(models.value_model), "lr": cfg.value_lr},
         ],
         eps=cfg.adam_eps,
-        fused=True,
+        fused=fused,
     )
 
 
@@ -281,10 +289,16 @@ def ptx_backward(
     cfg: PPOConfig | CriticFreeConfig,
     pad_token_id: int,
     amp: Amp,
+    world: distributed.World | None = None,
 ) -> float:
     """PPO-ptx: backpropagate gamma_ptx x the SFT loss of a batch of demonstrations, which keeps
-    their likelihood (InstructGPT eq. 2); return the loss."""
+    their likelihood (InstructGPT eq. 2); return the loss. A sharded `world`: each rank its part
+    of the batch (sft.backward_sharded)."""
     demos = batch_for_step(examples, gradient_step, cfg.ptx_batch_size, cfg.seed)
+    if world is not None and world.sharded:
+        return backward_sharded(
+            policy, demos, pad_token_id, amp, world, policy.device, scale=cfg.ptx_coef
+        )
     ptx_batch = to_device(collate_sft(demos, pad_token_id), policy.device)
     with amp():
         ptx_loss = response_loss(policy, ptx_batch)
@@ -304,9 +318,12 @@ def ppo_epochs(
     side: SideBySide,
     ptx_examples: list[Example],
     pad_token_id: int,
+    world: distributed.World,
 ) -> dict[str, list[float]]:
     """cfg.ppo_epochs passes over the rollout in shuffled minibatches, one optimizer step each;
-    returns each minibatch's losses and statistics."""
+    returns each minibatch's losses and statistics. Sharded, every rank holds the whole rollout
+    and shuffles it alike, and takes every world.size-th episode of each minibatch, weighted by
+    its share of the minibatch's tokens: the gradients FSDP averages are the minibatch's."""
     stats: dict[str, list[float]] = defaultdict(list)
     shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     episodes = batch.query_responses.shape[0]
@@ -325,6 +342,10 @@ def ppo_epochs(
             # cpu_fast: the first step backpropagates through the rollout's forwards, whole.
             if first_pass is not None:
                 parts = [(minibatch, 1.0)]
+            elif world.sharded:  # FSDP's reduce-scatter divides by world.size
+                mine = minibatch[world.rank :: world.size]
+                share = float(response_lengths[mine].sum() / response_lengths[minibatch].sum())
+                parts = [(mine, share * world.size)]
             else:
                 parts = length_parts(minibatch, response_lengths, split)
             for part, share in parts:
@@ -342,12 +363,21 @@ def ppo_epochs(
                 for name, value in part_stats.items():
                     minibatch_stats[name] += value
             first_pass = rollout.first_pass = None  # the weights are about to change
+            if world.sharded:  # each rank's share x world.size: the mean over ranks
+                summed = distributed.all_sum_each(minibatch_stats, response_lengths.device)
+                minibatch_stats = defaultdict(
+                    float, {name: value / world.size for name, value in summed.items()}
+                )
             if ptx_examples:
                 minibatch_stats["loss/ptx"] = ptx_backward(
-                    models.policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp
+                    models.policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp, world
                 )
-            clip_grad(models.policy.parameters(), cfg.grad_clip)
-            clip_grad(models.value_model.parameters(), cfg.grad_clip)
+            if world.sharded:
+                distributed.clip_grad(list(models.policy.parameters()), cfg.grad_clip)
+                distributed.clip_grad(list(models.value_model.parameters()), cfg.grad_clip)
+            else:
+                clip_grad(models.policy.parameters(), cfg.grad_clip)
+                clip_grad(models.value_model.parameters(), cfg.grad_clip)
             optimizer.step()
             gradient_steps += 1
             for name, value in minibatch_stats.items():
@@ -393,9 +423,11 @@ def ppo_step(
     side: SideBySide,
     ptx_examples: list[Example],
     pad_token_id: int,
+    world: distributed.World | None = None,
 ) -> dict[str, float]:
-    """One PPO step on a rollout: per-token rewards, GAE advantages, then the PPO epochs. Returns
-    the step's metrics and timings (rewards and advantages count as scoring)."""
+    """One PPO step on a rollout (sharded: the whole batch's, on every rank): per-token rewards,
+    GAE advantages, then the PPO epochs. Returns the step's metrics and timings (rewards and
+    advantages count as scoring)."""
     scoring_started = time.perf_counter()
     with torch.no_grad():
         response_mask = rollout.response_mask.float()  # (batch, T)
@@ -429,6 +461,7 @@ def ppo_step(
         side=side,
         ptx_examples=ptx_examples,
         pad_token_id=pad_token_id,
+        world=world or distributed.World(),
     )
     timings = {
         **rollout_timings,
@@ -456,19 +489,13 @@ def save(
     tokenizer: PreTrainedTokenizerBase,
     total_steps: int,
     history: list[dict[str, float]],
+    world: distributed.World | None = None,
 ) -> dict:
     """Write the policy and the value model (LoRA merged: plain directories), then the run's
-    result."""
-    end_training(models.policy)
-    end_training(models.value_model.trunk)
+    result. Sharded: every rank gathers the weights, rank 0 writes them as one process would."""
+    policy, value_model = models.policy, models.value_model
     model_dir = Path(cfg.output_dir) / "model"
     value_dir = Path(cfg.output_dir) / "value_model"
-    checkpoint.write_dir_atomically(
-        model_dir, lambda tmp: save_causal_lm(models.policy, tokenizer, tmp)
-    )
-    checkpoint.write_dir_atomically(
-        value_dir, lambda tmp: models.value_model.save_pretrained(tmp, tokenizer)
-    )
     result = {
         "output_dir": str(cfg.output_dir),
         "model_dir": str(model_dir),
@@ -480,6 +507,23 @@ def save(
         },
         "history": history,
     }
+    if world is not None and world.sharded:
+        policy_weights = distributed.full_state_dict(policy)
+        value_weights = distributed.full_state_dict(value_model)
+        if not world.main:
+            return result
+        plain = load_models(cfg, tokenizer, resolve_precision(torch.device("cpu"), cfg.dtype,
+                            master_weights=cfg.master_weights, frozen_dtype=cfg.frozen_dtype),
+                            trained_only=True)  # fmt: skip
+        policy, value_model = plain.policy, plain.value_model
+        policy.load_state_dict(policy_weights)
+        value_model.load_state_dict(value_weights)
+    end_training(policy)
+    end_training(value_model.trunk)
+    checkpoint.write_dir_atomically(model_dir, lambda tmp: save_causal_lm(policy, tokenizer, tmp))
+    checkpoint.write_dir_atomically(
+        value_dir, lambda tmp: value_model.save_pretrained(tmp, tokenizer)
+    )
     checkpoint.write_result(cfg.output_dir, result)
     return result
 
@@ -499,14 +543,38 @@ def run(
         return result
     if (reward_fn is None) == (cfg.reward_model_path is None):
         raise ValueError("PPO needs exactly one of cfg.reward_model_path and reward_fn")
+    with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
+        world,
+        device,
+    ):
+        if problem := cfg.shared_batch_problem(world.size):
+            raise ValueError(f"PPO in {world.size} processes: {problem}")
+        return _train(cfg, data, world, device, on_progress, reward_fn)
+
+
+def _train(
+    cfg: PPOConfig,
+    data: dict[str, Any],
+    world: distributed.World,
+    device: torch.device,
+    on_progress: ProgressFn | None,
+    reward_fn: RewardFn | None,
+) -> dict:
+    """PPO in this process; in several (a sharded `world`), the trained networks sharded with
+    FSDP2 and the frozen ones whole on every rank; each rank samples and scores its part of
+    every batch, then every rank holds the whole rollout (rollout.gather) and trains on its part
+    of each minibatch."""
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(
         device, cfg.dtype, master_weights=cfg.master_weights, frozen_dtype=cfg.frozen_dtype
     )
     amp = precision.amp
     tokenizer = load_tokenizer(cfg.policy_path)
     models = load_models(cfg, tokenizer, precision)
+    if world.sharded:
+        distributed.shard(models.policy)
+        distributed.shard(models.value_model, forward_methods=("response_values",))
+    part = (world.rank, world.size) if world.sharded else None
     score_batch = scorer_for(models, reward_fn, tokenizer)
     # The rollouts sample from the policy being trained (cfg.sampler is "auto" or "builtin").
     sampler = BuiltinSampler(models.policy, tokenizer, amp, compile=cfg.compile)
@@ -519,7 +587,7 @@ def run(
         ptx_examples = encode_demonstrations(tokenizer, data["demonstrations"], cfg.ptx_max_length)
 
     total_steps = cfg.total_episodes // cfg.batch_size
-    optimizer = make_optimizer(cfg, models)
+    optimizer = make_optimizer(cfg, models, fused=not world.sharded)
     optimizers = {"optimizer": optimizer}
     start, history = checkpoint.resume_history(
         cfg.output_dir, models=models.trained(), optimizers=optimizers
@@ -531,15 +599,16 @@ def run(
     )  # fmt: skip
 
     # The policy's and the value model's passes run side by side on a multi-core CPU (cpu_fast).
-    with SideBySide(device).running() as side:
+    with SideBySide(device, allowed=not world.sharded).running() as side:
         for step in range(start + 1, total_steps + 1):
             # Rollout: sample a response per prompt, score it, evaluate log-probs and values.
             indices = batch_for_step(held_out.train, step - 1, cfg.batch_size, cfg.seed)
+            mine = indices[world.rank :: world.size]
             rollout, timings = make_rollout(
                 models.policy,
                 models.reference,
                 models.value_model,
-                score_batch([prompt_texts[i] for i in indices]),
+                score_batch([prompt_texts[i] for i in mine]),
                 [prompt_ids[i] for i in indices],
                 sampler=sampler,
                 max_new_tokens=cfg.max_new_tokens,
@@ -547,9 +616,13 @@ def run(
                 seed=cfg.seed * 1_000_003 + step,
                 amp=amp,
                 # cpu_fast: the first gradient step backpropagates through the rollout's forwards.
-                keep_graph=reuse_first_pass.applies(device, cfg.batch_size, cfg.mini_batch_size),
+                keep_graph=not world.sharded
+                and reuse_first_pass.applies(device, cfg.batch_size, cfg.mini_batch_size),
                 side=side,
+                part=part,
             )
+            if world.sharded:  # every rank gets the whole batch's episodes
+                rollout = gather(rollout, world, tokenizer.pad_token_id)
             # Rewards, advantages and the PPO epochs over the rollout.
             metrics = ppo_step(
                 models,
@@ -562,6 +635,7 @@ def run(
                 side=side,
                 ptx_examples=ptx_examples,
                 pad_token_id=tokenizer.pad_token_id,
+                world=world,
             )
             if step == start + 1:
                 metrics |= held_out.before
@@ -571,8 +645,8 @@ def run(
             history.append({"step": step, **metrics})
             checkpoint.save_if_due(
                 cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
-                models=models.trained(), optimizers=optimizers, history=history,
+                models=models.trained(), optimizers=optimizers, history=history, world=world,
             )  # fmt: skip
-            if on_progress is not None:
+            if on_progress is not None and world.main:
                 on_progress(step, total_steps, metrics)
-    return save(cfg, models, tokenizer, total_steps, history)
+    return save(cfg, models, tokenizer, total_steps, history, world)

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.engine import distributed
 from training.engine.cpu_fast.first_pass import FirstPass
 from training.engine.cpu_fast.threads import SideBySide, in_order
 from training.engine.lm import response_logits
@@ -118,17 +120,21 @@ def make_rollout(
     amp: Amp,
     keep_graph: bool = False,
     side: SideBySide | None = None,
+    part: tuple[int, int] | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
     """Sample a response per prompt (with the policy's weights: `sampler` samples from `policy`),
     then one forward each of policy, reference, value model (unless None) and reward. keep_graph: run the
     policy and value forwards with autograd and keep them (`first_pass`). side: the trained
     models' forwards beside the frozen ones', unless the reference is the policy with its LoRA
-    adapters off. Returns the rollout and its timings."""
+    adapters off. part (index, stride): only those prompts' episodes, each sampled as in the whole
+    batch (one process's share; `gather` puts the batch together). Returns the rollout and its
+    timings."""
     started = time.perf_counter()
     with side.alone() if side else nullcontext():
         prompts, generation = sampler.generate(
-            prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-        )
+            prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+            part=part,
+        )  # fmt: skip
     generated = time.perf_counter()
     prompt_length = prompts["input_ids"].shape[1]
     # Plain tensors (not inference-mode ones), so that a forward with autograd can save them.
@@ -188,6 +194,33 @@ def make_rollout(
         "time/scoring": time.perf_counter() - generated,
     }
     return rollout, timings
+
+
+def gather(rollout: Rollout, world: distributed.World, pad_token_id: int) -> Rollout:
+    """The whole batch's rollout on every rank, from each rank's share (rows rank, rank + size,
+    ... of the batch, prompts padded alike): responses padded after their end to the longest
+    on any rank, as one process sampling the whole batch pads them."""
+    device = rollout.responses.device
+    width = distributed.all_max(rollout.responses.shape[1], device)
+
+    def whole(tensor: torch.Tensor, pad: float = 0) -> torch.Tensor:
+        if tensor.dim() == 2:  # (rows, [prompt +] T): pad T on the right
+            tensor = F.pad(tensor, (0, width - rollout.responses.shape[1]), value=pad)
+        return distributed.gather_rows(tensor, world)
+
+    return Rollout(
+        query_responses=whole(rollout.query_responses, pad_token_id),
+        attention_mask=whole(rollout.attention_mask),
+        responses=whole(rollout.responses, pad_token_id),
+        response_mask=whole(rollout.response_mask),
+        finished=whole(rollout.finished),
+        prompt_length=rollout.prompt_length,
+        logprobs=whole(rollout.logprobs),
+        ref_logprobs=whole(rollout.ref_logprobs),
+        values=whole(rollout.values),
+        scores=whole(rollout.scores),
+        entropy=whole(rollout.entropy),
+    )
 
 
 def held_out_split(n_prompts: int, wanted: int, seed: int) -> tuple[list[int], list[int]]:

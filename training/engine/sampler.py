@@ -16,8 +16,9 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.engine import distributed
 from training.engine.data import collate_prompts
-from training.engine.generation import Generation, sample
+from training.engine.generation import Generation, Part, sample
 from training.engine.precision import Amp, to_device
 
 
@@ -34,10 +35,13 @@ class Sampler(Protocol):
         temperature: float,
         top_p: float = 1.0,
         seed: int,
+        part: tuple[int, int] | None = None,
     ) -> tuple[dict[str, torch.Tensor], Generation]:
         """One sampled continuation per entry of prompt_ids (a prompt repeated K times gets K),
         drawn from `seed`: (the left-padded prompts, input_ids and attention_mask
-        (batch, prompt_length), and the generation (batch, T))."""
+        (batch, prompt_length), and the generation (batch, T)). part (index, stride): only the
+        entries index, index + stride, ... (one process's share of the batch; the prompts are
+        padded as the whole batch's), each sampled as it would be in the whole batch."""
         ...
 
 
@@ -73,10 +77,16 @@ class BuiltinSampler:
         temperature: float,
         top_p: float = 1.0,
         seed: int,
+        part: tuple[int, int] | None = None,
     ) -> tuple[dict[str, torch.Tensor], Generation]:
         device = self.model.device
         prompts = to_device(collate_prompts(prompt_ids, self.tokenizer.pad_token_id), device)
-        with torch.inference_mode(), self.amp():
+        rows = None
+        if part is not None:
+            rows = Part(*part, total=len(prompt_ids))
+            prompts = {name: rows.take(tensor) for name, tensor in prompts.items()}
+        # A model sharded with FSDP2 is gathered whole for the sampling (a collective).
+        with distributed.unsharded(self.model), torch.inference_mode(), self.amp():
             generation = sample(
                 self.model,
                 prompts["input_ids"],
@@ -89,5 +99,6 @@ class BuiltinSampler:
                 generator=torch.Generator(device).manual_seed(seed),
                 cache=self.cache,
                 compile=self.compile,
+                part=rows,
             )
         return prompts, generation

@@ -92,17 +92,18 @@ def backward_sharded(
     amp: Amp,
     world: distributed.World,
     device: torch.device,
+    scale: float = 1.0,
 ) -> float:
-    """This rank's part of a global batch (every world.size-th example): backpropagate it
-    weighted by its share of the batch's response tokens, so that the gradients FSDP averages
-    over the ranks are those of the whole batch's token-mean loss; returns that loss."""
+    """This rank's part of a global batch (every world.size-th example): backpropagate scale x
+    it, weighted by its share of the batch's response tokens, so that the gradients FSDP averages
+    over the ranks are those of scale x the whole batch's token-mean loss; returns that loss."""
     everything = collate_sft(examples, pad_token_id)
     global_tokens = int((everything["labels"][:, 1:] != IGNORE_INDEX).sum())
     batch = to_device(collate_sft(examples[world.rank :: world.size], pad_token_id), device)
     share = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) / global_tokens
     with amp():
         loss = response_loss(model, batch)
-    (loss * (share * world.size)).backward()  # FSDP's reduce-scatter divides by world.size
+    (loss * (scale * share * world.size)).backward()  # FSDP's reduce-scatter divides by size
     return distributed.all_sum(share * loss.item(), device)
 
 

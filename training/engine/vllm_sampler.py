@@ -101,7 +101,10 @@ class VLLMSampler:
         temperature: float,
         top_p: float = 1.0,
         seed: int,
+        part: tuple[int, int] | None = None,
     ) -> tuple[dict[str, torch.Tensor], Generation]:
+        if part is not None:  # the online stages that share a batch use the built-in sampler
+            raise ValueError("the vLLM sampler samples whole batches, not a process's part")
         requests = [(list(ids), len(list(run))) for ids, run in groupby(map(list, prompt_ids))]
         draws = torch.Generator().manual_seed(seed)
         seeds = torch.randint(2**31 - 1, (len(requests),), generator=draws).tolist()
