@@ -233,10 +233,14 @@ class ShardedConfig(TrainedModelConfig):
         if self.processes is not None and self.processes > 1:
             _require(self.lora_rank == 0, "LoRA trains in one process: set processes to 1 or"
                      " lora_rank to 0", "processes", "lora_rank")  # fmt: skip
-            batch_size = getattr(self, "batch_size", 1)
-            _require(batch_size >= self.processes, f"batch_size ({batch_size}) must be"
+            rows = self.rows_per_step()
+            _require(rows >= self.processes, f"batch_size ({rows}) must be"
                      f" at least processes ({self.processes}): each process takes a part of a"
                      " batch", "batch_size", "processes")  # fmt: skip
+
+    def rows_per_step(self) -> int:
+        """What the processes share each step (examples, rankings, episodes)."""
+        return int(getattr(self, "batch_size", 1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,24 +383,30 @@ class PPOConfig(ShardedConfig, FrozenModelConfig):
                      "processes", "batch_size", "mini_batch_size")  # fmt: skip
 
     def shared_batch_problem(self, processes: int) -> str:
-        """Why `processes` cannot share this run's batches ("" when they can): each samples
-        batch_size / processes prompts and takes mini_batch_size / processes of each minibatch."""
-        if processes == 1:
-            return ""
-        for name in ("batch_size", "mini_batch_size"):
-            if getattr(self, name) % processes:
-                return (f"{name} ({getattr(self, name)}) must be a multiple of processes"
-                        f" ({processes}): each process takes an equal part of it")  # fmt: skip
-        if self.ptx_coef > 0 and self.ptx_batch_size < processes:
-            return (f"ptx_batch_size ({self.ptx_batch_size}) must be at least processes"
-                    f" ({processes})")  # fmt: skip
-        if self.compile:
-            return "compile samples in one process: set processes to 1 or compile to false"
+        """Why `processes` cannot share this run's batches ("" when they can)."""
+        return _shared_batch_problem(self, processes, "batch_size", self.batch_size)
+
+
+def _shared_batch_problem(
+    cfg: PPOConfig | CriticFreeConfig, processes: int, rows_name: str, rows: int
+) -> str:
+    """Why an online stage cannot run in `processes` ("" when it can): each samples rows /
+    processes of a step's episodes and takes mini_batch_size / processes of each minibatch."""
+    if processes == 1:
         return ""
+    for name, value in ((rows_name, rows), ("mini_batch_size", cfg.mini_batch_size)):
+        if value % processes:
+            return (f"{name} ({value}) must be a multiple of processes ({processes}): each"
+                    " process takes an equal part of it")  # fmt: skip
+    if cfg.ptx_coef > 0 and cfg.ptx_batch_size < processes:
+        return f"ptx_batch_size ({cfg.ptx_batch_size}) must be at least processes ({processes})"
+    if cfg.compile:
+        return "compile samples in one process: set processes to 1 or compile to false"
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class CriticFreeConfig(TrainedModelConfig, FrozenModelConfig):
+class CriticFreeConfig(ShardedConfig, FrozenModelConfig):
     """Online RL without a value model (training/engine/critic_free.py): K responses per prompt,
     each judged against the others of its group."""
 
@@ -463,6 +473,17 @@ class CriticFreeConfig(TrainedModelConfig, FrozenModelConfig):
                  " weights loaded into it after every step, which is not implemented; use"
                  " sampler 'auto' or 'builtin'", "sampler")  # fmt: skip
         self._require_no_dropout()
+        if self.processes is not None:
+            _require(not (problem := self.shared_batch_problem(self.processes)), problem,
+                     "processes", "batch_size", "group_size", "mini_batch_size")  # fmt: skip
+
+    def rows_per_step(self) -> int:
+        return self.batch_size * self.group_size  # responses
+
+    def shared_batch_problem(self, processes: int) -> str:
+        """Why `processes` cannot share this run's batches ("" when they can)."""
+        responses = self.batch_size * self.group_size
+        return _shared_batch_problem(self, processes, "batch_size x group_size", responses)
 
 
 @dataclass(frozen=True, kw_only=True)

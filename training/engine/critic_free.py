@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from training.engine import checkpoint, cpu_fast
+from training.engine import checkpoint, cpu_fast, distributed
 from training.engine.advantages import critic_free_advantages, penalised_scores
 from training.engine.config import CriticFreeConfig
 from training.engine.cpu_fast import first_pass as reuse_first_pass
@@ -55,7 +55,7 @@ from training.engine.lm import (
 )
 from training.engine.losses import kl_k3, kl_penalty, masked_mean, policy_loss_with_kl
 from training.engine.optim import clip_grad
-from training.engine.ppo import length_parts, ptx_backward
+from training.engine.ppo import minibatch_parts, over_ranks, ptx_backward
 from training.engine.precision import (
     Amp,
     Precision,
@@ -70,6 +70,7 @@ from training.engine.rollout import (
     Rollout,
     Scorer,
     function_scorer,
+    gather,
     hold_out,
     make_rollout,
     response_logprobs,
@@ -172,9 +173,10 @@ def update(
     amp: Amp,
     ptx_examples: list[Example],
     pad_token_id: int,
+    world: distributed.World,
 ) -> dict[str, list[float]]:
     """cfg.update_epochs passes over the rollout in shuffled minibatches, one optimizer step
-    each; returns each minibatch's losses and statistics."""
+    each; returns each minibatch's losses and statistics. Sharded, as PPO's (`minibatch_parts`)."""
     stats: dict[str, list[float]] = defaultdict(list)
     shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     responses = rollout.responses.shape[0]
@@ -192,7 +194,7 @@ def update(
             parts = (
                 [(minibatch, 1.0)]
                 if first_pass is not None
-                else length_parts(minibatch, response_lengths, split)
+                else minibatch_parts(minibatch, response_lengths, split, world)
             )
             for part, share in parts:
                 part_stats = minibatch_backward(
@@ -201,11 +203,15 @@ def update(
                 for name, value in part_stats.items():
                     minibatch_stats[name] += value
             first_pass = rollout.first_pass = None  # the weights are about to change
+            minibatch_stats = over_ranks(minibatch_stats, world, response_lengths.device)
             if ptx_examples:
                 minibatch_stats["loss/ptx"] = ptx_backward(
-                    policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp
+                    policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp, world
                 )
-            clip_grad(policy.parameters(), cfg.grad_clip)
+            if world.sharded:
+                distributed.clip_grad(list(policy.parameters()), cfg.grad_clip)
+            else:
+                clip_grad(policy.parameters(), cfg.grad_clip)
             optimizer.step()
             gradient_steps += 1
             for name, value in minibatch_stats.items():
@@ -259,13 +265,24 @@ def save(
     tokenizer: PreTrainedTokenizerBase,
     total_steps: int,
     history: list[dict[str, float]],
+    world: distributed.World,
 ) -> dict:
-    """Write the policy (LoRA merged: a plain directory), then the run's result."""
-    end_training(models.policy)
+    """Write the policy (LoRA merged: a plain directory), then the run's result. Sharded: every
+    rank gathers the weights, rank 0 writes them as one process would."""
+    policy = models.policy
+    if world.sharded:
+        weights = distributed.full_state_dict(policy)
+        if world.main:
+            cpu = resolve_precision(torch.device("cpu"), cfg.dtype,
+                                    master_weights=cfg.master_weights)  # fmt: skip
+            policy = load_causal_lm(cfg.policy_path, tokenizer, cpu.device, trained_role(cfg, cpu))
+            policy.load_state_dict(weights)
     model_dir = Path(cfg.output_dir) / "model"
-    checkpoint.write_dir_atomically(
-        model_dir, lambda tmp: save_causal_lm(models.policy, tokenizer, tmp)
-    )
+    if world.main:
+        end_training(policy)
+        checkpoint.write_dir_atomically(
+            model_dir, lambda tmp: save_causal_lm(policy, tokenizer, tmp)
+        )
     result = {
         "output_dir": str(cfg.output_dir),
         "model_dir": str(model_dir),
@@ -276,7 +293,8 @@ def save(
         },
         "history": history,
     }
-    checkpoint.write_result(cfg.output_dir, result)
+    if world.main:
+        checkpoint.write_result(cfg.output_dir, result)
     return result
 
 
@@ -295,14 +313,37 @@ def run(
         return result
     if (reward_fn is None) == (cfg.reward_model_path is None):
         raise ValueError("critic-free RL needs exactly one of cfg.reward_model_path and reward_fn")
+    with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
+        world,
+        device,
+    ):
+        if problem := cfg.shared_batch_problem(world.size):
+            raise ValueError(f"critic-free RL in {world.size} processes: {problem}")
+        return _train(cfg, data, world, device, on_progress, reward_fn)
+
+
+def _train(
+    cfg: CriticFreeConfig,
+    data: dict[str, Any],
+    world: distributed.World,
+    device: torch.device,
+    on_progress: ProgressFn | None,
+    reward_fn: RewardFn | None,
+) -> dict:
+    """Critic-free RL in this process; in several, as PPO's (ppo._train): the policy sharded,
+    the frozen models whole on every rank, each rank samples and scores every world.size-th
+    response of a step, every rank holds the whole rollout (the groups' baselines need all of
+    it) and trains on its part of each minibatch."""
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(
         device, cfg.dtype, master_weights=cfg.master_weights, frozen_dtype=cfg.frozen_dtype
     )
     amp = precision.amp
     tokenizer = load_tokenizer(cfg.policy_path)
     models = load_models(cfg, tokenizer, precision)
+    if world.sharded:
+        distributed.shard(models.policy)
+    part = (world.rank, world.size) if world.sharded else None
     sampler = BuiltinSampler(models.policy, tokenizer, amp, compile=cfg.compile)
 
     prompts = [prompt_of(record) for record in data["prompts"]]
@@ -314,7 +355,7 @@ def run(
 
     total_steps = cfg.total_episodes // cfg.batch_size
     optimizer: torch.optim.Optimizer = torch.optim.Adam(
-        trainable_parameters(models.policy), lr=cfg.lr, fused=True
+        trainable_parameters(models.policy), lr=cfg.lr, fused=not world.sharded
     )
     optimizers = {"optimizer": optimizer}
     start, history = checkpoint.resume_history(
@@ -329,11 +370,12 @@ def run(
         # Rollout: each prompt of the batch group_size times, in contiguous groups.
         indices = batch_for_step(held_out.train, step - 1, cfg.batch_size, cfg.seed)
         repeated = [i for i in indices for _ in range(cfg.group_size)]
+        mine = repeated[world.rank :: world.size]
         rollout, timings = make_rollout(
             models.policy,
             models.reference,
             None,  # no value model
-            scorer(models, reward_fn, tokenizer, [prompt_texts[i] for i in repeated]),
+            scorer(models, reward_fn, tokenizer, [prompt_texts[i] for i in mine]),
             [prompt_ids[i] for i in repeated],
             sampler=sampler,
             max_new_tokens=cfg.max_new_tokens,
@@ -341,8 +383,12 @@ def run(
             seed=cfg.seed * 1_000_003 + step,
             amp=amp,
             # cpu_fast: the first gradient step backpropagates through the rollout's forward.
-            keep_graph=reuse_first_pass.applies(device, len(repeated), cfg.mini_batch_size),
+            keep_graph=not world.sharded
+            and reuse_first_pass.applies(device, len(repeated), cfg.mini_batch_size),
+            part=part,
         )
+        if world.sharded:  # every rank gets the whole batch's responses, groups whole
+            rollout = gather(rollout, world, tokenizer.pad_token_id)
         # Advantages from the group's scores and the k1 KL to the reference per token.
         scoring_started = time.perf_counter()
         with torch.no_grad():
@@ -359,7 +405,7 @@ def run(
         update_started = time.perf_counter()
         stats = update(
             models.policy, optimizer, rollout, advantages, cfg, step=step, amp=amp,
-            ptx_examples=ptx_examples, pad_token_id=tokenizer.pad_token_id,
+            ptx_examples=ptx_examples, pad_token_id=tokenizer.pad_token_id, world=world,
         )  # fmt: skip
         timings["time/update"] = time.perf_counter() - update_started
         metrics = {**step_metrics(rollout, kl, advantages, stats, cfg.group_size), **timings}
@@ -370,8 +416,8 @@ def run(
         history.append({"step": step, **metrics})
         checkpoint.save_if_due(
             cfg.output_dir, step, every=cfg.checkpoint_every, total_steps=total_steps,
-            models=models.trained(), optimizers=optimizers, history=history,
+            models=models.trained(), optimizers=optimizers, history=history, world=world,
         )  # fmt: skip
-        if on_progress is not None:
+        if on_progress is not None and world.main:
             on_progress(step, total_steps, metrics)
-    return save(cfg, models, tokenizer, total_steps, history)
+    return save(cfg, models, tokenizer, total_steps, history, world)

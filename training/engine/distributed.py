@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,8 +228,10 @@ def save_checkpoint(
     _barrier()
     if write_own is not None:
         write_own(tmp)
-    # Ends in a barrier; a world of one without a process group saves alone (no_dist).
-    dcp.save(_state(models, optimizers), checkpoint_id=tmp / SHARDED_DIR, no_dist=not _in_group())
+    with _alone_is_meant():  # ends in a barrier; a world of one without a group saves alone
+        dcp.save(
+            _state(models, optimizers), checkpoint_id=tmp / SHARDED_DIR, no_dist=not _in_group()
+        )
     if world.main:
         (tmp / STATE_FILE).write_text(json.dumps(state))
         fsync_tree(tmp)
@@ -237,6 +240,15 @@ def save_checkpoint(
         os.replace(tmp, step_dir)
         fsync_path(step_dir.parent)
     _barrier()
+
+
+@contextmanager
+def _alone_is_meant() -> Iterator[None]:
+    """DCP warns at every save and load without a process group that it assumes one process:
+    here that is meant (a stage run in one process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        yield
 
 
 def _in_group() -> bool:
@@ -257,7 +269,8 @@ def load_checkpoint(
     """Load a DCP checkpoint written by any number of ranks into this world's models (sharded or
     not) and optimizers; DCP reshards on the way in."""
     state = _state(models, optimizers)
-    dcp.load(state, checkpoint_id=step_dir / SHARDED_DIR, no_dist=not _in_group())
+    with _alone_is_meant():
+        dcp.load(state, checkpoint_id=step_dir / SHARDED_DIR, no_dist=not _in_group())
     for model_name, model, optimizer_name, optimizer in _pairs(models, optimizers):
         set_state_dict(
             model,

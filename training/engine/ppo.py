@@ -220,6 +220,34 @@ def length_parts(
     return [(part, float(response_lengths[part].sum()) / total) for part in parts]
 
 
+def minibatch_parts(
+    minibatch: torch.Tensor,
+    response_lengths: torch.Tensor,
+    split: bool,
+    world: distributed.World,
+) -> list[tuple[torch.Tensor, float]]:
+    """The parts of a minibatch this process backpropagates, each with its weight: in one
+    process `length_parts`; sharded, every world.size-th episode, weighted by its share of the
+    minibatch's response tokens x world.size (FSDP's reduce-scatter divides by world.size), so
+    the gradients the ranks average are the minibatch's."""
+    if not world.sharded:
+        return length_parts(minibatch, response_lengths, split)
+    mine = minibatch[world.rank :: world.size]
+    share = float(response_lengths[mine].sum() / response_lengths[minibatch].sum())
+    return [(mine, share * world.size)]
+
+
+def over_ranks(
+    stats: dict[str, float], world: distributed.World, device: torch.device
+) -> dict[str, float]:
+    """A minibatch's statistics from each rank's (`minibatch_parts`' weights): their mean over the
+    ranks. In one process, `stats` itself."""
+    if not world.sharded:
+        return stats
+    summed = distributed.all_sum_each(stats, device)
+    return defaultdict(float, {name: value / world.size for name, value in summed.items()})
+
+
 @dataclass
 class Models:
     """PPO's networks: the trained policy and value model, the frozen reference and reward model."""
@@ -342,12 +370,8 @@ def ppo_epochs(
             # cpu_fast: the first step backpropagates through the rollout's forwards, whole.
             if first_pass is not None:
                 parts = [(minibatch, 1.0)]
-            elif world.sharded:  # FSDP's reduce-scatter divides by world.size
-                mine = minibatch[world.rank :: world.size]
-                share = float(response_lengths[mine].sum() / response_lengths[minibatch].sum())
-                parts = [(mine, share * world.size)]
             else:
-                parts = length_parts(minibatch, response_lengths, split)
+                parts = minibatch_parts(minibatch, response_lengths, split, world)
             for part, share in parts:
                 part_stats = backward_part(
                     models.policy,
@@ -363,11 +387,7 @@ def ppo_epochs(
                 for name, value in part_stats.items():
                     minibatch_stats[name] += value
             first_pass = rollout.first_pass = None  # the weights are about to change
-            if world.sharded:  # each rank's share x world.size: the mean over ranks
-                summed = distributed.all_sum_each(minibatch_stats, response_lengths.device)
-                minibatch_stats = defaultdict(
-                    float, {name: value / world.size for name, value in summed.items()}
-                )
+            minibatch_stats = over_ranks(minibatch_stats, world, response_lengths.device)
             if ptx_examples:
                 minibatch_stats["loss/ptx"] = ptx_backward(
                     models.policy, ptx_examples, gradient_steps, cfg, pad_token_id, amp, world

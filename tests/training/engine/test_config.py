@@ -185,3 +185,37 @@ def test_several_processes_refuse_what_they_cannot_run(values, keys, message):
             config_class.from_dict({"model_path": "m", "output_dir": "o", **values})
         assert refused.value.keys == keys
     assert SFTConfig.from_dict({"model_path": "m", "output_dir": "o"}).processes is None
+
+
+@pytest.mark.parametrize(
+    ("make", "message", "field"),
+    [
+        (lambda: PPOConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=2, batch_size=6,
+                           mini_batch_size=3), "mini_batch_size (3) must be a multiple of"
+         " processes (2)", "mini_batch_size"),
+        (lambda: PPOConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=3, batch_size=4,
+                           mini_batch_size=4), "batch_size (4) must be a multiple of processes"
+         " (3)", "batch_size"),
+        (lambda: PPOConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=2, compile=True),
+         "compile samples in one process", "processes"),
+        (lambda: PPOConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=2, ptx_coef=0.1,
+                           ptx_batch_size=1), "ptx_batch_size (1) must be at least processes (2)",
+         "processes"),
+        (lambda: CriticFreeConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=2,
+                                  batch_size=1, group_size=3, mini_batch_size=3),
+         "batch_size x group_size (3) must be a multiple of processes (2)", "group_size"),
+    ],
+    ids=["ppo-minibatch", "ppo-batch", "ppo-compile", "ppo-ptx", "critic-free-responses"],
+)  # fmt: skip
+def test_an_online_stage_that_its_processes_cannot_share_is_refused(make, message, field):
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        make()
+    assert field in refused.value.keys
+
+
+def test_critic_free_processes_share_responses_not_prompts():
+    """One prompt x 4 responses is 4 episodes a step: two processes take two each."""
+    cfg = CriticFreeConfig(policy_path="m", reward_model_path="r", output_dir="o", processes=2, batch_size=1,
+                           group_size=4, mini_batch_size=4)  # fmt: skip
+    assert cfg.shared_batch_problem(2) == "" and cfg.shared_batch_problem(4) == ""
+    assert "multiple of processes (3)" in cfg.shared_batch_problem(3)
