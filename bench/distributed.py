@@ -127,8 +127,10 @@ def main() -> None:
                                                         strict=True) if name in a]  # fmt: skip
             worst = max(abs(a - b) for a, b in pairs)
             relative = max(abs(a - b) / max(abs(a), 1e-12) for a, b in pairs)
+            apart = [i + 1 for i, (a, b) in enumerate(pairs) if abs(a - b) > 1e-4]
             print(f"{name}: max |difference| {worst:.2e} (relative {relative:.2e}) over"
-                  f" {len(pairs)} steps; first {pairs[0][0]:.4f}, last {pairs[-1][0]:.4f}")  # fmt: skip
+                  f" {len(pairs)} steps; first {pairs[0][0]:.4f}, last {pairs[-1][0]:.4f};"
+                  f" apart by more than 1e-4 from the {apart[0] if apart else '-'}th")  # fmt: skip
         saved = ["model_dir", "value_model_dir"] if args.stage == "ppo" else ["model_dir"]
         for directory in saved:
             ones = load_file(str(Path(one[directory]) / "model.safetensors"))
