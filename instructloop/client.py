@@ -272,6 +272,8 @@ class Run:
     max_attempts: int
     cancel_requested: bool
     error: str
+    queue: str  # the GPU queue it was sent to; "": the deployment's default (first) one
+    ran_on: str  # the worker (host:pid:task) that took its last attempt
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -363,6 +365,7 @@ class Round:
     policy: str | None
     new_policy: str | None
     config: dict[str, Any]
+    queue: str  # the GPU queue every step's run goes to; "": the default one
     gate: dict[str, Any]
     error: str
     created_at: datetime
@@ -1002,9 +1005,11 @@ class Client:
         *,
         reward_model: str | None = None,
         config: Mapping[str, Any] | None = None,
+        queue: str | None = None,
     ) -> Run:
         """Launch a run (admin): kind sft, reward, ppo, critic_free, dpo or sample; models by
-        name; config checked by the stage's config class (a 400 names a wrong setting)."""
+        name; config checked by the stage's config class (a 400 names a wrong setting); `queue`
+        the GPU queue (GPU type) it runs on, one the server declares (None: its default)."""
         body: dict[str, Any] = {
             "kind": kind,
             "base_model": base_model,
@@ -1012,13 +1017,20 @@ class Client:
         }
         if reward_model is not None:
             body["reward_model"] = reward_model
+        if queue is not None:
+            body["queue"] = queue
         return Run.from_json(self._call("POST", f"projects/{_pid(project)}/runs/", json=body))
 
     def sample(
-        self, project: ProjectRef, model: str, *, config: Mapping[str, Any] | None = None
+        self,
+        project: ProjectRef,
+        model: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        queue: str | None = None,
     ) -> Run:
         """Sample a model version's outputs into ranking tasks (a run of kind sample)."""
-        return self.start_run(project, "sample", model, config=config)
+        return self.start_run(project, "sample", model, config=config, queue=queue)
 
     def cancel_run(self, project: ProjectRef, run_id: int) -> Run:
         url = f"projects/{_pid(project)}/runs/{run_id}/cancel/"
@@ -1054,10 +1066,14 @@ class Client:
         *,
         recipe: str = "instructgpt",
         config: Mapping[str, Any] | None = None,
+        queue: str | None = None,
     ) -> Round:
         """Start the next round (admin) from the policy named: recipe instructgpt, critic_free or
-        iterated_dpo; config keyed by step (reward, ppo, ..., sample, rank_sample, gate, k, ...)."""
-        body = {"policy": policy, "recipe": recipe, "config": dict(config or {})}
+        iterated_dpo; config keyed by step (reward, ppo, ..., sample, rank_sample, gate, k, ...);
+        `queue` the GPU queue every step's run goes to (None: the server's default)."""
+        body: dict[str, Any] = {"policy": policy, "recipe": recipe, "config": dict(config or {})}
+        if queue is not None:
+            body["queue"] = queue
         return Round.from_json(self._call("POST", f"projects/{_pid(project)}/rounds/", json=body))
 
     def cancel_round(self, project: ProjectRef, number: int) -> Round:

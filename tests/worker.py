@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -132,6 +133,19 @@ def purge_queues(queues: str = "cpu,gpu") -> None:
         for queue in queues.split(","):
             channel.queue_declare(queue=queue, durable=True, auto_delete=False)
             channel.queue_purge(queue)
+
+
+def messages_on(queue: str) -> list[tuple[str, list[Any]]]:
+    """The (task name, args) of the messages waiting on broker queue `queue`, taken off it: where
+    a message was really routed (Redis, or the embedded filesystem broker)."""
+    from instructloop.celery import app
+
+    found = []
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            found.append((message.headers["task"], list(message.decode()[0])))
+    return found
 
 
 @pytest.fixture

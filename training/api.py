@@ -346,7 +346,7 @@ class RunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "kind", "status", "config", "base_model", "reward_model", "model_version",
             "step", "total_steps", "attempt", "max_attempts", "cancel_requested", "error",
-            "created_at", "started_at", "finished_at",
+            "queue", "ran_on", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -367,6 +367,23 @@ class RunDetailSerializer(serializers.Serializer):
     )
 
 
+QUEUE_HELP = (
+    "The GPU queue (one per GPU type) {what} sent to: one of the deployment's"
+    " INSTRUCTLOOP_GPU_QUEUES; blank or left out: the first of them. Any other name is a 400"
+    " that lists them."
+)
+
+
+def _queue_field(what: str) -> serializers.CharField:
+    return serializers.CharField(
+        max_length=64,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text=QUEUE_HELP.format(what=what),
+    )
+
+
 class RunStartSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     base_model = serializers.CharField(max_length=120, help_text="The model to train from.")
@@ -379,6 +396,7 @@ class RunStartSerializer(StrictSerializer):
         help_text="The stage's settings (training/engine/config.py); what is left out takes the"
         " stage's default, and the run stores them all.",
     )
+    queue = _queue_field("the run is")
 
 
 class RunListView(generics.ListAPIView):
@@ -417,6 +435,7 @@ class RunListView(generics.ListAPIView):
             created_by=request.user,
             base_model=_model_named(membership.project, data["base_model"]),
             reward_model=_model_named(membership.project, reward_name) if reward_name else None,
+            queue=data["queue"],
         )
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -533,8 +552,8 @@ class RoundSerializer(serializers.ModelSerializer):
     class Meta:
         model = Round
         fields = [
-            "number", "recipe", "status", "stage", "policy", "new_policy", "config", "gate",
-            "error", "created_at", "finished_at",
+            "number", "recipe", "status", "stage", "policy", "new_policy", "config", "queue",
+            "gate", "error", "created_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -559,6 +578,7 @@ class RoundStartSerializer(StrictSerializer):
         " sample, rank_sample), the gate and max_prompts, eval_prompts, k; e.g."
         ' {"reward": {"max_steps": 50}, "ppo": {"lr": 1e-5}, "gate": {"max_kl": 8}, "k": 4}.',
     )
+    queue = _queue_field("every step's run is")
 
 
 class RoundListView(generics.ListAPIView):
@@ -593,6 +613,7 @@ class RoundListView(generics.ListAPIView):
             created_by=request.user,
             config=body.validated_data["config"],
             recipe=body.validated_data["recipe"],
+            queue=body.validated_data["queue"],
         )
         return Response(RoundSerializer(round_).data, status=status.HTTP_201_CREATED)
 

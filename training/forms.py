@@ -51,6 +51,19 @@ class SettingsField(forms.JSONField):
         return "" if value is None else super().prepare_value(value)
 
 
+def _queue_field(form: forms.Form, what: str) -> None:
+    """A GPU queue select (one queue per GPU type), only where the deployment declares more than
+    one; its first option, blank, is the default queue (the run row keeps blank)."""
+    queues = runs.gpu_queues()
+    if len(queues) < 2:
+        del form.fields["queue"]
+        return
+    field = form.fields["queue"]
+    assert isinstance(field, forms.ChoiceField)
+    field.choices = [("", f"{queues[0]} (the default)"), *((q, q) for q in queues[1:])]
+    field.help_text = f"The GPU type {what} on: a worker of that queue takes it."
+
+
 class ConfigForm(forms.Form):
     """A form whose fields and JSON settings become one config; set twice is a form error.
 
@@ -140,6 +153,10 @@ class ConfigForm(forms.Form):
         """The settings to start with (after is_valid())."""
         return self._config
 
+    def gpu_queue(self) -> str:
+        """The GPU queue chosen (after is_valid()); blank, or no select shown: the default one."""
+        return self.cleaned_data.get("queue") or ""
+
 
 def _merge(named: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
     twice = sorted(set(named) & set(extra))
@@ -175,9 +192,10 @@ class RunForm(ConfigForm):
         help_text=SETTINGS_HELP,
         widget=forms.Textarea(attrs={"rows": 3}),
     )
+    queue = forms.ChoiceField(required=False, label="GPU queue")
 
     NAMED = ("max_steps", "lr", "batch_size", "checkpoint_every", "k", "temperature")
-    FIELDS = {**{name: name for name in NAMED}, "total_episodes": "max_steps"}
+    FIELDS = {**{name: name for name in NAMED}, "total_episodes": "max_steps", "queue": "queue"}
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -211,6 +229,7 @@ class RunForm(ConfigForm):
             f" sampled again); blank: the project's K = {project.k}."
         )
         self.fields["k"].widget.attrs["placeholder"] = str(project.k)
+        _queue_field(self, "the run trains")
 
     def clean_settings(self) -> dict[str, Any]:
         return _as_object(self.cleaned_data.get("settings"), "settings")
@@ -318,6 +337,7 @@ class RoundForm(ConfigForm):
         ' "sample": {...}, "rank_sample": {...}}. Checked before the round starts.',
         widget=forms.Textarea(attrs={"rows": 3}),
     )
+    queue = forms.ChoiceField(required=False, label="GPU queue")
 
     STEPS = ("reward", "ppo", "critic_free", "dpo", "baseline", "sample", "rank_sample")
     # step -> {setting: the form field that sets it}; the policy step's fields go to the step of
@@ -332,7 +352,7 @@ class RoundForm(ConfigForm):
     }  # fmt: skip
     FIELDS = {
         **{f"{step}.{key}": field for step, m in STEP_FIELDS.items() for key, field in m.items()},
-        **{key: key for key in ("k", "eval_prompts", "max_prompts", *DEFAULT_GATE)},
+        **{key: key for key in ("k", "eval_prompts", "max_prompts", "queue", *DEFAULT_GATE)},
     }
 
     # field -> the run kinds whose default it shows, and the setting
@@ -362,6 +382,7 @@ class RoundForm(ConfigForm):
                 filter(None, [str(field.help_text), f"Blank: {_defaults_of(kinds, setting)}."])
             )
             field.widget.attrs["placeholder"] = "default"
+        _queue_field(self, "every step of the round trains")
 
     def clean_settings(self) -> dict[str, Any]:
         settings = _as_object(self.cleaned_data.get("settings"), "settings")

@@ -189,6 +189,12 @@ class Round(models.Model):
     )
     recipe = models.CharField(max_length=16, choices=Recipe.choices, default=Recipe.INSTRUCTGPT)
     config = models.JSONField(default=dict, help_text="Per-stage overrides and the gate.")
+    queue = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The GPU queue every step's run is sent to (one per GPU type); blank: the"
+        " default one.",
+    )
     new_policy = models.ForeignKey(
         "labeling.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

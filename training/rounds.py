@@ -104,9 +104,12 @@ def round_start(
     created_by: Any,
     config: dict[str, Any] | None = None,
     recipe: str = Recipe.INSTRUCTGPT,
+    queue: str = "",
 ) -> Round:
     """Start round N+1 from `policy`: its first step trains a reward model on every ranking so far
-    (or, iterated DPO, the new policy itself)."""
+    (or, iterated DPO, the new policy itself). `queue` names the GPU queue every step's run is
+    sent to; blank: the default one."""
+    runs.queue_check(queue)
     config = dict(config or {})
     unknown = set(config) - STAGE_KEYS
     if unknown:
@@ -134,6 +137,7 @@ def round_start(
             stage=RoundStage.REWARD if steps.reward_model else RoundStage.POLICY,
             policy=policy,
             config={**config, "k": k, "gate": gate},
+            queue=queue,
             created_by=created_by,
         )
         if steps.reward_model:
@@ -145,6 +149,7 @@ def round_start(
                 config=config.get("reward", {}),
                 created_by=created_by,
                 base_model=policy,
+                queue=round_.queue,
             )
             _add_step(round_, StepRole.REWARD, run)
         else:
@@ -169,6 +174,7 @@ def _start_policy_step(round_: Round, *, reward_model: ModelVersion | None) -> N
         created_by=round_.created_by,
         base_model=round_.policy,
         reward_model=reward_model,
+        queue=round_.queue,
     )
     _add_step(round_, StepRole.POLICY, run)
 
@@ -373,6 +379,7 @@ def _start_sample_run(
         config={**settings, "k": k, "split": split, "max_prompts": limit, "create_tasks": False},
         created_by=round_.created_by,
         base_model=model,
+        queue=round_.queue,
     )
     _add_step(round_, StepRole.SAMPLE, run)
 
@@ -406,6 +413,7 @@ def _start_sampling(round_: Round, new_policy: ModelVersion, policy_run: Trainin
             config=baseline_settings(round_, policy_run),
             created_by=round_.created_by,
             base_model=round_.policy,
+            queue=round_.queue,
         )
         _add_step(round_, StepRole.BASELINE, run)
 

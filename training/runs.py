@@ -47,6 +47,19 @@ def run_data_size(*, project: Project, kind: str, settings: dict[str, Any]) -> t
     return stage.requires, len(stage.snapshot(project, stage.options_of(settings))[stage.requires])
 
 
+def gpu_queues() -> list[str]:
+    """The GPU queues this deployment declares (INSTRUCTLOOP_GPU_QUEUES); the first is the
+    default, where a run that names none is sent (settings.CELERY_TASK_ROUTES)."""
+    return list(settings.TRAINING_GPU_QUEUES)
+
+
+def queue_check(queue: str) -> None:
+    """A run or round names one of the declared GPU queues, or none (blank: the default)."""
+    if queue and queue not in gpu_queues():
+        message = f"No GPU queue {queue!r:.70}; the queues are {', '.join(gpu_queues())}."
+        raise Invalid(message, details=[{"key": "queue", "error": message}])
+
+
 def run_start(
     *,
     project: Project,
@@ -62,8 +75,7 @@ def run_start(
     with its resolved config, and enqueue it once the transaction commits. A sampling run
     samples the project's K per prompt unless its config says otherwise. `queue` names the GPU
     queue (GPU type) it must run on; blank: the default one."""
-    if queue and queue not in settings.TRAINING_GPU_QUEUES:
-        raise Invalid(f"No GPU queue {queue!r}; the queues are {settings.TRAINING_GPU_QUEUES}.")
+    queue_check(queue)
     stage = stages.stage(kind)
     if kind == TrainingRun.Kind.SAMPLE and isinstance(config, dict) and "k" not in config:
         config = {**config, "k": project.k}

@@ -54,6 +54,7 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
                     created_by=request.user,
                     base_model=form.cleaned_data["base_model"],
                     reward_model=form.cleaned_data["reward_model"],
+                    queue=form.gpu_queue(),
                 )
             except Invalid as exc:
                 form.add_setting_errors(exc)
@@ -146,6 +147,7 @@ def round_list(request: HttpRequest, slug: str) -> HttpResponse:
                     created_by=request.user,
                     config=form.config(),
                     recipe=form.cleaned_data["recipe"],
+                    queue=form.gpu_queue(),
                 )
             except Conflict as exc:
                 error = exc.message

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from instructloop.client import ApiError, Client, ImportResult, JobFailed, Project, Run
 from labeling import queue, services
+from labeling.blinding import SLOTS
 from labeling.models import ModelVersion, Role, Split
 from tests.factories import (
     CompletionFactory,
@@ -27,6 +28,7 @@ from tests.factories import (
     PromptFactory,
     api_key,
     member,
+    ranking_task,
     submitted_demonstration,
 )
 from tests.worker import database_url
@@ -111,6 +113,42 @@ def test_errors_raise_api_error_with_the_servers_message(live_server, world):
     with pytest.raises(ApiError) as unknown:
         client.run(world.pid, 999_999)
     assert (unknown.value.status, unknown.value.detail) == (404, "No such run.")
+
+
+def test_a_script_names_the_gpu_queue_of_a_run_and_of_a_round(live_server, world, settings):
+    settings.TRAINING_GPU_QUEUES = ["gpu", "gpu-big"]
+    now = timezone.now()
+    submitted_demonstration(world.project, world.alice, "An answer.", now)
+    ranking_task(world.project)
+    lease = queue.claim_next(user_id=world.alice.pk, project=world.project, kind="ranking", now=now)
+    entries = [
+        {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
+        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
+    ]
+    services.ranking_submit(lease_id=lease.pk, user_id=world.alice.pk, entries=entries, now=now)
+    client = Client(live_server.url, api_key(world.admin), retries=0)
+
+    run = client.start_run(world.pid, "sft", "tiny-base", config={"max_steps": 1}, queue="gpu-big")
+    assert (run.queue, run.ran_on) == ("gpu-big", "")
+    assert TrainingRun.objects.get(pk=run.id).queue == "gpu-big"
+    assert client.run(world.pid, run.id).queue == "gpu-big"
+    assert client.start_run(world.pid, "sft", "tiny-base", config={"max_steps": 1}).queue == ""
+    with pytest.raises(ApiError) as unknown:
+        client.start_run(world.pid, "sft", "tiny-base", queue="tpu")
+    assert (unknown.value.status, unknown.value.detail) == (
+        400,
+        "No GPU queue 'tpu'; the queues are gpu, gpu-big.",
+    )
+
+    with pytest.raises(ApiError) as unknown_round:
+        client.start_round(world.pid, "tiny-base", queue="tpu")
+    assert unknown_round.value.status == 400 and "gpu, gpu-big" in unknown_round.value.detail
+    round_ = client.start_round(
+        world.pid, "tiny-base", config={"reward": {"max_steps": 1}}, queue="gpu-big"
+    )
+    assert round_.queue == "gpu-big"
+    steps = client.round(world.pid, round_.number).steps
+    assert steps[0].run is not None and steps[0].run.queue == "gpu-big"
 
 
 def test_paged_lists_follow_next_to_the_last_row(live_server, world):

@@ -9,8 +9,15 @@ from labeling import queue, services
 from labeling.blinding import SLOTS
 from labeling.errors import Conflict, Invalid
 from labeling.models import Prompt, Split, Task
-from tests.factories import ModelVersionFactory, PromptFactory, ranking_task
+from tests.factories import (
+    ModelVersionFactory,
+    PromptFactory,
+    ranking_task,
+    submitted_demonstration,
+)
+from tests.worker import messages_on, purge_queues
 from training import loop, rounds, storage
+from training.dispatch import RUN_TASK
 from training.models import Round, RoundStage, RoundStatus, RunMetric, RunStatus, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +102,48 @@ def test_a_round_runs_reward_then_ppo_then_mixed_sampling_and_ab_tasks(
         models = {tc.completion.model_version_id for tc in task.task_completions.all()}
         assert models == {round_.new_policy_id, setup["sft"].pk}
     assert Task.objects.filter(kind="comparison").count() == 2  # one per test prompt
+
+
+def test_every_step_of_a_round_started_on_a_gpu_queue_is_sent_to_that_queue(
+    project, personas, setup, settings, now, django_capture_on_commit_callbacks
+):
+    """Reward model, PPO, the four sampling runs, the compute-matched SFT and its sampling: each
+    run row names the round's queue, and each message went to it on the broker."""
+    settings.TRAINING_GPU_QUEUES = ["gpu", "gpu-big"]
+    purge_queues("gpu,gpu-big")
+    submitted_demonstration(project, personas.alice, "A demonstration for the baseline.", now)
+    with django_capture_on_commit_callbacks(execute=True):
+        round_ = rounds.round_start(
+            project=project, policy=setup["sft"], created_by=personas.admin, queue="gpu-big"
+        )
+        _succeed(round_.reward_run, now, settings)
+        round_.refresh_from_db()
+        _succeed(round_.policy_run, now, settings, metrics=GOOD)
+        round_.refresh_from_db()
+        _succeed(round_.baseline_run, now, settings)
+        for run in round_.runs("sample"):
+            _succeed(run, now, settings, samples=_samples(run))
+    round_.refresh_from_db()
+    assert round_.status == RoundStatus.SUCCEEDED and round_.queue == "gpu-big"
+    steps = TrainingRun.objects.filter(round_step__round=round_)
+    assert sorted(steps.values_list("kind", flat=True)) == sorted(
+        ["reward", "ppo", "sft", *["sample"] * 5]
+    )
+    assert set(steps.values_list("queue", flat=True)) == {"gpu-big"}
+    assert sorted(messages_on("gpu-big")) == sorted(
+        (RUN_TASK, [pk]) for pk in steps.values_list("pk", flat=True)
+    )
+    assert messages_on("gpu") == []
+
+
+def test_a_round_on_an_undeclared_queue_is_refused_before_anything_starts(
+    project, personas, setup, settings
+):
+    settings.TRAINING_GPU_QUEUES = ["gpu", "gpu-big"]
+    with pytest.raises(Invalid, match=r"^No GPU queue 'tpu'; the queues are gpu, gpu-big\.$"):
+        rounds.round_start(project=project, policy=setup["sft"], created_by=personas.admin,
+                           queue="tpu")  # fmt: skip
+    assert not Round.objects.exists() and not TrainingRun.objects.exists()
 
 
 def test_a_rounds_ranking_tasks_keep_the_different_outputs_and_count_prompts_left_without(
