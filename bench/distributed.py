@@ -1,8 +1,9 @@
-"""SFT, the reward model or PPO in N processes (FSDP2; gloo on CPU, NCCL on GPUs) against 1
+"""SFT, the reward model, DPO or PPO in N processes (FSDP2; gloo on CPU, NCCL on GPUs) against 1
 process, same global batch: how far apart the losses, gradient norms, validation losses (PPO:
-rewards, KL, policy and value losses) and final weights are.
+rewards, KL, policy and value losses; DPO: pair accuracies and margins too) and final weights
+are.
 
-    OMP_NUM_THREADS=1 python -m bench.distributed [--stage sft|reward|ppo] [--processes 2]
+    OMP_NUM_THREADS=1 python -m bench.distributed [--stage sft|reward|dpo|ppo] [--processes 2]
         [--steps 20]
 
 The 1-process run is `python -m training.engine STAGE`, the N-process one the same module under
@@ -63,6 +64,9 @@ def job(stage: str, run_dir: Path, model: Path, args: argparse.Namespace) -> dic
     if stage == "reward":
         config |= {"val_min_pairs": 0, "lr": 1e-5}  # the rankings are easy: learned slowly
         data = {"rankings": rankings(args.examples), "demonstrations": demonstrations(16)}
+    if stage == "dpo":
+        config |= {"lr": 1e-5, "beta": 0.1}  # the rankings are easy: learned slowly
+        data = {"rankings": rankings(args.examples)}
     if stage == "ppo":  # model: (SFT, reward model)
         policy, reward = args.ppo_models
         config = {
@@ -97,7 +101,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--stage", choices=["sft", "reward", "ppo"], default="sft")
+    parser.add_argument("--stage", choices=["sft", "reward", "dpo", "ppo"], default="sft")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -117,8 +121,10 @@ def main() -> None:
         print(f"1 process: {one_s:.1f} s; {args.processes} processes: {many_s:.1f} s (wall,"
               " model loads included)")  # fmt: skip
         names = ["train/loss", "train/grad_norm", "val/loss"]
-        if args.stage == "reward":
+        if args.stage in ("reward", "dpo"):
             names += ["train/pair_accuracy", "val/pair_accuracy"]
+        if args.stage == "dpo":
+            names += ["train/margin"]
         if args.stage == "ppo":
             names = ["reward/score", "kl/k1", "loss/policy", "loss/value", "loss/ptx",
                      "policy/approx_kl", "value/explained_variance", "response/length"]  # fmt: skip

@@ -240,7 +240,7 @@ def _log_tail(path: Path, size: int = 4000) -> str:
 
 # The stages that run sharded over several processes (training/engine/distributed.py); the
 # others run in one whatever the worker's setting.
-SHARDED_STAGES = frozenset({"sft", "reward", "ppo", "critic_free"})
+SHARDED_STAGES = frozenset({"sft", "reward", "dpo", "ppo", "critic_free"})
 
 
 def processes_for(job: Job) -> int:

@@ -288,7 +288,7 @@ class RewardConfig(ShardedConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DPOConfig(TrainedModelConfig, FrozenModelConfig):
+class DPOConfig(ShardedConfig, FrozenModelConfig):
     model_path: str  # the policy to tune (usually SFT); it is also the frozen reference
     beta: float = 0.1  # strength of the implicit KL to the reference (Rafailov et al.; TRL: 0.1)
     label_smoothing: float = 0.0  # assumed share of flipped preference labels (0 = plain DPO)
