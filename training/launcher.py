@@ -244,11 +244,26 @@ SHARDED_STAGES = frozenset({"sft", "reward", "dpo", "ppo", "critic_free"})
 
 
 def processes_for(job: Job) -> int:
-    """How many processes train the run: its config's `processes`, else the worker's setting."""
+    """How many processes train the run: its config's `processes`, else the worker's setting
+    when the run can train in that many (LoRA trains in one; an online stage's batches must
+    split evenly), else one."""
     if job.kind not in SHARDED_STAGES:
         return 1
     asked = job.config.get("processes")
-    return int(asked) if asked is not None else settings.TRAINING_PROCESSES
+    if asked is not None:
+        return int(asked)
+    worker = int(settings.TRAINING_PROCESSES)
+    if worker > 1 and not _can_share(job, worker):
+        return 1
+    return worker
+
+
+def _can_share(job: Job, processes: int) -> bool:
+    try:
+        stages.stage(job.kind).config_class.from_dict({**job.config, "processes": processes})
+    except ValueError:  # ConfigError: why not (LoRA, a batch the processes cannot split)
+        return False
+    return True
 
 
 def run_in_subprocess(job: Job, beat: Heartbeat) -> dict[str, Any]:

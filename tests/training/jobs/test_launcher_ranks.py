@@ -156,3 +156,26 @@ def test_a_cancel_stops_every_rank(project, personas, toy):
         assert not Path(f"/proc/{pid}").exists()
     run.refresh_from_db()
     assert run.status == "cancelled" and run.step < 400
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "expected"),
+    [
+        ("sft", {"batch_size": 4}, 2),
+        ("sft", {"batch_size": 4, "lora_rank": 4}, 1),  # LoRA trains in one process
+        ("ppo", {"batch_size": 6, "mini_batch_size": 3}, 1),  # a minibatch 2 cannot split
+        ("ppo", {"batch_size": 8, "mini_batch_size": 4}, 2),
+        ("ppo", {"batch_size": 8, "mini_batch_size": 4, "processes": 1}, 1),  # the run's word
+        ("sample", {}, 1),  # sampling runs in one process
+    ],
+)
+def test_a_worker_set_to_two_processes_uses_them_where_the_run_can(
+    settings, tmp_path, kind, config, expected
+):
+    """INSTRUCTLOOP_TRAINING_PROCESSES is the worker's default, not an order: a run whose config
+    cannot train in that many (and names no number itself) trains in one."""
+    settings.TRAINING_PROCESSES = 2
+    paths = {"sft": {"model_path": "m"}, "ppo": {"policy_path": "m", "reward_model_path": "r"},
+             "sample": {"model_path": "m"}}[kind]  # fmt: skip
+    job = launcher.Job(kind, {"output_dir": "o", **paths, **config}, {}, tmp_path)
+    assert launcher.processes_for(job) == expected
