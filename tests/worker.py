@@ -76,9 +76,15 @@ class WorkerProcess:
 
 
 def start_worker(
-    *, env: Mapping[str, str], log_path: Path, queues: str = "cpu,gpu", timeout: float = 90
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    queues: str = "cpu,gpu",
+    timeout: float = 90,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> WorkerProcess:
-    """Start a solo-pool worker on `queues` with `env`, and return once it is ready."""
+    """Start a solo-pool worker on `queues` with `env`, and return once it is ready. wrap: the
+    command as a host runs it (tests/netns.py: inside its network namespace)."""
     command = [
         sys.executable,
         "-m",
@@ -98,6 +104,8 @@ def start_worker(
         "-n",
         f"test-{uuid.uuid4().hex[:8]}@%h",
     ]
+    if wrap is not None:
+        command = wrap(command)
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT

@@ -1,7 +1,9 @@
 """Several GPU worker nodes: real Celery workers (subprocesses) that share only PostgreSQL, the
 Redis broker and an S3 bucket (moto's server, spoken to over HTTP); each "host" has its own
-INSTRUCTLOOP_VAR_DIR (model root, run folders, artifact cache). Also the settings for long GPU
-jobs: a named queue per GPU type, and a soft time limit on an attempt.
+INSTRUCTLOOP_VAR_DIR (model root, run folders, artifact cache) and, where this machine allows it
+(Linux, root), its own network namespace (tests/netns.py): it reaches PostgreSQL, Redis and the
+bucket only over its veth link, not through this machine's loopback. Also the settings for long
+GPU jobs: a named queue per GPU type, and a soft time limit on an attempt.
 
 What is shown elsewhere and not repeated here: a message delivered twice runs once
 (tests/training/jobs/test_runs.py::test_a_redelivered_message_does_not_run_a_job_twice_at_once),
@@ -12,8 +14,11 @@ test_a_killed_workers_message_comes_back_after_the_visibility_timeout)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
@@ -22,6 +27,7 @@ from django.utils import timezone
 from labeling import queue, services
 from labeling.blinding import SLOTS
 from labeling.models import ModelVersion
+from tests import netns
 from tests.factories import PromptFactory, ranking_task, submitted_demonstration
 from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from tests.worker import WorkerProcess, database_url, purge_queues, start_worker, wait_until
@@ -52,25 +58,40 @@ def bucket(settings, s3_bucket, s3_endpoint):  # noqa: F811 - fixtures
 
 @dataclass(frozen=True)
 class Host:
-    """A worker host: its own var folder (models, runs, cache); the bucket, database and broker
-    are all it shares with the others."""
+    """A worker host: its own var folder (models, runs, cache) and network namespace (where
+    there is one); the bucket, database and broker are all it shares with the others."""
 
     name: str
     var: Path
     env: dict[str, str]
+    network: netns.Namespace | None = None
 
     def start(self, queues: str = "gpu") -> WorkerProcess:
-        return start_worker(
-            env=self.env, log_path=self.var.parent / f"{self.name}.log", queues=queues
-        )
+        worker = start_worker(
+            env=self.env, log_path=self.var.parent / f"{self.name}.log", queues=queues,
+            wrap=self.network.command if self.network else None,
+        )  # fmt: skip
+        if self.network is not None:  # the worker itself, not only its URLs, is inside
+            theirs = os.readlink(f"/proc/{worker.process.pid}/ns/net")
+            assert theirs != os.readlink("/proc/self/ns/net"), "the worker is not in its namespace"
+        return worker
 
     def files(self) -> set[str]:
         return {p.relative_to(self.var).as_posix() for p in self.var.rglob("*") if p.is_file()}
 
 
+NO_NAMESPACES = netns.unavailable()
+SERVICES = ("DATABASE_URL", "CELERY_BROKER_URL", "INSTRUCTLOOP_ARTIFACTS_ENDPOINT_URL")
+
+
 @pytest.fixture
-def hosts(transactional_db, bucket, settings, tmp_path) -> tuple[Host, Host]:
+def hosts(transactional_db, bucket, settings, tmp_path) -> Iterator[tuple[Host, Host]]:
     purge_queues("cpu,gpu,gpu-big")
+    with ExitStack() as stack:
+        yield _hosts(stack, settings, tmp_path)
+
+
+def _hosts(stack: ExitStack, settings, tmp_path: Path) -> tuple[Host, Host]:
     made = []
     for name in ("host-a", "host-b"):
         var = tmp_path / name / "var"
@@ -88,7 +109,13 @@ def hosts(transactional_db, bucket, settings, tmp_path) -> tuple[Host, Host]:
             OMP_NUM_THREADS="1",
         )
         env.pop("INSTRUCTLOOP_ARTIFACT_CACHE", None)
-        made.append(Host(name, var, env))
+        network = None
+        if NO_NAMESPACES is None:  # the services by the link's address, through relays
+            network = stack.enter_context(netns.namespace())
+            for key in SERVICES:
+                if key in env:
+                    env[key] = network.url(env[key])
+        made.append(Host(name, var, env, network))
     settings.TRAINING_GPU_QUEUES = ["gpu", "gpu-big"]
     # The test process is the web host: its own folders, the same bucket.
     settings.MODEL_ROOT = tmp_path / "web" / "models"
@@ -96,6 +123,22 @@ def hosts(transactional_db, bucket, settings, tmp_path) -> tuple[Host, Host]:
     settings.ARTIFACT_CACHE = tmp_path / "web" / "cache"
     settings.MODEL_ROOT.mkdir(parents=True)
     return made[0], made[1]
+
+
+def test_each_host_reaches_the_services_only_over_its_own_link(hosts):
+    """In its namespace a host cannot open this machine's PostgreSQL, Redis or S3 port on the
+    loopback; it can at its gateway, where the relay is. (No worker is started.)"""
+    if NO_NAMESPACES is not None:
+        pytest.skip(f"no network namespaces here: {NO_NAMESPACES}")
+    for host in hosts:
+        assert host.network is not None
+        for key in SERVICES:
+            url = urlsplit(host.env[key])
+            assert url.hostname == host.network.gateway, (key, host.env[key])
+            assert url.port is not None
+            assert host.network.reaches(url.hostname, url.port), (host.name, key)
+            assert not host.network.reaches("127.0.0.1", url.port), (host.name, key)
+    assert hosts[0].network.gateway != hosts[1].network.gateway  # type: ignore[union-attr]
 
 
 def _published_toy(project, tmp_path, *, kind: str = "base") -> ModelVersion:
