@@ -10,7 +10,7 @@ says why not.
 
 from __future__ import annotations
 
-import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -47,6 +47,7 @@ class Relay:
 
     def __init__(self, host: str, port: int) -> None:
         self.port = port
+        self.open: list[socket.socket] = []
         self.server = socket.create_server((host, port))
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -63,6 +64,7 @@ class Relay:
                 client.close()
                 continue
             upstream.settimeout(None)
+            self.open += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
@@ -75,7 +77,12 @@ class Relay:
             sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        """Stop listening and cut every relayed connection (its threads end with it)."""
         self.server.close()
+        for connection in self.open:
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
 
 
 @dataclass
@@ -115,7 +122,7 @@ def namespace() -> Iterator[Namespace]:
     that run at the same time pick other ones); removed on exit, with its link and relays."""
     tag = uuid.uuid4().hex[:8]
     name, outer, inner = f"il-{tag}", f"il{tag}a", f"il{tag}b"
-    block = random.randrange(0, 65536, 4)
+    block = secrets.randbelow(16384) * 4  # not `random`: tests reseed it
     gateway = f"10.231.{block // 256}.{block % 256 + 1}"
     inside = f"10.231.{block // 256}.{block % 256 + 2}"
     _ip("netns", "add", name)
