@@ -55,11 +55,10 @@ from training.engine.lm import (
 )
 from training.engine.losses import kl_k3, kl_penalty, masked_mean, policy_loss_with_kl
 from training.engine.optim import clip_grad
-from training.engine.ppo import minibatch_parts, over_ranks, ptx_backward
+from training.engine.ppo import minibatch_parts, over_ranks, ptx_backward, start_online
 from training.engine.precision import (
     Amp,
     Precision,
-    resolve_device,
     resolve_precision,
     seed_everything,
 )
@@ -309,17 +308,10 @@ def run(
     on_progress: ProgressFn | None = None,
     reward_fn: RewardFn | None = None,
 ) -> dict:
-    if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
-        return result
-    if (reward_fn is None) == (cfg.reward_model_path is None):
-        raise ValueError("critic-free RL needs exactly one of cfg.reward_model_path and reward_fn")
-    with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
-        world,
-        device,
-    ):
-        if problem := cfg.shared_batch_problem(world.size):
-            raise ValueError(f"critic-free RL in {world.size} processes: {problem}")
-        return _train(cfg, data, world, device, on_progress, reward_fn)
+    return start_online(
+        "critic-free RL", cfg, reward_fn,
+        lambda world, device: _train(cfg, data, world, device, on_progress, reward_fn),
+    )  # fmt: skip
 
 
 def _train(

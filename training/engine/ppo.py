@@ -559,17 +559,32 @@ def run(
     on_progress: ProgressFn | None = None,
     reward_fn: RewardFn | None = None,
 ) -> dict:
+    return start_online(
+        "PPO", cfg, reward_fn,
+        lambda world, device: _train(cfg, data, world, device, on_progress, reward_fn),
+    )  # fmt: skip
+
+
+def start_online(
+    name: str,
+    cfg: PPOConfig | CriticFreeConfig,
+    reward_fn: RewardFn | None,
+    train: Callable[[distributed.World, torch.device], dict],
+) -> dict:
+    """How an online stage (PPO, critic-free RL) starts: a finished run's result as it is; one
+    source of reward; then `train` in this process's place in the group, once the config is
+    known to split its batches over the group."""
     if (result := checkpoint.finished_result(cfg.output_dir)) is not None:
         return result
     if (reward_fn is None) == (cfg.reward_model_path is None):
-        raise ValueError("PPO needs exactly one of cfg.reward_model_path and reward_fn")
+        raise ValueError(f"{name} needs exactly one of cfg.reward_model_path and reward_fn")
     with distributed.process_group(resolve_device(cfg.device), cfg.collective_timeout_s) as (
         world,
         device,
     ):
         if problem := cfg.shared_batch_problem(world.size):
-            raise ValueError(f"PPO in {world.size} processes: {problem}")
-        return _train(cfg, data, world, device, on_progress, reward_fn)
+            raise ValueError(f"{name} in {world.size} processes: {problem}")
+        return train(world, device)
 
 
 def _train(
