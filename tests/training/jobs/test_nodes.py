@@ -125,6 +125,7 @@ def _hosts(stack: ExitStack, settings, tmp_path: Path) -> tuple[Host, Host]:
     return made[0], made[1]
 
 
+@pytest.mark.worker  # the services a worker host reaches: PostgreSQL and Redis
 def test_each_host_reaches_the_services_only_over_its_own_link(hosts):
     """In its namespace a host cannot open this machine's PostgreSQL, Redis or S3 port on the
     loopback; it can at its gateway, where the relay is. (No worker is started.)"""
