@@ -382,10 +382,17 @@ else:
     # meanwhile; the run row's lease (training/loop.py) makes that copy a no-op ("skipped"). Beat
     # re-sends a run whose lease lapsed within a lease and 30 s anyway, so this only bounds how
     # long a dead worker's message lingers.
+    _visibility = env_int(
+        "INSTRUCTLOOP_BROKER_VISIBILITY_SECONDS", 4 * TRAINING_LEASE_SECONDS, minimum=2
+    )
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int(
-            "INSTRUCTLOOP_BROKER_VISIBILITY_SECONDS", 4 * TRAINING_LEASE_SECONDS, minimum=2
-        )
+        "visibility_timeout": _visibility,
+        # kombu looks for such messages every interval x throttle seconds, 10 x 10 by default: a
+        # dead worker's message then came back up to 100 s after its timeout. One look every
+        # quarter of the timeout (at most every 10 s, a single Redis range read) brings it back
+        # within a quarter timeout of it.
+        "unacked_restore_interval": max(1, min(10, _visibility // 4)),
+        "unacked_restore_throttle": 1,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
