@@ -44,6 +44,33 @@ def test_a_prompt_given_k_times_gets_k_continuations_decoded_without_eos_or_pad(
     assert all(tokenizer.eos_token not in t and tokenizer.pad_token not in t for t in texts)
 
 
+@pytest.mark.slow  # trains a model on CPU
+def test_a_part_of_a_batch_samples_what_those_rows_sample_in_the_whole_batch(sft_model_dir):
+    """A process's share of a batch (every second prompt) draws the random numbers its rows
+    draw in the whole batch, and pads its prompts as the whole batch does: the same responses,
+    whichever rows end first (each part stops when its own rows have ended)."""
+    tokenizer = load_tokenizer(sft_model_dir)
+    model = freeze(load_causal_lm(sft_model_dir, tokenizer, CPU))
+    ids = encode_prompts(tokenizer, questions(6), 64)
+    draw = partial(BuiltinSampler(model, tokenizer, AMP).generate, ids, max_new_tokens=16,
+                   temperature=1.0, seed=5)  # fmt: skip
+    prompts, whole = draw()
+    assert len(set(whole.response_mask.sum(1).tolist())) > 1  # rows end at different lengths
+    for index in range(2):
+        part_prompts, part = draw(part=(index, 2))
+        assert torch.equal(part_prompts["input_ids"], prompts["input_ids"][index::2])
+        width = part.tokens.shape[1]
+        assert torch.equal(part.tokens, whole.tokens[index::2, :width])
+        assert torch.equal(part.response_mask, whole.response_mask[index::2, :width])
+        assert not whole.response_mask[index::2, width:].any()  # nothing cut off
+    # Those prompts sampled as a batch of their own draw other numbers: other responses.
+    _, alone = BuiltinSampler(model, tokenizer, AMP).generate(
+        ids[1::2], max_new_tokens=16, temperature=1.0, seed=5
+    )
+    width = min(alone.tokens.shape[1], whole.tokens.shape[1])
+    assert not torch.equal(alone.tokens[:, :width], whole.tokens[1::2, :width])
+
+
 def test_auto_is_the_builtin_sampler_except_on_cuda_with_vllm_installed(monkeypatch):
     for installed in (False, True):
         monkeypatch.setattr(sampler, "vllm_installed", lambda installed=installed: installed)
