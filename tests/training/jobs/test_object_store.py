@@ -248,16 +248,25 @@ def test_a_sampling_run_killed_on_one_node_goes_on_from_its_samples_in_the_bucke
     )  # fmt: skip
     store = storage._run_store()
     pattern = f"{store.root}/{storage.run_key(run)}/samples/lines-*/manifest.json"
+    local = storage.run_dir(run) / storage.SAMPLES
     killed: list[int] = []
 
     def kill_after_the_first_upload() -> None:
+        """Hold A's engine still (SIGSTOP) once it has written two batches, so it cannot finish
+        while its worker is still uploading what it reported (the engine reports a batch after
+        writing it: the first is reported); kill it once that upload is in the bucket."""
         deadline = time.monotonic() + 120
+        stopped: list[int] = []
         while time.monotonic() < deadline and not killed:
-            if store.fs.glob(pattern):
+            if not stopped and local.is_file() and local.read_bytes().count(b"\n") >= 4:
                 for pid in _engine_children():
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            if stopped and store.fs.glob(pattern):
+                for pid in stopped:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_after_the_first_upload)
     killer.start()
