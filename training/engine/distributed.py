@@ -92,6 +92,10 @@ def process_group(device: torch.device, timeout_s: float) -> Iterator[tuple[Worl
     )
     try:
         yield world, device
+        # Leave together: a rank that tears its group down while another still works (rank 0
+        # saving the model) was seen to abort in gloo's threads ("terminate called without an
+        # active exception"). Not after an error: the others may never reach it.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
