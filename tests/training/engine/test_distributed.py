@@ -72,9 +72,13 @@ def run_torchrun(run_dir: Path, processes: int = 2, stage: str = "sft") -> dict:
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved model directory's safetensors files."""
     from safetensors.torch import load_file
 
-    return load_file(str(model_dir / "model.safetensors"))
+    found: dict[str, torch.Tensor] = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        found |= load_file(str(path))
+    return found
 
 
 def test_two_processes_give_the_losses_and_weights_of_one(model_dir, tmp_path):
@@ -309,22 +313,12 @@ def test_ppo_in_two_processes_gives_the_losses_and_weights_of_one(ppo_models, pp
     assert all(e["response/eos_rate"] > 0 for e in one["history"]), lengths
     assert all(length < 12 for length in lengths), lengths
     for saved in ("model_dir", "value_model_dir"):
-        ones, twos = weights_any(Path(one[saved])), weights_any(Path(two[saved]))
+        ones, twos = weights(Path(one[saved])), weights(Path(two[saved]))
         assert ones.keys() == twos.keys()
         for name, tensor in ones.items():
             torch.testing.assert_close(twos[name], tensor, atol=1e-3, rtol=0)
-    start = weights_any(ppo_models[0])
-    assert any(not torch.equal(start[n], t) for n, t in weights_any(Path(two["model_dir"])).items())
-
-
-def weights_any(model_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a saved model directory's safetensors files."""
-    from safetensors.torch import load_file
-
-    found: dict[str, torch.Tensor] = {}
-    for path in sorted(model_dir.glob("*.safetensors")):
-        found |= load_file(str(path))
-    return found
+    start = weights(ppo_models[0])
+    assert any(not torch.equal(start[n], t) for n, t in weights(Path(two["model_dir"])).items())
 
 
 def test_a_ppo_checkpoint_written_by_one_process_resumes_in_two(ppo_models, ppo_in_one, tmp_path):
@@ -340,7 +334,7 @@ def test_a_ppo_checkpoint_written_by_one_process_resumes_in_two(ppo_models, ppo_
 
     assert_same_ppo_history(ppo_in_one, resumed)  # steps 1-2 from the checkpoint, 3 trained
     for saved in ("model_dir", "value_model_dir"):
-        ones, twos = weights_any(Path(ppo_in_one[saved])), weights_any(Path(resumed[saved]))
+        ones, twos = weights(Path(ppo_in_one[saved])), weights(Path(resumed[saved]))
         for name, tensor in ones.items():
             torch.testing.assert_close(twos[name], tensor, atol=1e-3, rtol=0)
 
@@ -374,7 +368,7 @@ def test_critic_free_rl_in_two_processes_gives_the_losses_of_one(ppo_models, tmp
                     f"step {mine['step']} {name}: 1 process {mine[name]}, 2 {theirs[name]}"
                 )
     assert one["history"][0]["reward/group_std"] > 0  # the groups had something to learn from
-    ones, twos = weights_any(Path(one["model_dir"])), weights_any(Path(two["model_dir"]))
+    ones, twos = weights(Path(one["model_dir"])), weights(Path(two["model_dir"]))
     for name, tensor in ones.items():
         torch.testing.assert_close(twos[name], tensor, atol=1e-3, rtol=0)
 
