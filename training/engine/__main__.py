@@ -79,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit(code: int) -> None:
     """Leave without the interpreter's teardown when this is one of several ranks. Everything
-    the stage writes is on disk by now (outcome and checkpoints are atomic, progress unbuffered);
-    what remains are gloo's native threads and work objects that hold tensors, whose destructors
-    at finalization can abort the process ("terminate called without an active exception", seen
-    in CI on a rank that had finished). A SIGABRT there would fail a run that succeeded, or name
-    a signal instead of the exception that failed it. A world of one exits normally."""
+    the stage writes is on disk by now (outcome and checkpoints are atomic, progress unbuffered).
+    What remains is the gloo process group: FSDP2 keeps it referenced after
+    destroy_process_group, so its native threads and the work objects that hold tensors are
+    destroyed at interpreter finalization, which can abort the process ("terminate called without
+    an active exception", seen in CI on a rank that had finished). A SIGABRT there would fail a
+    run that succeeded, or name a signal instead of the exception that failed it. A world of one
+    exits normally."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
         sys.stderr.flush()
