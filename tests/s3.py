@@ -3,8 +3,10 @@ bucket per test. Nothing is mocked inside our code or s3fs: they speak HTTP to i
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,3 +39,15 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
     fs.mkdir(bucket)
     return f"s3://{bucket}"
+
+
+def listed(fs: Any, pattern: str, *, tries: int = 40) -> list[str]:
+    """`fs.glob(pattern)` while a worker publishes into the bucket: its mirror deletes the older
+    copies of what it has just published, and s3fs's glob raises FileNotFoundError when a
+    folder it listed is gone before its walk reaches it. Then it looks again."""
+    for _ in range(tries - 1):
+        try:
+            return list(fs.glob(pattern))
+        except FileNotFoundError:
+            time.sleep(0.05)
+    return list(fs.glob(pattern))

@@ -29,7 +29,7 @@ from labeling.blinding import SLOTS
 from labeling.models import ModelVersion
 from tests import netns
 from tests.factories import PromptFactory, ranking_task, submitted_demonstration
-from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.s3 import listed, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from tests.worker import WorkerProcess, database_url, purge_queues, start_worker, wait_until
 from training import launcher, rounds, runs, storage
 from training.models import RunMetric, RunStatus, TrainingRun
@@ -279,7 +279,7 @@ def test_a_worker_killed_mid_run_is_picked_up_by_another_host_from_the_buckets_c
         )  # fmt: skip
         store = storage._run_store()
         checkpoints = f"{store.root}/{storage.run_key(run)}/checkpoints/step-*/manifest.json"
-        wait_until(lambda: store.fs.glob(checkpoints), timeout=180, interval=0.1)
+        wait_until(lambda: listed(store.fs, checkpoints), timeout=180, interval=0.1)
         # B is up and idle before A dies: "a run goes to whichever is free".
         second = b.start()
         wait_until(
@@ -287,7 +287,9 @@ def test_a_worker_killed_mid_run_is_picked_up_by_another_host_from_the_buckets_c
         )
         first.process.kill()
         first.process.wait()
-        in_bucket = max(int(p.split("step-")[1].split("/")[0]) for p in store.fs.glob(checkpoints))
+        in_bucket = max(
+            int(p.split("step-")[1].split("/")[0]) for p in listed(store.fs, checkpoints)
+        )
         # No beat here (B's own start-up requeue ran while A held the lease): its job, run once
         # the lease lapsed, as beat runs it every INSTRUCTLOOP_REQUEUE_EVERY_SECONDS.
         from training.tasks import requeue_stale_runs

@@ -8,6 +8,7 @@ nothing is registered."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from labeling.models import ModelVersion
 from tests.factories import submitted_demonstration
-from tests.s3 import s3_bucket, s3_endpoint  # noqa: F401 - fixtures
+from tests.s3 import listed, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from training import launcher, runs, storage
 from training.models import RunMetric, TrainingRun
 
@@ -174,7 +175,7 @@ def test_a_run_whose_engine_was_killed_resumes_on_another_node_from_the_bucket(
     def kill_after_the_first_checkpoint_upload() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            if store.fs.glob(f"{prefix}/step-*/manifest.json"):
+            if listed(store.fs, f"{prefix}/step-*/manifest.json"):
                 for pid in _engine_children():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -187,8 +188,8 @@ def test_a_run_whose_engine_was_killed_resumes_on_another_node_from_the_bucket(
     run.refresh_from_db()
     assert killed and run.status == "queued", run.error
     assert "Killed by SIGKILL" in run.error
-    in_bucket = sorted(int(p.rsplit("step-", 1)[1].split("/")[0]) for p in store.fs.glob(
-        f"{prefix}/step-*/manifest.json"
+    in_bucket = sorted(int(p.rsplit("step-", 1)[1].split("/")[0]) for p in listed(
+        store.fs, f"{prefix}/step-*/manifest.json"
     ))  # fmt: skip
     assert in_bucket and in_bucket[-1] < 100
 
@@ -257,16 +258,21 @@ def test_a_sampling_run_killed_on_one_node_goes_on_from_its_samples_in_the_bucke
         writing it: the first is reported); kill it once that upload is in the bucket."""
         deadline = time.monotonic() + 120
         stopped: list[int] = []
-        while time.monotonic() < deadline and not killed:
-            if not stopped and local.is_file() and local.read_bytes().count(b"\n") >= 4:
-                for pid in _engine_children():
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-            if stopped and store.fs.glob(pattern):
-                for pid in stopped:
+        try:
+            while time.monotonic() < deadline and not killed:
+                if not stopped and local.is_file() and local.read_bytes().count(b"\n") >= 4:
+                    for pid in _engine_children():
+                        os.kill(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                if stopped and listed(store.fs, pattern):
+                    for pid in stopped:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                time.sleep(0.01)
+        finally:  # never leave an engine stopped: the run would wait for it until the timeout
+            for pid in set(stopped) - set(killed):
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_after_the_first_upload)
     killer.start()
@@ -274,7 +280,7 @@ def test_a_sampling_run_killed_on_one_node_goes_on_from_its_samples_in_the_bucke
     killer.join()
     run.refresh_from_db()
     assert killed and run.status == "queued", run.error
-    uploaded = max(int(p.split("lines-")[1].split("/")[0]) for p in store.fs.glob(pattern))
+    uploaded = max(int(p.split("lines-")[1].split("/")[0]) for p in listed(store.fs, pattern))
     lines = 2 * len(run.dataset["prompts"])  # K = 2 per prompt, 2 samples a batch
     assert 0 < uploaded < lines
 
