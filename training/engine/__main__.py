@@ -25,6 +25,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from training.engine.distributed import world_from_env
 from training.engine.jobfile import (
     JOB_FILE,
     OUTCOME_FILE,
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if progress is not None:
             progress.write(progress_line(step, total_steps, metrics))
 
-    rank = int(os.environ.get("RANK", "0"))
+    rank = world_from_env().rank
     job = json.loads((args.run_dir / JOB_FILE).read_text())
     try:
         stage = importlib.import_module(f"training.engine.{args.kind}")
@@ -86,7 +87,7 @@ def _exit(code: int) -> None:
     an active exception", seen in CI on a rank that had finished). A SIGABRT there would fail a
     run that succeeded, or name a signal instead of the exception that failed it. A world of one
     exits normally."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_from_env().sharded:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
