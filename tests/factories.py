@@ -133,6 +133,25 @@ def submitted_demonstration(
                                         text=text, created_at=now)  # fmt: skip
 
 
+def submitted_ranking(project: Project, labeler, now, *, likert: int = 4, flags=()):
+    """A new ranking task, and a ranking the labeler claims (the next ranking task in the queue)
+    and submits through the queue: every output ranked in the order shown, each rated `likert`
+    and flagged `flags`."""
+    from labeling import queue, services
+    from labeling.blinding import SLOTS
+
+    ranking_task(project)
+    lease = queue.claim_next(user_id=labeler.pk, project=project, kind="ranking", now=now)
+    entries = [
+        {"completion": slot, "rank": i + 1, "likert": likert, "flags": list(flags)}
+        for i, slot in enumerate(SLOTS[: len(lease.shown_order)])
+    ]
+    ranking, _ = services.ranking_submit(
+        lease_id=lease.pk, user_id=labeler.pk, entries=entries, now=now
+    )
+    return ranking
+
+
 def api_key(user, *, lifetime=None) -> str:
     """The key of a new API token of `user` (never expiring unless `lifetime` says otherwise)."""
     return api_token_issue(user_id=user.pk, name="test", now=timezone.now(), lifetime=lifetime).key

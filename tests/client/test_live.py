@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from instructloop.client import ApiError, Client, ImportResult, JobFailed, Project, Run
 from labeling import queue, services
-from labeling.blinding import SLOTS
 from labeling.models import ModelVersion, Role, Split
 from tests.factories import (
     CompletionFactory,
@@ -28,8 +27,8 @@ from tests.factories import (
     PromptFactory,
     api_key,
     member,
-    ranking_task,
     submitted_demonstration,
+    submitted_ranking,
 )
 from tests.worker import database_url
 from training.models import RunStatus, TrainingRun
@@ -119,13 +118,7 @@ def test_a_script_names_the_gpu_queue_of_a_run_and_of_a_round(live_server, world
     settings.TRAINING_GPU_QUEUES = ["gpu", "gpu-big"]
     now = timezone.now()
     submitted_demonstration(world.project, world.alice, "An answer.", now)
-    ranking_task(world.project)
-    lease = queue.claim_next(user_id=world.alice.pk, project=world.project, kind="ranking", now=now)
-    entries = [
-        {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-    ]
-    services.ranking_submit(lease_id=lease.pk, user_id=world.alice.pk, entries=entries, now=now)
+    submitted_ranking(world.project, world.alice, now)
     client = Client(live_server.url, api_key(world.admin), retries=0)
 
     run = client.start_run(world.pid, "sft", "tiny-base", config={"max_steps": 1}, queue="gpu-big")

@@ -29,6 +29,7 @@ from tests.factories import (
     PromptFactory,
     member,
     ranking_task,
+    submitted_ranking,
 )
 from tests.training.jobs.test_rounds import GOOD, _samples, _succeed
 from training import storage
@@ -64,13 +65,7 @@ def judged_project(transactional_db, settings, tmp_path):
     alice = member(project, "alice_labeler")
     sft = ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
     old = ModelVersionFactory(project=project, name="sft-old", kind="sft", path="sft")
-    ranking_task(project)
-    lease = queue.claim_next(user_id=alice.pk, project=project, kind="ranking", now=now)
-    entries = [
-        {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
-        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-    ]
-    services.ranking_submit(lease_id=lease.pk, user_id=alice.pk, entries=entries, now=now)
+    submitted_ranking(project, alice, now, likert=5)
     PromptFactory.create_batch(3, project=project, split=Split.TRAIN)
     for prompt in PromptFactory.create_batch(2, project=project, split=Split.TEST):
         for model in (sft, old):

@@ -24,11 +24,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from labeling import queue, services
-from labeling.blinding import SLOTS
 from labeling.models import ModelVersion
 from tests import netns
-from tests.factories import PromptFactory, ranking_task, submitted_demonstration
+from tests.factories import PromptFactory, submitted_demonstration, submitted_ranking
 from tests.s3 import listed, s3_bucket, s3_endpoint  # noqa: F401 - fixtures
 from tests.worker import WorkerProcess, database_url, purge_queues, start_worker, wait_until
 from training import launcher, rounds, runs, storage
@@ -210,14 +208,7 @@ def test_an_attempt_past_the_time_limit_fails_with_the_reason_and_is_not_retried
 
 
 def _ranking(project, personas) -> None:
-    ranking_task(project)
-    now = timezone.now()
-    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
-    entries = [
-        {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
-        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-    ]
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    submitted_ranking(project, personas.alice, timezone.now(), likert=5)
 
 
 @pytest.mark.worker

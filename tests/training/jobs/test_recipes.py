@@ -7,10 +7,13 @@ import pytest
 from django.test import Client
 
 from labeling import queue, services
-from labeling.blinding import SLOTS
 from labeling.errors import Invalid
 from labeling.models import Completion, Task
-from tests.factories import ModelVersionFactory, ranking_task, submitted_demonstration
+from tests.factories import (
+    ModelVersionFactory,
+    submitted_demonstration,
+    submitted_ranking,
+)
 from tests.training.jobs.test_rounds import GOOD, _samples, _succeed
 from tests.training.jobs.test_rounds import setup as setup  # noqa: F401 - the fixture
 from training import rounds, selectors, stages
@@ -210,11 +213,7 @@ def test_settings_for_a_step_the_recipe_lacks_are_refused_before_anything_runs(
 def test_the_round_form_sends_the_policy_fields_to_the_recipes_step(
     project, personas, demonstrations, now
 ):
-    ranking_task(project)  # a second ranking: the form refuses a round on one
-    lease = queue.claim_next(user_id=personas.bob.pk, project=project, kind="ranking", now=now)
-    entries = [{"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-               for i, c in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.bob.pk, entries=entries, now=now)
+    submitted_ranking(project, personas.bob, now)  # a second: the form refuses a round on one
     client = Client()
     client.force_login(personas.admin)
     form = {"policy": demonstrations["sft"].pk, "max_prompts": 8, "min_eos_rate": 0.5,

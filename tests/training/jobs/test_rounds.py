@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from labeling import queue, services
-from labeling.blinding import SLOTS
 from labeling.errors import Conflict, Invalid
 from labeling.models import Prompt, Split, Task
 from tests.factories import (
     ModelVersionFactory,
     PromptFactory,
-    ranking_task,
     submitted_demonstration,
+    submitted_ranking,
 )
 from tests.worker import messages_on, purge_queues
 from training import loop, rounds, storage
@@ -29,13 +27,7 @@ def setup(project, personas, settings, tmp_path, now):
     settings.RUN_ROOT = tmp_path / "runs"
     (settings.MODEL_ROOT / "sft").mkdir(parents=True)
     sft = ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
-    task = ranking_task(project)
-    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
-    entries = [
-        {"completion": c, "rank": i + 1, "likert": 5, "flags": []}
-        for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-    ]
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    task = submitted_ranking(project, personas.alice, now, likert=5).task
     train = [PromptFactory(project=project, split=Split.TRAIN) for _ in range(3)]
     test = [PromptFactory(project=project, split=Split.TEST) for _ in range(2)]
     return {"sft": sft, "task": task, "train": train, "test": test}

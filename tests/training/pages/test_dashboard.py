@@ -144,14 +144,9 @@ def test_the_model_page_and_the_api_give_a_reward_models_interval(project, perso
 def test_the_dashboard_names_flags_as_labelers_read_them_and_links_each_model(
     project, personas, judged, now
 ):
-    from labeling.blinding import SLOTS
-    from tests.factories import ranking_task
+    from tests.factories import submitted_ranking
 
-    ranking_task(project)
-    lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking", now=now)
-    entries = [{"completion": s, "rank": i + 1, "likert": 4, "flags": ["fails_to_follow"]}
-               for i, s in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries, now=now)
+    submitted_ranking(project, personas.alice, now, flags=["fails_to_follow"])
     client = Client()
     client.force_login(personas.reviewer)
     html = client.get(f"/p/{project.slug}/review/dashboard/").content.decode()

@@ -8,9 +8,12 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from labeling import queue, services
-from labeling.blinding import SLOTS
-from tests.factories import ModelVersionFactory, api_client, ranking_task, submitted_demonstration
+from tests.factories import (
+    ModelVersionFactory,
+    api_client,
+    submitted_demonstration,
+    submitted_ranking,
+)
 from tests.worker import messages_on, purge_queues
 from training.dispatch import RUN_TASK
 from training.models import Round, TrainingRun
@@ -35,15 +38,7 @@ def base(project, personas, settings, tmp_path, now):
     (settings.MODEL_ROOT / "tiny-base").mkdir(parents=True)
     for n in range(2):
         submitted_demonstration(project, personas.alice, f"A good answer {n}.", now)
-        ranking_task(project)
-        lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking",
-                                 now=now)  # fmt: skip
-        entries = [
-            {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-            for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-        ]
-        services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries,
-                                now=now)  # fmt: skip
+        submitted_ranking(project, personas.alice, now)
     return ModelVersionFactory(project=project, name="tiny-base", kind="base", path="tiny-base")
 
 

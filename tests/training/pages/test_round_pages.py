@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from labeling import queue, services
-from labeling.blinding import SLOTS
-from tests.factories import ModelVersionFactory, api_client, ranking_task
+from tests.factories import ModelVersionFactory, api_client, submitted_ranking
 from training import loop, rounds, stages, storage
 from training.engine.config import RewardConfig
 from training.models import Round
@@ -20,15 +18,7 @@ def sft(project, personas, settings, tmp_path, now):
     settings.MODEL_ROOT = tmp_path / "models"
     (settings.MODEL_ROOT / "sft").mkdir(parents=True)
     for _ in range(2):  # the fewest a launch form takes (it asks to confirm fewer than 32)
-        ranking_task(project)
-        lease = queue.claim_next(user_id=personas.alice.pk, project=project, kind="ranking",
-                                 now=now)  # fmt: skip
-        entries = [
-            {"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-            for i, c in enumerate(SLOTS[: len(lease.shown_order)])
-        ]
-        services.ranking_submit(lease_id=lease.pk, user_id=personas.alice.pk, entries=entries,
-                                now=now)  # fmt: skip
+        submitted_ranking(project, personas.alice, now)
     return ModelVersionFactory(project=project, name="sft-0", kind="sft", path="sft")
 
 
@@ -284,11 +274,7 @@ def test_the_api_answers_a_models_lineage_with_its_run_config_and_exact_rows(
 
 
 def _rank_one(project, personas, now):
-    ranking_task(project)
-    lease = queue.claim_next(user_id=personas.bob.pk, project=project, kind="ranking", now=now)
-    entries = [{"completion": c, "rank": i + 1, "likert": 4, "flags": []}
-               for i, c in enumerate(SLOTS[: len(lease.shown_order)])]  # fmt: skip
-    services.ranking_submit(lease_id=lease.pk, user_id=personas.bob.pk, entries=entries, now=now)
+    submitted_ranking(project, personas.bob, now)
 
 
 def test_a_round_on_one_ranking_is_refused_and_on_a_few_asks_to_confirm(
